@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make study` (set up, then run the main job) and `make test`.
+# Set-up creates .venv, installs torch==2.13.0 only when no torch is importable (a GPU user's torch, visible
+# through --system-site-packages, is kept), then the package with the extras the tests need. Re-running is a
+# no-op unless pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.grokscope-installed
+
+.PHONY: setup study test bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+# Until `grokscope study` exists: build the micro dataset family and print its summary table.
+study: setup
+	$(VENV)/bin/grokscope data family --preset micro --out datasets/micro --force
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(VENV)/bin/python benchmarks/bench_data.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,240 @@
+"""The ``grokscope`` command line: one entry point, verbs mapped onto typed functions.
+
+Every user error is printed as ``error: <problem and fix>`` (one line per problem) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from grokscope.errors import GrokscopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Grokking and generalization circuits in transformers on two-hop reasoning.")
+data_app = typer.Typer(no_args_is_help=True, help="Build, inspect, export and import datasets (PAPER_SPEC §2).")
+app.add_typer(data_app, name="data")
+
+
+def _parse_aug(aug: Optional[str]) -> dict[str, str]:
+    from grokscope.config import parse_overrides
+
+    return parse_overrides([aug]) if aug else {}
+
+
+def _data_config(preset: str, regime: Optional[str], aug: Optional[str], overrides: Optional[list[str]]):
+    from grokscope.config import parse_overrides
+    from grokscope.data.config import resolve_data_config
+
+    return resolve_data_config(preset, regime, _parse_aug(aug), parse_overrides(overrides))
+
+
+PresetOpt = typer.Option("micro", "--preset", "-p", help="Scale preset: smoke, micro, mini or paper.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override any generator parameter: --set num_entities=300.")
+
+
+@data_app.command("build")
+def data_build(
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    preset: str = PresetOpt,
+    regime: Optional[str] = typer.Option(
+        None, help="Augmentation regime: natural, both_full, both_half, first_full, second_full."),
+    aug: Optional[str] = typer.Option(None, help="Custom augmentation: h1ratio=..,h1k=..,h2ratio=..,h2k=.."),
+    transfer: bool = typer.Option(False, "--transfer", help="Write the transfer (fine-tuning) set of the dataset."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    overrides: Optional[list[str]] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+) -> None:
+    """Build one dataset: a pre-training set, or with --transfer its fine-tuning set."""
+    from grokscope.data.build import build_dataset
+    from grokscope.data.store import check_output_dir, save
+    from grokscope.data.transfer import build_transfer
+
+    overrides = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
+    cfg = _data_config(preset, regime, aug, overrides).validate(transfer=transfer)
+    check_output_dir(out, force)
+    t0 = time.perf_counter()
+    ds = build_dataset(cfg)
+    if transfer:
+        ds = build_transfer(ds, cfg)
+    save(ds, out, force=force)
+    _print_summary(ds, header=f"wrote {out} in {time.perf_counter() - t0:.2f} s")
+
+
+@data_app.command("family")
+def data_family(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to hold one dataset folder per regime."),
+    preset: str = PresetOpt,
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    overrides: Optional[list[str]] = SetOpt,
+    transfer: Optional[bool] = typer.Option(
+        None, "--transfer/--no-transfer",
+        help="Also build each regime's transfer set (default: when the graph has unused (entity, relation) pairs)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing dataset folders."),
+) -> None:
+    """Build the five regimes of He et al. Fig. 2 (and their transfer sets) on one graph."""
+    from grokscope.data.build import build_family
+    from grokscope.data.store import load
+
+    overrides = list(overrides or []) + ([f"seed={seed}"] if seed is not None else [])
+    cfg = _data_config(preset, None, None, overrides)
+    problems = cfg.problems(transfer=bool(transfer))
+    if problems:
+        raise GrokscopeError(problems + (["or build without transfer sets: --no-transfer"] if transfer else []))
+    if transfer is None:
+        transfer_problems = cfg.problems(transfer=True)
+        transfer = not transfer_problems
+        for problem in transfer_problems:
+            print(f"note: transfer sets skipped: {problem}")
+    t0 = time.perf_counter()
+    written = build_family(cfg, out, force=force, transfer=transfer)
+    print(f"\nfamily of {len(written)} datasets in {time.perf_counter() - t0:.2f} s")
+    _print_family_table({name: load(path) for name, path in written.items()})
+
+
+@data_app.command("transfer")
+def data_transfer(
+    parent: Path = typer.Argument(..., help="A pre-training dataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Transfer dataset folder to write."),
+    overrides: Optional[list[str]] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+) -> None:
+    """Derive the transfer (fine-tuning) set of an existing pre-training dataset (PAPER_SPEC §2.4)."""
+    from grokscope.config import apply_overrides, from_dict, parse_overrides
+    from grokscope.data.config import DataConfig
+    from grokscope.data.store import check_output_dir, load, save
+    from grokscope.data.transfer import build_transfer
+
+    ds = load(parent)
+    base = from_dict(DataConfig, {**ds.meta["config"]}, what="dataset config") if ds.meta.get("seed") is not None \
+        else DataConfig(num_entities=ds.vocab.num_entities, num_relations=ds.vocab.num_relations,
+                        out_degree=ds.meta["config"]["out_degree"], phi=0.0)
+    cfg = apply_overrides(base, parse_overrides(overrides), what="data")
+    check_output_dir(out, force)
+    tds = build_transfer(ds, cfg)
+    save(tds, out, force=force)
+    _print_summary(tds, header=f"wrote {out}")
+
+
+@data_app.command("show")
+def data_show(
+    path: Path = typer.Argument(..., help="Dataset folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, fingerprint, config)."),
+) -> None:
+    """Print counts per split and probe type."""
+    from grokscope.data.store import load
+
+    ds = load(path)
+    if as_json:
+        print(json.dumps({"name": ds.meta["name"], "kind": ds.meta["kind"], "counts": ds.meta["counts"],
+                          "fingerprint": ds.meta["fingerprint"], "d_vocab": ds.vocab.d_vocab,
+                          "config": ds.meta["config"], "warnings": ds.meta.get("warnings", [])}))
+    else:
+        _print_summary(ds, header=str(path))
+
+
+@data_app.command("export")
+def data_export(
+    path: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the original-format JSON files."),
+    fmt: str = typer.Option("original", "--format", help="Export format (only 'original')."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+) -> None:
+    """Write train/valid/test/vocab.json in the original authors' item format."""
+    from grokscope.data.original_format import export_original
+    from grokscope.data.store import load
+
+    if fmt != "original":
+        raise GrokscopeError(f"unknown export format {fmt!r}; the only format is 'original'")
+    export_original(load(path), out, force=force)
+    print(f"exported {path} -> {out} (train.json, valid.json, test.json, vocab.json, id_facts.json, "
+          f"ood_facts.json)")
+
+
+@data_app.command("import")
+def data_import(
+    folder: Path = typer.Argument(..., help="Folder with train.json, valid.json, test.json, vocab.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+) -> None:
+    """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
+    from grokscope.data.original_format import import_original
+    from grokscope.data.store import check_output_dir, save
+
+    check_output_dir(out, force)
+    ds = import_original(folder)
+    save(ds, out, force=force)
+    _print_summary(ds, header=f"imported {folder} -> {out}")
+
+
+def _print_summary(ds, header: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{header}\n{ds.meta['name']} ({ds.meta['kind']}), fingerprint {ds.meta['fingerprint']}, "
+                        f"d_vocab {ds.vocab.d_vocab}", title_justify="left")
+    table.add_column("split / probe type")
+    table.add_column("items", justify="right")
+    for name, n in ds.meta["counts"].items():
+        table.add_row(name, f"{n:,}")
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for w in ds.meta.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _print_family_table(datasets: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = {"train_atomic": "atomic", "train_inferred": "inferred", "train_inferred/aug_hop1": "+hop1",
+               "train_inferred/aug_hop2": "+hop2", "valid": "ood_test", "probe/test_inferred_iid": "iid_probe",
+               "probe/atomic_new": "new", "probe/test_inferred_new": "new+new",
+               "probe/test_inferred_new_mix": "mix", "probe/test_inferred_new_mix_powered": "mix_pow"}
+    present = [k for k in columns if any(k in ds.meta["counts"] for ds in datasets.values())]
+    table = Table(title="dataset family (items)", title_justify="left")
+    table.add_column("dataset", no_wrap=True)
+    for k in present:
+        table.add_column(columns[k], justify="right")
+    for name, ds in datasets.items():
+        c = ds.meta["counts"]
+        table.add_row(name, *[f"{c[k]:,}" if k in c else "-" for k in present])
+    Console(width=max(100, Console().width)).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line each and exit code 2."""
+    try:
+        # Outside standalone mode click returns the exit code of typer.Exit / Ctrl-C (130) instead of exiting.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                print("interrupted", file=sys.stderr)
+            sys.exit(code)
+    except GrokscopeError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors (unknown option, missing argument)
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

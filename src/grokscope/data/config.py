@@ -1,0 +1,181 @@
+"""Dataset generator parameters (PAPER_SPEC §2.1-2.4), the named augmentation regimes and the scale presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from grokscope.errors import GrokscopeError
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Fact-level augmentation knobs (PAPER_SPEC §2.3): expose a fraction of the OOD hop-1 / hop-2 universes,
+    each exposed fact in at most ``k`` new training compositions."""
+
+    h1ratio: float = 0.0
+    h1k: int = 0
+    h2ratio: float = 0.0
+    h2k: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        return not ((self.h1ratio > 0 and self.h1k > 0) or (self.h2ratio > 0 and self.h2k > 0))
+
+    def suffix(self) -> str:
+        """The original dataset-name suffix (PAPER_SPEC §2.5)."""
+        return (f"_factaug_h1ratio{float(self.h1ratio)}_h1k{self.h1k}"
+                f"_h2ratio{float(self.h2ratio)}_h2k{self.h2k}")
+
+
+# PAPER_SPEC §2.3 table: the five regimes of He et al. Fig. 2. k = 18 / 9 is tied to d = 20, not to N.
+REGIMES: dict[str, Augmentation] = {
+    "natural": Augmentation(0.0, 0, 0.0, 0),
+    "both_full": Augmentation(1.0, 18, 1.0, 18),
+    "both_half": Augmentation(0.5, 9, 0.5, 9),
+    "first_full": Augmentation(1.0, 18, 0.0, 0),
+    "second_full": Augmentation(0.0, 0, 1.0, 18),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines a dataset; two builds with equal configs produce identical arrays."""
+
+    num_entities: int = 2000  # N (PAPER_SPEC §2.1)
+    num_relations: int = 200  # R
+    out_degree: int = 20  # d: distinct relations per head entity
+    phi: float = 18.0  # |train_inferred| / |atomic_ID| (§2.1 point 5)
+    ood_ratio: float = 0.05  # exact fraction of atomic facts held out as OOD
+    id_test_prob: float = 0.005  # probability an ID/ID composition is held out as test_inferred_iid
+    probe_cap: int = 3000  # max probes per type (§2.1 point 8)
+    valid_cap: int = 3000  # max OOD test compositions kept (§2.1 point 7)
+    seed: int = 0  # KG, splits and probes; the original generator was unseeded (Appendix A.5)
+    # Augmentation (§2.3); the original reseeds with 42 regardless of the KG, we keep that as aug_seed.
+    h1ratio: float = 0.0
+    h1k: int = 0
+    h2ratio: float = 0.0
+    h2k: int = 0
+    aug_seed: int = 42
+    # Transfer set (§2.4), scaled by N: the paper's 2,000 new facts and 8,000 kept items at N = 2,000.
+    num_new_atomic: int | None = None  # default N
+    keep_old_train: int | None = None  # default 4 N
+    cap_test_inferred_new: int = 3000
+    cap_test_inferred_mix: int = 3000
+    transfer_seed: int = 0  # the original's random.Random(0)
+    new_fact_attempts: int = 500_000  # phase-A attempt budget (§2.4 point 4)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.h1ratio, self.h1k, self.h2ratio, self.h2k)
+
+    @property
+    def n_new_atomic(self) -> int:
+        return self.num_entities if self.num_new_atomic is None else self.num_new_atomic
+
+    @property
+    def n_keep_old(self) -> int:
+        return 4 * self.num_entities if self.keep_old_train is None else self.keep_old_train
+
+    @property
+    def n_atomic(self) -> int:
+        return self.num_entities * self.out_degree
+
+    @property
+    def n_ood_atomic(self) -> int:
+        # Python round() as the original (banker's rounding on exact halves).
+        return int(round(self.ood_ratio * self.n_atomic))
+
+    @property
+    def n_train_inferred(self) -> int:
+        return int(round(self.phi * (self.n_atomic - self.n_ood_atomic)))
+
+    def max_feasible_phi(self) -> float:
+        """Expected ID training pool / |atomic_ID|: ≈ 0.945·d at the paper's settings (§2.1 point 5)."""
+        n_id = self.n_atomic - self.n_ood_atomic
+        if n_id <= 0:
+            return 0.0
+        p_id = n_id / self.n_atomic
+        pool = self.n_atomic * self.out_degree * p_id * p_id * (1 - self.id_test_prob)
+        return pool / n_id
+
+    def name(self) -> str:
+        """Dataset name in the original's convention (§2.5)."""
+        base = f"composition.{self.num_entities}.{self.num_relations}.{float(self.phi)}"
+        return base if self.augmentation.is_empty else base + self.augmentation.suffix()
+
+    def problems(self, transfer: bool = False) -> list[str]:
+        """Every reason this config cannot be built, one line each (empty when it can)."""
+        p = []
+        for key in ("num_entities", "num_relations", "out_degree", "probe_cap", "valid_cap"):
+            if getattr(self, key) <= 0:
+                p.append(f"{key} must be positive (got {getattr(self, key)})")
+        if 0 < self.num_relations < self.out_degree:
+            p.append(f"out_degree {self.out_degree} exceeds num_relations {self.num_relations}: each head needs "
+                     f"distinct relations; lower out_degree or raise num_relations")
+        for key in ("ood_ratio", "id_test_prob", "h1ratio", "h2ratio"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                p.append(f"{key} must be in [0, 1] (got {value})")
+        for key in ("h1k", "h2k", "cap_test_inferred_new", "cap_test_inferred_mix", "new_fact_attempts"):
+            if getattr(self, key) < 0:
+                p.append(f"{key} must be >= 0 (got {getattr(self, key)})")
+        if self.phi < 0:
+            p.append(f"phi must be >= 0 (got {self.phi})")
+        elif not p and self.phi > 0:
+            limit = self.max_feasible_phi()
+            # 1% slack below the expectation: the pool size is random, the exact check happens after sampling.
+            if self.phi > 0.99 * limit:
+                p.append(f"phi {self.phi} is infeasible: the ID training pool allows at most about "
+                         f"{0.99 * limit:.2f} at out_degree {self.out_degree} (max phi ≈ 0.945·d); lower phi or "
+                         f"raise out_degree")
+        if transfer and not p:
+            if self.num_relations <= self.out_degree:
+                p.append(f"the transfer set needs unused (entity, relation) pairs but out_degree {self.out_degree}"
+                         f" = num_relations {self.num_relations}; use --set num_relations={2 * self.out_degree}")
+            if self.n_new_atomic <= 0:
+                p.append(f"num_new_atomic must be positive (got {self.n_new_atomic})")
+            if self.n_keep_old < 0:
+                p.append(f"keep_old_train must be >= 0 (got {self.n_keep_old})")
+        return p
+
+    def validate(self, transfer: bool = False) -> "DataConfig":
+        problems = self.problems(transfer)
+        if problems:
+            raise GrokscopeError(problems)
+        return self
+
+
+# Scale tiers (DESIGN §8, PAPER_SPEC §10.2, CPU_CALIBRATION §3).
+DATA_PRESETS: dict[str, DataConfig] = {
+    "smoke": DataConfig(num_entities=50, num_relations=20, out_degree=5, phi=4.0, probe_cap=200),
+    # CPU_CALIBRATION run G: E=100, R=20, K=20, phi=12 groks ID on 2 cores in ~10 minutes.
+    "micro": DataConfig(num_entities=100, num_relations=20, out_degree=20, phi=12.0),
+    "mini": DataConfig(num_entities=500, num_relations=200, out_degree=20, phi=18.0),
+    "paper": DataConfig(num_entities=2000, num_relations=200, out_degree=20, phi=18.0),
+}
+
+
+def resolve_data_config(preset: str, regime: str | None = None, aug: dict | None = None,
+                        overrides: dict | None = None) -> DataConfig:
+    """Preset -> regime -> custom augmentation -> ``--set`` overrides, each later step winning."""
+    from grokscope.config import apply_overrides
+
+    problems = []
+    if preset not in DATA_PRESETS:
+        problems.append(f"unknown preset {preset!r}; choose one of {', '.join(DATA_PRESETS)}")
+    if regime is not None and regime not in REGIMES:
+        problems.append(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    aug_keys = {f.name for f in dataclasses.fields(Augmentation)}
+    for key in sorted(set(aug or {}) - aug_keys):
+        problems.append(f"unknown --aug key {key!r}; valid keys: {', '.join(sorted(aug_keys))}")
+    if problems:
+        raise GrokscopeError(problems)
+    cfg = DATA_PRESETS[preset]
+    if regime is not None:
+        cfg = dataclasses.replace(cfg, **dataclasses.asdict(REGIMES[regime]))
+    if aug:
+        cfg = apply_overrides(cfg, aug, what="--aug")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, what="data")
+    return cfg

@@ -1,0 +1,255 @@
+"""The Tiny Recursive Model as He et al. ran it (PAPER_SPEC §3.3), with named stage hooks.
+
+Notable features:
+- two shared post-norm blocks f(z, inj) = block2(block1(z + inj)) applied H_cycles x (L_cycles + 1) times; only
+  the last H-cycle carries gradients (truncated BPTT); fixed random carries H_init / L_init (not trained);
+- no attention: a token-mixing SwiGLU over the 21 positions (16-slot puzzle prefix + 5 tokens) and a channel
+  SwiGLU, rms_norm without gain computed in fp32, weights stored fp32 and cast to ``forward_dtype`` at use (bf16 as
+  the paper, or fp32);
+- gate and up projections are two GEMMs on views of the fused weight (no activation-sized concatenation in the
+  backward pass);
+- the paper's quirks are reproduced by default, each behind a named flag (Appendix A): ``quirk_token_norm_over_
+  positions`` (A.1: the token-mixing residual is rms-normalised over the position axis) and ``quirk_vocab_offset``
+  (A.2: ids run 1..d_vocab-1 but the embedding/head have d_vocab-1 rows, so the last id has no row);
+- stages: ``stage.init`` (z_H), ``stage.H{i}_L{j}`` (z_L after each thinking update) and ``stage.H{i}_commit``
+  (z_H after each commit): 15 stages at H_cycles 2, L_cycles 6 (§6.1). Hooks fire in the no-grad cycle too, so
+  the logit lens and patching see every stage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grokscope.models.hooks import HookedModule, HookPoint
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class TRMConfig:
+    d_vocab: int = 2207  # from dataset.json (pad + tokens); see quirk_vocab_offset
+    seq_len: int = 5
+    d_model: int = 1536  # hidden_size D
+    n_layers: int = 2  # L_layers: blocks in the shared network
+    H_cycles: int = 2
+    L_cycles: int = 6
+    expansion: float = 4.0
+    puzzle_emb_len: int = 16  # prefix slots; the learned puzzle vector sits in slot 0
+    num_puzzle_ids: int = 1  # every example is puzzle 0 in the paper
+    rms_norm_eps: float = 1e-5
+    forward_dtype: str = "bfloat16"
+    quirk_token_norm_over_positions: bool = True  # Appendix A.1
+    quirk_vocab_offset: bool = True  # Appendix A.2
+
+    @property
+    def n_positions(self) -> int:
+        return self.puzzle_emb_len + self.seq_len
+
+    @property
+    def n_vocab_rows(self) -> int:
+        return self.d_vocab - 1 if self.quirk_vocab_offset else self.d_vocab
+
+    @property
+    def n_stages(self) -> int:
+        return 1 + self.H_cycles * (self.L_cycles + 1)
+
+    def stage_names(self) -> list[str]:
+        names = ["init"]
+        for i in range(self.H_cycles):
+            names += [f"H{i}_L{j}" for j in range(self.L_cycles)] + [f"H{i}_commit"]
+        return names
+
+    def problems(self) -> list[str]:
+        p = []
+        for key in ("d_vocab", "seq_len", "d_model", "n_layers", "H_cycles", "L_cycles", "num_puzzle_ids"):
+            if getattr(self, key) <= 0:
+                p.append(f"model {key} must be positive (got {getattr(self, key)})")
+        if self.puzzle_emb_len < 1:
+            p.append(f"puzzle_emb_len must be >= 1 (the puzzle vector's slot; got {self.puzzle_emb_len})")
+        if self.forward_dtype not in DTYPES:
+            p.append(f"forward_dtype must be one of {', '.join(DTYPES)} (got {self.forward_dtype!r})")
+        return p
+
+
+TRM_CONFIGS = {
+    "paper": dict(d_model=1536),  # 44.56M parameters (§3.3)
+    "mini": dict(d_model=512),
+    "micro": dict(d_model=128),
+    "smoke": dict(d_model=32, L_cycles=2, puzzle_emb_len=4),
+}
+
+
+def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
+    """JAX-style truncated normal on [-2σ, 2σ], rescaled so the truncated distribution has std σ (§3.3)."""
+    # std of a standard normal truncated to [-2, 2] is 0.87962566...; draw with σ / that to hit σ after truncation.
+    with torch.no_grad():
+        return nn.init.trunc_normal_(t, 0.0, std / 0.8796256610342398, -2 * std / 0.8796256610342398,
+                                     2 * std / 0.8796256610342398)
+
+
+def swiglu_width(width: int, expansion: float) -> int:
+    inner = round(expansion * width * 2 / 3)
+    return 256 * math.ceil(inner / 256)  # ceil to a multiple of 256 as the original
+
+
+def rms_norm(x: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
+    dtype = x.dtype
+    x = x.float()
+    return (x * torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)).to(dtype)
+
+
+class CastedLinear(nn.Linear):
+    """fp32 master weights cast to the activation dtype at use (the original's CastedLinear)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """down(silu(gate) * up) with the fused [2m, w] gate_up weight (the original's layout).
+
+    Gate and up are two GEMMs on row slices of the weight (views) rather than one GEMM and a chunk: the split's
+    backward would otherwise concatenate the two activation-sized gradients."""
+    m = down.shape[1]
+    gate_up, down = gate_up.to(x.dtype), down.to(x.dtype)
+    return F.linear(F.silu(F.linear(x, gate_up[:m])) * F.linear(x, gate_up[m:]), down)
+
+
+class ChannelSwiGLU(nn.Module):
+    def __init__(self, width: int, expansion: float):
+        super().__init__()
+        inner = swiglu_width(width, expansion)
+        self.gate_up = CastedLinear(width, 2 * inner, bias=False)
+        self.down = CastedLinear(inner, width, bias=False)
+        trunc_normal_(self.gate_up.weight, 1 / math.sqrt(width))
+        trunc_normal_(self.down.weight, 1 / math.sqrt(inner))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swiglu(x, self.gate_up.weight, self.down.weight)
+
+
+class TokenSwiGLU(ChannelSwiGLU):
+    """SwiGLU over the position axis, shared across channels: x [B, D, L] -> [B, D, L] (the caller transposes;
+    a transposed copy of the small [B, L, D] carry is far cheaper than a batched GEMM over B small matrices)."""
+class Block(nn.Module):
+    """Post-norm block: token mixing then channel mixing, each followed by rms_norm of the residual sum."""
+
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_mlp = TokenSwiGLU(cfg.n_positions, cfg.expansion)
+        self.mlp = ChannelSwiGLU(cfg.d_model, cfg.expansion)
+        self.hook_resid_mid = HookPoint()  # after token mixing and its norm, [B, L, D]
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.cfg.rms_norm_eps
+        xt = x.transpose(1, 2)  # [B, D, L]
+        mixed = xt + self.token_mlp(xt.contiguous())
+        if self.cfg.quirk_token_norm_over_positions:  # A.1: normalise each channel over the positions
+            x = rms_norm(mixed, -1, eps).transpose(1, 2)
+        else:
+            x = rms_norm(mixed.transpose(1, 2), -1, eps)
+        x = self.hook_resid_mid(x.contiguous())
+        return self.hook_resid_post(rms_norm(x + self.hook_mlp_out(self.mlp(x)), -1, eps))
+
+
+class TRM(HookedModule):
+    family = "trm"
+
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.d_model
+        self.embed_scale = math.sqrt(D)
+        self.embed_tokens = nn.Parameter(trunc_normal_(torch.empty(cfg.n_vocab_rows, D), 1 / math.sqrt(D)))
+        # One learned puzzle vector per identifier, zero-initialised; trained by SignSGD (train/optim.py).
+        self.puzzle_emb = nn.Parameter(torch.zeros(cfg.num_puzzle_ids, D))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.lm_head = CastedLinear(D, cfg.n_vocab_rows, bias=False)
+        trunc_normal_(self.lm_head.weight, 1 / math.sqrt(D))
+        self.q_head = CastedLinear(D, 2, bias=True)
+        with torch.no_grad():  # Q head starts at "don't halt": weight 0, bias -5
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+        self.register_buffer("H_init", trunc_normal_(torch.empty(D), 1.0))
+        self.register_buffer("L_init", trunc_normal_(torch.empty(D), 1.0))
+        self.hook_embed = HookPoint()
+        self.stage = nn.ModuleDict({name: HookPoint() for name in cfg.stage_names()})
+        self.setup_hooks()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.cfg.forward_dtype]
+
+    def num_params(self, include_puzzle: bool = False) -> int:
+        """Trainable parameters; the puzzle table is excluded by default, as in the paper's 44.56M (§3.3)."""
+        return sum(p.numel() for n, p in self.named_parameters() if include_puzzle or n != "puzzle_emb")
+
+    def input_embeddings(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] ids -> [B, P + T, D]: puzzle prefix + token embeddings, scaled by sqrt(D), in forward dtype."""
+        B = tokens.shape[0]
+        dtype = self.dtype
+        ids = tokens if not self.cfg.quirk_vocab_offset else tokens.clamp(max=self.cfg.n_vocab_rows - 1)
+        tok = F.embedding(ids, self.embed_tokens.to(dtype))
+        prefix = tok.new_zeros(B, self.cfg.puzzle_emb_len, self.cfg.d_model)
+        pid = torch.zeros(B, dtype=torch.long, device=tokens.device) if puzzle_ids is None else puzzle_ids
+        prefix[:, 0] = self.puzzle_emb.to(dtype)[pid]
+        return self.hook_embed(self.embed_scale * torch.cat([prefix, tok], dim=1))
+
+    def level(self, z: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
+        """The shared network f(z, inj)."""
+        z = z + injection
+        for block in self.blocks:
+            z = block(z)
+        return z
+
+    def _cycle(self, i: int, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor):
+        for j in range(self.cfg.L_cycles):
+            z_L = self.stage[f"H{i}_L{j}"](self.level(z_L, z_H + x))
+        z_H = self.stage[f"H{i}_commit"](self.level(z_H, z_L))
+        return z_H, z_L
+
+    def carries(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None):
+        """Run the recursion; returns the final (z_H, z_L), each [B, P + T, D]."""
+        x = self.input_embeddings(tokens, puzzle_ids)
+        shape = x.shape
+        z_H = self.stage["init"](self.H_init.to(x.dtype).expand(shape))
+        z_L = self.L_init.to(x.dtype).expand(shape)
+        with torch.no_grad():  # all but the last H-cycle carry no gradient (truncated BPTT, §3.3)
+            for i in range(self.cfg.H_cycles - 1):
+                z_H, z_L = self._cycle(i, z_H, z_L, x)
+        return self._cycle(self.cfg.H_cycles - 1, z_H, z_L, x)
+
+    def unembed(self, z: torch.Tensor) -> torch.Tensor:
+        """lm_head over the token positions (prefix dropped): [B, P + T, D] -> [B, T, V] in fp32."""
+        return self.lm_head(z[:, self.cfg.puzzle_emb_len:]).float()
+
+    def forward(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None, return_q: bool = False):
+        """tokens [B, T] (answer slots = pad) -> logits [B, T, V] (and the q_halt logit [B] with ``return_q``)."""
+        z_H, _ = self.carries(tokens, puzzle_ids)
+        logits = self.unembed(z_H)
+        if not return_q:
+            return logits
+        q = self.q_head(z_H[:, 0]).float()
+        return logits, q[:, 0]
+
+    def flops_per_example(self, train: bool = True) -> float:
+        """Matmul FLOPs of one example (fwd, or fwd + no-grad cycles + bwd when ``train``)."""
+        cfg = self.cfg
+        L, D = cfg.n_positions, cfg.d_model
+        m_c, m_t = swiglu_width(D, cfg.expansion), swiglu_width(L, cfg.expansion)
+        per_block = 2 * (L * D * 3 * m_c + D * L * 3 * m_t)
+        per_level = cfg.n_layers * per_block
+        n_levels = cfg.H_cycles * (cfg.L_cycles + 1)
+        grad_levels = cfg.L_cycles + 1
+        head = 2 * cfg.seq_len * D * cfg.n_vocab_rows
+        if not train:
+            return n_levels * per_level + head
+        return (n_levels - grad_levels) * per_level + 3 * (grad_levels * per_level + head)

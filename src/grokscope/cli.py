@@ -172,6 +172,76 @@ def data_import(
     _print_summary(ds, header=f"imported {folder} -> {out}")
 
 
+def split_overrides(family: str, overrides: dict[str, str]) -> tuple[dict, dict]:
+    """``--set`` keys go to the train config, ``model.KEY`` (or a key only the model has) to the model config."""
+    import dataclasses
+
+    from grokscope.models.registry import FAMILIES
+    from grokscope.train.config import TrainConfig
+
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_keys = {f.name for f in dataclasses.fields(FAMILIES[family][0])} if family in FAMILIES else set()
+    train, model, problems = {}, {}, []
+    for key, value in overrides.items():
+        if key.startswith("model."):
+            model[key[6:]] = value
+        elif key in train_keys:
+            train[key] = value
+        elif key in model_keys:
+            model[key] = value
+        else:
+            problems.append(f"unknown --set key {key!r}: not a train or {family} model setting (train keys: "
+                            f"{', '.join(sorted(train_keys))}; model keys: {', '.join(sorted(model_keys))})")
+    if problems:
+        raise GrokscopeError(problems)
+    return train, model
+
+
+def resolve_run_configs(family: str, preset: str, overrides: Optional[list[str]], d_vocab: int):
+    from grokscope.config import parse_overrides
+    from grokscope.models.registry import FAMILIES, model_config
+    from grokscope.train.config import resolve_train_config
+
+    if family not in FAMILIES:
+        raise GrokscopeError(f"unknown model family {family!r}; choose gpt or trm")
+    train_over, model_over = split_overrides(family, parse_overrides(overrides))
+    train_cfg = resolve_train_config(family, preset, train_over)
+    if family == "trm" and "forward_dtype" not in model_over:  # the TRM casts itself (§3.3)
+        model_over["forward_dtype"] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[
+            train_cfg.precision]
+    model_cfg = model_config(family, train_cfg.model_config, d_vocab=d_vocab, overrides=model_over)
+    return train_cfg, model_cfg
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (grokscope data build)."),
+    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt or trm."),
+    preset: str = typer.Option("micro", "--preset", "-p", help="Recipe: smoke, micro, mini or paper."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="Override a train or model setting: --set lr=1e-3 --set model.d_model=64."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    force_config: bool = typer.Option(False, "--force-config", help="Allow --resume with a changed config."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines per evaluation instead of a live bar."),
+) -> None:
+    """Train a model on a dataset: checkpoints, metrics.jsonl, summary.json with milestones."""
+    from grokscope.data.store import load
+    from grokscope.train.loop import train
+
+    ds = load(data)
+    train_cfg, model_cfg = resolve_run_configs(model, preset, overrides, ds.vocab.d_vocab)
+    summary = train(ds, data, model, model_cfg, train_cfg, out, resume=resume, force_config=force_config,
+                    device=device, quiet=quiet)
+    ms = ", ".join(f"{k}={v}" for k, v in summary["milestones"].items() if v is not None) or "none reached"
+    final = summary["final"]
+    accs = " ".join(f"{k}={final[k]:.3f}" for k in ("train_acc", "test_inferred_iid", "test_inferred_ood",
+                                                     "bridge_found_ood") if final.get(k) is not None)
+    print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']}), {accs}; milestones: {ms}; "
+          f"{summary['wall_seconds']:.0f} s")
+
+
 def _print_summary(ds, header: str) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,185 @@
+"""Trainer: exact resume (straight vs split, and after SIGKILL), checkpoints, stop rules and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grokscope import runs
+from grokscope.train.config import TrainConfig
+from grokscope.train.milestones import milestones
+from grokscope.train.schedule import checkpoint_steps
+
+VOLATILE = {"wall_seconds"}
+
+
+def rows(run):
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in runs.read_metrics(run)]
+
+
+def final_state(run):
+    step = runs.list_checkpoints(run)[-1]
+    path = runs.step_dir(run, step)
+    return step, load_file(path / "model.safetensors"), load_file(path / "state.safetensors")
+
+
+def assert_same_run(a, b):
+    assert rows(a) == rows(b)
+    sa, wa, ta = final_state(a)
+    sb, wb, tb = final_state(b)
+    assert sa == sb and wa.keys() == wb.keys() and ta.keys() == tb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    from grokscope.cli import main
+
+    out = tmp_path_factory.mktemp("data") / "smoke"
+    main(["data", "build", "--preset", "smoke", "--out", str(out)])
+    return out
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("gpt", ["--set", "grokfast_alpha=0.98,grokfast_lambda=2"]),
+    ("gpt", ["--set", "model.dropout=0.1"]),  # dropout consumes the RNG: its state must be restored
+    ("trm", []),  # EMA, SignSGD puzzle vector, stablemax + q-halt loss
+])
+def test_resume_is_bit_identical(cli, tmp_path, smoke_data, family, extra):
+    common = ["train", "--data", smoke_data, "--model", family, "--preset", "smoke", "--quiet", *extra]
+    n = 40
+    assert cli(*common, "--set", f"max_steps={n}", "--out", tmp_path / "straight")[0] == 0
+    assert cli(*common, "--set", f"max_steps={n // 2}", "--out", tmp_path / "split")[0] == 0
+    code, out, err = cli(*common, "--set", f"max_steps={n}", "--out", tmp_path / "split", "--resume")
+    assert code == 0, err
+    assert "resumed" in out
+    assert_same_run(tmp_path / "straight", tmp_path / "split")
+
+
+def _train_proc(smoke_data, out, steps):
+    return [sys.executable, "-m", "grokscope.cli", "train", "--data", str(smoke_data), "--model", "gpt",
+            "--preset", "smoke", "--quiet", "--out", str(out), "--set",
+            f"max_steps={steps},eval_every=50,ckpt_dense_every=25,ckpt_dense_until={steps},threads=1"]
+
+
+def test_sigkill_then_resume_matches_straight_run(tmp_path, smoke_data):
+    steps = 600
+    straight = subprocess.run(_train_proc(smoke_data, tmp_path / "straight", steps), capture_output=True,
+                              text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen(_train_proc(smoke_data, tmp_path / "killed", steps), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(runs.list_checkpoints(tmp_path / "killed")) < 4:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert runs.list_checkpoints(tmp_path / "killed")[-1] < steps, "the run finished before it was killed"
+    resumed = subprocess.run(_train_proc(smoke_data, tmp_path / "killed", steps) + ["--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path / "straight", tmp_path / "killed")
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["final_step"] == steps
+
+
+def test_corrupt_checkpoint_falls_back(cli, tmp_path, smoke_data):
+    common = ["train", "--data", smoke_data, "--model", "gpt", "--preset", "smoke", "--quiet"]
+    assert cli(*common, "--set", "max_steps=40", "--out", tmp_path / "straight")[0] == 0
+    assert cli(*common, "--set", "max_steps=20", "--out", tmp_path / "run")[0] == 0
+    last = runs.step_dir(tmp_path / "run", 20) / "state.safetensors"
+    last.write_bytes(last.read_bytes()[:100])  # truncated by a crash
+    code, out, _ = cli(*common, "--set", "max_steps=40", "--out", tmp_path / "run", "--resume")
+    assert code == 0 and "falling back" in out and "resumed" in out
+    assert_same_run(tmp_path / "straight", tmp_path / "run")
+
+
+def test_changed_config_refused_unless_forced(cli, tmp_path, smoke_data):
+    common = ["train", "--data", smoke_data, "--model", "gpt", "--preset", "smoke", "--quiet", "--out", tmp_path / "r"]
+    assert cli(*common, "--set", "max_steps=20")[0] == 0
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    code, _, err = cli(*common, "--set", "max_steps=30,lr=0.5", "--resume")
+    assert code == 2 and "train.lr" in err and "--force-config" in err
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+    code, _, err = cli(*common, "--set", "max_steps=30")
+    assert code == 2 and "--resume" in err
+    assert cli(*common, "--set", "max_steps=30,lr=0.5", "--resume", "--force-config")[0] == 0
+    assert runs.list_checkpoints(tmp_path / "r")[-1] == 30
+
+
+def test_bad_inputs(cli, tmp_path, smoke_data):
+    base = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet"]
+    code, _, err = cli(*base, "--set", "model.d_vocab=10", "--out", tmp_path / "a")
+    assert code == 2 and "d_vocab" in err
+    code, _, err = cli(*base, "--set", "colour=red", "--out", tmp_path / "a")
+    assert code == 2 and "colour" in err
+    code, _, err = cli(*base, "--set", "lr=-1,precision=fp8", "--out", tmp_path / "a")
+    assert code == 2 and len(err.strip().splitlines()) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = cli(*base, "--out", blocker / "run")
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
+    code, _, err = cli(*base, "--resume", "--out", tmp_path / "nothing")
+    assert code == 2 and "nothing to resume" in err
+    other = tmp_path / "other"
+    assert cli("data", "build", "--preset", "smoke", "--seed", "9", "--out", other)[0] == 0
+    assert cli(*base, "--set", "max_steps=10", "--out", tmp_path / "r")[0] == 0
+    code, _, err = cli("train", "--data", other, "--preset", "smoke", "--resume", "--out", tmp_path / "r")
+    assert code == 2 and "trained on dataset" in err
+
+
+def test_nan_loss_stops_cleanly(cli, tmp_path, smoke_data, monkeypatch):
+    from grokscope.train import loop
+
+    real = loop.forward_loss
+    calls = {"n": 0}
+
+    def poisoned(model, batch, kind, **kw):
+        loss, logits, q = real(model, batch, kind)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 25 else loss), logits, q
+
+    monkeypatch.setattr(loop, "forward_loss", poisoned)
+    code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r")
+    assert code == 2 and "nan" in err and "Traceback" not in err
+    assert runs.list_checkpoints(tmp_path / "r")[-1] == 20  # the last good checkpoint is kept
+    runs.load_checkpoint(tmp_path / "r", 20)
+
+
+def test_stop_rule_with_margin(cli, tmp_path, smoke_data):
+    code, out, _ = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r",
+                       "--set", "max_steps=200,eval_every=10,stop_when=step>=20,stop_patience=2,stop_margin_steps=15")
+    assert code == 0, out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["final_step"] == 45 and summary["stop_reason"].startswith("stop rule")
+
+
+def test_checkpoint_schedule():
+    cfg = TrainConfig(ckpt_dense_every=100, ckpt_dense_until=1000, ckpt_log_per_decade=10, ckpt_linear_from=10_000,
+                      ckpt_every=10_000)
+    steps = sorted(checkpoint_steps(50_000, cfg))
+    assert steps[:3] == [0, 100, 200] and 1000 in steps and 50_000 in steps
+    log_part = [s for s in steps if 1000 < s < 10_000]
+    assert len(log_part) == 9 and all(b / a > 1.2 for a, b in zip(log_part, log_part[1:]))
+    assert [s for s in steps if s >= 10_000] == [10_000, 20_000, 30_000, 40_000, 50_000]
+    assert max(checkpoint_steps(123, cfg)) == 123
+
+
+def test_milestones():
+    metric_rows = [{"step": 0, "train_acc": 0.1, "test_inferred_iid": 0.0},
+                   {"step": 10, "train_acc": 0.98, "test_inferred_iid": 0.6, "bridge_found_ood": 0.95},
+                   {"step": 20, "train_acc": 0.99, "test_inferred_iid": 0.91}]
+    ms = milestones(metric_rows, 0.97, [0.5, 0.9])
+    assert ms["t_sat"] == 10 and ms["t_id50"] == 10 and ms["t_id90"] == 20
+    assert ms["t_ood50"] is None and ms["t_bridge90"] == 10

@@ -242,6 +242,115 @@ def train_cmd(
           f"{summary['wall_seconds']:.0f} s")
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Export trained models to other tools.")
+app.add_typer(export_app, name="export")
+
+
+def parse_run_ref(ref: str) -> tuple[Path, Optional[str]]:
+    """'runs/x@1200' -> (runs/x, '1200'); 'runs/x' -> (runs/x, None) meaning the last checkpoint."""
+    if "@" in ref:
+        run, step = ref.rsplit("@", 1)
+        return Path(run), step
+    return Path(ref), None
+
+
+@export_app.command("tl")
+def export_tl_cmd(
+    ref: str = typer.Argument(..., help="RUN or RUN@STEP (default: the last checkpoint)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default RUN/export_tl_step_<STEP>)."),
+    check: bool = typer.Option(True, "--check/--no-check",
+                               help="With transformer-lens installed, build the TL model and compare logits."),
+) -> None:
+    """Write a gpt checkpoint in TransformerLens's layout (tl_model.safetensors + tl_config.json)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from grokscope.models.export_tl import tl_config, tl_state_dict, to_transformer_lens
+    from grokscope.runs import load_model
+
+    run, step = parse_run_ref(ref)
+    model, step = load_model(run, step)
+    if model.family != "gpt":
+        raise GrokscopeError(f"{run} is a {model.family} run; only gpt models export to TransformerLens")
+    out = out or run / f"export_tl_step_{step:08d}"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tl_state_dict(model).items()}, out / "tl_model.safetensors")
+    (out / "tl_config.json").write_text(json.dumps(tl_config(model), indent=2))
+    msg = f"exported {run}@{step} -> {out}"
+    if check:
+        try:
+            tl = to_transformer_lens(model)
+        except GrokscopeError:
+            tl = None
+        if tl is not None:
+            x = torch.randint(1, model.cfg.d_vocab - 1, (64, model.cfg.n_ctx), generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                diff = (model(x) - tl(x)).abs().max().item()
+            msg += f"; TransformerLens logits agree to {diff:.1e}"
+    print(msg)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    run: Path = typer.Argument(..., help="Run folder."),
+    steps: str = typer.Option("sat,last", help="all, last, sat (first checkpoint at training saturation) or "
+                                               "STEP,STEP,..."),
+    probes: str = typer.Option("ood,iid,train", help="Probe types: ood, iid, train, new, mix, mix_powered or "
+                                                     "full names."),
+    analyses: str = typer.Option("lens,trace,compare,regime", help="Any of lens, trace, compare, regime."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder if it moved since training."),
+) -> None:
+    """Logit lens, causal tracing, path comparison and regime classification -> RUN/analysis/."""
+    from grokscope.analysis.run_analysis import analyze
+
+    result = analyze(run, steps, probes, analyses, data)
+    for key, rates in result.get("lens", {}).items():
+        print(f"lens {key}: bridge_found {rates['bridge_found']:.3f}, target_found {rates['target_found']:.3f}")
+    if "compare" in result and "skipped" not in result["compare"]:
+        c = result["compare"]
+        fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+        print(f"compare step {c['step_a']} vs {c['step_b']} on {c['n_queries']} ID compositions: causal-map r "
+              f"{fmt(c['causal_map_corr'])}, bridge-profile r {fmt(c['bridge_profile_corr'])}, same first stage "
+              f"{c['same_first_stage']:.2f} -> {c['verdict']} (threshold r >= {c['threshold']})")
+    for kind, r in result.get("regime", {}).items():
+        print(f"regime ({kind}): {r['regime']} (t_sat {r['t_sat']}, t_gen {r['t_gen']}, bridge when high "
+              f"{r['bridge_when_high']})")
+    print(f"tables in {run / 'analysis'}")
+
+
+@app.command("compare")
+def compare_cmd(
+    a: str = typer.Argument(..., help="RUN@STEP of the first checkpoint."),
+    b: str = typer.Argument(..., help="RUN@STEP of the second checkpoint."),
+    probes: str = typer.Option("iid,train", help="Composition probes to compare on (from A's dataset)."),
+    threshold: float = typer.Option(0.8, help="Correlation needed for 'same path'."),
+    out: Optional[Path] = typer.Option(None, help="Write the comparison as JSON here."),
+) -> None:
+    """Do two checkpoints (e.g. two regimes) use the same inference path on the same compositions?"""
+    import numpy as np
+
+    from grokscope.analysis.circuits import compare_paths
+    from grokscope.analysis.run_analysis import TRACE_EXAMPLES, _sample_rows, resolve_probes, run_dataset
+    from grokscope.runs import load_model, write_json_atomic
+    from grokscope.train.batches import encode
+
+    (run_a, step_a), (run_b, step_b) = parse_run_ref(a), parse_run_ref(b)
+    ds = run_dataset(run_a)
+    model_a, step_a = load_model(run_a, step_a)
+    model_b, step_b = load_model(run_b, step_b)
+    if model_a.cfg.d_vocab != model_b.cfg.d_vocab:
+        raise GrokscopeError("the two runs have different vocabularies; compare runs trained on the same graph")
+    rows = _sample_rows(np.concatenate([ds.probe(t) for t in resolve_probes(ds, probes)]), TRACE_EXAMPLES)
+    cmp = compare_paths(model_a, model_b, encode(ds, rows), ds, rows, threshold=threshold)
+    result = {"a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", **cmp.to_dict()}
+    if out:
+        write_json_atomic(out, result)
+    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    print(f"{result['a']} vs {result['b']} on {cmp.n_queries} compositions: causal-map r {fmt(cmp.causal_map_corr)},"
+          f" bridge-profile r {fmt(cmp.bridge_profile_corr)}, same first stage {cmp.same_first_stage:.2f} -> "
+          f"{cmp.verdict} (threshold r >= {threshold})")
+
+
 def _print_summary(ds, header: str) -> None:
     from rich.console import Console
     from rich.table import Table

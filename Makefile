@@ -1,7 +1,8 @@
 # Two commands on a fresh machine: `make study` (set up, then run the main job) and `make test`.
 # Set-up creates .venv, installs torch==2.13.0 only when no torch is importable (a GPU user's torch, visible
 # through --system-site-packages, is kept), then the package with the extras the tests need. Re-running is a
-# no-op unless pyproject.toml changed.
+# no-op unless pyproject.toml changed. The installed torch is pinned while installing the extras, so nothing
+# (transformer-lens pulls torch) can replace it with a multi-GB CUDA build.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[dev,interp]"
 	@touch $(STAMP)
 
 # Until `grokscope study` exists: build the micro dataset family and print its summary table.

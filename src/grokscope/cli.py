@@ -290,6 +290,32 @@ def export_tl_cmd(
     print(msg)
 
 
+@app.command("transfer")
+def transfer_cmd(
+    parent: str = typer.Option(..., "--from", help="Pre-trained RUN or RUN@STEP (default: its last checkpoint)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Fine-tune run folder."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Transfer dataset (default: built from the "
+                                                                   "parent's own dataset into OUT/data)."),
+    preset: str = typer.Option("scaled", "--preset", "-p", help="Recipe: paper (lr 2e-5, eval every 50 epochs) or "
+                                                                "scaled (lr parent/2, eval every 250 steps)."),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a train setting."),
+    control: bool = typer.Option(False, "--control", help="Train the same architecture from scratch on the same "
+                                                          "data (the control group)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log lines per evaluation instead of a live bar."),
+) -> None:
+    """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
+    from grokscope.config import parse_overrides
+    from grokscope.transfer import print_transfer_summary, run_transfer
+
+    summary = run_transfer(parse_run_ref(parent), out, data=data, preset=preset,
+                           overrides=parse_overrides(overrides), control=control, device=device, quiet=quiet,
+                           resume=resume)
+    print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']})")
+    print_transfer_summary(summary)
+
+
 @app.command("analyze")
 def analyze_cmd(
     run: Path = typer.Argument(..., help="Run folder."),

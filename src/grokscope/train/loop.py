@@ -113,11 +113,13 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 def train(ds: Dataset, data_dir: Path, family: str, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
           force_config: bool = False, device: str = "auto", quiet: bool = False, init_weights: dict | None = None,
-          extra_config: dict | None = None, lens_types: dict | None = None) -> dict:
+          extra_config: dict | None = None, lens_types: dict | None = None,
+          probe_sets: dict | None = None) -> dict:
     """Train (or resume) a run in ``out``; returns the summary dict also written to ``summary.json``.
 
-    ``init_weights`` starts from given weights (fine-tuning, issue transfer); ``extra_config`` is recorded in
-    config.yaml (e.g. the parent run of a fine-tune)."""
+    ``init_weights`` starts from given weights (fine-tuning); ``extra_config`` is recorded in config.yaml (e.g. the
+    parent run of a fine-tune); ``probe_sets`` replaces the evaluation sets (default: every probe type) and
+    ``lens_types`` maps metric suffixes to the sets the lens rates are computed on."""
     # --- set-up: device, threads, run directory, configs
     device = pick_device(device)
     if device == "cpu":
@@ -155,7 +157,7 @@ def train(ds: Dataset, data_dir: Path, family: str, model_cfg, cfg: TrainConfig,
                                  + ["resume with the original settings, or pass --force-config to accept changes"])
     elif resume:
         raise GrokscopeError(f"nothing to resume in {out} (no config.yaml); drop --resume to start a new run")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != "data" for p in out.iterdir()):  # a fine-tune keeps its dataset in data/
         raise GrokscopeError(f"{out} exists and is not a run; choose an empty or new --out")
     runs.ensure_writable(out)
 
@@ -172,7 +174,7 @@ def train(ds: Dataset, data_dir: Path, family: str, model_cfg, cfg: TrainConfig,
     grokfast = Grokfast(cfg.grokfast_alpha, cfg.grokfast_lambda) if cfg.grokfast_lambda > 0 else None
     scaler = torch.amp.GradScaler("cuda") if (cfg.precision == "fp16" and device == "cuda") else None
     order = BatchOrder(len(train_set), cfg.batch_size, cfg.seed, cfg.drop_last)
-    probes = {t: encode(ds, ds.probe(t)) for t in ds.probe_types}
+    probes = probe_sets if probe_sets is not None else {t: encode(ds, ds.probe(t)) for t in ds.probe_types}
     lens_types = LENS_TYPES if lens_types is None else lens_types
     rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
     ckpt_steps = checkpoint_steps(max_steps, cfg)

@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[dev,interp]"
 	@touch $(STAMP)
 
-# Until `grokscope study` exists: build the micro dataset family and print its summary table.
+# The main job: the micro study on this CPU (data, training, analyses, transfer, report) -> reports/micro/.
+# Resumes where it stopped when interrupted.
 study: setup
-	$(VENV)/bin/grokscope data family --preset micro --out datasets/micro --force
+	$(VENV)/bin/grokscope study --preset micro --out reports/micro
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -316,6 +316,37 @@ def transfer_cmd(
     print_transfer_summary(summary)
 
 
+@app.command("study")
+def study_cmd(
+    preset: str = typer.Option("micro", "--preset", "-p", help="smoke, micro, mini, paper, or a YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default reports/<preset>)."),
+    executor: str = typer.Option("local", help="local (one job at a time on CPU, one per GPU) or ray."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)."),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
+                                                  help="data.KEY=V, train.KEY=V or transfer.KEY=V."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over instead of resuming the study in --out."),
+) -> None:
+    """Run a whole study (data, training, analyses, transfer) and write the report; resumes by default."""
+    from grokscope.config import parse_overrides
+    from grokscope.study import run_study
+
+    out = out or Path("reports") / Path(preset).stem
+    t0 = time.perf_counter()
+    report = run_study(preset, out, executor=executor, address=address, overrides=parse_overrides(overrides),
+                       fresh=fresh)
+    print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min: {report} (and {report.with_suffix('.md')})")
+
+
+@app.command("report")
+def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope study --out).")) -> None:
+    """Rebuild a study's report from its run folders (reads files only)."""
+    from grokscope.report.build import build_report
+
+    if not (study / "study.json").is_file():
+        raise GrokscopeError(f"{study} is not a study folder (no study.json); run `grokscope study` first")
+    print(f"wrote {build_report(study)}")
+
+
 @app.command("analyze")
 def analyze_cmd(
     run: Path = typer.Argument(..., help="Run folder."),

@@ -64,7 +64,11 @@ def resolve_steps(run: Path, spec: str) -> list[int]:
         elif item == "last":
             out.add(steps[-1])
         elif item == "sat":
-            out.add(sat_step(run, steps))
+            try:
+                out.add(sat_step(run, steps))
+            except GrokscopeError as exc:  # keep going with the middle checkpoint, and say so
+                print(f"note: {exc}; using the middle checkpoint {steps[len(steps) // 2]} instead of 'sat'")
+                out.add(steps[len(steps) // 2])
         else:
             out.add(runs.resolve_step(run, item))
     return sorted(out)

@@ -1,0 +1,26 @@
+"""Training FLOPs per step from a run's recorded model config (analytic; no model is built)."""
+
+from __future__ import annotations
+
+import math
+
+
+def _swiglu(width: int, expansion: float) -> int:
+    return 256 * math.ceil(round(expansion * width * 2 / 3) / 256)
+
+
+def flops_per_step(family: str, model: dict, batch: int) -> float:
+    """Matmul FLOPs of one optimiser step (forward + backward), the usual 3x-forward estimate."""
+    if family == "gpt":
+        T, d, L = model["n_ctx"], model["d_model"], model["n_layers"]
+        mlp = model.get("d_mlp") or 4 * d
+        per_token = 2 * L * (4 * d * d + 2 * d * mlp)
+        attn = 2 * L * 2 * T * T * d
+        head = 2 * 2 * d * model["d_vocab"]  # logits at the two supervised positions
+        return 3 * batch * (T * per_token + attn + head)
+    P, D = model["puzzle_emb_len"] + model["seq_len"], model["d_model"]
+    per_block = 2 * (P * D * 3 * _swiglu(D, model["expansion"]) + D * P * 3 * _swiglu(P, model["expansion"]))
+    per_level = model["n_layers"] * per_block
+    levels, grad_levels = model["H_cycles"] * (model["L_cycles"] + 1), model["L_cycles"] + 1
+    head = 2 * model["seq_len"] * D * model["d_vocab"]
+    return batch * ((levels - grad_levels) * per_level + 3 * (grad_levels * per_level + head))

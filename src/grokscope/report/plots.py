@@ -1,0 +1,132 @@
+"""Pure plotting functions: tables in, matplotlib Figures out (no I/O, no training imports)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLORS = {"bridge": "#1f77b4", "ood": "#d62728", "train": "#2ca02c", "iid": "#9467bd", "new": "#ff7f0e",
+          "comp": "#2ca02c"}
+
+
+def _curve(ax, df, col, label, color, marker=None, style="-"):
+    if col in df and df[col].notna().any():
+        ax.plot(df["step"], df[col], style, color=color, marker=marker, markersize=3, label=label)
+
+
+def regime_panels(curves: dict[str, pd.DataFrame], title: str):
+    """He Fig. 2 analogue: per regime, bridge found, OOD accuracy (exact match and target found), training acc."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False, sharey=True)
+    for ax, (name, df) in zip(axes[0], curves.items()):
+        _curve(ax, df, "bridge_found_ood", "bridge found (OOD)", COLORS["bridge"], "o")
+        _curve(ax, df, "target_found_ood", "OOD target found", COLORS["ood"], "s")
+        _curve(ax, df, "test_inferred_ood", "OOD exact match", COLORS["ood"], None, "--")
+        _curve(ax, df, "train_acc", "training accuracy", COLORS["train"], "^")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.05)
+    axes[0][0].set_ylabel("rate")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def grokking_curve(df: pd.DataFrame, title: str):
+    """Wang Fig. 1 analogue: training, ID test and OOD test accuracy vs step."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    _curve(ax, df, "train_acc", "training", COLORS["train"])
+    _curve(ax, df, "test_inferred_iid", "ID test", COLORS["iid"])
+    _curve(ax, df, "test_inferred_ood", "OOD test", COLORS["ood"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("exact match")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str]], title: str):
+    """He Fig. 3/4 analogue: rows = starting models, columns = categories; New Fact accuracy, composition exact
+    match and bridge found vs fine-tuning step."""
+    fig, axes = plt.subplots(len(runs), len(categories), figsize=(3.2 * len(categories), 2.2 * len(runs)),
+                             squeeze=False, sharex=True, sharey=True)
+    for r, (name, df) in enumerate(runs.items()):
+        for c, (cat, label) in enumerate(categories):
+            ax = axes[r][c]
+            _curve(ax, df, f"bridge_found_{cat}", "bridge found", COLORS["bridge"], "o")
+            _curve(ax, df, cat, "composition exact match", COLORS["comp"], "s")
+            _curve(ax, df, "atomic_new", "New Fact acc", COLORS["new"], "^")
+            ax.set_ylim(-0.02, 1.05)
+            if r == 0:
+                ax.set_title(label, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    axes[-1][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def lens_profiles(profiles: dict[str, pd.Series], title: str, ylabel: str):
+    """Bridge decodability per layer / stage for several checkpoints (e.g. saturated vs grokked)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for label, series in profiles.items():
+        ax.plot(range(len(series)), series.values, marker="o", label=label)
+        ax.set_xticks(range(len(series)), series.index, rotation=60 if len(series) > 6 else 0, fontsize=7)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def causal_heatmaps(maps: dict[str, pd.DataFrame], title: str):
+    """Causal strength (stage x position) per checkpoint and the difference last - first (Wang Fig. 4 style)."""
+    names = list(maps)
+    panels = [(n, maps[n], "viridis", (0, 1)) for n in names]
+    if len(names) >= 2:
+        diff = maps[names[-1]] - maps[names[0]]
+        panels.append((f"{names[-1]} - {names[0]}", diff, "PiYG", (-1, 1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 0.28 * max(len(m) for m in maps.values())
+                                                        + 1.6), squeeze=False)
+    for ax, (name, m, cmap, (lo, hi)) in zip(axes[0], panels):
+        im = ax.imshow(m.values, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        ax.set_xticks(range(m.shape[1]), m.columns)
+        ax.set_yticks(range(m.shape[0]), m.index, fontsize=7)
+        ax.set_title(name, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def milestone_sweep(df: pd.DataFrame, x: str, title: str):
+    """Steps to each milestone vs a swept config value (Wang Fig. 2 style)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for col in [c for c in df.columns if c.startswith("t_")]:
+        if df[col].notna().any():
+            ax.plot(df[x], df[col], marker="o", label=col)
+    ax.set_xlabel(x)
+    ax.set_ylabel("steps")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def empty_note(text: str):
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    return fig
+
+
+__all__ = ["regime_panels", "grokking_curve", "transfer_grid", "lens_profiles", "causal_heatmaps",
+           "milestone_sweep", "empty_note"]

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_peak, median_time  # noqa: E402
 
 from grokscope import runs  # noqa: E402
-from grokscope.analysis.logit_lens import lens_inputs, lens_ranks  # noqa: E402
+from grokscope.analysis.logit_lens import lens_ranks  # noqa: E402
 from grokscope.analysis.patching import causal_strength, counterfactual_tokens  # noqa: E402
 from grokscope.data.build import build_dataset  # noqa: E402
 from grokscope.data.config import DATA_PRESETS  # noqa: E402

@@ -10,7 +10,6 @@ evaluations, or at the wall-time budget; the trm trains for the same budget (iss
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 

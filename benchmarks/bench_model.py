@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -149,7 +148,8 @@ sys.path.insert(0, sys.argv[1])
 from grokscope.models import build_model, model_config
 from grokscope.models import trm as trm_mod
 from grokscope.runtime import set_threads, tune_allocator
-D, dtype, reference, threads, steps = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6])
+D, dtype, reference = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+threads, steps = int(sys.argv[5]), int(sys.argv[6])
 set_threads(threads)
 if reference:
     # The original layout: transpose -> one fused Linear over positions -> chunk -> silu*up -> Linear -> transpose,
@@ -162,14 +162,16 @@ else:
     tune_allocator()
 torch.manual_seed(0)
 m = build_model(model_config("trm", "micro", d_vocab=2207, overrides={"d_model": D, "forward_dtype": dtype})).train()
-opt = torch.optim.AdamW([p for n, p in m.named_parameters() if n != "puzzle_emb"], lr=1e-4, betas=(0.9, 0.95), weight_decay=1.0)
+params = [p for n, p in m.named_parameters() if n != "puzzle_emb"]
+opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=1.0)
 g = torch.Generator().manual_seed(0)
 x = torch.randint(1, 2206, (512, 5), generator=g); y = torch.randint(1, 2206, (512, 5), generator=g)
 times = []
 for i in range(steps):
     t = time.perf_counter()
     logits, q = m(x, return_q=True)
-    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten()) + 0.5 * F.binary_cross_entropy_with_logits(q, torch.zeros_like(q))
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    loss = loss + 0.5 * F.binary_cross_entropy_with_logits(q, torch.zeros_like(q))
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     times.append(time.perf_counter() - t)
 print(json.dumps({"steady": statistics.median(times[5:]), "first": times[0], "flops": m.flops_per_example() * 512}))

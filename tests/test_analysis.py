@@ -96,9 +96,9 @@ def test_causal_tracing_matches_per_example_reference(trained, family):
             corrupt[0, p] = int(cf[i, p])
             _, cache = model.run_with_cache(corrupt, names_filter=names)
             for s, name in enumerate(names):
-                def patch(act, hook, donor=cache[name][0, offset + p]):
+                def patch(act, hook, donor=cache[name][0, offset + p], pos=offset + p):
                     act = act.clone()
-                    act[0, offset + p] = donor
+                    act[0, pos] = donor
                     return act
                 with model.hooks([(name, patch)]):
                     flips[s].append(not correct(prompts[i:i + 1], t))

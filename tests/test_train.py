@@ -183,3 +183,14 @@ def test_milestones():
     ms = milestones(metric_rows, 0.97, [0.5, 0.9])
     assert ms["t_sat"] == 10 and ms["t_id50"] == 10 and ms["t_id90"] == 20
     assert ms["t_ood50"] is None and ms["t_bridge90"] == 10
+
+
+def test_resume_of_finished_run_keeps_summary(cli, tmp_path, smoke_data):
+    common = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", "max_steps=20",
+              "--set", "threads=1", "--out", tmp_path / "r"]
+    assert cli(*common)[0] == 0
+    before = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert cli(*common, "--resume")[0] == 0
+    after = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert after["final"] == before["final"] and after["milestones"] == before["milestones"]
+    assert rows(tmp_path / "r") and len(runs.read_metrics(tmp_path / "r")) == 2

@@ -283,7 +283,8 @@ def export_tl_cmd(
         except GrokscopeError:
             tl = None
         if tl is not None:
-            x = torch.randint(1, model.cfg.d_vocab - 1, (64, model.cfg.n_ctx), generator=torch.Generator().manual_seed(0))
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randint(1, model.cfg.d_vocab - 1, (64, model.cfg.n_ctx), generator=gen)
             with torch.no_grad():
                 diff = (model(x) - tl(x)).abs().max().item()
             msg += f"; TransformerLens logits agree to {diff:.1e}"
@@ -335,6 +336,23 @@ def study_cmd(
     report = run_study(preset, out, executor=executor, address=address, overrides=parse_overrides(overrides),
                        fresh=fresh)
     print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min: {report} (and {report.with_suffix('.md')})")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    grid: list[str] = typer.Option(..., "--grid", "-g", help="data.KEY=v1,v2 / train.KEY=v1,v2 / model.KEY=v1,v2;"
+                                                             " repeat for a product grid."),
+    preset: str = typer.Option("micro", "--preset", "-p", help="Study preset whose data and first model to use."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default reports/sweep_<preset>)."),
+    executor: str = typer.Option("local", help="local or ray."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address."),
+) -> None:
+    """Train over a grid of config values and write a milestone table (CSV) and figure."""
+    from grokscope.sweep import run_sweep
+
+    csv = run_sweep(preset, grid, out or Path("reports") / f"sweep_{Path(preset).stem}", executor, address)
+    print(open(csv).read())
+    print(f"wrote {csv} and {csv.with_name('sweep.png')}")
 
 
 @app.command("report")

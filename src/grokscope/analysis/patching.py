@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from grokscope.data.store import Dataset
-from grokscope.data.transfer import fact_lookup
 from grokscope.train.batches import Encoded
 
 POSITIONS = ("h", "r1", "r2")

@@ -105,8 +105,8 @@ def _merge_table(path: Path, new: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
-def analyze(run: Path, steps: str = "sat,last", probes: str = "ood,iid,train", analyses: str = "lens,trace,compare,regime",
-            data: Path | None = None, log=print) -> dict:
+def analyze(run: Path, steps: str = "sat,last", probes: str = "ood,iid,train",
+            analyses: str = "lens,trace,compare,regime", data: Path | None = None, log=print) -> dict:
     run = Path(run)
     wanted = [a.strip() for a in analyses.split(",") if a.strip()]
     bad = [a for a in wanted if a not in ANALYSES]

@@ -15,7 +15,8 @@ With nothing attached a hook point is a plain module call that returns its input
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Union
+from typing import Union
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn

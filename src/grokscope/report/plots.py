@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 COLORS = {"bridge": "#1f77b4", "ood": "#d62728", "train": "#2ca02c", "iid": "#9467bd", "new": "#ff7f0e",

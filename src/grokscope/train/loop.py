@@ -138,7 +138,7 @@ def train(ds: Dataset, data_dir: Path, family: str, model_cfg, cfg: TrainConfig,
     if model_cfg.d_vocab != ds.vocab.d_vocab:
         raise GrokscopeError(f"model d_vocab {model_cfg.d_vocab} does not match the dataset's {ds.vocab.d_vocab}; "
                              f"drop the d_vocab override (it is read from dataset.json)")
-    seq_len = getattr(model_cfg, "n_ctx", None) or getattr(model_cfg, "seq_len")
+    seq_len = getattr(model_cfg, "n_ctx", None) or model_cfg.seq_len
     if seq_len < 5:
         raise GrokscopeError(f"model sequence length {seq_len} is shorter than the dataset's 5 tokens; "
                              f"drop the n_ctx/seq_len override")
@@ -325,6 +325,8 @@ def train(ds: Dataset, data_dir: Path, family: str, model_cfg, cfg: TrainConfig,
     if writer is not None:
         writer.close()
     rows = runs.read_metrics(out)
+    if not last_metrics and rows:  # resumed at the final step: nothing new was evaluated
+        last_metrics = rows[-1]
     wall = time.perf_counter() - t_start
     session_steps, session_seconds = step - session_first_step, time.perf_counter() - session_start
     summary = {

@@ -102,3 +102,17 @@ def test_smoke_study_on_local_ray(tmp_path, cli):
     code, out, err = cli("study", "--preset", "smoke", "--out", tmp_path / "ray", "--executor", "ray")
     assert code == 0, err
     assert (tmp_path / "ray" / "report.html").exists()
+
+
+def test_sweep_writes_milestone_table(cli, tmp_path):
+    import pandas as pd
+
+    code, out, err = cli("sweep", "--preset", "smoke", "--grid", "train.weight_decay=0.1,0.3",
+                         "--grid", "data.phi=2,3", "--out", tmp_path / "sw")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "sw" / "sweep.csv")
+    assert len(table) == 4 and {"train.weight_decay", "data.phi", "t_sat", "final_iid", "steps"} <= set(table.columns)
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 5_000
+    assert len(list((tmp_path / "sw" / "datasets").iterdir())) == 2  # one dataset per distinct data point
+    code, _, err = cli("sweep", "--preset", "smoke", "--grid", "lr=1,2", "--out", tmp_path / "bad")
+    assert code == 2 and "data.KEY" in err

@@ -137,6 +137,8 @@ def build_report(root: Path) -> Path:
                   "machine": f"{platform.machine()} {platform.system()} {platform.release()}, "
                              f"{_cpu_count()} CPUs, python {platform.python_version()}",
                   "dataset fingerprints": {n: r["config"]["data"]["fingerprint"] for n, r in all_runs.items()},
+                  "study spec": spec,
+                  "run configs": {n: str(r["path"] / "config.yaml") for n, r in all_runs.items()},
                   "stage seconds": {k: round(v, 1) for k, v in state.get("stage_seconds", {}).items()}}
     tier_note = _tier_note(spec, pre, regimes)
     md = _markdown(spec, rep, findings, compute_rows, worth, provenance, tier_note, pre)

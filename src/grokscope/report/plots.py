@@ -109,12 +109,16 @@ def causal_heatmaps(maps: dict[str, pd.DataFrame], title: str):
 def milestone_sweep(df: pd.DataFrame, x: str, title: str):
     """Steps to each milestone vs a swept config value (Wang Fig. 2 style)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for col in [c for c in df.columns if c.startswith("t_")]:
-        if df[col].notna().any():
-            ax.plot(df[x], df[col], marker="o", label=col)
+    reached = [c for c in df.columns if c.startswith("t_") and df[c].notna().any()]
+    for col in reached:
+        ax.plot(df[x], df[col], marker="o", label=col)
     ax.set_xlabel(x)
     ax.set_ylabel("steps")
-    ax.legend(fontsize=8)
+    if reached:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no milestone reached at any grid point", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -162,15 +162,19 @@ class LocalExecutor:
         times: dict[str, float] = {}
         if self.gpus > 1:
             pending = list(jobs)
-            active: list[tuple[subprocess.Popen, Job, float]] = []
+            free = list(range(self.gpus))
+            active: list[tuple[subprocess.Popen, Job, float, int]] = []
             while pending or active:
-                while pending and len(active) < self.gpus:
-                    job = pending.pop(0)
-                    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(len(active))}
-                    active.append((subprocess.Popen(_command(job), env=env), job, time.time()))
-                for proc, job, t0 in list(active):
+                while pending and free:
+                    job, gpu = pending.pop(0), free.pop(0)
+                    self.log(f"[{job.stage}] {job.name} (GPU {gpu})")
+                    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+                    active.append((subprocess.Popen(_command(job), env=env), job, time.time(), gpu))
+                for entry in list(active):
+                    proc, job, t0, gpu = entry
                     if proc.poll() is not None:
-                        active.remove((proc, job, t0))
+                        active.remove(entry)
+                        free.append(gpu)
                         _check(proc.returncode, job)
                         times[job.name] = time.time() - t0
                 time.sleep(0.5)

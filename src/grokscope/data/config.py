@@ -132,7 +132,8 @@ class DataConfig:
         if transfer and not p:
             if self.num_relations <= self.out_degree:
                 p.append(f"the transfer set needs unused (entity, relation) pairs but out_degree {self.out_degree}"
-                         f" = num_relations {self.num_relations}; use --set num_relations={2 * self.out_degree}")
+                         f" = num_relations {self.num_relations}; use --set num_relations={2 * self.out_degree} or "
+                         f"--set out_degree={self.num_relations - 1}")
             if self.n_new_atomic <= 0:
                 p.append(f"num_new_atomic must be positive (got {self.n_new_atomic})")
             if self.n_keep_old < 0:

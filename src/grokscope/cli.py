@@ -383,9 +383,8 @@ def analyze_cmd(
         print(f"lens {key}: bridge_found {rates['bridge_found']:.3f}, target_found {rates['target_found']:.3f}")
     if "compare" in result and "skipped" not in result["compare"]:
         c = result["compare"]
-        fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
         print(f"compare step {c['step_a']} vs {c['step_b']} on {c['n_queries']} ID compositions: causal-map r "
-              f"{fmt(c['causal_map_corr'])}, bridge-profile r {fmt(c['bridge_profile_corr'])}, same first stage "
+              f"{_fmt(c['causal_map_corr'])}, bridge-profile r {_fmt(c['bridge_profile_corr'])}, same first stage "
               f"{c['same_first_stage']:.2f} -> {c['verdict']} (threshold r >= {c['threshold']})")
     for kind, r in result.get("regime", {}).items():
         print(f"regime ({kind}): {r['regime']} (t_sat {r['t_sat']}, t_gen {r['t_gen']}, bridge when high "
@@ -420,10 +419,13 @@ def compare_cmd(
     result = {"a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", **cmp.to_dict()}
     if out:
         write_json_atomic(out, result)
-    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
-    print(f"{result['a']} vs {result['b']} on {cmp.n_queries} compositions: causal-map r {fmt(cmp.causal_map_corr)},"
-          f" bridge-profile r {fmt(cmp.bridge_profile_corr)}, same first stage {cmp.same_first_stage:.2f} -> "
+    print(f"{result['a']} vs {result['b']} on {cmp.n_queries} compositions: causal-map r {_fmt(cmp.causal_map_corr)},"
+          f" bridge-profile r {_fmt(cmp.bridge_profile_corr)}, same first stage {cmp.same_first_stage:.2f} -> "
           f"{cmp.verdict} (threshold r >= {threshold})")
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _print_summary(ds, header: str) -> None:

@@ -227,9 +227,3 @@ class GPT(HookedModule):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, 6·N (non-embedding matmuls) + attention, nanoGPT's estimate."""
-        cfg = self.cfg
-        n_matmul = cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.mlp_width)
-        return 6 * n_matmul + 12 * cfg.n_layers * cfg.d_model * cfg.n_ctx

@@ -239,17 +239,3 @@ class TRM(HookedModule):
             return logits
         q = self.q_head(z_H[:, 0]).float()
         return logits, q[:, 0]
-
-    def flops_per_example(self, train: bool = True) -> float:
-        """Matmul FLOPs of one example (fwd, or fwd + no-grad cycles + bwd when ``train``)."""
-        cfg = self.cfg
-        L, D = cfg.n_positions, cfg.d_model
-        m_c, m_t = swiglu_width(D, cfg.expansion), swiglu_width(L, cfg.expansion)
-        per_block = 2 * (L * D * 3 * m_c + D * L * 3 * m_t)
-        per_level = cfg.n_layers * per_block
-        n_levels = cfg.H_cycles * (cfg.L_cycles + 1)
-        grad_levels = cfg.L_cycles + 1
-        head = 2 * cfg.seq_len * D * cfg.n_vocab_rows
-        if not train:
-            return n_levels * per_level + head
-        return (n_levels - grad_levels) * per_level + 3 * (grad_levels * per_level + head)

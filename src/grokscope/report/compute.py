@@ -1,12 +1,9 @@
-"""Training FLOPs per step from a run's recorded model config (analytic; no model is built)."""
+"""Training FLOPs per step from a model config dict (analytic; no model is built): the one estimate the report and
+the benchmarks share."""
 
 from __future__ import annotations
 
-import math
-
-
-def _swiglu(width: int, expansion: float) -> int:
-    return 256 * math.ceil(round(expansion * width * 2 / 3) / 256)
+from grokscope.models.trm import swiglu_width
 
 
 def flops_per_step(family: str, model: dict, batch: int) -> float:
@@ -19,7 +16,7 @@ def flops_per_step(family: str, model: dict, batch: int) -> float:
         head = 2 * 2 * d * model["d_vocab"]  # logits at the two supervised positions
         return 3 * batch * (T * per_token + attn + head)
     P, D = model["puzzle_emb_len"] + model["seq_len"], model["d_model"]
-    per_block = 2 * (P * D * 3 * _swiglu(D, model["expansion"]) + D * P * 3 * _swiglu(P, model["expansion"]))
+    per_block = 2 * (P * D * 3 * swiglu_width(D, model["expansion"]) + D * P * 3 * swiglu_width(P, model["expansion"]))
     per_level = model["n_layers"] * per_block
     levels, grad_levels = model["H_cycles"] * (model["L_cycles"] + 1), model["L_cycles"] + 1
     head = 2 * model["seq_len"] * D * model["d_vocab"]

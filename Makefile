@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 study: setup
 	$(VENV)/bin/grokscope study --preset micro --out reports/micro
 
+# The tests, after the import contract (dependencies point down; the report stage never imports torch).
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest
 
 bench: setup

@@ -25,13 +25,14 @@ from common import matmul_peak, median_time  # noqa: E402
 
 from grokscope import runs  # noqa: E402
 from grokscope.analysis.logit_lens import lens_ranks  # noqa: E402
-from grokscope.analysis.patching import causal_strength, counterfactual_tokens  # noqa: E402
+from grokscope.analysis.patching import causal_strength  # noqa: E402
+from grokscope.data.counterfactuals import counterfactual_tokens  # noqa: E402
 from grokscope.data.build import build_dataset  # noqa: E402
 from grokscope.data.config import DATA_PRESETS  # noqa: E402
 from grokscope.models import build_model, model_config  # noqa: E402
 from grokscope.models.trm import swiglu_width  # noqa: E402
 from grokscope.runtime import set_threads, tune_allocator  # noqa: E402
-from grokscope.train.batches import encode  # noqa: E402
+from grokscope.data.encoding import encode  # noqa: E402
 
 
 def per_example_lens(model, enc):

@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,7 +29,6 @@ from common import matmul_peak, median_time  # noqa: E402
 
 from grokscope.models import build_model, model_config  # noqa: E402
 from grokscope.models.hooks import HookPoint  # noqa: E402
-from grokscope.report.compute import flops_per_step  # noqa: E402
 from grokscope.runtime import set_threads, tune_allocator  # noqa: E402
 
 ORIGINAL_S_PER_STEP = {(128, "bfloat16"): 3.2, (128, "float32"): 6.2, (256, "bfloat16"): 6.7, (256, "float32"): 14.5}
@@ -109,7 +107,7 @@ def section_gpt(args, peak):
             line += " (transformers not installed: pip install 'grokscope[hf]')"
         print(line)
         results[precision] = statistics.median(t_ours)
-    flops = flops_per_step("gpt", asdict(ours.cfg), B)
+    flops = ours.flops_per_step(B)
     print(f"\n== 2a. micro gpt achieved FLOP/s (fp32 step): {flops / results['fp32'] / 1e9:.1f} GFLOP/s = "
           f"{flops / results['fp32'] / peak:.0%} of the measured fp32 matmul peak (target >= 50%)")
     return ours
@@ -140,9 +138,7 @@ import torch.nn.functional as F
 sys.path.insert(0, sys.argv[1])
 from grokscope.models import build_model, model_config
 from grokscope.models import trm as trm_mod
-from grokscope.report.compute import flops_per_step
 from grokscope.runtime import set_threads, tune_allocator
-from dataclasses import asdict
 D, dtype, reference = int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 threads, steps = int(sys.argv[5]), int(sys.argv[6])
 set_threads(threads)
@@ -169,7 +165,7 @@ for i in range(steps):
     loss = loss + 0.5 * F.binary_cross_entropy_with_logits(q, torch.zeros_like(q))
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     times.append(time.perf_counter() - t)
-flops = flops_per_step("trm", asdict(m.cfg), 512)
+flops = m.flops_per_step(512)
 print(json.dumps({"steady": statistics.median(times[5:]), "first": times[0], "flops": flops}))
 '''
 

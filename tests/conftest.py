@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny datasets built once per session, and a CLI runner that returns (code, stdout, stderr)."""
+"""Shared fixtures: tiny datasets built once per session, a CLI runner that returns (code, stdout, stderr), and
+tiny trained models (a smoke gpt and a smoke trm) shared by the analysis, transfer and interop tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import pytest
 from grokscope.cli import main
 from grokscope.data.build import build_dataset
 from grokscope.data.config import DATA_PRESETS, REGIMES
+
+
+def run_cli(*args) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +40,28 @@ def cli(capsys):
     """Run the grokscope CLI in-process; returns (exit code, stdout, stderr)."""
 
     def run(*args: str):
-        code = 0
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = run_cli(*args)
         out = capsys.readouterr()
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory):
+    """The smoke dataset as a folder."""
+    out = tmp_path_factory.mktemp("data") / "smoke"
+    assert run_cli("data", "build", "--preset", "smoke", "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, smoke_data):
+    """A smoke gpt (300 steps) and a smoke trm (40 steps) trained on the smoke dataset: (root, dataset)."""
+    from grokscope.data.store import load
+
+    root = tmp_path_factory.mktemp("trained")
+    for family, steps in (("gpt", 300), ("trm", 40)):
+        assert run_cli("train", "--data", smoke_data, "--model", family, "--preset", "smoke", "--quiet",
+                       "--set", f"max_steps={steps},eval_every=100", "--out", root / family) == 0
+    return root, load(smoke_data)

@@ -1,9 +1,11 @@
-"""Analyses: batched logit lens and causal tracing against slow per-example references on tiny trained models;
-path comparison, regime classification, the analyze CLI; TransformerLens cross-check when installed."""
+"""Analyses: the batched logit lens and causal tracing against slow per-example references on tiny trained models;
+Wang et al.'s counterfactual rules; the trm's exact match against the original string comparison; the path
+comparison's verdict rules and its negative control; the analyze and compare CLI; TransformerLens cross-check."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,28 +13,13 @@ import pytest
 import torch
 
 from grokscope import runs
-from grokscope.analysis.circuits import classify_regime, compare_paths
-from grokscope.analysis.logit_lens import bridge_mask, found_rates, lens_inputs, lens_ranks, stage_argmax
-from grokscope.analysis.patching import _prompts, _setup, causal_strength, counterfactual_tokens
-from grokscope.data.store import load
-from grokscope.train.batches import encode
-from grokscope.train.evaluate import exact_match, forward_loss
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A smoke gpt (300 steps) and a smoke trm (40 steps) trained on the smoke dataset."""
-    from grokscope.cli import main
-
-    root = tmp_path_factory.mktemp("analysis")
-    main(["data", "build", "--preset", "smoke", "--out", str(root / "data")])
-    for family, steps in (("gpt", 300), ("trm", 40)):
-        try:
-            main(["train", "--data", str(root / "data"), "--model", family, "--preset", "smoke", "--quiet",
-                  "--set", f"max_steps={steps},eval_every=100", "--out", str(root / family)])
-        except SystemExit as exc:
-            assert not exc.code
-    return root, load(root / "data")
+from grokscope.analysis.circuits import compare_paths, path_verdict
+from grokscope.analysis.logit_lens import lens_ranks
+from grokscope.analysis.patching import causal_strength
+from grokscope.data.counterfactuals import counterfactual_tokens
+from grokscope.data.encoding import encode
+from grokscope.models.family import LossSpec
+from grokscope.models.readout import found_rates, stage_argmax
 
 
 def _model(trained, family):
@@ -50,25 +37,30 @@ def test_lens_matches_per_example_reference(trained, family):
     model, ds = _model(trained, family)
     rows, enc = _probe_enc(ds)
     ranks = lens_ranks(model, enc, chunk=7)  # odd chunk size: batching must not matter
-    tokens = lens_inputs(model, enc)
-    names = (["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-             if family == "gpt" else [f"stage.{s}" for s in model.cfg.stage_names()])
+    tokens = model.prompt(enc)
+    names = [hook for _, hook in model.readout_stages()]
     for i in range(len(rows)):  # slow and obvious: one query, full sort per stage and position
         _, cache = model.run_with_cache(tokens[i:i + 1], names_filter=names)
         for s, name in enumerate(names):
             logits = model.unembed(cache[name])[0]
             for p in range(logits.shape[0]):
                 order = torch.argsort(logits[p], descending=True, stable=True).tolist()
-                for role, tok in (("bridge", enc.bridge[i]), ("target", enc.targets[i, 0])):
+                for role, tok in (("bridge", enc.bridge[i]), ("target", enc.answer[i])):
                     expected = order.index(int(tok))
                     # ties would make the sort position ambiguous; the batched rank counts strictly greater logits
                     assert ranks[role][s, i, p] == (logits[p] > logits[p, int(tok)]).sum() <= expected
     argmax = stage_argmax(model, tokens, chunk=5)
-    rates = found_rates(model, argmax, enc.bridge, enc.targets[:, 0])
-    mask = bridge_mask(model, *argmax.shape[::2])
+    rates = found_rates(model, argmax, enc.bridge, enc.answer)
+    mask = model.bridge_found_mask(argmax.shape[0], argmax.shape[2])
     ref_b = np.mean([any(argmax[s, i, p] == enc.bridge[i] and mask[s, p] for s in range(argmax.shape[0])
                          for p in range(argmax.shape[2])) for i in range(len(rows))])
     assert rates["bridge_found"] == pytest.approx(ref_b)
+
+
+def test_gpt_bridge_found_counts_only_the_r2_position(trained):
+    model, _ = _model(trained, "gpt")
+    mask = model.bridge_found_mask(5, 3)
+    assert mask[:, 2].all() and not mask[:, :2].any()  # r1 has seen only the atomic query (h, r1)
 
 
 @pytest.mark.parametrize("family", ["gpt", "trm"])
@@ -77,19 +69,18 @@ def test_causal_tracing_matches_per_example_reference(trained, family):
     rows, enc = _probe_enc(ds, n=30)
     cf = counterfactual_tokens(ds, rows, seed=0)
     strength, counts, labels = causal_strength(model, enc, cf)
-    names, _, offset = _setup(model)
-    prompts = _prompts(model, enc)
+    names = [hook for _, hook in model.patch_stages()]
+    offset = model.token_offset
+    prompts = model.prompt(enc)
 
     def correct(tokens, target):
         with torch.no_grad():
-            if family == "gpt":
-                return int(model(tokens)[0, 2].argmax()) == target
-            return int(model(tokens)[0, 3].argmax()) == target
+            return int(model.answer_logits(tokens)[0].argmax()) == target
 
     for p in range(3):
         flips = {s: [] for s in range(len(names))}
         for i in range(len(rows)):
-            t = int(enc.targets[i, 0])
+            t = int(enc.answer[i])
             if cf[i, p] < 0 or not correct(prompts[i:i + 1], t):
                 continue
             corrupt = prompts[i:i + 1].clone()
@@ -113,8 +104,8 @@ def test_counterfactuals_follow_wang_rules(trained):
     rows = ds.probe("train_inferred")[:50]
     cf = counterfactual_tokens(ds, rows)
     v = ds.vocab
-    atomic = ds.arrays["atomic"]
-    tail = {(h, r): t for h, r, _, _, t in atomic.tolist()}
+    tail = {(h, r): t for h, r, _, _, t in ds.arrays["atomic"].tolist()}
+    assert (cf >= 0).mean() > 0.5
     for (h, r1, r2, b, t), (ch, cr1, cr2) in zip(rows.tolist(), cf.tolist()):
         if cr2 >= 0:
             r2p = cr2 - 1 - v.num_entities
@@ -131,52 +122,65 @@ def test_counterfactuals_follow_wang_rules(trained):
 def test_trm_exact_match_matches_string_reference(trained):
     model, ds = _model(trained, "trm")
     rows, enc = _probe_enc(ds)
-    _, logits, _ = forward_loss(model, enc, "stablemax")
-    em = exact_match(model, enc, logits, ds.vocab.end_id)
-    for i in range(len(rows)):  # the original: decode, drop pads, cut at </a>, compare strings (§5)
-        out = ds.vocab.decode(logits[i].argmax(-1).tolist()).split("</a>")[0]
+    with torch.no_grad():
+        out = model.forward_batch(enc)
+    em = model.exact_match(enc, out, ds.vocab.end_id)
+    logits = out[0]
+    for i in range(len(rows)):  # the original: decode, drop pads, cut at </a>, compare strings
+        pred = ds.vocab.decode(logits[i].argmax(-1).tolist()).split("</a>")[0]
         gold = ds.vocab.decode(enc.seq[i].tolist()).split("</a>")[0]
-        assert bool(em[i]) == (out == gold)
+        assert bool(em[i]) == (pred == gold)
+    assert float(model.loss(enc, out, LossSpec("stablemax", aux_weight=0.5))) > 0
 
 
-def test_compare_same_model_is_same_path(trained):
+def test_path_verdict_rules():
+    flat, peaked, other = [0.0, 0.02, 0.01, 0.0], [0.1, 0.6, 0.95, 0.2], [0.9, 0.7, 0.2, 0.1]
+    assert path_verdict(flat, peaked, None, None)["verdict"] == "different path"  # step 0 vs a bridge path
+    assert path_verdict(flat, flat, None, None)["verdict"] == "undetermined"
+    assert path_verdict(peaked, [0.05, 0.5, 0.9, 0.3], None, None)["verdict"] == "same path"
+    assert path_verdict(peaked, other, None, None)["verdict"] == "different path"
+    # saturated cells (>= 0.95 in both maps) are left out: two maps that agree only there are not "same"
+    map_a = np.array([[1.0, 1.0, 1.0], [0.9, 0.1, 0.8], [0.1, 0.9, 0.2]])
+    map_b = np.array([[1.0, 1.0, 1.0], [0.1, 0.9, 0.2], [0.9, 0.1, 0.8]])
+    result = path_verdict(peaked, [0.05, 0.5, 0.9, 0.3], map_a, map_b)
+    assert result["cells_compared"] == 6 and result["causal_map_corr"] < 0 and result["verdict"] == "different path"
+    assert np.corrcoef(map_a.ravel(), map_b.ravel())[0, 1] > -0.5  # with those cells the maps looked less different
+
+
+def test_compare_same_model_is_same_or_undetermined(trained):
     model, ds = _model(trained, "gpt")
-    rows, enc = _probe_enc(ds)
-    cmp = compare_paths(model, model, enc, ds, rows)
-    assert cmp.same_first_stage == 1.0 and cmp.verdict == "same path"
-    assert cmp.bridge_profile_corr in (None, pytest.approx(1.0))
-
-
-def test_regime_classification():
-    def rows(train, ood, bridge):
-        return [{"step": 100 * i, "train_acc": a, "test_inferred_ood": o, "bridge_found_ood": b}
-                for i, (a, o, b) in enumerate(zip(train, ood, bridge))]
-    sat = [0.5, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
-    assert classify_regime(rows(sat, [0, 0, 0, 0, 0.1, 0.3, 0.6, 0.95], [0, .2, .5, .9, .95, 1, 1, 1]))[
-        "regime"] == "natural grokking"
-    assert classify_regime(rows(sat, [0, 0.6, 0.95, 0.95, 1, 1, 1, 1], [0, .5, .95, 1, 1, 1, 1, 1]))[
-        "regime"] == "no delay"
-    r = classify_regime(rows(sat, [0, 0, 0, 0.2, 0.5, 0.95, 0.96, 0.97], [0, .1, .1, .2, .2, .2, .3, .2]))
-    assert r["regime"] == "fake grokking" and not r["circuit"]
-    assert classify_regime(rows(sat, [0] * 8, [0] * 8))["regime"] == "no generalisation"
+    rows, _ = _probe_enc(ds)
+    cmp = compare_paths(model, model, ds, rows)
+    assert cmp["level_a"] == cmp["level_b"] and cmp["profile_a"] == cmp["profile_b"]
+    assert cmp["verdict"] in ("same path", "undetermined")
 
 
 def test_analyze_cli_writes_tables(cli, trained):
     root, _ = trained
     code, out, err = cli("analyze", root / "gpt", "--steps", "0,last", "--probes", "ood,train")
     assert code == 0, err
-    lens = pd.read_parquet(root / "gpt" / "analysis" / "lens.parquet")
-    trace = pd.read_parquet(root / "gpt" / "analysis" / "trace.parquet")
+    analysis = root / "gpt" / "analysis"
+    lens, trace = pd.read_parquet(analysis / "lens.parquet"), pd.read_parquet(analysis / "trace.parquet")
+    use = pd.read_parquet(analysis / "bridge_use.parquet")
     assert set(lens.step) == {0, 300} and set(lens.probe_type) == {"test_inferred_ood", "train_inferred"}
-    assert {"run", "step", "probe_type", "stage", "position", "metric", "value"} <= set(lens.columns)
+    assert {"run", "step", "probe_type", "stage", "position", "metric", "value", "n"} <= set(lens.columns)
+    assert {"b_decodable_at_r1", "bridge_found", "mrr_bridge"} <= set(lens.metric)
     assert set(trace.position) == {"h", "r1", "r2"} and trace.value.between(0, 1).all()
-    assert "regime (ood)" in out and "compare step 0 vs 300" in out
-    # re-running one step replaces its rows, keeps the others
+    assert set(use.stage) == {"L0", "L1", "max"}
+    records = sorted(p.name for p in (analysis / "queries").iterdir())
+    assert "step_00000300.train_inferred.parquet" in records and "schema.json" in records
+    frame = pd.read_parquet(analysis / "queries" / "step_00000300.train_inferred.parquet")
+    assert {"pred", "correct", "lens.L2.1", "use.L1", "donor_t"} <= set(frame.columns)
+    compare = json.loads((analysis / "compare.json").read_text())
+    assert compare["step0_vs_last"]["step_a"] == 0 and "regime (ood)" in out
+    # re-running one step replaces its rows and keeps the others
     assert cli("analyze", root / "gpt", "--steps", "last", "--probes", "ood", "--analyses", "lens")[0] == 0
-    lens2 = pd.read_parquet(root / "gpt" / "analysis" / "lens.parquet")
-    assert len(lens2) == len(lens)
-    code, _, err = cli("analyze", root / "gpt", "--probes", "nonsense")
-    assert code == 2 and "nonsense" in err
+    assert len(pd.read_parquet(analysis / "lens.parquet")) == len(lens)
+    for bad, needle in ((["--probes", "nonsense"], "nonsense"), (["--analyses", ""], "choose one or more"),
+                        (["--steps", "grokked"], "selects no checkpoint")):
+        before = (analysis / "summary.json").read_text()
+        code, _, err = cli("analyze", root / "gpt", *bad)
+        assert code == 2 and needle in err and (analysis / "summary.json").read_text() == before
     code, out, err = cli("compare", f"{root / 'gpt'}@0", f"{root / 'gpt'}@300")
     assert code == 0 and "compositions" in out, err
     code, _, err = cli("compare", f"{root / 'gpt'}@0", f"{root / 'trm'}")
@@ -190,14 +194,13 @@ def test_gpt_lens_agrees_with_transformer_lens(trained):
     model, ds = _model(trained, "gpt")
     _, enc = _probe_enc(ds)
     tl = to_transformer_lens(model)
-    tokens = lens_inputs(model, enc)
+    tokens = model.prompt(enc)
     _, cache = tl.run_with_cache(tokens)
     ranks = lens_ranks(model, enc)
     for layer in range(model.cfg.n_layers):
-        resid = cache[f"blocks.{layer}.hook_resid_post"]
-        logits = tl.unembed(tl.ln_final(resid))
-        ours = model.unembed(model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_post")[1][
-            f"blocks.{layer}.hook_resid_post"])
+        name = f"blocks.{layer}.hook_resid_post"
+        logits = tl.unembed(tl.ln_final(cache[name]))
+        ours = model.unembed(model.run_with_cache(tokens, names_filter=name)[1][name])
         torch.testing.assert_close(logits, ours, atol=1e-4, rtol=1e-4)
         tl_rank = (logits > torch.gather(logits, -1, enc.bridge.view(-1, 1, 1).expand(-1, 3, 1))).sum(-1)
         assert torch.equal(tl_rank, ranks["bridge"][layer + 1])

@@ -79,8 +79,15 @@ def test_non_empty_output_needs_force(cli, tmp_path):
     code, _, err = cli("data", "build", "--preset", "smoke", "--out", out)
     assert code == 2 and "--force" in err
     assert (out / "precious.txt").read_text() == "keep me"
-    code, _, _ = cli("data", "build", "--preset", "smoke", "--out", out, "--force")
-    assert code == 0 and (out / "dataset.json").exists() and not (out / "precious.txt").exists()
+    code, _, err = cli("data", "build", "--preset", "smoke", "--out", out, "--force")
+    assert code == 2 and "will not replace" in err  # --force replaces only a dataset, never a user's folder
+    assert (out / "precious.txt").read_text() == "keep me"
+    ds = tmp_path / "ds2"
+    assert cli("data", "build", "--preset", "smoke", "--out", ds)[0] == 0
+    code, _, err = cli("data", "build", "--preset", "smoke", "--seed", "3", "--out", ds)
+    assert code == 2 and "holds a dataset" in err and "--force" in err
+    assert cli("data", "build", "--preset", "smoke", "--seed", "3", "--out", ds, "--force")[0] == 0
+    assert load(ds).meta["seed"] == 3
 
 
 def test_killed_build_leaves_no_complete_looking_folder(cli, tmp_path, monkeypatch):
@@ -127,6 +134,11 @@ def test_import_rejects_malformed(cli, tmp_path):
     exp.mkdir()
     code, _, err = cli("data", "import", exp, "--out", tmp_path / "x")
     assert code == 2 and "lacks train.json" in err
+    (exp / "vocab.json").write_text(json.dumps({"not": "a list"}))
+    for name in ("train.json", "valid.json", "test.json"):
+        (exp / name).write_text("[]")
+    code, _, err = cli("data", "import", exp, "--out", tmp_path / "x")
+    assert code == 2 and "vocab.json" in err and "Traceback" not in err
     for name in ("valid.json", "test.json"):
         (exp / name).write_text("[]")
     (exp / "vocab.json").write_text(json.dumps(["<e_0>", "<r_0>"]))

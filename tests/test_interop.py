@@ -11,7 +11,7 @@ from grokscope.data.build import build_dataset
 from grokscope.data.config import DATA_PRESETS
 from grokscope.models import build_model, model_config
 from grokscope.models.export_tl import tl_config, tl_state_dict, to_transformer_lens
-from grokscope.train.batches import encode
+from grokscope.data.encoding import encode
 
 HAS_TL = importlib.util.find_spec("transformer_lens") is not None
 
@@ -58,3 +58,8 @@ def test_export_cli(cli, tmp_path):
         assert "agree to" in out
     code, _, err = cli("export", "tl", f"{tmp_path / 'r'}@7")
     assert code == 2 and "no checkpoint at step 7" in err
+    before = (tmp_path / "tl" / "tl_model.safetensors").read_bytes()
+    code, _, err = cli("export", "tl", f"{tmp_path / 'r'}@0", "--out", tmp_path / "tl")  # would overwrite
+    assert code == 2 and "--force" in err
+    assert (tmp_path / "tl" / "tl_model.safetensors").read_bytes() == before
+    assert cli("export", "tl", f"{tmp_path / 'r'}@0", "--out", tmp_path / "tl", "--force")[0] == 0

@@ -1,4 +1,4 @@
-"""Models (PAPER_SPEC §3): shapes, structure, paper parameter counts, hook semantics, quirk flags."""
+"""Models: shapes, structure, paper parameter counts, hook semantics, quirk flags, the precision rule."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def tokens(n=6, seed=0):
 
 def test_trm_paper_parameter_count():
     model = build_model(model_config("trm", "paper", d_vocab=2207))
-    assert model.num_params() == 44_560_898  # §3.3: 44.56M
+    assert model.num_params() == 44_560_898  # He et al.'s TRM: 44.56M
     assert swiglu_width(1536, 4) == 4096 and swiglu_width(21, 4) == 256
     assert model.cfg.n_stages == 15
-    assert model.embed_tokens.shape == (2206, 1536)  # Appendix A.2: ids 1..2206 but 2206 rows
+    assert model.embed_tokens.shape == (2206, 1536)  # the original's vocabulary offset: ids 1..2206, 2206 rows
 
 
 def test_gpt_named_configs_and_sharing():
@@ -145,6 +145,15 @@ def test_trm_q_head_init_and_bf16(trm):
     out = bf(tokens())
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out.argmax(-1) == logits.argmax(-1)).float().mean() > 0.5  # bf16 stays close to fp32
+
+
+def test_trm_forward_dtype_follows_the_train_precision():
+    cfg = model_config("trm", "smoke", d_vocab=V)
+    assert cfg.forward_dtype is None and build_model(cfg).dtype == torch.bfloat16
+    assert cfg.for_precision("fp32").forward_dtype == "float32"
+    assert cfg.for_precision("bf16").forward_dtype == "bfloat16"
+    explicit = model_config("trm", "smoke", d_vocab=V, overrides={"forward_dtype": "float32"})
+    assert explicit.for_precision("bf16").forward_dtype == "float32"  # an explicit choice wins
 
 
 def test_model_config_errors():

@@ -1,8 +1,11 @@
-"""The whole study on the smoke preset: every output file, resume by skipping, the report in headless Chromium."""
+"""The whole study on the smoke preset: every output file, the manifest's roles, no positive verdict where nothing
+generalises, resume by skipping, continuing after changes to unfinished jobs only, recovery of a job killed before
+its first checkpoint, the report in headless Chromium, and the sweep."""
 
 from __future__ import annotations
 
 import importlib.util
+from importlib import resources
 import json
 import re
 import shutil
@@ -10,7 +13,9 @@ import subprocess
 
 import pytest
 
-from grokscope.study import STAGES, load_preset, plan
+from grokscope.report.findings import outcome
+from grokscope.study.plan import STAGES, plan
+from grokscope.study.spec import load_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -19,61 +24,120 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from grokscope.cli import main
+    from conftest import run_cli
 
     out = tmp_path_factory.mktemp("study") / "smoke"
-    try:
-        main(["study", "--preset", "smoke", "--out", str(out)])
-    except SystemExit as exc:
-        assert not exc.code
+    assert run_cli("study", "--preset", "smoke", "--out", out) == 0
     return out
 
 
-def test_plan_covers_every_stage():
-    jobs = plan(load_preset("smoke"), __import__("pathlib").Path("/x"))
+def test_plan_covers_every_stage_with_roles(tmp_path):
+    jobs = plan(load_spec("smoke"), tmp_path)
     stages = [j.stage for j in jobs]
     assert stages.count("data") == 3 and stages.count("train") == 4 and stages.count("analyze") == 4
-    assert stages.count("transfer") == 3 * 2 + 1  # three regimes x (sat, last) + the control
-    assert set(stages) == set(STAGES) and STAGES == ("data", "train", "analyze", "transfer")  # execution order
+    assert stages.count("transfer") == 3 * 2 + 1 and stages.count("compare") == 1
+    assert {j.stage for j in jobs} == set(STAGES)
+    roles = {j.name: j.record for j in jobs}
+    assert roles["train gpt_natural"] == {"role": "pretrain", "model": "gpt", "family": "gpt", "regime": "natural",
+                                          "seed": 0, "path": str(tmp_path / "runs" / "gpt_natural")}
+    ft = roles["transfer ft_gpt_second_full_sat"]
+    assert ft["role"] == "finetune" and ft["checkpoint"] == "sat" and ft["parent"].endswith("gpt_second_full")
+    assert roles["transfer ft_gpt_control"]["role"] == "control"
 
 
 def test_study_outputs(study):
     assert (study / "report.html").stat().st_size > 10_000 and (study / "report.md").exists()
     figures = {p.name for p in (study / "figures").iterdir()}
-    assert {"regimes_gpt.png", "grokking_gpt.png", "lens_gpt_natural.png", "trace_gpt_natural.png",
-            "transfer.png", "lens_trm_natural.png"} <= figures
+    assert {"regimes_gpt.png", "grokking_gpt.png", "bridge_use_gpt_natural.png", "b_decodable_at_r1_gpt_natural.png",
+            "trace_gpt_natural.png", "transfer.png", "bridge_use_trm_natural.png"} <= figures
     for run in ("gpt_natural", "gpt_both_full", "gpt_second_full", "trm_natural"):
-        for f in ("config.yaml", "metrics.jsonl", "summary.json", "analysis/lens.parquet",
-                  "analysis/trace.parquet", "analysis/compare.json", "analysis/regime.json"):
+        for f in ("config.yaml", "metrics.jsonl", "summary.json", "analysis/lens.parquet", "analysis/trace.parquet",
+                  "analysis/bridge_use.parquet", "analysis/compare.json", "analysis/regime.json",
+                  "analysis/queries/schema.json"):
             assert (study / "runs" / run / f).exists(), (run, f)
-    for ft in ("ft_gpt_natural_sat", "ft_gpt_natural_last", "ft_gpt_second_full_last", "ft_gpt_control"):
-        summary = json.loads((study / "runs" / ft / "summary.json").read_text())
-        assert "transfer" in summary
+    manifest = json.loads((study / "study.json").read_text())
+    status = {name: e["status"] for name, e in manifest["jobs"].items()}
+    assert status["transfer ft_gpt_natural_sat"] == "skipped"  # the smoke gpt never saturates: no 'sat' fine-tune
+    assert "never reached" in manifest["jobs"]["transfer ft_gpt_natural_sat"]["note"]
+    assert all(s == "done" for n, s in status.items() if not n.endswith("_sat"))
+    assert set(manifest["stage_seconds"]) >= {"data", "train", "analyze", "transfer", "compare", "report"}
     md = (study / "report.md").read_text()
-    assert "## Findings" in md and "Scale tier: **smoke**" in md and "## Provenance" in md
+    assert "## Findings" in md and "Scale tier: **smoke**" in md and "## Provenance" in md and "Jobs not run" in md
+
+
+def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):
+    from grokscope.report.build import study_findings
+
+    findings = study_findings(study)
+    assert [f["finding"] for f in findings] == [1, 2, 3]
+    assert all(outcome(f["verdict"]) == "not testable" for f in findings), [f["verdict"] for f in findings]
+    md = (study / "report.md").read_text()
     for n in (1, 2, 3):
-        assert re.search(rf"^\| {n} \| ", md, re.M), n
-    state = json.loads((study / "study.json").read_text())
-    assert set(state["stage_seconds"]) >= {"data", "train", "analyze", "transfer", "report"}
+        assert re.search(rf"^\| {n} \| not testable", md, re.M), n
 
 
-def test_study_resumes_by_skipping(study, cli):
-    before = {p: p.stat().st_mtime for p in (study / "runs").glob("*/summary.json")}
+def test_study_resumes_by_skipping_and_continues_after_unfinished_changes(study, cli):
+    summaries = sorted((study / "runs").glob("*/summary.json"))
+    before = {p: p.stat().st_mtime for p in summaries}
     code, out, err = cli("study", "--preset", "smoke", "--out", study)
     assert code == 0, err
-    assert "already complete, skipped" in out
-    assert {p: p.stat().st_mtime for p in (study / "runs").glob("*/summary.json")} == before
+    assert "already complete or skipped" in out
+    assert {p: p.stat().st_mtime for p in summaries} == before
     code, _, err = cli("study", "--preset", "smoke", "--out", study, "--set", "train.lr=0.5")
-    assert code == 2 and "different preset" in err
+    assert code == 2 and "finished jobs would change" in err and "--fresh" in err
+    assert {p: p.stat().st_mtime for p in summaries} == before
 
 
-def test_bad_study_input(cli, tmp_path):
-    code, _, err = cli("study", "--preset", "galactic", "--out", tmp_path / "s")
-    assert code == 2 and "unknown study preset" in err
-    code, _, err = cli("study", "--preset", "smoke", "--out", tmp_path / "s", "--set", "lr=1")
-    assert code == 2 and "data.KEY" in err
+def test_a_typo_is_refused_before_any_job(cli, tmp_path):
+    for args, needle in ((["--set", "transfer.nonexistent=1"], "nonexistent"),
+                         (["--set", "lr=1"], "lr"), (["--preset", "galactic"], "unknown study preset")):
+        code, _, err = cli("study", "--preset", "smoke", "--out", tmp_path / "s", *args)
+        assert code == 2 and needle in err, err
+        assert not (tmp_path / "s" / "runs").exists()
+    spec = tmp_path / "typo.yaml"
+    smoke = resources.files("grokscope.presets").joinpath("smoke.yaml").read_text()
+    spec.write_text(smoke.replace("checkpoints: [sat, last]", "checkpoints: [sat, lats]"))
+    code, _, err = cli("study", "--preset", spec, "--out", tmp_path / "s")
+    assert code == 2 and "lats" in err and not (tmp_path / "s" / "runs").exists()
     code, _, err = cli("report", tmp_path)
     assert code == 2 and "not a study folder" in err
+
+
+def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_checkpoint_restarts(cli, tmp_path):
+    out = tmp_path / "s"
+    small = ["--set", "train.max_steps=20", "--set", "transfer.max_steps=10"]
+    assert cli("study", "--preset", "smoke", "--out", out, *small)[0] == 0
+    manifest = json.loads((out / "study.json").read_text())
+    # a training job killed before its first checkpoint: config and metrics exist, no checkpoint
+    run = out / "runs" / "gpt_second_full"
+    shutil.rmtree(run / "checkpoints")
+    (run / "summary.json").unlink()
+    manifest["jobs"]["train gpt_second_full"]["status"] = "running"
+    # an unfinished fine-tune whose settings now change
+    ft = out / "runs" / "ft_gpt_control"
+    shutil.rmtree(ft)
+    manifest["jobs"]["transfer ft_gpt_control"]["status"] = "pending"
+    (out / "study.json").write_text(json.dumps(manifest))
+    code, out_text, err = cli("study", "--preset", "smoke", "--out", out, "--set", "train.max_steps=20",
+                              "--set", "transfer.max_steps=12")
+    assert code == 2 and "finished jobs would change" in err  # the other fine-tunes finished with max_steps=10
+    code, out_text, err = cli("study", "--preset", "smoke", "--out", out, *small)
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["final_step"] == 20
+    assert (ft / "summary.json").exists()
+    # the study died before any fine-tune finished: changing the fine-tunes' settings continues, keeping the rest
+    manifest = json.loads((out / "study.json").read_text())
+    for name, entry in manifest["jobs"].items():
+        if name.startswith("transfer ") and entry["status"] == "done":
+            shutil.rmtree(out / "runs" / name.split()[1])
+            entry["status"] = "pending"
+    (out / "study.json").write_text(json.dumps(manifest))
+    trained = {p: p.stat().st_mtime for p in (out / "runs").glob("gpt_*/summary.json")}
+    code, _, err = cli("study", "--preset", "smoke", "--out", out, "--set", "train.max_steps=20",
+                       "--set", "transfer.max_steps=12")
+    assert code == 0, err
+    assert json.loads((ft / "summary.json").read_text())["final_step"] == 12
+    assert {p: p.stat().st_mtime for p in trained} == trained  # finished training was kept
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package chromium)")
@@ -116,3 +180,5 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     assert len(list((tmp_path / "sw" / "datasets").iterdir())) == 2  # one dataset per distinct data point
     code, _, err = cli("sweep", "--preset", "smoke", "--grid", "lr=1,2", "--out", tmp_path / "bad")
     assert code == 2 and "data.KEY" in err
+    code, _, err = cli("sweep", "--preset", "smoke", "--grid", "train.lr=1,nan", "--out", tmp_path / "bad")
+    assert code == 2 and "nan" in err and not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
-"""Trainer: exact resume (straight vs split, and after SIGKILL), checkpoints, stop rules and every bad-input path."""
+"""Trainer: exact resume (straight vs split, and after SIGKILL), checkpoints, stop rules, the run lock, the time cap
+as a safety net only, and every bad-input path."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grokscope import runs
+from grokscope import artifacts, runs
 from grokscope.train.config import TrainConfig
-from grokscope.train.milestones import milestones
 from grokscope.train.schedule import checkpoint_steps
 
 VOLATILE = {"wall_seconds"}
 
 
 def rows(run):
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in runs.read_metrics(run)]
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in artifacts.read_metrics(run)]
 
 
 def final_state(run):
@@ -40,15 +40,6 @@ def assert_same_run(a, b):
         assert torch.equal(wa[k], wb[k]), k
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
-
-
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory):
-    from grokscope.cli import main
-
-    out = tmp_path_factory.mktemp("data") / "smoke"
-    main(["data", "build", "--preset", "smoke", "--out", str(out)])
-    return out
 
 
 @pytest.mark.parametrize("family, extra", [
@@ -129,7 +120,7 @@ def test_bad_inputs(cli, tmp_path, smoke_data):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = cli(*base, "--out", blocker / "run")
-    assert code == 2 and "cannot write" in err and "Traceback" not in err
+    assert code == 2 and "is a file" in err and "Traceback" not in err
     code, _, err = cli(*base, "--resume", "--out", tmp_path / "nothing")
     assert code == 2 and "nothing to resume" in err
     other = tmp_path / "other"
@@ -140,17 +131,18 @@ def test_bad_inputs(cli, tmp_path, smoke_data):
 
 
 def test_nan_loss_stops_cleanly(cli, tmp_path, smoke_data, monkeypatch):
-    from grokscope.train import loop
+    from grokscope.models.gpt import GPT
 
-    real = loop.forward_loss
+    real = GPT.loss
     calls = {"n": 0}
 
-    def poisoned(model, batch, kind, **kw):
-        loss, logits, q = real(model, batch, kind)
-        calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 25 else loss), logits, q
+    def poisoned(self, batch, output, spec):
+        loss = real(self, batch, output, spec)
+        if self.training:
+            calls["n"] += 1
+        return loss * float("nan") if calls["n"] > 25 else loss
 
-    monkeypatch.setattr(loop, "forward_loss", poisoned)
+    monkeypatch.setattr(GPT, "loss", poisoned)
     code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r")
     assert code == 2 and "nan" in err and "Traceback" not in err
     assert runs.list_checkpoints(tmp_path / "r")[-1] == 20  # the last good checkpoint is kept
@@ -176,15 +168,6 @@ def test_checkpoint_schedule():
     assert max(checkpoint_steps(123, cfg)) == 123
 
 
-def test_milestones():
-    metric_rows = [{"step": 0, "train_acc": 0.1, "test_inferred_iid": 0.0},
-                   {"step": 10, "train_acc": 0.98, "test_inferred_iid": 0.6, "bridge_found_ood": 0.95},
-                   {"step": 20, "train_acc": 0.99, "test_inferred_iid": 0.91}]
-    ms = milestones(metric_rows, 0.97, [0.5, 0.9])
-    assert ms["t_sat"] == 10 and ms["t_id50"] == 10 and ms["t_id90"] == 20
-    assert ms["t_ood50"] is None and ms["t_bridge90"] == 10
-
-
 def test_resume_of_finished_run_keeps_summary(cli, tmp_path, smoke_data):
     common = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", "max_steps=20",
               "--set", "threads=1", "--out", tmp_path / "r"]
@@ -193,4 +176,57 @@ def test_resume_of_finished_run_keeps_summary(cli, tmp_path, smoke_data):
     assert cli(*common, "--resume")[0] == 0
     after = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert after["final"] == before["final"] and after["milestones"] == before["milestones"]
-    assert rows(tmp_path / "r") and len(runs.read_metrics(tmp_path / "r")) == 2
+    assert rows(tmp_path / "r") and len(artifacts.read_metrics(tmp_path / "r")) == 2
+
+
+def test_time_cap_is_a_safety_net_marked_cut_short(cli, tmp_path, smoke_data):
+    base = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out"]
+    assert cli(*base, tmp_path / "capped", "--set", "max_steps=100000,max_minutes=0.0001")[0] == 0
+    summary = json.loads((tmp_path / "capped" / "summary.json").read_text())
+    assert summary["cut_short"] and "cut short" in summary["stop_reason"] and summary["final_step"] < 100000
+    assert cli(*base, tmp_path / "full", "--set", "max_steps=20")[0] == 0
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert not summary["cut_short"] and summary["stop_reason"] == "max_steps"
+
+
+def test_second_process_is_refused_and_a_stale_lock_taken_over(tmp_path, smoke_data, cli):
+    proc = subprocess.Popen(_train_proc(smoke_data, tmp_path / "r", 100_000), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not runs.list_checkpoints(tmp_path / "r"):
+            time.sleep(0.05)
+        before = (tmp_path / "r" / "metrics.jsonl").read_text()
+        code, _, err = cli(*_train_proc(smoke_data, tmp_path / "r", 100_000)[3:], "--resume")
+        assert code == 2 and f"pid {proc.pid}" in err and "in use" in err
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / "r" / "metrics.jsonl").read_text().startswith(before[:50])
+    last = runs.list_checkpoints(tmp_path / "r")[-1]
+    code, out, err = cli(*_train_proc(smoke_data, tmp_path / "r", 100_000)[3:], "--set", f"max_steps={last + 25}",
+                         "--resume")
+    assert code == 0, err  # the killed process's lock is released by the kernel: taken over
+
+
+def test_resume_reports_unreadable_metrics_rows(cli, tmp_path, smoke_data):
+    common = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r"]
+    assert cli(*common, "--set", "max_steps=40,eval_every=10")[0] == 0
+    path = tmp_path / "r" / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:20]  # a damaged middle line
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = cli(*common, "--set", "max_steps=50,eval_every=10", "--resume")
+    assert code == 0 and "line 2 is unreadable" in out
+    assert [r["step"] for r in artifacts.read_metrics(tmp_path / "r")] == [0, 20, 30, 40, 50]
+
+
+def test_resume_with_another_family_or_shape_is_refused(cli, tmp_path, smoke_data):
+    common = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r"]
+    assert cli(*common, "--set", "max_steps=20")[0] == 0
+    code, _, err = cli(*common, "--model", "trm", "--resume")
+    assert code == 2 and "model.family" in err and "Traceback" not in err
+    code, _, err = cli(*common, "--set", "max_steps=30,model.d_model=64", "--resume")
+    assert code == 2 and "model.d_model" in err
+    code, _, err = cli(*common, "--set", "max_steps=30,model.d_model=64", "--resume", "--force-config")
+    assert code == 2 and "cannot be loaded into this model" in err and len(err.strip().splitlines()) == 1

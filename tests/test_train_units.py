@@ -1,25 +1,31 @@
-"""Units of the trainer: exact match per family, stablemax loss, loss masking, batch order."""
+"""Units of training: encoding and masks, exact match per family, losses, batch order, optimiser groups, SignSGD,
+Grokfast (including a non-finite gradient), EMA and the FLOP estimate."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 import torch
 
+from grokscope.data.encoding import IGNORE, encode
 from grokscope.data.vocab import Vocab
-from grokscope.train.batches import IGNORE, BatchOrder, encode
-from grokscope.train.evaluate import exact_match
-from grokscope.train.losses import log_stablemax, sequence_mean_loss
+from grokscope.models import build_model, model_config
+from grokscope.models.family import LossSpec
+from grokscope.models.losses import log_stablemax, sequence_mean_loss
+from grokscope.train.batches import BatchOrder
+from grokscope.train.config import TrainConfig
+from grokscope.train.optim import EMA, Grokfast, SignSGD, make_optimizers
 
 
 class _DS:
     vocab = Vocab(10, 5)
 
 
-class _Fam:
-    def __init__(self, family):
-        self.family = family
+def _model(family: str, **overrides):
+    torch.manual_seed(0)
+    return build_model(model_config(family, "smoke", d_vocab=_DS.vocab.d_vocab, overrides=overrides))
 
 
 def test_encoding_and_masks():
@@ -29,10 +35,10 @@ def test_encoding_and_masks():
     assert enc.inputs[0].tolist() == [2, 13, 0, 0, 0] and enc.inputs[1].tolist() == [2, 13, 15, 0, 0]
     assert enc.labels[0].tolist() == [2, 13, 4, v.end_id, IGNORE]
     assert enc.at.tolist() == [[1, 2], [2, 3]] and enc.targets.tolist() == [[4, v.end_id], [6, v.end_id]]
-    assert enc.bridge.tolist() == [-1, 4]
+    assert enc.bridge.tolist() == [-1, 4] and enc.answer.tolist() == [4, 6]
 
 
-def _onehot(pred, V=23):
+def _onehot(pred, V=_DS.vocab.d_vocab):
     return torch.nn.functional.one_hot(torch.tensor(pred), V).float()
 
 
@@ -45,12 +51,12 @@ def test_trm_exact_match_hand_built():
         [2, 13, 15, 6, E],  # exact
         [2, 13, 15, 7, E],  # wrong tail
         [2, 13, 15, 6, 6],  # no </a>: the string continues -> wrong
-        [2, 0, 13, 15, 6],  # pad dropped, then no </a> -> prompt+t exactly -> correct (original string EM)
-        [2, 13, 14, 6, E],  # wrong copied relation -> wrong (the prefix counts, §5)
-        [2, 13, 4, E, 9],  # atomic: junk after </a> is cut (Appendix A.3) -> correct
+        [2, 0, 13, 15, 6],  # pad dropped, then no </a> -> prompt+t exactly -> correct (the original string EM)
+        [2, 13, 14, 6, E],  # wrong copied relation -> wrong (the prefix counts)
+        [2, 13, 4, E, 9],  # atomic: junk after </a> is cut -> correct
         [2, 13, 4, 4, E],  # atomic: extra token before </a> -> wrong
     ]
-    em = exact_match(_Fam("trm"), enc, _onehot(preds), E)
+    em = _model("trm").exact_match(enc, _onehot(preds), E)
     assert em.tolist() == [True, False, False, True, False, True, False]
 
 
@@ -58,7 +64,7 @@ def test_gpt_exact_match():
     v = _DS.vocab
     enc = encode(_DS, np.array([[1, 2, 4, 3, 5]] * 3))
     preds = [[6, v.end_id], [6, 6], [7, v.end_id]]
-    assert exact_match(_Fam("gpt"), enc, _onehot(preds), v.end_id).tolist() == [True, False, False]
+    assert _model("gpt").exact_match(enc, _onehot(preds), v.end_id).tolist() == [True, False, False]
 
 
 def test_stablemax_matches_definition():
@@ -69,8 +75,28 @@ def test_stablemax_matches_definition():
     labels = torch.tensor([[1, 2, 3, IGNORE, IGNORE], [1, 2, 3, 4, 5]])
     loss = sequence_mean_loss(logits, labels, "ce")
     per = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    expected = ((per[0, :3].mean() + per[1].mean()) / 2)  # averaged per sequence first (§4.2)
+    expected = (per[0, :3].mean() + per[1].mean()) / 2  # averaged per sequence first
     assert math.isclose(float(loss), float(expected), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt", "trm"])
+@torch.no_grad()
+def test_loss_positions_select_the_supervised_slots(family):
+    model = _model(family, **({"forward_dtype": "float32"} if family == "trm" else {}))
+    enc = encode(_DS, np.array([[1, 2, 4, 3, 5], [2, 1, 3, 4, 6]]))
+    out = model.forward_batch(enc)
+    logits = out[0] if isinstance(out, tuple) else out
+    losses = {p: float(model.loss(enc, out, LossSpec("ce", p))) for p in model.loss_positions}
+    if family == "gpt":  # logits at (t, </a>): "answer" is the first column only
+        t_only = torch.nn.functional.cross_entropy(logits[:, 0], enc.targets[:, 0])
+        assert losses["answer"] == pytest.approx(float(t_only), rel=1e-5)
+        assert losses["default"] == losses["answer_end"] != losses["answer"]
+        with pytest.raises(ValueError, match="not available"):
+            model.loss(enc, out, LossSpec("ce", "all"))
+    else:  # the answer slot is 3 for compositions
+        t_only = torch.nn.functional.cross_entropy(logits[:, 3], enc.seq[:, 3])
+        assert losses["answer"] == pytest.approx(float(t_only), rel=1e-5)
+        assert losses["default"] == losses["all"] != losses["answer"]
 
 
 def test_batch_order_resumes():
@@ -84,3 +110,68 @@ def test_batch_order_resumes():
     assert [c.next().tolist() for _ in range(3)] == seq[4:]
     d = BatchOrder(10, 4, seed=3, drop_last=True)
     assert [len(d.next()) for _ in range(4)] == [4, 4, 4, 4] and d.steps_per_epoch == 2
+
+
+def test_optimiser_groups_per_family():
+    gpt = _model("gpt")
+    opts = make_optimizers(gpt, TrainConfig(weight_decay=0.1))
+    assert len(opts) == 1
+    decayed, plain = opts[0].param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
+    assert sum(p.numel() for g in opts[0].param_groups for p in g["params"]) == gpt.num_params()
+    trm = _model("trm")
+    opts = make_optimizers(trm, TrainConfig(weight_decay=1.0, decay_all=True, puzzle_lr=1e-4))
+    assert len(opts) == 2 and isinstance(opts[1], SignSGD)
+    assert opts[1].param_groups[0]["params"] == [trm.puzzle_emb]
+    assert all(p is not trm.puzzle_emb for p in opts[0].param_groups[0]["params"])
+    assert len(opts[0].param_groups) == 1 and opts[0].param_groups[0]["weight_decay"] == 1.0  # decay_all
+
+
+def test_signsgd_step():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    w.grad = torch.tensor([0.5, -0.1, 0.0])
+    SignSGD([w], lr=0.1, weight_decay=1.0).step()
+    torch.testing.assert_close(w.data, torch.tensor([1.0, -2.0, 3.0]) * 0.9 - 0.1 * torch.tensor([1.0, -1.0, 0.0]))
+
+
+def test_grokfast_filter_and_non_finite_step():
+    layer = torch.nn.Linear(2, 1, bias=False)
+    gf = Grokfast(alpha=0.5, lamb=2.0)
+    layer.weight.grad = torch.tensor([[1.0, 2.0]])
+    assert bool(gf.apply(layer))
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[3.0, 6.0]]))  # ema = g; g += 2 * ema
+    layer.weight.grad = torch.tensor([[3.0, 0.0]])
+    gf.apply(layer)
+    torch.testing.assert_close(gf.ema["weight"], torch.tensor([[2.0, 1.0]]))  # 0.5 * [1, 2] + 0.5 * [3, 0]
+    torch.testing.assert_close(layer.weight.grad, torch.tensor([[7.0, 2.0]]))
+    before = gf.ema["weight"].clone()
+    layer.weight.grad = torch.tensor([[float("inf"), 1.0]])  # an fp16 overflow step
+    assert not bool(gf.apply(layer))
+    torch.testing.assert_close(gf.ema["weight"], before)  # the average is untouched
+    layer.weight.grad = torch.tensor([[1.0, 1.0]])
+    gf.apply(layer)
+    assert torch.isfinite(gf.ema["weight"]).all() and torch.isfinite(layer.weight.grad).all()
+
+
+def test_ema_tracks_weights():
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema = EMA(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(2.0)
+    ema.update(layer)
+    assert ema.state_dict_for(layer)["weight"].item() == pytest.approx(1.1)
+
+
+def test_flops_per_step_counts_the_matmuls():
+    gpt = _model("gpt")
+    c = gpt.cfg
+    per_token = 2 * c.n_layers * (4 * c.d_model ** 2 + 2 * c.d_model * c.mlp_width)
+    expected = 3 * 8 * (c.n_ctx * per_token + 2 * c.n_layers * 2 * c.n_ctx ** 2 * c.d_model + 4 * c.d_model * c.d_vocab)
+    assert gpt.flops_per_step(8) == expected
+    trm = _model("trm")
+    assert trm.flops_per_step(16) == 2 * trm.flops_per_step(8) > gpt.flops_per_step(8)
+    paper = build_model(model_config("trm", "paper", d_vocab=2207))
+    assert 1e13 < paper.flops_per_step(512) < 5e13  # about 2.3e13 FLOP per step at the paper's configuration

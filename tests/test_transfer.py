@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grokscope import runs
+from grokscope import artifacts, runs
 from grokscope.data.store import Dataset, load
 from grokscope.data.vocab import Vocab
 from grokscope.models.registry import build_model, config_from_dict
@@ -37,21 +37,13 @@ def test_categories_on_hand_built_example():
                                 {"step": 250, "atomic_new": 0.995, "new_old": 0.95, "bridge_found_new_old": 1.0}],
                                {"new_old": 1, "atomic_new": 50})
     assert summary["steps_to_new_fact_099"] == 250 and summary["steps_to_new_old_090"] == 250
-    assert summary["final"]["new_old"] == {"exact_match": 0.95, "bridge_found": 1.0, "n": 1}
+    assert summary["final"]["new_old"] == {"exact_match": 0.95, "bridge_found": 1.0, "bridge_use": None, "n": 1}
 
 
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    from grokscope.cli import main
-
-    root = tmp_path_factory.mktemp("transfer")
-    main(["data", "build", "--preset", "smoke", "--out", str(root / "data")])
-    try:
-        main(["train", "--data", str(root / "data"), "--preset", "smoke", "--quiet", "--set", "max_steps=40",
-              "--out", str(root / "parent")])
-    except SystemExit as exc:
-        assert not exc.code
-    return root
+def parent(trained):
+    """The shared smoke gpt (300 steps) as the parent run."""
+    return trained[0] / "gpt"
 
 
 def _step0_weights(run):
@@ -59,43 +51,43 @@ def _step0_weights(run):
 
 
 def test_finetune_and_control(cli, parent, tmp_path):
-    code, out, err = cli("transfer", "--from", f"{parent / 'parent'}@40", "--out", tmp_path / "ft", "--quiet",
+    code, out, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "ft", "--quiet",
                          "--set", "max_steps=20,eval_every=10")
     assert code == 0, err
     assert "new_old" in out and "retention" in out
-    cfg = runs.read_config(tmp_path / "ft")
-    assert cfg["transfer"]["parent_step"] == 40 and not cfg["transfer"]["control"]
+    cfg = artifacts.read_config(tmp_path / "ft")
+    assert cfg["transfer"]["parent_step"] == 300 and not cfg["transfer"]["control"]
     assert cfg["data"]["kind"] == "transfer"
-    assert load(tmp_path / "ft" / "data").meta["parent_fingerprint"] == runs.read_config(parent / "parent")[
+    assert load(tmp_path / "ft" / "data").meta["parent_fingerprint"] == artifacts.read_config(parent)[
         "data"]["fingerprint"]
-    row = runs.read_metrics(tmp_path / "ft")[-1]
+    row = artifacts.read_metrics(tmp_path / "ft")[-1]
     for key in ("atomic_new", "new_old", "old_new", "new_new", "new_old_powered", "bridge_found_new_old",
-                "bridge_found_old_new_powered", "id_atomic", "test_inferred_ood"):
+                "bridge_found_old_new_powered", "bridge_use_new_old_powered", "id_atomic", "test_inferred_ood"):
         assert key in row, key
     summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
     assert summary["transfer"]["final"]["atomic_new"]["n"] == 50
-    assert cfg["train"]["lr"] == pytest.approx(runs.read_config(parent / "parent")["train"]["lr"] / 2)
-    parent_w = load_file(runs.step_dir(parent / "parent", 40) / "model.safetensors")
+    assert cfg["train"]["lr"] == pytest.approx(artifacts.read_config(parent)["train"]["lr"] / 2)
+    parent_w = load_file(runs.step_dir(parent, 300) / "model.safetensors")
     ft0 = _step0_weights(tmp_path / "ft")
     assert all(torch.equal(parent_w[k], ft0[k]) for k in parent_w)  # fine-tune starts from the parent
 
-    code, _, err = cli("transfer", "--from", f"{parent / 'parent'}@40", "--control", "--out", tmp_path / "ctl",
+    code, _, err = cli("transfer", "--from", f"{parent}@300", "--control", "--out", tmp_path / "ctl",
                        "--quiet", "--set", "max_steps=10,eval_every=10")
     assert code == 0, err
     ctl0 = _step0_weights(tmp_path / "ctl")
     assert not all(torch.equal(parent_w[k], ctl0[k]) for k in parent_w)
-    cfg = runs.read_config(tmp_path / "ctl")
+    cfg = artifacts.read_config(tmp_path / "ctl")
     torch.manual_seed(cfg["train"]["seed"])
     fresh = build_model(config_from_dict("gpt", cfg["model"]["config"])).state_dict()
     assert all(torch.equal(fresh[k], ctl0[k]) for k in fresh)  # really fresh weights
-    assert cfg["transfer"]["control"] and cfg["train"]["lr"] == runs.read_config(parent / "parent")["train"]["lr"]
+    assert cfg["transfer"]["control"] and cfg["train"]["lr"] == artifacts.read_config(parent)["train"]["lr"]
 
 
-def test_mismatched_transfer_data_refused(cli, parent, tmp_path):
+def test_mismatched_transfer_data_refused(cli, parent, smoke_data, tmp_path):
     assert cli("data", "build", "--preset", "smoke", "--seed", "4", "--transfer", "--out", tmp_path / "other")[0] == 0
-    code, _, err = cli("transfer", "--from", str(parent / "parent"), "--data", tmp_path / "other",
+    code, _, err = cli("transfer", "--from", str(parent), "--data", tmp_path / "other",
                        "--out", tmp_path / "ft")
     assert code == 2 and "was derived from dataset" in err and not (tmp_path / "ft").exists()
-    code, _, err = cli("transfer", "--from", str(parent / "parent"), "--data", parent / "data", "--out",
+    code, _, err = cli("transfer", "--from", str(parent), "--data", smoke_data, "--out",
                        tmp_path / "ft")
     assert code == 2 and "not a transfer dataset" in err

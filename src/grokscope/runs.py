@@ -1,13 +1,14 @@
-"""The run-directory contract between stages (STYLE_ANCHORS 8, DESIGN §2).
+"""The run-folder contract between stages, and the resume policy.
 
 ```
 runs/<run>/config.yaml        resolved config: data (path, fingerprint), model (family, config), train
 runs/<run>/metrics.jsonl      one JSON object per evaluation: the source of truth
 runs/<run>/summary.json       milestones and final numbers
 runs/<run>/checkpoints/step_<8 digits>/
-    model.safetensors         the weights evaluation uses (EMA weights when EMA is on, §4.2)
+    model.safetensors         the weights evaluation uses (EMA weights when EMA is on)
     state.safetensors         raw weights, optimiser state, Grokfast filter, RNG state (for exact resume)
     meta.json                 step, loop state, data position, optimiser param groups, schema version
+runs/<run>/.lock              held while a process trains in the folder
 ```
 Checkpoints are written under a temporary name and renamed when complete; no pickle is ever loaded.
 """
@@ -22,13 +23,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from grokscope import artifacts
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.milestones import first_step
 
 CKPT_SCHEMA = 1
+# Changing these on --resume is allowed: they extend or shorten a run without changing what it computes.
+RESUMABLE_KEYS = {"max_steps", "max_epochs", "max_minutes", "stop_when", "stop_patience", "stop_margin_steps",
+                  "threads", "eval_batch_size", "compile"}
 
 
 def step_dir(run: Path, step: int) -> Path:
@@ -44,38 +50,8 @@ def git_commit() -> str | None:
         return None
 
 
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def write_config(run: Path, config: dict) -> None:
-    tmp = run / f".config.yaml.tmp-{os.getpid()}"
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, run / "config.yaml")
-
-
-def read_config(run: Path) -> dict:
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        raise GrokscopeError(f"{run} is not a grokscope run (no config.yaml); train one with `grokscope train`")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise GrokscopeError(f"{path} is not valid YAML ({exc}); restore it or start a new run") from None
-
-
-def ensure_writable(run: Path) -> None:
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=run, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise GrokscopeError(f"cannot write to {run} ({exc.strerror}); choose a writable --out") from None
-
-
-def _state_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+# ------------------------------------------------------------------------------------------------ checkpoints
+def _host_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
@@ -84,8 +60,8 @@ def save_checkpoint(run: Path, step: int, model_weights: dict, state: dict, meta
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
-        save_file(_state_tensors(model_weights), tmp / "model.safetensors")
-        save_file(_state_tensors(state), tmp / "state.safetensors")
+        save_file(_host_tensors(model_weights), tmp / "model.safetensors")
+        save_file(_host_tensors(state), tmp / "state.safetensors")
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "schema": CKPT_SCHEMA}, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -101,7 +77,11 @@ def list_checkpoints(run: Path) -> list[int]:
     root = Path(run) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(int(p.name[5:]) for p in root.glob("step_*") if (p / "meta.json").is_file())
+    steps = []
+    for p in root.glob("step_*"):
+        if (p / "meta.json").is_file() and p.name[5:].isdigit():
+            steps.append(int(p.name[5:]))
+    return sorted(steps)
 
 
 class CorruptCheckpoint(Exception):
@@ -109,67 +89,158 @@ class CorruptCheckpoint(Exception):
 
 
 def load_checkpoint(run: Path, step: int, with_state: bool = True) -> tuple[dict, dict, dict]:
-    """(model weights, state tensors or {}, meta); CorruptCheckpoint when a file is missing or truncated."""
+    """(model weights, state tensors or {}, meta); CorruptCheckpoint when a file is missing or damaged."""
     path = step_dir(run, step)
     try:
         meta = json.loads((path / "meta.json").read_text())
         weights = load_file(path / "model.safetensors")
         state = load_file(path / "state.safetensors") if with_state else {}
     except (OSError, ValueError, SafetensorError) as exc:
-        raise CorruptCheckpoint(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from None
-    if meta.get("schema") != CKPT_SCHEMA:
-        raise CorruptCheckpoint(f"checkpoint {path} has schema {meta.get('schema')}, expected {CKPT_SCHEMA}")
+        raise CorruptCheckpoint(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != CKPT_SCHEMA:
+        raise CorruptCheckpoint(f"{path}: schema {meta.get('schema') if isinstance(meta, dict) else '?'}, "
+                                f"expected {CKPT_SCHEMA}")
     return weights, state, meta
 
 
+def _first_checkpoint_from(steps: list[int], step: int | None) -> int | None:
+    return None if step is None else next((s for s in steps if s >= step), None)
+
+
+def named_step(run: Path, name: str, steps: list[int]) -> int | None:
+    """``sat``: the first checkpoint at or after training saturation; ``grokked``: the first at or after ID test
+    accuracy reached ``thresholds.GROKKED``; None when the run never got there."""
+    rows = artifacts.read_metrics(run)
+    if name == "sat":
+        cfg = artifacts.read_config(run)
+        return _first_checkpoint_from(steps, first_step(rows, "train_acc", cfg["train"].get("sat_threshold",
+                                                                                              th.SATURATION)))
+    if name == "grokked":
+        return _first_checkpoint_from(steps, first_step(rows, "test_inferred_iid", th.GROKKED))
+    raise ValueError(name)
+
+
 def resolve_step(run: Path, step: str | int | None) -> int:
-    """'last' / None -> the last complete checkpoint; an int -> that checkpoint (clear error if absent)."""
+    """'last' / None -> the last complete checkpoint; 'sat' / 'grokked' -> see ``named_step``; an int -> that
+    checkpoint. Every failure is one line naming the fix."""
     steps = list_checkpoints(run)
     if not steps:
-        raise GrokscopeError(f"{run} has no complete checkpoint; train it first")
+        raise GrokscopeError(f"{run}: has no complete checkpoint; train it first")
     if step in (None, "last"):
         return steps[-1]
+    if step in ("sat", "grokked"):
+        found = named_step(run, step, steps)
+        if found is None:
+            what = "training saturation" if step == "sat" else f"ID test >= {th.GROKKED}"
+            raise GrokscopeError(f"{run}: never reached {what}, so it has no '{step}' checkpoint; name a step")
+        return found
     try:
-        step = int(step)
-    except ValueError:
-        raise GrokscopeError(f"step {step!r} is not a number or 'last'") from None
-    if step not in steps:
-        raise GrokscopeError(f"{run} has no checkpoint at step {step}; available: {', '.join(map(str, steps))}")
-    return step
+        value = int(step)
+    except (TypeError, ValueError):
+        raise GrokscopeError(f"step {step!r} is not a number, 'last', 'sat' or 'grokked'") from None
+    if value not in steps:
+        shown = ", ".join(map(str, steps[:12])) + (" ..." if len(steps) > 12 else "")
+        raise GrokscopeError(f"{run}: has no checkpoint at step {value}; available: {shown}")
+    return value
 
 
-def load_model(run: Path, step: str | int | None = None):
+def load_model(run: Path, step: str | int | None = None, device: str | torch.device = "cpu"):
     """The evaluation model of ``run`` at ``step`` (EMA weights where the run used EMA), in eval mode."""
     from grokscope.models.registry import build_model, config_from_dict
 
-    cfg = read_config(run)
+    cfg = artifacts.read_config(run)
     step = resolve_step(run, step)
     try:
         weights, _, _ = load_checkpoint(run, step, with_state=False)
     except CorruptCheckpoint as exc:
-        raise GrokscopeError(str(exc)) from None
-    model = build_model(config_from_dict(cfg["model"]["family"], cfg["model"]["config"]))
-    model.load_state_dict(weights, strict=True)
-    return model.eval(), step
+        raise GrokscopeError(f"{exc}; pick another step or re-train") from None
+    model = build_model(config_from_dict(cfg["model"]["family"], cfg["model"]["config"],
+                                         f"{run}/config.yaml: model.config"))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise GrokscopeError(f"{step_dir(run, step)}: does not fit the model in config.yaml ({first}); restore "
+                             f"the run's config.yaml") from None
+    return model.to(device).eval(), step
 
 
-def read_metrics(run: Path) -> list[dict]:
-    path = Path(run) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
+# ------------------------------------------------------------------------------------------------ resume policy
+def config_differences(old: dict, new: dict) -> list[str]:
+    """What changed between two run configs, ignoring budget keys that may change on --resume."""
+    diffs = []
+    if old.get("model", {}).get("family") != new.get("model", {}).get("family"):
+        diffs.append(f"model.family: {old.get('model', {}).get('family')!r} -> {new['model']['family']!r}")
+    for section in ("model", "train"):
+        a, b = old.get(section, {}), new.get(section, {})
+        if section == "model":
+            a, b = a.get("config", {}), b.get("config", {})
+        for key in sorted(set(a) | set(b)):
+            if section == "train" and key in RESUMABLE_KEYS:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return diffs
+
+
+def has_readable_checkpoint(run: Path) -> bool:
+    for step in reversed(list_checkpoints(run)):
         try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break  # a line cut by a crash: everything after it is untrusted
-    return rows
+            load_checkpoint(run, step, with_state=False)
+            return True
+        except CorruptCheckpoint:
+            continue
+    return False
 
 
-def truncate_metrics(run: Path, last_step: int) -> None:
-    """Keep metrics up to ``last_step`` (a resumed run re-creates the rest)."""
-    rows = [r for r in read_metrics(run) if r["step"] <= last_step]
-    path = Path(run) / "metrics.jsonl"
-    tmp = path.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+def prepare_run_dir(out: Path, config: dict, resume: bool, force_config: bool, keep: tuple[str, ...] = ()) -> None:
+    """Check that ``out`` may receive this run before any work starts; raise one line per problem.
+
+    New run: ``out`` must be new or empty (``keep`` names entries a caller put there, e.g. a fine-tune's data/).
+    Resume: the run must exist, on the same dataset, with the same model and training settings unless
+    ``force_config`` (budget keys may always change)."""
+    out = Path(out)
+    if (out / "config.yaml").exists():
+        if not resume:
+            raise GrokscopeError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        old = artifacts.read_config(out)
+        if old["data"]["fingerprint"] != config["data"]["fingerprint"]:
+            raise GrokscopeError(f"{out}: was trained on dataset {old['data']['fingerprint']} but --data is "
+                                 f"{config['data']['fingerprint']}; resume with the run's own dataset")
+        diffs = config_differences(old, config)
+        if diffs and not force_config:
+            raise GrokscopeError([f"config changed since the run started: {d}" for d in diffs]
+                                 + ["resume with the original settings, or pass --force-config to accept changes"])
+        return
+    if resume:
+        raise GrokscopeError(f"{out}: nothing to resume (no config.yaml); drop --resume to start a new run")
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
+    if out.is_dir() and any(p.name not in keep and p.name != ".lock" for p in out.iterdir()):
+        raise GrokscopeError(f"{out}: exists and is not a run; choose an empty or new --out")
+    artifacts.ensure_writable_dir(out)
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard", "analysis")
+
+
+def clear_run(out: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove what a run wrote in ``out`` (never anything else), keeping the entries named in ``keep``."""
+    for name in RUN_FILES:
+        target = Path(out) / name
+        if name in keep:
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def clear_unstarted_run(out: Path, keep: tuple[str, ...] = ()) -> bool:
+    """A run folder that holds no readable checkpoint (its process died before the first one) can only start over:
+    remove what the run wrote and keep ``keep``. Returns whether it did."""
+    out = Path(out)
+    if not (out / "config.yaml").exists() or has_readable_checkpoint(out):
+        return False
+    clear_run(out, keep)
+    return True

@@ -1,9 +1,11 @@
-"""Process-level performance settings for CPU training: allocator tuning and thread count.
+"""The machine a run uses: device choice, and process-level performance settings for CPU training (allocator
+tuning and thread count).
 
 glibc serves large allocations with fresh ``mmap`` calls and returns them on free, so every step of a model with
 big activations (the TRM's SwiGLU intermediates) pays page faults on zeroed memory; the calibration measured
 10-45% kernel time at batch 512. Raising the mmap and trim thresholds lets freed activation memory be reused from
-the heap instead. This changes no numerics.
+the heap instead. This changes no numerics. On 2 cores, two multi-threaded torch processes slow each other 5-10x
+(OpenMP barriers spin), so one training process uses the cores it is given.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import os
 import sys
 
 import torch
+
+from grokscope.errors import GrokscopeError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _tuned = False
@@ -37,8 +43,29 @@ def tune_allocator() -> bool:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Use the cores this process may run on (CPU_CALIBRATION: oversubscription makes OpenMP slow)."""
+    """Use the cores this process may run on (oversubscription makes OpenMP slow); GROKSCOPE_THREADS overrides."""
     if threads is None:
         threads = int(os.environ.get("GROKSCOPE_THREADS", 0)) or len(os.sched_getaffinity(0))
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
+
+
+def pick_device(device: str) -> str:
+    """auto -> cuda, else mps, else cpu; an explicit device must exist on this machine."""
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if device not in DEVICES:
+        raise GrokscopeError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GrokscopeError("--device cuda requested but no CUDA device is available; use --device cpu")
+    if device == "mps" and not has_mps:
+        raise GrokscopeError("--device mps requested but this machine has no MPS device; use --device cpu")
+    return device
+
+
+def configure(device: str, threads: int = 0) -> None:
+    """Per-process settings for a run on ``device``: CPU threads and the allocator (nothing to do elsewhere)."""
+    if device == "cpu":
+        set_threads(threads or None)
+        tune_allocator()

@@ -1,8 +1,9 @@
 """``grokscope sweep``: a grid over any data / train / model keys on the study executors, and a milestone table.
 
-Each grid point builds its dataset (when data keys vary) and trains the preset's first model on the natural regime;
-the result is ``sweep.csv`` (one row per point: the grid values, milestones, final accuracies, wall time) and
-``sweep.png`` (steps to each milestone vs the first grid key, Wang Fig. 2 style). Finished points are skipped.
+Each grid point builds its dataset (one per distinct data point) and trains one model of a study preset (the first,
+or ``--model NAME``) on the natural regime; the result is ``sweep.csv`` (one row per point: the grid values,
+milestones, final accuracies, steps and minutes) and ``sweep.png`` (steps to each milestone against the first grid
+key, as Wang et al. Fig. 2 plots them). Every point is validated before the first job; finished points are skipped.
 """
 
 from __future__ import annotations
@@ -13,21 +14,35 @@ from pathlib import Path
 
 import pandas as pd
 
+from grokscope import artifacts, runs
+from grokscope.config import route_sets
+from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
-from grokscope.study import Job, LocalExecutor, RayExecutor, load_preset
+from grokscope.models.registry import family, model_config
+from grokscope.study.executors import Runner, make_executor
+from grokscope.study.plan import Job, data_job, train_job
+from grokscope.study.spec import data_sets, load_spec, model_sets
+from grokscope.train.config import TrainConfig, resolve_train_config
 
 
-def parse_grid(items: list[str]) -> dict[str, list[str]]:
+def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
+    """``section.KEY=v1,v2`` items (sections data, train, model) -> {qualified key: [values]}."""
     grid, problems = {}, []
+    fam = family(model_family)
     for item in items:
-        key, _, values = item.partition("=")
+        key, sep, values = item.partition("=")
         section = key.split(".", 1)[0]
-        if not values or section not in ("data", "train", "model") or "." not in key:
-            problems.append(f"grid item {item!r} must be data.KEY=v1,v2 / train.KEY=v1,v2 / model.KEY=v1,v2")
+        if not sep or section not in ("data", "train", "model") or "." not in key or not values.strip():
+            problems.append(f"grid item {item!r} must be data.KEY=v1,v2, train.KEY=v1,v2 or model.KEY=v1,v2")
             continue
-        grid[key] = [v for v in values.split(",") if v]
+        try:
+            route_sets([(key, "")], {"data": DataConfig, "train": TrainConfig, "model": fam.config_cls})
+        except GrokscopeError as exc:
+            problems.extend(exc.problems)
+            continue
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
     if problems or not grid:
-        raise GrokscopeError(problems or ["give at least one --grid key=v1,v2"])
+        raise GrokscopeError(problems or ["give at least one --grid section.KEY=v1,v2"])
     return grid
 
 
@@ -35,44 +50,84 @@ def point_name(point: dict[str, str]) -> str:
     return "_".join(f"{k.split('.', 1)[1]}{v}" for k, v in point.items())
 
 
-def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "local", address: str | None = None,
-              log=print) -> Path:
-    spec = load_preset(preset)
-    grid = parse_grid(grid_items)
-    model = spec["models"][0]
-    out = Path(out)
+def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | None = None):
+    """The data and train jobs of every grid point, validated before anything runs."""
+    spec = load_spec(preset)
+    names = [m.name for m in spec.models]
+    if model_name is not None and model_name not in names:
+        raise GrokscopeError(f"--model {model_name!r} is not a model of {preset} ({', '.join(names)})")
+    model = spec.model(model_name or names[0])
+    grid = parse_grid(grid_items, model.family)
+    base_train, base_model = model_sets(model)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    data_jobs, train_jobs = {}, []
+    data_jobs: dict[str, Job] = {}
+    train_jobs, problems = [], []
     for point in points:
-        data_set = {**spec["data"].get("set", {}), **{k[5:]: v for k, v in point.items() if k.startswith("data.")}}
-        data_key = json.dumps(data_set, sort_keys=True)
-        if data_key in data_jobs:
-            data_dir = data_jobs[data_key].done.parent
-        else:
+        data_set = {**data_sets(spec), **{k[5:]: v for k, v in point.items() if k.startswith("data.")}}
+        train_set = {**base_train, **{k[6:]: v for k, v in point.items() if k.startswith("train.")}}
+        model_set = {**base_model, **{k[6:]: v for k, v in point.items() if k.startswith("model.")}}
+        try:
+            cfg = resolve_data_config(spec.data.preset, "natural", None, data_set).validate()
+            tcfg = resolve_train_config(model.family, model.preset, train_set)
+            model_config(model.family, tcfg.model_config, d_vocab=cfg.num_entities, overrides=model_set)
+        except GrokscopeError as exc:
+            problems += [f"grid point {point_name(point)}: {p}" for p in exc.problems]
+            continue
+        key = json.dumps(data_set, sort_keys=True)
+        if key not in data_jobs:
             data_dir = out / "datasets" / f"d{len(data_jobs)}"
-        if data_key not in data_jobs:
-            data_jobs[data_key] = Job("data", f"data {data_dir.name}", [
-                "data", "build", "--preset", spec["data"]["preset"], "--regime", "natural", "--out", str(data_dir),
-                "--force", *[a for k, v in data_set.items() for a in ("--set", f"{k}={v}")]], data_dir / "dataset.json")
-        train_set = {**model.get("set", {}), **{k.split(".", 1)[1] if k.startswith("train.") else k: v
-                                                 for k, v in point.items() if not k.startswith("data.")}}
+            data_jobs[key] = data_job(spec.data.preset, "natural", data_dir, data_set, name=f"data {data_dir.name}")
+        data_dir = data_jobs[key].out
+        sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
         run = out / "runs" / point_name(point)
-        train_jobs.append((point, Job("train", f"train {run.name}", [
-            "train", "--data", str(data_dir), "--model", model["family"], "--preset", model["preset"], "--out",
-            str(run), "--quiet", *[a for k, v in train_set.items() for a in ("--set", f"{k}={v}")]],
-            run / "summary.json", resume=run / "config.yaml")))
-    ex = LocalExecutor(log) if executor == "local" else RayExecutor(address, log)
-    for stage_jobs in (list(data_jobs.values()), [j for _, j in train_jobs]):
-        todo = [j for j in stage_jobs if not j.done.exists()]
-        if todo:
-            ex.run_stage(todo)
+        train_jobs.append((point, train_job(model.name, model.family, model.preset, data_dir, run, sets,
+                                            {"regime": "natural", "point": point}, [data_jobs[key].name])))
+    if problems:
+        raise GrokscopeError(problems)
+    return grid, list(data_jobs.values()), train_jobs
+
+
+def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "local", address: str | None = None,
+              model_name: str | None = None, log=print, runner: Runner | None = None) -> Path:
+    out = Path(out)
+    grid, data_jobs, train_jobs = sweep_jobs(preset, grid_items, out, model_name)
+    if out.exists() and any(p.name != ".lock" for p in out.iterdir()) and not (out / "sweep.json").exists():
+        raise GrokscopeError(f"{out}: exists and is not a sweep folder; choose another --out")
+    artifacts.ensure_writable_dir(out)
+    with artifacts.FolderLock(out, "sweep"):
+        state = {"preset": preset, "grid": grid, "model": model_name, "points": [p for p, _ in train_jobs]}
+        artifacts.write_json_atomic(out / "sweep.json", state)
+        ex = make_executor(executor, address, runner, log)
+
+        def on_done(job: Job, code: int, seconds: float) -> None:
+            if code != 0:
+                raise GrokscopeError(f"sweep job '{job.name}' failed (exit {code}); fix the cause and re-run: "
+                                     f"finished points are kept")
+
+        for jobs in (data_jobs, [j for _, j in train_jobs]):
+            todo = [(j, _resume_argv(j)) for j in jobs if not j.done.exists()]
+            if todo:
+                ex.run(todo, on_done)
+        return write_table(out, grid, train_jobs)
+
+
+def _resume_argv(job: Job) -> list[str]:
+    if not job.resumable or not (job.out / "config.yaml").exists() or runs.clear_unstarted_run(job.out):
+        return job.argv
+    return [*job.argv, "--resume"]
+
+
+def write_table(out: Path, grid: dict, train_jobs) -> Path:
     rows = []
     for point, job in train_jobs:
-        summary = json.loads(job.done.read_text())
+        summary = artifacts.read_summary(job.out)
         final = summary["final"]
         rows.append({**point, **summary["milestones"], "final_train": final.get("train_acc"),
                      "final_iid": final.get("test_inferred_iid"), "final_ood": final.get("test_inferred_ood"),
-                     "steps": summary["final_step"], "minutes": round(summary["wall_seconds"] / 60, 2)})
+                     f"final_{summary.get('bridge_metric', 'bridge_use')}_ood":
+                         final.get(f"{summary.get('bridge_metric', 'bridge_use')}_ood"),
+                     "steps": summary["final_step"], "stop_reason": summary["stop_reason"],
+                     "minutes": round(summary["wall_seconds"] / 60, 2)})
     df = pd.DataFrame(rows)
     df.to_csv(out / "sweep.csv", index=False)
     from grokscope.report import plots
@@ -84,3 +139,4 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
     fig.savefig(out / "sweep.png", dpi=110)
     plots.plt.close(fig)
     return out / "sweep.csv"
+

@@ -1,11 +1,11 @@
 """``grokscope transfer``: fine-tune a pre-trained checkpoint on new facts, or train the same architecture from
-scratch on the same data (the control group), and measure how the circuit carries over (PAPER_SPEC §2.4, §4.3,
-§4.4, §7; He et al. Fig. 3/4).
+scratch on the same data (the control group), and measure how the circuit carries over (He et al. §5, Fig. 3/4).
 
-The transfer dataset's probes are split into the paper's categories (§7): new facts (``atomic_new``), new+old (new
-first hop, old second hop), old+new, new+new, each with exact match and bridge-found rate; mixed categories both
-with the faithful filter (old hop a kept atomic fact that is also an ``id_atomic`` probe, Appendix A.6) and the
-powered variant over all pre-training ID atomic facts (§10.2). Old probe types measure retention.
+The transfer dataset's probes are split into He et al.'s categories: new facts (``atomic_new``), new+old (new
+first hop, old second hop), old+new and new+new, each with exact match, He et al.'s bridge found and bridge use.
+The mixed categories come both with the faithful filter (the old hop is a kept atomic fact that is also an
+``id_atomic`` probe, as the authors' plotting code filters) and in the powered variant over all pre-training ID
+atomic facts (hundreds of queries at small N). Old probe types measure retention.
 """
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from grokscope import runs
-from grokscope.config import from_dict
+from grokscope import artifacts, runs
+from grokscope.config import apply_overrides, check, from_dict
 from grokscope.data.config import DataConfig
 from grokscope.data.store import Dataset, load, save
 from grokscope.data.transfer import build_transfer
 from grokscope.errors import GrokscopeError
+from grokscope.metrics.milestones import first_step
 from grokscope.models.registry import config_from_dict
-from grokscope.train.batches import encode
 from grokscope.train.config import TrainConfig
-from grokscope.train.loop import train
-from grokscope.train.milestones import first_step
+from grokscope.train.loop import FineTune, train
 
 # Fine-tuning recipes, applied on top of the parent's training config.
 TRANSFER_PRESETS = {
-    # §4.3: lr 2e-5, evaluation every 50 epochs (976 steps at 10,000 items), the first 40 evaluations plotted.
+    # He et al.: lr 2e-5, evaluation every 50 epochs (976 steps at 10,000 items), the first 40 evaluations plotted.
     "paper": dict(lr=2e-5, eval_every_epochs=50, max_epochs=2000, warmup_steps=2000),
-    # Scaled (§10.2): evaluation every 250 steps; lr half the parent's, as the paper halves 4e-5 to 2e-5.
+    # Scaled: evaluation every 250 steps; lr half the parent's, as the paper halves 4e-5 to 2e-5.
     "scaled": dict(eval_every=250, eval_every_epochs=0, max_epochs=0, max_steps=5000),
 }
 
@@ -60,12 +59,11 @@ def category_rows(ds: Dataset) -> dict[str, np.ndarray]:
 
 
 def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
-    """Steps to New Fact accuracy >= 0.99 and to new+old >= 0.9; final value of every category metric."""
+    """Steps to New Fact accuracy >= 0.99 and to new+old >= 0.9; the final value of every category measure."""
     last = rows[-1] if rows else {}
-    final = {}
-    for name in ["atomic_new", *CATEGORIES]:
-        final[name] = {"exact_match": last.get(name), "bridge_found": last.get(f"bridge_found_{name}"),
-                       "n": counts.get(name)}
+    final = {name: {"exact_match": last.get(name), "bridge_found": last.get(f"bridge_found_{name}"),
+                    "bridge_use": last.get(f"bridge_use_{name}"), "n": counts.get(name)}
+             for name in ["atomic_new", *CATEGORIES]}
     retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
                                           "test_inferred_ood")}
     return {"steps_to_new_fact_099": first_step(rows, "atomic_new", 0.99),
@@ -74,76 +72,97 @@ def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
             "final": final, "retention": retention}
 
 
+def given_transfer_set(parent_run: Path, parent_cfg: dict, data: Path) -> tuple[Dataset, Path]:
+    """A transfer set passed with --data, checked against the parent's dataset."""
+    ds = load(data)
+    if ds.meta.get("kind") != "transfer":
+        raise GrokscopeError(f"{data}: not a transfer dataset; build one with `grokscope data transfer`")
+    if ds.meta.get("parent_fingerprint") != parent_cfg["data"]["fingerprint"]:
+        raise GrokscopeError(f"{data}: was derived from dataset {ds.meta.get('parent_fingerprint')} but "
+                             f"{parent_run} was trained on {parent_cfg['data']['fingerprint']}; use the "
+                             f"transfer set of the parent's own dataset (or omit --data to build it)")
+    return ds, Path(data)
+
+
+def derived_transfer_set(parent_run: Path, parent_cfg: dict, out: Path) -> tuple[Dataset, Path]:
+    """The transfer set of the parent's own dataset, built into ``out/data`` (or read from there)."""
+    data_dir = out / "data"
+    if (data_dir / "dataset.json").exists():
+        return load(data_dir), data_dir
+    parent_ds = load(parent_cfg["data"]["path"])
+    if parent_ds.meta["fingerprint"] != parent_cfg["data"]["fingerprint"]:
+        raise GrokscopeError(f"{parent_cfg['data']['path']}: changed since {parent_run} was trained; pass the "
+                             f"transfer set with --data")
+    dcfg = from_dict(DataConfig, parent_ds.meta["config"], "dataset config")
+    ds = build_transfer(parent_ds, dcfg)
+    save(ds, data_dir)
+    return ds, data_dir
+
+
+def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, control: bool) -> TrainConfig:
+    """The parent's recipe with the fine-tuning preset and the user's overrides on top (the control keeps the
+    pre-training learning rate, as He et al.'s control group does)."""
+    if preset not in TRANSFER_PRESETS:
+        raise GrokscopeError(f"unknown transfer preset {preset!r}; choose one of {', '.join(TRANSFER_PRESETS)}")
+    cfg = from_dict(TrainConfig, parent_cfg["train"], "the parent's config.yaml: train")
+    recipe = dict(TRANSFER_PRESETS[preset])
+    if preset == "scaled":
+        recipe["lr"] = cfg.lr / 2
+    if control:
+        recipe.pop("lr", None)
+    cfg = dataclasses.replace(cfg, **recipe, stop_when="")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, what="train")
+    return check(cfg)
+
+
+def check_transfer_out(out: Path, resume: bool) -> None:
+    """Before any work: a new fine-tune needs a new or empty folder (or one holding only its derived data/)."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise GrokscopeError(f"{out}: nothing to resume (no config.yaml); drop --resume to start a new run")
+        return
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
+    if (out / "config.yaml").exists():
+        raise GrokscopeError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    if out.is_dir() and any(p.name not in ("data", ".lock") for p in out.iterdir()):
+        raise GrokscopeError(f"{out}: exists and is not a run; choose an empty or new --out")
+    artifacts.ensure_writable_dir(out)
+
+
 def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
                  overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
                  resume: bool = False) -> dict:
-    from grokscope.config import apply_overrides
-
-    parent_run, step_spec = parent_ref
-    parent_cfg = runs.read_config(parent_run)
+    parent_run, step_spec = Path(parent_ref[0]), parent_ref[1]
+    parent_cfg = artifacts.read_config(parent_run)
     step = runs.resolve_step(parent_run, step_spec)
-    parent_ds = load(parent_cfg["data"]["path"])
-    if preset not in TRANSFER_PRESETS:
-        raise GrokscopeError(f"unknown transfer preset {preset!r}; choose one of {', '.join(TRANSFER_PRESETS)}")
+    train_cfg = transfer_config(parent_cfg, preset, overrides, control)
+    model_cfg = config_from_dict(parent_cfg["model"]["family"], parent_cfg["model"]["config"],
+                                 f"{parent_run}/config.yaml: model.config")
     out = Path(out)
-
-    # --- the transfer dataset: given, or derived from the parent's own dataset (same fingerprint)
-    if data is not None:
-        ds = load(data)
-        if ds.meta.get("kind") != "transfer":
-            raise GrokscopeError(f"{data} is not a transfer dataset; build one with `grokscope data transfer`")
-        if ds.meta.get("parent_fingerprint") != parent_cfg["data"]["fingerprint"]:
-            raise GrokscopeError(f"{data} was derived from dataset {ds.meta.get('parent_fingerprint')} but "
-                                 f"{parent_run} was trained on {parent_cfg['data']['fingerprint']}; use the "
-                                 f"transfer set of the parent's own dataset (or omit --data to build it)")
-        data_dir = Path(data)
-    else:
-        data_dir = out / "data"
-        if (data_dir / "dataset.json").exists():
-            ds = load(data_dir)
-        else:
-            if parent_ds.meta["fingerprint"] != parent_cfg["data"]["fingerprint"]:
-                raise GrokscopeError(f"the parent's dataset at {parent_cfg['data']['path']} changed since training;"
-                                     f" pass the transfer set with --data")
-            dcfg = from_dict(DataConfig, parent_ds.meta["config"], what="dataset config")
-            ds = build_transfer(parent_ds, dcfg)
-            out.mkdir(parents=True, exist_ok=True)
-            save(ds, data_dir)
-
-    # --- recipe: the parent's, with the fine-tuning preset and user overrides on top
-    family = parent_cfg["model"]["family"]
-    train_cfg = from_dict(TrainConfig, parent_cfg["train"], what="train config")
-    recipe = dict(TRANSFER_PRESETS[preset])
-    if preset == "scaled":
-        recipe["lr"] = train_cfg.lr / 2
-    if control:  # §4.4: the control group trains from scratch with the pre-training recipe
-        recipe.pop("lr", None)
-    train_cfg = dataclasses.replace(train_cfg, **recipe, stop_when="")
-    if overrides:
-        train_cfg = apply_overrides(train_cfg, overrides, what="train")
-    problems = train_cfg.problems()
-    if problems:
-        raise GrokscopeError(problems)
-    model_cfg = config_from_dict(family, parent_cfg["model"]["config"])
+    given = given_transfer_set(parent_run, parent_cfg, data) if data is not None else None
+    check_transfer_out(out, resume)
     init = None
-    if not control:
-        weights, _, _ = runs.load_checkpoint(parent_run, step, with_state=False)
-        init = weights  # EMA weights for the trm (what its checkpoints hold, §4.3)
-    extra = {"transfer": {"parent_run": str(Path(parent_run).resolve()), "parent_step": step,
-                          "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control,
-                          "preset": preset}}
-
-    # --- probe sets: every probe type plus the categories
+    if not control:  # the weights the checkpoint evaluates with: EMA weights for the trm (a new EMA starts there)
+        try:
+            init, _, _ = runs.load_checkpoint(parent_run, step, with_state=False)
+        except runs.CorruptCheckpoint as exc:
+            raise GrokscopeError(f"{exc}; pick another parent step") from None
+    ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out)
     cats = category_rows(ds)
-    probe_sets = {t: encode(ds, ds.probe(t)) for t in ds.probe_types}
-    probe_sets.update({name: encode(ds, rows) for name, rows in cats.items()})
-    lens = {"ood": "test_inferred_ood", **{name: name for name in cats}}
-    summary = train(ds, data_dir, family, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
-                    init_weights=init, extra_config=extra, lens_types=lens, probe_sets=probe_sets)
+    record = {"parent_run": str(parent_run.resolve()), "parent_step": step,
+              "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset}
+    finetune = FineTune(init_weights=init, record=record,
+                        probes={**{t: ds.probe(t) for t in ds.probe_types}, **cats},
+                        lens={"ood": "test_inferred_ood", **{name: name for name in cats}})
+    summary = train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
+                    finetune=finetune)
     counts = {name: len(rows) for name, rows in cats.items()}
     counts["atomic_new"] = len(ds.probe("atomic_new"))
-    summary["transfer"] = transfer_summary(runs.read_metrics(out), counts)
-    runs.write_json_atomic(out / "summary.json", summary)
+    summary["transfer"] = transfer_summary(artifacts.read_metrics(out), counts)
+    artifacts.write_json_atomic(out / "summary.json", summary)
     return summary
 
 
@@ -151,9 +170,12 @@ def print_transfer_summary(summary: dict) -> None:
     t = summary["transfer"]
     print(f"steps to New Fact acc >= 0.99: {t['steps_to_new_fact_099']}; to new+old >= 0.9: "
           f"{t['steps_to_new_old_090']} (powered: {t['steps_to_new_old_powered_090']})")
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
     for name, v in t["final"].items():
-        em = "n/a" if v["exact_match"] is None else f"{v['exact_match']:.3f}"
-        br = "n/a" if v["bridge_found"] is None else f"{v['bridge_found']:.3f}"
-        print(f"  {name:<18} exact match {em}  bridge found {br}  (n={v['n']})")
+        print(f"  {name:<18} exact match {fmt(v['exact_match'])}  bridge found {fmt(v['bridge_found'])}  bridge use "
+              f"{fmt(v['bridge_use'])}  (n={v['n']})")
     print("  retention: " + json.dumps({k: (round(v, 3) if v is not None else None)
                                          for k, v in t["retention"].items()}))

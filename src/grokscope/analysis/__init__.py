@@ -1,1 +1,1 @@
-"""Circuit analyses over checkpoints (PAPER_SPEC §5-6): logit lens, causal tracing, comparison, regimes."""
+"""Circuit analyses over checkpoints: logit lens, causal tracing, bridge use, path comparison, per-query records."""

@@ -1,37 +1,44 @@
-"""``grokscope analyze``: run the analyses over a run's checkpoints and write tidy tables to RUN/analysis/.
+"""``grokscope analyze``: run the analyses over a run's checkpoints and write tables to ``RUN/analysis/``.
 
-Tables (Parquet; columns run, step, probe_type, stage, stage_index, position, metric, value, n):
-``lens.parquet`` (logit lens, §6.1/6.3) and ``trace.parquet`` (causal tracing); JSON: ``compare.json`` (the
-checkpoint at training saturation vs the last one, on ID compositions, Finding 1) and ``regime.json``.
-Re-running replaces the rows of the (step, probe type) pairs it recomputes and keeps the others.
+- ``lens.parquet``: the logit lens (MRR and top-1 of b, t, r2 per stage and position; bridge/target found);
+- ``trace.parquet``: causal tracing (Wang et al.);
+- ``queries/``: per-query records (answer, lens argmax per stage x position, bridge use per stage), and
+  ``bridge_use.parquet``, the bridge use per stage aggregated from them;
+- ``compare.json``: path comparisons: the checkpoint at training saturation vs the grokked one (He et al.'s
+  Finding 1), and the negative control step 0 vs the last checkpoint, which must come out "different";
+- ``regime.json``: the regime label on OOD and ID compositions.
+Tables have columns run, step, probe_type, stage, stage_index, position, metric, value, n; re-running replaces
+the rows of the (step, probe type) pairs it recomputes and keeps the others.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from grokscope import runs
-from grokscope.analysis.circuits import classify_regime, compare_paths
+from grokscope import artifacts, runs
+from grokscope.analysis.circuits import compare_paths
 from grokscope.analysis.logit_lens import lens_table
 from grokscope.analysis.patching import trace_table
-from grokscope.data.store import load
+from grokscope.analysis.queries import bridge_use_table, query_records, write_records
+from grokscope.data.encoding import encode
+from grokscope.data.store import Dataset, load
 from grokscope.errors import GrokscopeError
-from grokscope.train.batches import encode
+from grokscope.metrics.milestones import classify_regime
+from grokscope.models.registry import family
 
 PROBE_ALIASES = {"ood": "test_inferred_ood", "iid": "test_inferred_iid", "train": "train_inferred",
                  "new": "test_inferred_new", "mix": "test_inferred_new_mix",
                  "mix_powered": "test_inferred_new_mix_powered"}
-ANALYSES = ("lens", "trace", "compare", "regime")
-TRACE_EXAMPLES = 300  # Wang samples 300 compositions (§6.3)
+ANALYSES = ("lens", "trace", "queries", "compare", "regime")
+TRACE_EXAMPLES = 300  # Wang et al. sample 300 compositions for causal tracing
+NAMED_STEPS = ("last", "sat", "grokked")
 
 
-def run_dataset(run: Path, data: Path | None = None):
-    cfg = runs.read_config(run)
+def run_dataset(run: Path, data: Path | None = None) -> Dataset:
+    cfg = artifacts.read_config(run)
     path = Path(data or cfg["data"]["path"])
     ds = load(path)
     if ds.meta["fingerprint"] != cfg["data"]["fingerprint"]:
@@ -40,44 +47,39 @@ def run_dataset(run: Path, data: Path | None = None):
     return ds
 
 
-def sat_step(run: Path, steps: list[int]) -> int:
-    """The first checkpoint at or after training saturation (t_sat in summary.json, else metrics)."""
-    from grokscope.train.milestones import first_step
-
-    cfg = runs.read_config(run)
-    t_sat = first_step(runs.read_metrics(run), "train_acc", cfg["train"]["sat_threshold"])
-    if t_sat is None:
-        raise GrokscopeError(f"{run} never reached training saturation (train_acc >= "
-                             f"{cfg['train']['sat_threshold']}); choose explicit --steps")
-    return next((s for s in steps if s >= t_sat), steps[-1])
-
-
-def resolve_steps(run: Path, spec: str) -> list[int]:
+def resolve_steps(run: Path, spec: str, log=print) -> list[int]:
+    """``all``, ``last``, ``sat``, ``grokked`` or step numbers, comma-separated; a named step the run never reached
+    is skipped with a note (it is never replaced by another checkpoint)."""
     steps = runs.list_checkpoints(run)
     if not steps:
-        raise GrokscopeError(f"{run} has no checkpoints; train it first")
+        raise GrokscopeError(f"{run}: has no checkpoints; train it first")
     out = set()
-    for item in spec.split(","):
-        item = item.strip()
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
         if item == "all":
             out.update(steps)
-        elif item == "last":
-            out.add(steps[-1])
-        elif item == "sat":
-            try:
-                out.add(sat_step(run, steps))
-            except GrokscopeError as exc:  # keep going with the middle checkpoint, and say so
-                print(f"note: {exc}; using the middle checkpoint {steps[len(steps) // 2]} instead of 'sat'")
-                out.add(steps[len(steps) // 2])
+        elif item in ("sat", "grokked"):
+            found = runs.named_step(run, item, steps)
+            if found is None:
+                log(f"note: {run.name} never reached {'saturation' if item == 'sat' else 'ID test >= 0.9'}; "
+                    f"no '{item}' checkpoint to analyse")
+            else:
+                out.add(found)
         else:
             out.add(runs.resolve_step(run, item))
+    if not out:
+        raise GrokscopeError(f"--steps {spec!r} selects no checkpoint of {run}; use all, last, sat, grokked or "
+                             f"step numbers")
     return sorted(out)
 
 
-def resolve_probes(ds, spec: str) -> list[str]:
+def resolve_probes(ds: Dataset, spec: str) -> list[str]:
     out, problems = [], []
-    for item in spec.split(","):
-        name = PROBE_ALIASES.get(item.strip(), item.strip())
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
+        name = PROBE_ALIASES.get(item, item)
         if name not in ds.probe_types:
             problems.append(f"probe type {item!r} is not in this dataset; available: "
                             f"{', '.join(sorted(PROBE_ALIASES))} or {', '.join(ds.probe_types)}")
@@ -85,82 +87,107 @@ def resolve_probes(ds, spec: str) -> list[str]:
             out.append(name)
     if problems:
         raise GrokscopeError(problems)
+    if not out:
+        raise GrokscopeError(f"--probes {spec!r} selects no probe type; available: {', '.join(ds.probe_types)}")
     return out
 
 
-def _sample_rows(rows: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+def resolve_analyses(spec: str) -> list[str]:
+    wanted = [a.strip() for a in spec.split(",") if a.strip()]
+    bad = [a for a in wanted if a not in ANALYSES]
+    if bad or not wanted:
+        raise GrokscopeError(f"--analyses {spec!r}: choose one or more of {', '.join(ANALYSES)}")
+    return wanted
+
+
+def sample_rows(rows: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     if len(rows) <= n:
         return rows
     return rows[np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))]
 
 
-def _merge_table(path: Path, new: pd.DataFrame) -> None:
+def id_compositions(ds: Dataset, n: int = TRACE_EXAMPLES) -> np.ndarray:
+    """A fixed sample of ID compositions (ID test and training), the same for every checkpoint of a graph."""
+    parts = [ds.probe(t) for t in ("test_inferred_iid", "train_inferred") if t in ds.probe_types]
+    return sample_rows(np.concatenate(parts), n)
+
+
+def merge_table(path: Path, new: pd.DataFrame) -> None:
     if path.exists():
         old = pd.read_parquet(path)
         keys = set(zip(new["step"], new["probe_type"]))
         old = old[[k not in keys for k in zip(old["step"], old["probe_type"])]]
         new = pd.concat([old, new], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    new.sort_values(["step", "probe_type", "stage_index"]).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    new.sort_values(["step", "probe_type", "stage_index"], kind="stable").to_parquet(tmp, index=False)
+    tmp.replace(path)
 
 
-def analyze(run: Path, steps: str = "sat,last", probes: str = "ood,iid,train",
-            analyses: str = "lens,trace,compare,regime", data: Path | None = None, log=print) -> dict:
+def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
+            analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None, device: str = "cpu",
+            log=print) -> dict:
     run = Path(run)
-    wanted = [a.strip() for a in analyses.split(",") if a.strip()]
-    bad = [a for a in wanted if a not in ANALYSES]
-    if bad:
-        raise GrokscopeError(f"unknown analyses {', '.join(bad)}; choose from {', '.join(ANALYSES)}")
+    wanted = resolve_analyses(analyses)
     ds = run_dataset(run, data)
     probe_types = resolve_probes(ds, probes)
-    step_list = resolve_steps(run, steps) if {"lens", "trace"} & set(wanted) else []
+    step_list = resolve_steps(run, steps, log) if {"lens", "trace", "queries"} & set(wanted) else []
     out_dir = run / "analysis"
-    out_dir.mkdir(exist_ok=True)
-    name = run.name
+    artifacts.ensure_writable_dir(out_dir)
     result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types}
-
-    lens_parts, trace_parts = [], []
+    lens_parts, trace_parts, use_parts = [], [], []
     for step in step_list:
-        model, _ = runs.load_model(run, step)
+        model, _ = runs.load_model(run, step, device)
         for pt in probe_types:
             rows = ds.probe(pt)
             if len(rows) == 0:
                 continue
             if "lens" in wanted:
-                lens_parts.append(lens_table(model, encode(ds, rows), pt, name, step))
-            if "trace" in wanted:
-                sample = _sample_rows(rows, TRACE_EXAMPLES)
-                trace_parts.append(trace_table(model, encode(ds, sample), ds, sample, pt, name, step))
+                lens_parts.append(lens_table(model, encode(ds, rows).to(model.device), pt, run.name, step))
+            if "trace" in wanted and (rows[:, 2] >= 0).any():
+                sample = sample_rows(rows[rows[:, 2] >= 0], TRACE_EXAMPLES)
+                trace_parts.append(trace_table(model, encode(ds, sample), ds, sample, pt, run.name, step))
+            if "queries" in wanted and (rows[:, 2] >= 0).any():
+                frame, schema = query_records(model, ds, rows)
+                write_records(run, step, pt, frame, schema)
+                use_parts.append(bridge_use_table(frame, schema, pt, run.name, step))
         log(f"analysed step {step}")
     if lens_parts:
         lens = pd.concat(lens_parts, ignore_index=True)
-        _merge_table(out_dir / "lens.parquet", lens)
-        found = lens[(lens.stage == "any")].pivot_table(index=["step", "probe_type"], columns="metric",
-                                                         values="value")
+        merge_table(out_dir / "lens.parquet", lens)
+        found = lens[lens.stage == "any"].pivot_table(index=["step", "probe_type"], columns="metric", values="value")
         result["lens"] = {f"{s}/{p}": row.to_dict() for (s, p), row in found.iterrows()}
     if trace_parts:
-        _merge_table(out_dir / "trace.parquet", pd.concat(trace_parts, ignore_index=True))
-
+        merge_table(out_dir / "trace.parquet", pd.concat(trace_parts, ignore_index=True))
+    if use_parts:
+        use = pd.concat(use_parts, ignore_index=True)
+        merge_table(out_dir / "bridge_use.parquet", use)
+        result["bridge_use"] = {f"{s}/{p}": float(v) for s, p, v in
+                                use[use.stage == "max"][["step", "probe_type", "value"]].itertuples(index=False)}
     if "compare" in wanted:
-        # The first and last analysed checkpoints (default: training saturation vs the last one).
-        try:
-            a, b = (step_list[0], step_list[-1]) if len(step_list) >= 2 else (
-                sat_step(run, runs.list_checkpoints(run)), runs.list_checkpoints(run)[-1])
-        except GrokscopeError as exc:
-            a = b = None
-            result["compare"] = {"skipped": str(exc)}
-            log(f"compare skipped: {exc}")
-    if "compare" in wanted and a is not None:
-        rows = _sample_rows(np.concatenate([ds.probe(t) for t in ("test_inferred_iid", "train_inferred")
-                                            if t in ds.probe_types]), TRACE_EXAMPLES)
-        cmp = compare_paths(runs.load_model(run, a)[0], runs.load_model(run, b)[0], encode(ds, rows), ds, rows)
-        result["compare"] = {"step_a": a, "step_b": b, **cmp.to_dict()}
-        runs.write_json_atomic(out_dir / "compare.json", result["compare"])
+        result["compare"] = compare_checkpoints(run, ds, device, log)
+        artifacts.write_json_atomic(out_dir / "compare.json", result["compare"])
     if "regime" in wanted:
-        metric_rows = runs.read_metrics(run)
-        result["regime"] = {"ood": classify_regime(metric_rows),
-                            "iid": classify_regime(metric_rows, "test_inferred_iid", "bridge_found_iid")}
-        runs.write_json_atomic(out_dir / "regime.json", result["regime"])
-    (out_dir / "summary.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        rows = artifacts.read_metrics(run)
+        bridge = family(artifacts.read_config(run)["model"]["family"]).model_cls.bridge_metric
+        result["regime"] = {"ood": classify_regime(rows, "test_inferred_ood", f"{bridge}_ood"),
+                            "iid": classify_regime(rows, "test_inferred_iid", f"{bridge}_iid")}
+        artifacts.write_json_atomic(out_dir / "regime.json", result["regime"])
+    artifacts.write_json_atomic(out_dir / "summary.json", result)
     return result
+
+
+def compare_checkpoints(run: Path, ds: Dataset, device: str = "cpu", log=print) -> dict:
+    """Saturated vs grokked (Finding 1 within one run) and the negative control step 0 vs last."""
+    steps = runs.list_checkpoints(run)
+    rows = id_compositions(ds)
+    pairs = {"step0_vs_last": (steps[0], steps[-1])}
+    sat, grokked = runs.named_step(run, "sat", steps), runs.named_step(run, "grokked", steps)
+    if sat is not None and grokked is not None and grokked > sat:
+        pairs["sat_vs_grokked"] = (sat, grokked)
+    else:
+        log(f"note: {run.name} has no saturated-then-grokked pair of checkpoints (sat {sat}, grokked {grokked})")
+    out = {}
+    for name, (a, b) in pairs.items():
+        out[name] = {"step_a": a, "step_b": b, **compare_paths(runs.load_model(run, a, device)[0],
+                                                                runs.load_model(run, b, device)[0], ds, rows)}
+    return out

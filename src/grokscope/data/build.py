@@ -18,7 +18,7 @@ from grokscope.data.vocab import Vocab
 
 
 def build_dataset(cfg: DataConfig) -> Dataset:
-    """PAPER_SPEC §2.1 + §2.3: graph, splits, phi sample, augmentation, probes. Pure function of ``cfg``."""
+    """Graph, splits, phi sample, augmentation (He et al. App. C), probes. Pure function of ``cfg``."""
     cfg.validate()
     t0 = time.perf_counter()
     kg = generate_kg(cfg)
@@ -41,7 +41,7 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     arrays = {
         "atomic": atomic,
         "atomic.is_ood": is_ood,
-        "train_atomic": atomic,  # all atomic facts, ID and OOD, are trained (§2.1 point 6)
+        "train_atomic": atomic,  # all atomic facts, ID and OOD, are trained (Wang et al.)
         "train_inferred": train_rows,
         "train_inferred.source": source,
         "valid": valid_rows,

@@ -1,4 +1,4 @@
-"""Two-hop enumeration, the three-way ID/OOD rule, phi down-sampling and probe selection (PAPER_SPEC §2.1 4-8)."""
+"""Two-hop enumeration, the three-way ID/OOD rule, phi down-sampling and probe selection (Wang et al.)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def enumerate_paths(kg: KnowledgeGraph) -> Paths:
 
 def split_paths(kg: KnowledgeGraph, cfg: DataConfig) -> BaseSplits:
     """Both OOD -> OOD test; mixed -> discarded; both ID -> ID test with prob. p, else the training pool;
-    then phi down-sampling relative to |atomic_ID| (PAPER_SPEC §2.1 points 4-5)."""
+    then phi down-sampling relative to |atomic_ID| (``docs/methods.md``, "Data")."""
     paths = enumerate_paths(kg)
     ood = kg.is_ood.ravel()
     o1, o2 = ood[paths.f1], ood[paths.f2]
@@ -88,6 +88,6 @@ def probe_rng(cfg: DataConfig) -> np.random.Generator:
 
 
 def cap_valid(cfg: DataConfig, ood_test: Paths) -> Paths:
-    """valid.json = OOD test compositions sampled down to ``valid_cap`` (§2.1 point 7); also the OOD probes."""
+    """valid.json = OOD test compositions sampled down to ``valid_cap``; also the OOD probes."""
     rng = stream(cfg.seed, STREAM_PROBES + 100)
     return ood_test.take(sample_cap(rng, len(ood_test), cfg.valid_cap))

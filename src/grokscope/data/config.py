@@ -1,8 +1,9 @@
-"""Dataset generator parameters (PAPER_SPEC §2.1-2.4), the named augmentation regimes and the scale presets."""
+"""Dataset generator parameters (He et al. App. B-C, §5.1), the named augmentation regimes and the scale presets."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from grokscope.errors import GrokscopeError
@@ -10,7 +11,7 @@ from grokscope.errors import GrokscopeError
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Fact-level augmentation knobs (PAPER_SPEC §2.3): expose a fraction of the OOD hop-1 / hop-2 universes,
+    """Fact-level augmentation knobs (He et al. App. C): expose a fraction of the OOD hop-1 / hop-2 universes,
     each exposed fact in at most ``k`` new training compositions."""
 
     h1ratio: float = 0.0
@@ -23,7 +24,7 @@ class Augmentation:
         return not ((self.h1ratio > 0 and self.h1k > 0) or (self.h2ratio > 0 and self.h2k > 0))
 
     def suffix(self) -> str:
-        """The original dataset-name suffix (PAPER_SPEC §2.5)."""
+        """The original code's dataset-name suffix."""
         return (f"_factaug_h1ratio{float(self.h1ratio)}_h1k{self.h1k}"
                 f"_h2ratio{float(self.h2ratio)}_h2k{self.h2k}")
 
@@ -42,28 +43,28 @@ REGIMES: dict[str, Augmentation] = {
 class DataConfig:
     """Everything that determines a dataset; two builds with equal configs produce identical arrays."""
 
-    num_entities: int = 2000  # N (PAPER_SPEC §2.1)
+    num_entities: int = 2000  # N (He et al.: 2,000)
     num_relations: int = 200  # R
     out_degree: int = 20  # d: distinct relations per head entity
-    phi: float = 18.0  # |train_inferred| / |atomic_ID| (§2.1 point 5)
+    phi: float = 18.0  # |train_inferred| / |atomic_ID| (Wang et al.)
     ood_ratio: float = 0.05  # exact fraction of atomic facts held out as OOD
     id_test_prob: float = 0.005  # probability an ID/ID composition is held out as test_inferred_iid
-    probe_cap: int = 3000  # max probes per type (§2.1 point 8)
-    valid_cap: int = 3000  # max OOD test compositions kept (§2.1 point 7)
-    seed: int = 0  # KG, splits and probes; the original generator was unseeded (Appendix A.5)
-    # Augmentation (§2.3); the original reseeds with 42 regardless of the KG, we keep that as aug_seed.
+    probe_cap: int = 3000  # max probes per type
+    valid_cap: int = 3000  # max OOD test compositions kept
+    seed: int = 0  # KG, splits and probes; the original generator was unseeded
+    # Augmentation (He et al. App. C); the original reseeds with 42 regardless of the KG, we keep that as aug_seed.
     h1ratio: float = 0.0
     h1k: int = 0
     h2ratio: float = 0.0
     h2k: int = 0
     aug_seed: int = 42
-    # Transfer set (§2.4), scaled by N: the paper's 2,000 new facts and 8,000 kept items at N = 2,000.
+    # Transfer set (He et al. §5.1), scaled by N: the paper's 2,000 new facts and 8,000 kept items at N = 2,000.
     num_new_atomic: int | None = None  # default N
     keep_old_train: int | None = None  # default 4 N
     cap_test_inferred_new: int = 3000
     cap_test_inferred_mix: int = 3000
     transfer_seed: int = 0  # the original's random.Random(0)
-    new_fact_attempts: int = 500_000  # phase-A attempt budget (§2.4 point 4)
+    new_fact_attempts: int = 500_000  # attempts at drawing new facts as chains
 
     @property
     def augmentation(self) -> Augmentation:
@@ -91,7 +92,7 @@ class DataConfig:
         return int(round(self.phi * (self.n_atomic - self.n_ood_atomic)))
 
     def max_feasible_phi(self) -> float:
-        """Expected ID training pool / |atomic_ID|: ≈ 0.945·d at the paper's settings (§2.1 point 5)."""
+        """Expected ID training pool / |atomic_ID|: ≈ 0.945·d at the paper's settings."""
         n_id = self.n_atomic - self.n_ood_atomic
         if n_id <= 0:
             return 0.0
@@ -100,7 +101,7 @@ class DataConfig:
         return pool / n_id
 
     def name(self) -> str:
-        """Dataset name in the original's convention (§2.5)."""
+        """Dataset name in the original code's convention."""
         base = f"composition.{self.num_entities}.{self.num_relations}.{float(self.phi)}"
         return base if self.augmentation.is_empty else base + self.augmentation.suffix()
 
@@ -113,10 +114,15 @@ class DataConfig:
         if 0 < self.num_relations < self.out_degree:
             p.append(f"out_degree {self.out_degree} exceeds num_relations {self.num_relations}: each head needs "
                      f"distinct relations; lower out_degree or raise num_relations")
+        for key in ("seed", "aug_seed", "transfer_seed"):
+            if getattr(self, key) < 0:
+                p.append(f"{key} must be >= 0 (got {getattr(self, key)})")
         for key in ("ood_ratio", "id_test_prob", "h1ratio", "h2ratio"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 p.append(f"{key} must be in [0, 1] (got {value})")
+        if not p:
+            p += self._memory_problems()
         for key in ("h1k", "h2k", "cap_test_inferred_new", "cap_test_inferred_mix", "new_fact_attempts"):
             if getattr(self, key) < 0:
                 p.append(f"{key} must be >= 0 (got {getattr(self, key)})")
@@ -140,6 +146,24 @@ class DataConfig:
                 p.append(f"keep_old_train must be >= 0 (got {self.n_keep_old})")
         return p
 
+    def memory_bytes(self) -> int:
+        """Peak memory of a build, roughly: the relation draw (N x R floats and indices) and the N * d^2 two-hop
+        paths with their masks."""
+        n, r, d = self.num_entities, self.num_relations, self.out_degree
+        return 16 * n * r + 40 * n * d * d
+
+    def _memory_problems(self) -> list[str]:
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return []
+        need = self.memory_bytes()
+        if need > 0.8 * total:
+            return [f"num_entities {self.num_entities} x out_degree {self.out_degree} needs about {need / 2 ** 30:.0f} "
+                    f"GiB to build, more than this machine's {total / 2 ** 30:.0f} GiB; lower num_entities or "
+                    f"out_degree"]
+        return []
+
     def validate(self, transfer: bool = False) -> "DataConfig":
         problems = self.problems(transfer)
         if problems:
@@ -147,10 +171,10 @@ class DataConfig:
         return self
 
 
-# Scale tiers (DESIGN §8, PAPER_SPEC §10.2, CPU_CALIBRATION §3).
+# Scale tiers (README "Scale tiers"; docs/calibration.md for the CPU tier).
 DATA_PRESETS: dict[str, DataConfig] = {
     "smoke": DataConfig(num_entities=50, num_relations=20, out_degree=5, phi=4.0, probe_cap=200),
-    # CPU_CALIBRATION run G: E=100, R=20, K=20, phi=12 groks ID on 2 cores in ~10 minutes.
+    # N 100, R 20, d 20, phi 12: the micro gpt groks ID on 2 cores in about 10 minutes (docs/calibration.md).
     "micro": DataConfig(num_entities=100, num_relations=20, out_degree=20, phi=12.0),
     "mini": DataConfig(num_entities=500, num_relations=200, out_degree=20, phi=18.0),
     "paper": DataConfig(num_entities=2000, num_relations=200, out_degree=20, phi=18.0),

@@ -1,4 +1,4 @@
-"""Seeded knowledge-graph generator (PAPER_SPEC §2.1 points 1-3), vectorised with numpy.
+"""Seeded knowledge-graph generator (Wang et al.; He et al. App. B), vectorised with numpy.
 
 Atomic fact ``f`` is the ``slot``-th out-edge of head ``h``, with ``f = h * d + slot``: every table below is
 indexed that way, so two-hop paths and augmentation are pure integer arithmetic over fact indices.
@@ -60,7 +60,7 @@ class KnowledgeGraph:
 
 
 def generate_kg(cfg: DataConfig) -> KnowledgeGraph:
-    """Steps 1-3 of PAPER_SPEC §2.1: d distinct relations per head, uniform tails, exact-count OOD split."""
+    """d distinct relations per head, uniform tails, an exact-count OOD split (``docs/methods.md``, "Data")."""
     n, r, d = cfg.num_entities, cfg.num_relations, cfg.out_degree
     rng = stream(cfg.seed, STREAM_KG)
     # d distinct relations per head, uniformly without replacement: the first d of a random permutation per row.

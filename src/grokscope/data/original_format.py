@@ -1,5 +1,6 @@
-"""The original authors' JSON format (PAPER_SPEC §2.1 points 8-10): export and import, so datasets move both ways
-between grokscope and the released code (Wang ``composition.ipynb``, He ``Grokking_analysis``).
+"""The original authors' JSON format (Wang et al.'s and He et al.'s released generators): export and import,
+so datasets move both ways between grokscope and the released code (Wang et al.'s ``composition.ipynb``, He et al.'s
+``Grokking_analysis``).
 
 Items are ``{"input_text": "<e_12><r_3>", "target_text": "<e_12><r_3><e_907></a>"}``; probes carry a ``type``.
 Export order equals storage order and import reads in order, so a round trip keeps the content fingerprint.
@@ -10,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from grokscope.data.augment import SOURCE_AUG_HOP1, SOURCE_AUG_HOP2, SOURCE_NATURAL
-from grokscope.data.store import Dataset, check_output_dir
+from grokscope import artifacts
+from grokscope.data.store import Dataset
 from grokscope.data.transfer import fact_lookup
 from grokscope.data.vocab import TOKEN_RE, Vocab
 from grokscope.errors import GrokscopeError
@@ -43,8 +44,8 @@ def export_original(ds: Dataset, out: Path, force: bool = False) -> Path:
         raise GrokscopeError("export of transfer datasets is not supported; export the pre-training dataset and "
                              "rebuild the transfer set with `grokscope data transfer`")
     out = Path(out)
-    check_output_dir(out, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    artifacts.check_output_dir(out, force, kind="original-format export")
+    tmp = artifacts.new_tmp_dir(out)
     try:
         train = _items(ds.arrays["train_atomic"]) + _items(ds.arrays["train_inferred"])
         test = [item for t in ds.probe_types for item in _items(ds.probe(t), t)]
@@ -52,11 +53,13 @@ def export_original(ds: Dataset, out: Path, force: bool = False) -> Path:
         files = {"train.json": train, "valid.json": _items(ds.arrays["valid"]), "test.json": test,
                  "vocab.json": ds.vocab.original_tokens(), "id_facts.json": _hrt(atomic[~is_ood]),
                  "ood_facts.json": _hrt(atomic[is_ood])}
+        files["grokscope-export.json"] = {"fingerprint": ds.meta["fingerprint"], "name": ds.meta["name"]}
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        artifacts.replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GrokscopeError(f"{out}: cannot write ({exc.strerror}); choose a writable --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -82,8 +85,16 @@ def _parse(items: list[dict], where: str, ent: dict, rel: dict) -> np.ndarray:
 
 
 def import_original(folder: Path) -> Dataset:
-    """Read an original-format folder; bridges are recovered from the atomic facts (every (h, r) has one tail)."""
-    folder = Path(folder)
+    """Read an original-format folder; bridges are recovered from the atomic facts (every (h, r) has one tail).
+    Any malformed content is one line naming the folder."""
+    try:
+        return _import_original(Path(folder))
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+        raise GrokscopeError(f"{folder}: malformed original-format data ({type(exc).__name__}: {exc}); re-export "
+                             f"it with `grokscope data export`") from None
+
+
+def _import_original(folder: Path) -> Dataset:
     missing = [n for n in ("train.json", "valid.json", "test.json", "vocab.json") if not (folder / n).is_file()]
     if missing:
         raise GrokscopeError(f"{folder} lacks {', '.join(missing)}; point at a folder written by the original "
@@ -93,8 +104,17 @@ def import_original(folder: Path) -> Dataset:
         tokens, train, valid, test = (load(n) for n in ("vocab.json", "train.json", "valid.json", "test.json"))
     except ValueError as exc:
         raise GrokscopeError(f"{folder} holds invalid JSON ({exc}); re-export it") from None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise GrokscopeError(f"{folder / 'vocab.json'}: not a list of token strings; re-export the dataset")
     ent = {t: int(t[3:-1]) for t in tokens if t.startswith("<e_")}
     rel = {t: int(t[3:-1]) for t in tokens if t.startswith("<r_")}
+    if not ent or not rel or sorted(ent.values()) != list(range(len(ent))) or \
+            sorted(rel.values()) != list(range(len(rel))):
+        raise GrokscopeError(f"{folder / 'vocab.json'}: entity / relation tokens are missing or not numbered "
+                             f"0..n-1; re-export the dataset")
+    for name, items in (("train.json", train), ("valid.json", valid), ("test.json", test)):
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            raise GrokscopeError(f"{folder / name}: not a list of items; re-export the dataset")
     vocab = Vocab(len(ent), len(rel))
     train_rows = _parse(train, "train.json", ent, rel)
     is_atomic = train_rows[:, 2] < 0

@@ -1,4 +1,4 @@
-"""On-disk dataset format (DESIGN §4): ``dataset.json`` + ``vocab.json`` + ``arrays.npz``, written atomically.
+"""On-disk dataset format: ``dataset.json`` + ``vocab.json`` + ``arrays.npz``, written atomically.
 
 Facts are stored as int32 rows with columns ``COLUMNS = (h, r1, r2, b, t)``: atomic facts have ``r2 = b = -1``;
 compositions keep their bridge entity ``b`` so analyses never re-derive it. Array names:
@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from grokscope import __version__
+from grokscope import artifacts
+from grokscope.version import __version__
 from grokscope.data.vocab import Vocab
 from grokscope.errors import GrokscopeError
 
@@ -51,6 +49,11 @@ class Dataset:
 
     def probe(self, probe_type: str) -> np.ndarray:
         return self.arrays[f"probe.{probe_type}"]
+
+    @property
+    def probes(self) -> dict[str, "ProbeSet"]:
+        """Every probe set by name (``id_atomic``, ``test_inferred_iid``, ...)."""
+        return {name: ProbeSet(self, name, self.probe(name)) for name in self.probe_types}
 
     def counts(self) -> dict[str, int]:
         """Rows per split and probe type (plus augmentation sources), the table ``data show`` prints."""
@@ -83,55 +86,110 @@ class Dataset:
         return self
 
 
-def check_output_dir(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise GrokscopeError(f"output folder {out} exists and is not empty; pass --force to replace it")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise GrokscopeError(f"cannot write to {parent}; choose a writable --out")
+@dataclass
+class ProbeSet:
+    """A named set of facts of a dataset: what the analyses run on."""
+
+    dataset: Dataset
+    name: str
+    rows: np.ndarray  # [n, 5] storage rows (h, r1, r2, b, t)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"ProbeSet({self.name!r}, n={len(self)})"
 
 
 def save(ds: Dataset, out: Path, force: bool = False) -> Path:
     """Write to a temporary sibling folder and rename it into place, so a killed build never leaves a folder that
-    looks complete; an existing dataset is replaced only after the new one is fully written."""
+    looks complete; an existing dataset is replaced only after the new one is fully written, and ``force`` replaces
+    only a folder that holds a dataset."""
     out = Path(out)
-    check_output_dir(out, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    artifacts.check_output_dir(out, force, kind="dataset")
+    tmp = artifacts.new_tmp_dir(out)
     try:
         np.savez(tmp / "arrays.npz", **ds.arrays)
         (tmp / "vocab.json").write_text(json.dumps(ds.vocab.to_json()))
-        (tmp / "dataset.json").write_text(json.dumps(ds.meta, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            trash = out.resolve().parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        (tmp / "dataset.json").write_text(artifacts.dumps(ds.meta))
+        artifacts.replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GrokscopeError(f"{out}: cannot write ({exc.strerror}); choose a writable --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def load(path: Path) -> Dataset:
-    """Load a dataset folder; every failure is a one-line GrokscopeError naming the folder and the fix."""
+def is_row_array(name: str) -> bool:
+    """Fact arrays are named ``atomic``, ``valid``, ... or ``probe.<type>``; other dotted names are per-row flags."""
+    return "." not in name or (name.startswith("probe.") and name.count(".") == 1)
+
+
+REQUIRED_ARRAYS = ("atomic", "atomic.is_ood", "train_atomic", "train_inferred", "valid")
+META_KEYS = {"schema_version": int, "fingerprint": str, "kind": str, "name": str, "config": dict, "counts": dict}
+
+
+def load(path: Path, verify: bool = True) -> Dataset:
+    """Load a dataset folder, checking every file; each failure is one line ``<path>: <problem>; <fix>``.
+
+    ``verify`` recomputes the content fingerprint, so a damaged or hand-edited array is caught here, not as a crash
+    in training."""
     path = Path(path)
-    meta_path = path / "dataset.json"
-    if not meta_path.is_file():
-        raise GrokscopeError(f"{path} is not a grokscope dataset (no dataset.json); build one with "
+    fix = f"rebuild it with `grokscope data build --out {path} --force`"
+    if not path.is_dir():
+        raise GrokscopeError(f"{path}: no such dataset folder; build one with `grokscope data build --out {path}`")
+    if not (path / "dataset.json").is_file():
+        raise GrokscopeError(f"{path}: not a grokscope dataset (no dataset.json); build one with "
                              f"`grokscope data build --out {path}`")
+    meta = artifacts.read_json(path / "dataset.json", fix)
+    for key, kind in META_KEYS.items():
+        if not isinstance(meta.get(key), kind):
+            raise GrokscopeError(f"{path / 'dataset.json'}: {key} is missing or not a {kind.__name__}; {fix}")
+    if meta["schema_version"] != SCHEMA_VERSION:
+        raise GrokscopeError(f"{path / 'dataset.json'}: schema version {meta['schema_version']}, this grokscope "
+                             f"reads {SCHEMA_VERSION}; {fix}")
+    vocab = _load_vocab(path / "vocab.json", fix)
+    arrays = _load_arrays(path / "arrays.npz", vocab, fix)
+    ds = Dataset(meta=meta, vocab=vocab, arrays=arrays)
+    if verify and ds.fingerprint() != meta["fingerprint"]:
+        raise GrokscopeError(f"{path}: arrays.npz does not match the fingerprint in dataset.json (damaged or "
+                             f"edited); {fix}")
+    return ds
+
+
+def _load_vocab(path: Path, fix: str) -> Vocab:
+    data = artifacts.read_json(path, fix)
+    n_ent, n_rel = data.get("num_entities"), data.get("num_relations")
+    if not (isinstance(n_ent, int) and isinstance(n_rel, int) and n_ent > 0 and n_rel > 0):
+        raise GrokscopeError(f"{path}: num_entities / num_relations are missing or not positive integers; {fix}")
+    vocab = Vocab(n_ent, n_rel)
+    if data.get("tokens") != vocab.tokens():
+        raise GrokscopeError(f"{path}: the token list does not match {n_ent} entities and {n_rel} relations "
+                             f"(a token is missing, extra or renamed); {fix}")
+    return vocab
+
+
+def _load_arrays(path: Path, vocab: Vocab, fix: str) -> dict[str, np.ndarray]:
     try:
-        meta = json.loads(meta_path.read_text())
-        vocab_json = json.loads((path / "vocab.json").read_text())
-        with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, KeyError) as exc:
-        raise GrokscopeError(f"dataset {path} is unreadable ({type(exc).__name__}: {exc}); rebuild it "
-                             f"with `grokscope data build --force`") from None
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise GrokscopeError(f"dataset {path} has schema version {meta.get('schema_version')}, this grokscope "
-                             f"reads {SCHEMA_VERSION}; rebuild it with `grokscope data build --force`")
-    vocab = Vocab(vocab_json["num_entities"], vocab_json["num_relations"])
-    return Dataset(meta=meta, vocab=vocab, arrays=arrays)
+    except FileNotFoundError:
+        raise GrokscopeError(f"{path}: missing; {fix}") from None
+    except Exception as exc:  # numpy/zipfile raise many types for a truncated or foreign file
+        raise GrokscopeError(f"{path}: unreadable ({type(exc).__name__}); {fix}") from None
+    missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
+    if missing:
+        raise GrokscopeError(f"{path}: arrays {', '.join(missing)} are missing; {fix}")
+    limits = np.array([vocab.num_entities, vocab.num_relations, vocab.num_relations, vocab.num_entities,
+                       vocab.num_entities])
+    for name, arr in arrays.items():
+        if not is_row_array(name):
+            continue  # per-row flags (is_ood, source, category, ...)
+        if arr.ndim != 2 or arr.shape[1] != len(COLUMNS) or not np.issubdtype(arr.dtype, np.integer):
+            raise GrokscopeError(f"{path}: array {name} has shape {arr.shape} ({arr.dtype}), expected [n, 5] "
+                                 f"integers; {fix}")
+        if len(arr) and ((arr >= limits).any() or (arr < -1).any() or (arr[:, [0, 1, 4]] < 0).any()):
+            raise GrokscopeError(f"{path}: array {name} holds ids outside the vocabulary; {fix}")
+    return arrays

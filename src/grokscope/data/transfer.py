@@ -1,10 +1,10 @@
-"""Fine-tuning ("transfer") dataset of He et al. (PAPER_SPEC §2.4, §10.2), derived from a pre-training dataset.
+"""Fine-tuning ("transfer") dataset of He et al. §5.1, derived from a pre-training dataset.
 
 New knowledge is new (entity, relation) pairs over the existing entities and relations (no new tokens), drawn as
 two-hop chains. The fine-tuning training set is ``keep_old_train`` old items chosen by dependency closure plus the
 new atomic facts; no composition involving a new fact is trained. Probes test recall of the new facts, new+new
 chains, and compositions mixing one new and one old fact (the faithful set from kept atomic facts, and the
-"powered" set of §10.2 from all pre-training ID atomic facts).
+"powered" set from all pre-training ID atomic facts).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def fact_lookup(atomic: np.ndarray, num_entities: int, num_relations: int) -> np
 
 def select_closure(n_keys: int, dep_key: np.ndarray, dep_item: np.ndarray, n_items: int, budget: int,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """§2.4 point 3: greedily keep atomic keys (in random order) together with every inferred item that uses them,
+    """Greedily keep atomic keys (in random order) together with every inferred item that uses them,
     while 1 + (new dependent items) fits in the budget; then fill what is left by ascending marginal cost.
 
     Returns boolean masks (kept keys, kept items). ``dep_key[i]`` / ``dep_item[i]``: item uses key."""
@@ -62,7 +62,7 @@ def select_closure(n_keys: int, dep_key: np.ndarray, dep_item: np.ndarray, n_ite
 
 
 def draw_new_facts(used: np.ndarray, n_new: int, attempts: int, rng: np.random.Generator) -> np.ndarray:
-    """§2.4 point 4: phase A draws chains a -r1-> b -r2-> t over unused (entity, relation) pairs; phase B tops
+    """Phase A draws chains a -r1-> b -r2-> t over unused (entity, relation) pairs; phase B tops
     up with single unused edges. Returns rows (h, r, t); ``used`` [N, R] is updated in place."""
     n_ent, n_rel = used.shape
     edges: list[tuple[int, int, int]] = []
@@ -123,7 +123,8 @@ def _mixed(new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
-    """The transfer dataset of ``parent`` (a pre-training dataset), following §2.4 with sizes scaled by N."""
+    """The transfer dataset of ``parent`` (a pre-training dataset), following He et al. §5.1 and the authors' code,
+    with sizes scaled by N."""
     if parent.meta.get("kind") == "transfer":
         raise GrokscopeError("the parent is already a transfer dataset; derive the transfer set from a "
                              "pre-training dataset")

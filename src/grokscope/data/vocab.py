@@ -1,8 +1,8 @@
-"""Compact vocabulary and token encoding (PAPER_SPEC §2.2).
+"""Compact vocabulary and token encoding (He et al. App. B; ``docs/methods.md``, "Data").
 
 Ids follow the TRM pipeline: 0 = PAD, entities 1..N, relations N+1..N+R, then the six special tokens of the
 original ``vocab.json``. The GPT pipeline of the original added these tokens to the 50k GPT-2 BPE table; a compact
-vocabulary is equivalent in function (documented deviation, §2.2), and one id scheme serves both model families.
+vocabulary is equivalent in function (a documented deviation), and one id scheme serves both model families.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 SPECIALS = ("<mask>", "<sep>", "<a>", "</a>", "<q>", "</q>")
 PAD = "<pad>"
-TOKEN_RE = re.compile(r"<[^>]+>")  # the regex split that replaces the GPT-2 tokenizer (Appendix A.7)
+TOKEN_RE = re.compile(r"<[^>]+>")  # the regex split that replaces the GPT-2 tokenizer
 SEQ_LEN = 5  # (h, r1, r2, t, </a>) for compositions; (h, r, t, </a>, pad) for atomic facts
 
 

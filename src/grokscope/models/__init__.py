@@ -1,4 +1,4 @@
-"""Model families (PAPER_SPEC §3): ``gpt`` (GPT-2 style decoder, optional layer sharing) and ``trm`` (Tiny
-Recursive Model). Both expose every activation an analysis reads or patches through named hook points."""
+"""Model families: ``gpt`` (a GPT-2 style decoder with optional layer sharing) and ``trm`` (the Tiny Recursive
+Model), behind one interface (``family.py``); every activation an analysis reads or patches has a named hook point."""
 
-from grokscope.models.registry import build_model, model_config  # noqa: F401
+from grokscope.models.registry import build_model, model_config, register_family  # noqa: F401

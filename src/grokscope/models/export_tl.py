@@ -1,6 +1,6 @@
 """Export a trained ``gpt`` model to TransformerLens (optional extra ``interp``).
 
-``tl_state_dict`` maps our weights onto TransformerLens's parameter layout (ECOSYSTEM §3.3): embed.W_E,
+``tl_state_dict`` maps our weights onto TransformerLens's parameter layout: embed.W_E,
 pos_embed.W_pos, blocks.{l}.attn.W_{Q,K,V} [heads, d_model, d_head], W_O [heads, d_head, d_model], mlp.W_in/W_out,
 ln1/ln2/ln_final, unembed.W_U (tied: a copy of W_E^T) and b_U (zeros). A shared-layer model is unrolled into one
 copy per applied layer. ``to_transformer_lens`` builds a live TL model: TransformerBridge.boot_native (TL 4.x) or
@@ -50,8 +50,8 @@ def tl_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 def to_transformer_lens(model: GPT):
     """A TransformerLens model with the same function as ``model`` (eval mode)."""
-    if model.family != "gpt":
-        raise GrokscopeError("only gpt models export to TransformerLens (the TRM has no attention blocks)")
+    if not isinstance(model, GPT):
+        raise GrokscopeError(f"only gpt models export to TransformerLens (this is a {model.family} model)")
     cfg, sd = tl_config(model), tl_state_dict(model)
     try:
         from transformer_lens.model_bridge import TransformerBridge

@@ -1,26 +1,33 @@
-"""GPT-2 style decoder (PAPER_SPEC §3.1) with optional cross-layer sharing (§3.2, Wang App. E.2).
+"""GPT-2 style decoder (Wang et al.; He et al.'s auxiliary baseline) with optional cross-layer sharing (Wang et al.
+App. E.2), as the ``gpt`` model family.
 
 Notable features:
 - pre-LN blocks, learned absolute positions, GELU (tanh, GPT-2's "gelu_new") MLP of width 4·d, LM head tied to the
   token embedding, GPT-2 initialisation (N(0, 0.02), residual projections N(0, 0.02/sqrt(2·n_layers))), optional
-  dropout; compact vocabulary sized from ``dataset.json`` (no 50k BPE table, a documented deviation, §2.2);
+  dropout; compact vocabulary sized from ``dataset.json`` (no 50k BPE table: see ``docs/methods.md``);
 - sharing: ``n_unique_blocks = k`` blocks applied in sequence until ``n_layers`` applications (layer l runs block
   l mod k), so ``n_layers=8, n_unique_blocks=4`` is Wang's "4 layers applied twice";
 - hook points are per *applied* layer (``blocks.{l}.hook_resid_post``), so analyses see all 8 layers of a shared
   4-block model; the weights live in ``unique_blocks``;
-- ``forward(tokens, at=positions)`` computes ln_final and logits only at the requested positions (training needs two).
+- ``forward(tokens, at=positions)`` computes ln_final and logits only at the requested positions (training needs two);
+- family interface: the loss covers the predictions of t and ``</a>`` (Wang et al.'s recipe); the logit lens reads
+  the embeddings and every block output through ln_final and the tied head; He et al.'s "bridge found" counts only
+  the r2 position, because the r1 position of a decoder has seen exactly the atomic query (h, r1), whose trained
+  answer is b, so decoding b there measures recall of the first hop, not composition.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokscope.models.hooks import HookedModule, HookPoint
+from grokscope.models.family import LossSpec, ModelFamily
+from grokscope.models.hooks import HookPoint
+from grokscope.models.losses import token_losses
 
 
 @dataclass
@@ -48,6 +55,16 @@ class GPTConfig:
     def n_blocks(self) -> int:
         return self.n_unique_blocks or self.n_layers
 
+    @property
+    def context_length(self) -> int:
+        return self.n_ctx
+
+    def for_dataset(self, d_vocab: int, seq_len: int) -> "GPTConfig":
+        return replace(self, d_vocab=d_vocab, n_ctx=seq_len)
+
+    def for_precision(self, precision: str) -> "GPTConfig":
+        return self  # autocast handles the gpt's precision
+
     def problems(self) -> list[str]:
         p = []
         for key in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads"):
@@ -66,8 +83,8 @@ GPT_CONFIGS = {
     "wang": dict(d_model=768, n_layers=8, n_heads=12, dropout=0.1),  # Wang et al. main model
     "wang_shared": dict(d_model=768, n_layers=8, n_heads=12, dropout=0.1, n_unique_blocks=4),  # App. E.2
     "he_aux": dict(d_model=768, n_layers=4, n_heads=12, dropout=0.1),  # He's auxiliary GPT-2 run
-    "micro": dict(d_model=128, n_layers=4, n_heads=4),  # CPU_CALIBRATION run G
-    "micro_shared": dict(d_model=128, n_layers=4, n_heads=4, n_unique_blocks=1),  # CPU_CALIBRATION run S
+    "micro": dict(d_model=128, n_layers=4, n_heads=4),  # the CPU tier (docs/calibration.md)
+    "micro_shared": dict(d_model=128, n_layers=4, n_heads=4, n_unique_blocks=1),  # one block applied 4 times
     "smoke": dict(d_model=32, n_layers=2, n_heads=2),
 }
 
@@ -166,7 +183,7 @@ class HookedLayerNorm(nn.LayerNorm):
         return self.hook_normalized(super().forward(x))
 
 
-class GPT(HookedModule):
+class GPT(ModelFamily):
     family = "gpt"
 
     def __init__(self, cfg: GPTConfig):
@@ -183,7 +200,7 @@ class GPT(HookedModule):
         self.setup_hooks()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # GPT-2 initialisation (§3.1); residual projections scaled by 1/sqrt(2·n_layers) (applied depth).
+        # GPT-2 initialisation; residual projections scaled by 1/sqrt(2·n_layers) (applied depth).
         if isinstance(module, nn.Linear):
             std = self.cfg.init_std
             if getattr(module, "residual_projection", False):
@@ -225,5 +242,46 @@ class GPT(HookedModule):
             x = torch.gather(x, 1, at.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.unembed(x)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    # ------------------------------------------------------------------------------------- family interface
+    def forward_batch(self, batch) -> torch.Tensor:
+        return self(batch.seq, at=batch.at)  # [B, 2, V]: the predictions of t and </a>
+
+    def loss(self, batch, output: torch.Tensor, spec: LossSpec) -> torch.Tensor:
+        if spec.positions not in self.loss_positions:
+            raise ValueError(f"loss_positions {spec.positions!r} is not available for the gpt; choose one of "
+                             f"{', '.join(self.loss_positions)}")
+        n = 1 if spec.positions == "answer" else 2  # default = answer_end: t and </a> (Wang et al.)
+        return token_losses(output[:, :n], batch.targets[:, :n], spec.kind).mean()
+
+    def exact_match(self, batch, output: torch.Tensor, end_id: int) -> torch.Tensor:
+        # Greedy t then </a>; teacher forcing on t is exact, since the second prediction only matters when t is right.
+        return (output.argmax(-1) == batch.targets).all(-1)
+
+    def flops_per_step(self, batch_size: int) -> float:
+        c = self.cfg
+        T, d, L = c.n_ctx, c.d_model, c.n_layers
+        per_token = 2 * L * (4 * d * d + 2 * d * c.mlp_width)
+        attention = 2 * L * 2 * T * T * d
+        head = 2 * 2 * d * c.d_vocab  # logits at the two supervised positions
+        return 3.0 * batch_size * (T * per_token + attention + head)
+
+    def prompt(self, batch) -> torch.Tensor:
+        return batch.seq[:, :3]
+
+    def readout_stages(self) -> list[tuple[str, str]]:
+        # L0 = embeddings, Ll = output of block l.
+        return [("L0", "blocks.0.hook_resid_pre")] + [
+            (f"L{l + 1}", f"blocks.{l}.hook_resid_post") for l in range(self.cfg.n_layers)]
+
+    def patch_stages(self) -> list[tuple[str, str]]:
+        # The final block's output is the prediction itself: patching it at r1 or h cannot reach the answer at r2.
+        return self.readout_stages()[:-1]
+
+    def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        at = torch.full((len(tokens), 1), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
+        return self(tokens, at=at)[:, 0]
+
+    def bridge_found_mask(self, n_stages: int, n_positions: int) -> torch.Tensor:
+        mask = torch.zeros(n_stages, n_positions, dtype=torch.bool)
+        mask[:, n_positions - 1] = True  # only the r2 position: r1 has seen just the atomic query (h, r1)
+        return mask

@@ -1,4 +1,4 @@
-"""The Tiny Recursive Model as He et al. ran it (PAPER_SPEC §3.3), with named stage hooks.
+"""The Tiny Recursive Model (Jolicoeur-Martineau 2025) as He et al. ran it, with named stage hooks: the ``trm`` family.
 
 Notable features:
 - two shared post-norm blocks f(z, inj) = block2(block1(z + inj)) applied H_cycles x (L_cycles + 1) times; only
@@ -8,33 +8,41 @@ Notable features:
   the paper, or fp32);
 - gate and up projections are two GEMMs on views of the fused weight (no activation-sized concatenation in the
   backward pass);
-- the paper's quirks are reproduced by default, each behind a named flag (Appendix A): ``quirk_token_norm_over_
-  positions`` (A.1: the token-mixing residual is rms-normalised over the position axis) and ``quirk_vocab_offset``
-  (A.2: ids run 1..d_vocab-1 but the embedding/head have d_vocab-1 rows, so the last id has no row);
+- two quirks of the authors' released code are reproduced by default, each behind a named flag
+  (``docs/methods.md``): ``quirk_token_norm_over_positions`` (the token-mixing residual is rms-normalised over the
+  position axis) and ``quirk_vocab_offset`` (ids run 1..d_vocab-1 but the embedding/head have d_vocab-1 rows, so
+  the last id has no row);
 - stages: ``stage.init`` (z_H), ``stage.H{i}_L{j}`` (z_L after each thinking update) and ``stage.H{i}_commit``
-  (z_H after each commit): 15 stages at H_cycles 2, L_cycles 6 (§6.1). Hooks fire in the no-grad cycle too, so
-  the logit lens and patching see every stage.
+  (z_H after each commit): 15 stages at H_cycles 2, L_cycles 6 (He et al. §3). Hooks fire in the no-grad cycle
+  too, so the logit lens and patching see every stage;
+- family interface: the loss covers every non-pad label slot (the copied prompt, t and ``</a>``) plus an optional
+  q-halt BCE; "bridge found" is He et al.'s any-stage, any-position logit-lens rate, the measure its findings read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokscope.models.hooks import HookedModule, HookPoint
+from grokscope.models.family import LossSpec, ModelFamily
+from grokscope.models.hooks import HookPoint
+from grokscope.models.losses import IGNORE, sequence_mean_loss
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+PRECISION_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+ANSWER_SLOT = 3  # the slot of t in [h, r1, r2, t, </a>]
 
 
 @dataclass
 class TRMConfig:
     d_vocab: int = 2207  # from dataset.json (pad + tokens); see quirk_vocab_offset
     seq_len: int = 5
-    d_model: int = 1536  # hidden_size D
+    d_model: int = 1536  # hidden_size D (He et al.'s TRM: 1536, 44.56M parameters)
     n_layers: int = 2  # L_layers: blocks in the shared network
     H_cycles: int = 2
     L_cycles: int = 6
@@ -42,9 +50,10 @@ class TRMConfig:
     puzzle_emb_len: int = 16  # prefix slots; the learned puzzle vector sits in slot 0
     num_puzzle_ids: int = 1  # every example is puzzle 0 in the paper
     rms_norm_eps: float = 1e-5
-    forward_dtype: str = "bfloat16"
-    quirk_token_norm_over_positions: bool = True  # Appendix A.1
-    quirk_vocab_offset: bool = True  # Appendix A.2
+    token_mlp_width: int | None = None  # inner width of the token-mixing SwiGLU (None: the original's rule, 256)
+    forward_dtype: str | None = None  # bfloat16 | float32 | float16; None follows the train precision (bf16)
+    quirk_token_norm_over_positions: bool = True
+    quirk_vocab_offset: bool = True
 
     @property
     def n_positions(self) -> int:
@@ -57,6 +66,18 @@ class TRMConfig:
     @property
     def n_stages(self) -> int:
         return 1 + self.H_cycles * (self.L_cycles + 1)
+
+    @property
+    def context_length(self) -> int:
+        return self.seq_len
+
+    def for_dataset(self, d_vocab: int, seq_len: int) -> "TRMConfig":
+        return replace(self, d_vocab=d_vocab, seq_len=seq_len)
+
+    def for_precision(self, precision: str) -> "TRMConfig":
+        """The TRM casts its weights itself (fp32 master weights, forward in ``forward_dtype``); an explicit
+        ``forward_dtype`` wins over the train precision."""
+        return self if self.forward_dtype is not None else replace(self, forward_dtype=PRECISION_DTYPES[precision])
 
     def stage_names(self) -> list[str]:
         names = ["init"]
@@ -71,13 +92,15 @@ class TRMConfig:
                 p.append(f"model {key} must be positive (got {getattr(self, key)})")
         if self.puzzle_emb_len < 1:
             p.append(f"puzzle_emb_len must be >= 1 (the puzzle vector's slot; got {self.puzzle_emb_len})")
-        if self.forward_dtype not in DTYPES:
+        if self.token_mlp_width is not None and self.token_mlp_width <= 0:
+            p.append(f"token_mlp_width must be positive (got {self.token_mlp_width})")
+        if self.forward_dtype is not None and self.forward_dtype not in DTYPES:
             p.append(f"forward_dtype must be one of {', '.join(DTYPES)} (got {self.forward_dtype!r})")
         return p
 
 
 TRM_CONFIGS = {
-    "paper": dict(d_model=1536),  # 44.56M parameters (§3.3)
+    "paper": dict(d_model=1536),  # 44.56M parameters, He et al.'s configuration
     "mini": dict(d_model=512),
     "micro": dict(d_model=128),
     "smoke": dict(d_model=32, L_cycles=2, puzzle_emb_len=4),
@@ -85,7 +108,7 @@ TRM_CONFIGS = {
 
 
 def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
-    """JAX-style truncated normal on [-2σ, 2σ], rescaled so the truncated distribution has std σ (§3.3)."""
+    """JAX-style truncated normal on [-2σ, 2σ], rescaled so the truncated distribution has std σ."""
     # std of a standard normal truncated to [-2, 2] is 0.87962566...; draw with σ / that to hit σ after truncation.
     with torch.no_grad():
         return nn.init.trunc_normal_(t, 0.0, std / 0.8796256610342398, -2 * std / 0.8796256610342398,
@@ -122,9 +145,9 @@ def swiglu(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.
 
 
 class ChannelSwiGLU(nn.Module):
-    def __init__(self, width: int, expansion: float):
+    def __init__(self, width: int, expansion: float, inner: int | None = None):
         super().__init__()
-        inner = swiglu_width(width, expansion)
+        inner = inner or swiglu_width(width, expansion)
         self.gate_up = CastedLinear(width, 2 * inner, bias=False)
         self.down = CastedLinear(inner, width, bias=False)
         trunc_normal_(self.gate_up.weight, 1 / math.sqrt(width))
@@ -143,7 +166,7 @@ class Block(nn.Module):
     def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.cfg = cfg
-        self.token_mlp = TokenSwiGLU(cfg.n_positions, cfg.expansion)
+        self.token_mlp = TokenSwiGLU(cfg.n_positions, cfg.expansion, cfg.token_mlp_width)
         self.mlp = ChannelSwiGLU(cfg.d_model, cfg.expansion)
         self.hook_resid_mid = HookPoint()  # after token mixing and its norm, [B, L, D]
         self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
@@ -152,7 +175,7 @@ class Block(nn.Module):
         eps = self.cfg.rms_norm_eps
         xt = x.transpose(1, 2)  # [B, D, L]
         mixed = xt + self.token_mlp(xt.contiguous())
-        if self.cfg.quirk_token_norm_over_positions:  # A.1: normalise each channel over the positions
+        if self.cfg.quirk_token_norm_over_positions:  # the original normalises each channel over the positions
             x = rms_norm(mixed, -1, eps).transpose(1, 2)
         else:
             x = rms_norm(mixed.transpose(1, 2), -1, eps)
@@ -160,16 +183,19 @@ class Block(nn.Module):
         return self.hook_resid_post(rms_norm(x + self.hook_mlp_out(self.mlp(x)), -1, eps))
 
 
-class TRM(HookedModule):
+class TRM(ModelFamily):
     family = "trm"
+    bridge_metric = "bridge_found"  # He et al.'s measure; no output slot of the trm is trained to emit b
+    loss_positions = ("default", "answer", "answer_end", "all")
 
     def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.cfg = cfg
+        self.token_offset = cfg.puzzle_emb_len
         D = cfg.d_model
         self.embed_scale = math.sqrt(D)
         self.embed_tokens = nn.Parameter(trunc_normal_(torch.empty(cfg.n_vocab_rows, D), 1 / math.sqrt(D)))
-        # One learned puzzle vector per identifier, zero-initialised; trained by SignSGD (train/optim.py).
+        # One learned puzzle vector per identifier, zero-initialised; trained by SignSGD (see param_groups).
         self.puzzle_emb = nn.Parameter(torch.zeros(cfg.num_puzzle_ids, D))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.lm_head = CastedLinear(D, cfg.n_vocab_rows, bias=False)
@@ -186,10 +212,10 @@ class TRM(HookedModule):
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.cfg.forward_dtype]
+        return DTYPES[self.cfg.forward_dtype or "bfloat16"]
 
     def num_params(self, include_puzzle: bool = False) -> int:
-        """Trainable parameters; the puzzle table is excluded by default, as in the paper's 44.56M (§3.3)."""
+        """Trainable parameters; the puzzle table is excluded by default, as in the paper's 44.56M."""
         return sum(p.numel() for n, p in self.named_parameters() if include_puzzle or n != "puzzle_emb")
 
     def input_embeddings(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,7 +248,7 @@ class TRM(HookedModule):
         shape = x.shape
         z_H = self.stage["init"](self.H_init.to(x.dtype).expand(shape))
         z_L = self.L_init.to(x.dtype).expand(shape)
-        with torch.no_grad():  # all but the last H-cycle carry no gradient (truncated BPTT, §3.3)
+        with torch.no_grad():  # all but the last H-cycle carry no gradient (truncated BPTT)
             for i in range(self.cfg.H_cycles - 1):
                 z_H, z_L = self._cycle(i, z_H, z_L, x)
         return self._cycle(self.cfg.H_cycles - 1, z_H, z_L, x)
@@ -239,3 +265,77 @@ class TRM(HookedModule):
             return logits
         q = self.q_head(z_H[:, 0]).float()
         return logits, q[:, 0]
+
+    # ------------------------------------------------------------------------------------- family interface
+    def forward_batch(self, batch):
+        return self(batch.inputs, return_q=True)  # logits [B, 5, V], q_halt logit [B]
+
+    def loss(self, batch, output, spec: LossSpec) -> torch.Tensor:
+        if spec.positions not in self.loss_positions:
+            raise ValueError(f"loss_positions {spec.positions!r} is not available for the trm")
+        logits, q = output
+        labels = batch.labels  # default = all: every non-pad slot (the copied prompt, t and </a>)
+        if spec.positions in ("answer", "answer_end"):
+            pos = torch.arange(labels.shape[1], device=labels.device)
+            keep = pos == batch.prompt_len[:, None]
+            if spec.positions == "answer_end":
+                keep |= pos == batch.prompt_len[:, None] + 1
+            labels = torch.where(keep, labels, IGNORE)
+        loss = sequence_mean_loss(logits, labels, spec.kind)
+        if spec.aux_weight > 0:  # the q-halt head learns whether the whole sequence is right (BCE)
+            with torch.no_grad():
+                correct = self.exact_match(batch, output, end_id=-1).float()
+            loss = loss + spec.aux_weight * F.binary_cross_entropy_with_logits(q, correct)
+        return loss
+
+    def exact_match(self, batch, output, end_id: int) -> torch.Tensor:
+        """Argmax per slot, pads dropped, cut at the first ``</a>``, compared with the gold prompt + t: the string
+        comparison of the original evaluation, vectorised (the copied prefix counts)."""
+        logits = output[0] if isinstance(output, tuple) else output
+        if end_id < 0:
+            end_id = int(batch.targets[0, 1])  # </a> is the same token for every row
+        pred = logits.argmax(-1)
+        B, T = pred.shape
+        nonpad = pred != 0
+        order = torch.sort((~nonpad).int(), dim=1, stable=True).indices
+        compact = torch.gather(pred, 1, order)
+        n_tokens = nonpad.sum(1)
+        pos = torch.arange(T, device=pred.device)
+        is_end = (compact == end_id) & (pos < n_tokens[:, None])
+        cut = torch.where(is_end.any(1), is_end.int().argmax(1), n_tokens)
+        gold_len = batch.prompt_len + 1
+        same = (compact == batch.seq) | (pos >= gold_len[:, None])
+        return (cut == gold_len) & same.all(1)
+
+    def param_groups(self, weight_decay: float, decay_all: bool) -> list[dict]:
+        groups = []
+        for group in super().param_groups(weight_decay, decay_all):
+            group["params"] = [p for p in group["params"] if p is not self.puzzle_emb]
+            groups.append(group)
+        # The puzzle vector is the original's sparse embedding, trained by SignSGD.
+        return [g for g in groups if g["params"]] + [{"params": [self.puzzle_emb], "optimizer": "signsgd"}]
+
+    def flops_per_step(self, batch_size: int) -> float:
+        c = self.cfg
+        P, D = c.n_positions, c.d_model
+        token_inner = c.token_mlp_width or swiglu_width(P, c.expansion)
+        per_block = 2 * (P * D * 3 * swiglu_width(D, c.expansion) + D * P * 3 * token_inner)
+        per_level = c.n_layers * per_block
+        levels, grad_levels = c.H_cycles * (c.L_cycles + 1), c.L_cycles + 1
+        head = 2 * c.seq_len * D * c.d_vocab
+        return float(batch_size * ((levels - grad_levels) * per_level + 3 * (grad_levels * per_level + head)))
+
+    def autocast(self, precision: str, device: str):
+        return nullcontext()  # fp32 master weights are cast to forward_dtype at use
+
+    def prompt(self, batch) -> torch.Tensor:
+        return batch.inputs
+
+    def readout_stages(self) -> list[tuple[str, str]]:
+        return [(name, f"stage.{name}") for name in self.cfg.stage_names()]
+
+    def patch_stages(self) -> list[tuple[str, str]]:
+        return self.readout_stages()[1:]  # init is a constant carry: patching it is a no-op
+
+    def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self(tokens)[:, ANSWER_SLOT]

@@ -1,7 +1,9 @@
 """Build ``report.html`` (self-contained, figures embedded) and ``report.md`` (+ PNG files) for a study folder.
 
-Reads only files: ``study.json``, each run's ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and
-``analysis/`` tables. Every number in the report is read from those files; verdicts come from findings.py.
+Reads files only, never torch: ``study.json`` (the manifest: every job's role, model, regime, checkpoint and
+parent), each run's ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and ``analysis/`` (per-query records,
+causal tracing, path comparisons). Aggregates are recomputed from the per-query records; verdicts come from
+``findings.py``.
 """
 
 from __future__ import annotations
@@ -9,195 +11,306 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from grokscope import __version__
+from grokscope import artifacts
+from grokscope.version import __version__
+from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.report import plots
-from grokscope.report.compute import flops_per_step
-from grokscope.report.findings import CRITERIA, finding_1, finding_2, finding_3
+from grokscope.report.findings import (FineTuneFacts, RunFacts, curve_distance, finding_1, finding_2, finding_3,
+                                       pick_category)
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]
 
 
-def _read_run(path: Path) -> dict | None:
+# ------------------------------------------------------------------------------------------------ reading
+def read_run(path: Path) -> dict | None:
+    """A finished run's files (None while it has no summary)."""
+    path = Path(path)
     if not (path / "summary.json").exists():
         return None
-    info = {"path": path, "name": path.name, "config": yaml.safe_load((path / "config.yaml").read_text()),
-            "summary": json.loads((path / "summary.json").read_text()),
-            "metrics": pd.read_json(path / "metrics.jsonl", lines=True)}
-    a = path / "analysis"
-    for name in ("compare", "regime"):
-        info[name] = json.loads((a / f"{name}.json").read_text()) if (a / f"{name}.json").exists() else None
-    info["lens"] = pd.read_parquet(a / "lens.parquet") if (a / "lens.parquet").exists() else None
-    info["trace"] = pd.read_parquet(a / "trace.parquet") if (a / "trace.parquet").exists() else None
+    rows = artifacts.read_metrics(path)
+    info = {"path": path, "name": path.name, "config": artifacts.read_config(path),
+            "summary": artifacts.read_summary(path), "rows": rows, "metrics": pd.DataFrame(rows)}
+    analysis = path / "analysis"
+    info["compare"] = artifacts.read_json(analysis / "compare.json", "re-run `grokscope analyze`") \
+        if (analysis / "compare.json").exists() else {}
+    info["trace"] = pd.read_parquet(analysis / "trace.parquet") if (analysis / "trace.parquet").exists() else None
+    info["aggregates"] = run_aggregates(path)
+    info["schema"] = read_schema(analysis / "queries") if not info["aggregates"].empty else None
     return info
 
 
-def _minutes_at(run: dict, step) -> float | None:
-    if step is None:
-        return None
-    m = run["metrics"]
-    row = m[m.step == step]
-    return None if row.empty else float(row.wall_seconds.iloc[0]) / 60
+def facts(run: dict) -> RunFacts:
+    s = run["summary"]
+    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), s.get("final", {}), run["rows"],
+                    bool(s.get("cut_short")))
 
 
-class Report:
+def job_records(manifest: dict, role: str) -> list[dict]:
+    return [{**e.get("record", {}), "job": name, "status": e.get("status")}
+            for name, e in manifest.get("jobs", {}).items() if e.get("record", {}).get("role") == role]
+
+
+class Figures:
     def __init__(self, root: Path):
-        self.root = root
-        self.figdir = root / "figures"
-        self.figdir.mkdir(exist_ok=True)
-        self.figures: list[tuple[str, str, str]] = []  # (file, title, caption)
+        self.dir = root / "figures"
+        self.dir.mkdir(exist_ok=True)
+        self.items: list[tuple[str, str, str]] = []  # (file, title, caption)
 
     def add(self, fig, name: str, title: str, caption: str) -> None:
-        path = self.figdir / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(self.dir / f"{name}.png", dpi=110)
         plots.plt.close(fig)
-        self.figures.append((path.name, title, caption))
+        self.items.append((f"{name}.png", title, caption))
+
+
+# ------------------------------------------------------------------------------------------------ the report
+def load_study(root: Path) -> tuple[dict, dict, dict, dict]:
+    """(manifest, spec, pre-training runs, fine-tunes) of a study folder, each run as ``read_run`` gives it."""
+    root = Path(root)
+    manifest = artifacts.read_json(root / "study.json", "re-run `grokscope study`")
+    spec = manifest.get("spec") or {}
+    if not spec:
+        raise GrokscopeError(f"{root / 'study.json'}: holds no study spec; re-run `grokscope study`")
+    pre = {r["job"]: (r, run) for r in job_records(manifest, "pretrain") if (run := read_run(Path(r["path"])))}
+    ft = {r["job"]: (r, run) for r in job_records(manifest, "finetune") + job_records(manifest, "control")
+          if (run := read_run(Path(r["path"])))}
+    return manifest, spec, pre, ft
+
+
+def study_findings(root: Path) -> list[dict]:
+    manifest, spec, pre, ft = load_study(root)
+    return _findings(spec, manifest, pre, ft)
 
 
 def build_report(root: Path) -> Path:
     root = Path(root)
-    state = json.loads((root / "study.json").read_text())
-    spec = state["spec"]
-    all_runs = {p.name: r for p in sorted((root / "runs").iterdir()) if p.is_dir() and (r := _read_run(p))}
-    pre = {k: v for k, v in all_runs.items() if not k.startswith("ft_")}
-    ft = {k: v for k, v in all_runs.items() if k.startswith("ft_")}
-    rep = Report(root)
-
-    # --- figures: He Fig. 2 analogue per model family, Wang's grokking curve
-    for model in spec["models"]:
-        curves = {r.split("_", 1)[1]: pre[r]["metrics"] for r in pre if r.startswith(model["name"] + "_")}
-        if curves:
-            rep.add(plots.regime_panels(curves, f"{model['name']}: training under each data regime"),
-                    f"regimes_{model['name']}", f"Data regimes ({model['name']})",
-                    "He et al. Fig. 2 analogue: bridge found and OOD accuracy (target found, as the paper plots, "
-                    "and exact match) and training accuracy vs step.")
-        nat = pre.get(f"{model['name']}_natural")
-        if nat is not None:
-            rep.add(plots.grokking_curve(nat["metrics"], f"{model['name']}, natural regime"),
-                    f"grokking_{model['name']}", f"Grokking curve ({model['name']}, natural)",
-                    "Wang et al. Fig. 1 analogue: training, ID test and OOD test exact match vs step.")
-            _lens_and_trace_figures(rep, nat)
-    if ft:
-        grid = {k[3:]: v["metrics"] for k, v in ft.items()}
-        rep.add(plots.transfer_grid(grid, MIX_COLUMNS, "fine-tuning on new facts"), "transfer",
-                "Transfer to new facts",
-                "He et al. Fig. 3/4 analogue: rows = starting checkpoints (regime, saturated or last checkpoint, "
-                "or the from-scratch control), columns = composition categories (faithful filter).")
-
-    # --- findings
-    tmodel = (spec.get("transfer") or {}).get("model", spec["models"][0]["name"])
-    nat = pre.get(f"{tmodel}_natural")
-    regimes = {r.split("_", 1)[1]: {"regime": pre[r]["regime"]["ood"], "final": pre[r]["summary"]["final"]}
-               for r in pre if r.startswith(tmodel + "_") and pre[r].get("regime")}
-    grokked = {k[3:]: v["summary"]["transfer"] for k, v in ft.items()
-               if k.endswith("_last") and ("natural" in k or "both_full" in k) and "transfer" in v["summary"]}
-    findings = [finding_1(nat["compare"] if nat else None, nat["summary"]["milestones"] if nat else None),
-                finding_2(regimes), finding_3(grokked)]
-
-    # --- compute table and the "worth it" comparison
-    compute_rows = []
-    for name, r in pre.items():
-        cfg = r["config"]
-        fps = flops_per_step(cfg["model"]["family"], cfg["model"]["config"], cfg["train"]["batch_size"])
-        ms = r["summary"]["milestones"]
-        row = {"run": name, "steps": r["summary"]["final_step"], "minutes": r["summary"]["wall_seconds"] / 60,
-               "GFLOP/step": fps / 1e9}
-        for m in ("t_sat", "t_id90", "t_ood50", "t_bridge90"):
-            step = ms.get(m)
-            row[m] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
-        compute_rows.append(row)
-    worth = []
-    for name, r in ft.items():
-        if not name.endswith("_sat") or name.replace("_sat", "_last") not in ft:
-            continue
-        last = ft[name.replace("_sat", "_last")]
-        base = name[3:-4]
-        parent = pre.get(base)
-        t_sat, t_last = (r["config"]["transfer"]["parent_step"], last["config"]["transfer"]["parent_step"])
-        fps = flops_per_step(parent["config"]["model"]["family"], parent["config"]["model"]["config"],
-                             parent["config"]["train"]["batch_size"]) if parent else 0
-        fs, fl = r["summary"]["transfer"]["final"], last["summary"]["transfer"]["final"]
-        cmp = (parent or {}).get("compare") or {}
-        worth.append({"regime": base, "sat step": t_sat, "last step": t_last,
-                      "extra FLOP": f"{fps * (t_last - t_sat):.2g}",
-                      "new+old EM sat / last": f"{_num(fs['new_old_powered']['exact_match'])} / "
-                                               f"{_num(fl['new_old_powered']['exact_match'])}",
-                      "new+old bridge sat / last": f"{_num(fs['new_old_powered']['bridge_found'])} / "
-                                                   f"{_num(fl['new_old_powered']['bridge_found'])}",
-                      "circuit similarity (r)": _num(cmp.get("causal_map_corr"))})
-
-    provenance = {"grokscope": __version__, "git commit": next((r["config"].get("git_commit") for r in
-                                                                all_runs.values()), None),
-                  "study preset": spec["name"], "tier": spec.get("tier"),
+    manifest, spec, pre, ft = load_study(root)
+    figs = Figures(root)
+    _figures(figs, spec, pre, ft)
+    findings = _findings(spec, manifest, pre, ft)
+    tables = {"compute": _compute_rows(pre), "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
+              "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
+    provenance = {"grokscope": __version__,
+                  "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
+                  "study preset": spec.get("name"), "tier": spec.get("tier"),
                   "machine": f"{platform.machine()} {platform.system()} {platform.release()}, "
-                             f"{_cpu_count()} CPUs, python {platform.python_version()}",
-                  "dataset fingerprints": {n: r["config"]["data"]["fingerprint"] for n, r in all_runs.items()},
-                  "study spec": spec,
-                  "run configs": {n: str(r["path"] / "config.yaml") for n, r in all_runs.items()},
-                  "stage seconds": {k: round(v, 1) for k, v in state.get("stage_seconds", {}).items()}}
-    tier_note = _tier_note(spec, pre, regimes)
-    md = _markdown(spec, rep, findings, compute_rows, worth, provenance, tier_note, pre)
-    (root / "report.md").write_text(md)
-    (root / "report.html").write_text(_html(spec, rep, findings, compute_rows, worth, provenance, tier_note, pre))
+                             f"{len(os.sched_getaffinity(0))} CPUs, python {platform.python_version()}",
+                  "dataset fingerprints": {r["name"]: r["config"]["data"]["fingerprint"] for _, r in pre.values()},
+                  "study spec": spec, "stage seconds": {k: round(v, 1) for k, v in
+                                                        manifest.get("stage_seconds", {}).items()}}
+    tier = _tier_note(spec, pre)
+    (root / "report.md").write_text(_markdown(spec, figs, findings, tables, provenance, tier))
+    (root / "report.html").write_text(_html(spec, figs, findings, tables, provenance, tier))
     return root / "report.html"
 
 
-def _cpu_count() -> int:
-    import os
+def _by(pre: dict, model: str, regime: str, seed: int | None = None):
+    for record, run in pre.values():
+        if record.get("model") == model and record.get("regime") == regime and \
+                (seed is None or record.get("seed") == seed):
+            return record, run
+    return None, None
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+def _figures(figs: Figures, spec: dict, pre: dict, ft: dict) -> None:
+    seed = (spec.get("seeds") or [0])[0]
+    for model in spec.get("models", []):
+        name = model["name"]
+        runs_of = {r["regime"]: run for r, run in pre.values() if r.get("model") == name and r.get("seed") == seed}
+        if not runs_of:
+            continue
+        metric = next(iter(runs_of.values()))["summary"].get("bridge_metric", "bridge_use")
+        figs.add(plots.regime_panels({k: v["metrics"] for k, v in runs_of.items()}, f"{name}: training under each "
+                                     f"data regime", metric), f"regimes_{name}", f"Data regimes ({name})",
+                 f"He et al. Fig. 2 analogue: the bridge measure ({metric.replace('_', ' ')}) and OOD accuracy (target "
+                 f"found, as the paper plots, and exact match) and training accuracy vs step.")
+        nat = runs_of.get("natural")
+        if nat is not None:
+            figs.add(plots.grokking_curve(nat["metrics"], f"{name}, natural regime"), f"grokking_{name}",
+                     f"Grokking curve ({name}, natural)",
+                     "Wang et al. Fig. 1 analogue: training, ID test and OOD test exact match vs step.")
+            _circuit_figures(figs, nat)
+    if ft:
+        grid = {Path(r["path"]).name[3:]: run["metrics"] for r, run in ft.values()}
+        metric = next(iter(ft.values()))[1]["summary"].get("bridge_metric", "bridge_use")
+        figs.add(plots.transfer_grid(grid, MIX_COLUMNS, "fine-tuning on new facts", metric), "transfer",
+                 "Transfer to new facts",
+                 "He et al. Fig. 3/4 analogue: rows = starting checkpoints (regime and checkpoint, or the from-scratch "
+                 "control), columns = composition categories (faithful filter); New Fact accuracy, exact match and "
+                 "the bridge measure.")
+
+
+def _circuit_figures(figs: Figures, run: dict) -> None:
+    agg, schema, name = run["aggregates"], run["schema"], run["name"]
+    if schema is not None and not agg.empty:
+        probe = "test_inferred_iid" if "test_inferred_iid" in set(agg.probe_type) else agg.probe_type.iloc[0]
+        steps = sorted(set(agg[agg.probe_type == probe].step))
+        for measure, stages, ylabel, caption in (
+                ("bridge_use", schema["patch_stages"], "bridge use",
+                 "Bridge use per stage (the interchange intervention at r1): the share of ID compositions whose "
+                 "answer follows the donor's bridge when the r1 state is replaced; causal."),
+                ("b_decodable_at_r1", schema["stages"], "b top-1 at r1",
+                 "Logit lens: share of ID compositions whose bridge is the top-1 token at the r1 position per "
+                 "stage (descriptive; for a decoder this is also recall of the first hop).")):
+            profiles = {f"step {s}": pd.Series(stage_profile(agg, schema, s, probe, measure), index=stages)
+                        for s in steps}
+            figs.add(plots.lens_profiles(profiles, f"{name}: {ylabel} on {probe}", ylabel), f"{measure}_{name}",
+                     f"{ylabel.capitalize()} ({name})", caption)
+    trace = run["trace"]
+    if trace is not None and not trace.empty:
+        probe = "train_inferred" if "train_inferred" in set(trace.probe_type) else trace.probe_type.iloc[0]
+        sub = trace[trace.probe_type == probe]
+        maps = {f"step {s}": g.pivot_table(index="stage", columns="position", values="value", sort=False)[
+            ["h", "r1", "r2"]] for s, g in sub.groupby("step")}
+        figs.add(plots.causal_heatmaps(maps, f"{name}: causal strength on {probe}"), f"trace_{name}",
+                 f"Causal tracing ({name})", "Share of correct answers that flip when the state at (stage, position) "
+                 "is replaced by a counterfactual's (Wang et al.); the last panel is the difference between the "
+                 "first and the last analysed checkpoint.")
+
+
+def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
+    tmodel = (spec.get("transfer") or {}).get("model") or spec["models"][0]["name"]
+    seed = (spec.get("seeds") or [0])[0]
+    _, nat = _by(pre, tmodel, "natural", seed)
+    _, both = _by(pre, tmodel, "both_full", seed)
+    _, second = _by(pre, tmodel, "second_full", seed)
+    across = next((artifacts.read_json(Path(r["path"]), "re-run the study") for r in job_records(manifest, "compare")
+                   if r.get("model") == tmodel and r.get("seed") == seed and Path(r["path"]).exists()), None)
+    ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
+    distance = None
+    if "natural" in ft_last and "both_full" in ft_last:
+        distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
+    f1 = finding_1(facts(nat) if nat else None, facts(both) if both else None,
+                   (nat or {}).get("compare", {}).get("sat_vs_grokked"),
+                   (nat or {}).get("compare", {}).get("step0_vs_last"), across, distance)
+    f2 = finding_2(facts(second) if second else None, facts(both) if both else None)
+    finetunes, control = [], None
+    for record, run in ft.values():
+        s = run["summary"]
+        item = FineTuneFacts(run["name"], s.get("transfer", {}).get("final", {}), s.get("bridge_metric", "bridge_use"),
+                             _parent_grokked(run), bool(s.get("cut_short")))
+        if record["role"] == "control":
+            control = item
+        else:
+            finetunes.append(item)
+    return [f1, f2, finding_3(finetunes, control)]
+
+
+def _parent_grokked(run: dict) -> bool:
+    """Was the checkpoint a fine-tune started from grokked (ID test >= GROKKED at that step)?"""
+    record = run["config"].get("transfer") or {}
+    parent, step = record.get("parent_run"), record.get("parent_step")
+    if record.get("control") or parent is None:
+        return False
+    row = next((r for r in artifacts.read_metrics(Path(parent)) if r["step"] == step), {})
+    return (row.get("test_inferred_iid") or 0) >= th.GROKKED
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _minutes_at(run: dict, step) -> float | None:
+    row = next((r for r in run["rows"] if r["step"] == step), None)
+    return None if row is None else row["wall_seconds"] / 60
+
+
+def _compute_rows(pre: dict) -> list[dict]:
+    rows = []
+    for _, r in pre.values():
+        s = r["summary"]
+        fps = s.get("flops_per_step") or 0.0
+        row = {"run": r["name"], "steps": s["final_step"], "stop": s["stop_reason"], "minutes": s["wall_seconds"] / 60,
+               "GFLOP/step": fps / 1e9}
+        for m in ("t_sat", "t_id90", "t_ood50", "t_bridge90"):
+            step = s["milestones"].get(m)
+            row[m] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
+        rows.append(row)
+    return rows
+
+
+def _bridge_rows(pre: dict) -> list[dict]:
+    """Bridge use per run, checkpoint and probe set, from the per-query records."""
+    rows = []
+    for _, r in pre.values():
+        agg, schema = r["aggregates"], r["schema"]
+        if schema is None or agg.empty:
+            continue
+        for _, a in agg.iterrows():
+            profile = ", ".join(f"{s} {a[f'bridge_use@{s}']:.2f}" for s in schema["patch_stages"])
+            rows.append({"run": r["name"], "step": int(a.step), "probe": a.probe_type, "n": int(a.n),
+                         "answer acc": a.answer_acc, "bridge use (max)": a.bridge_use, "bridge use per stage": profile,
+                         "bridge found": a.bridge_found})
+    return rows
+
+
+def _worth_rows(pre: dict, ft: dict) -> list[dict]:
+    by_key = {(r["regime"], r["checkpoint"]): run for r, run in ft.values() if r["role"] == "finetune"}
+    rows = []
+    for (regime, ckpt), sat in by_key.items():
+        last = by_key.get((regime, "last"))
+        if ckpt != "sat" or last is None:
+            continue
+        parent = next((run for r, run in pre.values() if r.get("regime") == regime), None)
+        t_sat, t_last = sat["config"]["transfer"]["parent_step"], last["config"]["transfer"]["parent_step"]
+        fps = (parent or {}).get("summary", {}).get("flops_per_step") or 0.0
+        ts, tl = sat["summary"]["transfer"], last["summary"]["transfer"]
+        no_s, no_l = pick_category(ts["final"], "new_old")[0], pick_category(tl["final"], "new_old")[0]
+        keep_s, keep_l = ts["retention"].get("test_inferred_iid"), tl["retention"].get("test_inferred_iid")
+        rows.append({"regime": regime, "sat step": t_sat, "last step": t_last,
+                     "extra FLOP": f"{fps * (t_last - t_sat):.2g}",
+                     "new+old EM sat / last": f"{_num(no_s.get('exact_match'))} / {_num(no_l.get('exact_match'))}",
+                     "retention ID sat / last": f"{_num(keep_s)} / {_num(keep_l)}"})
+    return rows
+
+
+def _deviation_rows(pre: dict, ft: dict) -> list[dict]:
+    rows = []
+    for _, r in list(pre.values()) + list(ft.values()):
+        for key, (paper, used) in (r["summary"].get("deviations_from_paper") or {}).items():
+            rows.append({"run": r["name"], "setting": key, "paper": paper, "used": used})
+    return rows
+
+
+def _skipped_rows(manifest: dict) -> list[dict]:
+    return [{"job": name, "why": e.get("note", "")} for name, e in manifest.get("jobs", {}).items()
+            if e.get("status") == "skipped"]
+
+
+def _tier_note(spec: dict, pre: dict) -> str:
+    parts = [f"Scale tier: **{spec.get('tier')}** (preset `{spec.get('name')}`)."]
+    for _, r in pre.values():
+        s = r["summary"]
+        reached = ", ".join(f"{k}={v}" for k, v in s["milestones"].items() if v is not None) or "none reached"
+        parts.append(f"`{r['name']}`: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
+    if not any(r["summary"]["milestones"].get("t_id90") for _, r in pre.values()):
+        parts.append(f"No run reached ID test accuracy {th.GROKKED} at this tier: grokking did not complete within the "
+                     "budget.")
+    if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
+        parts.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
+    return " ".join(parts)
 
 
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def _lens_and_trace_figures(rep: Report, run: dict) -> None:
-    lens, trace, name = run["lens"], run["trace"], run["name"]
-    if lens is not None and not lens.empty:
-        family = run["config"]["model"]["family"]
-        id_probe = "test_inferred_iid" if "test_inferred_iid" in set(lens.probe_type) else lens.probe_type.iloc[0]
-        sub = lens[(lens.probe_type == id_probe)]
-        if family == "gpt":  # b at the r1 position, per layer (Wang's S[l, r1])
-            sub = sub[(sub.metric == "top1_bridge") & (sub.position == 1)]
-        else:  # per stage, any position (He's bridge found resolved per stage)
-            sub = sub[(sub.metric == "bridge_found") & (sub.position == -1)]
-        profiles = {f"step {s}": g.set_index("stage")["value"] for s, g in sub.groupby("step")}
-        if profiles:
-            rep.add(plots.lens_profiles(profiles, f"{name}: bridge decodability on {id_probe}",
-                                        "b top-1 share"), f"lens_{name}", f"Logit lens ({name})",
-                    "Share of ID compositions whose bridge entity is the top-1 token per layer (gpt: at the r1 "
-                    "position) or stage (trm: any position), for the checkpoint at training saturation and the "
-                    "last one.")
-    if trace is not None and not trace.empty:
-        probe = "train_inferred" if "train_inferred" in set(trace.probe_type) else trace.probe_type.iloc[0]
-        sub = trace[trace.probe_type == probe]
-        maps = {f"step {s}": g.pivot_table(index="stage", columns="position", values="value", sort=False)[
-            ["h", "r1", "r2"]] for s, g in sub.groupby("step")}
-        if maps:
-            rep.add(plots.causal_heatmaps(maps, f"{name}: causal strength on {probe}"), f"trace_{name}",
-                    f"Causal tracing ({name})",
-                    "Share of correct answers that flip when the state at (layer/stage, position) is replaced by "
-                    "a counterfactual's; the last panel is the difference between the checkpoints.")
+def _cell(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def _tier_note(spec, pre, regimes) -> str:
-    parts = [f"Scale tier: **{spec.get('tier')}** (preset `{spec['name']}`)."]
-    for name, r in pre.items():
-        s = r["summary"]
-        reached = ", ".join(f"{k}={v}" for k, v in s["milestones"].items() if v is not None) or "none reached"
-        parts.append(f"`{name}`: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
-    if not any(r["summary"]["milestones"].get("t_id90") for r in pre.values()):
-        parts.append("No run reached ID test accuracy 0.9 at this tier: grokking did not complete within the "
-                     "budget.")
-    if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= 0.5 for r in pre.values()):
-        parts.append("No run reached OOD accuracy 0.5 at this tier.")
-    return " ".join(parts)
+def _finding_rows(findings: list[dict]) -> list[dict]:
+    return [{"finding": f["finding"], "verdict": f["verdict"], "measured in this study": f["measured"],
+             "paper": f["paper"], "decision rule": f["rule"]} for f in findings]
+
+
+SECTIONS = (("compute", "Compute"), ("worth", "Was waiting for grokking worth it?"),
+            ("bridge", "Bridge use per checkpoint (per-query records)"),
+            ("deviations", "Recipes: deviations from the papers"), ("skipped", "Jobs not run"))
 
 
 def _table_md(rows: list[dict]) -> str:
@@ -205,24 +318,17 @@ def _table_md(rows: list[dict]) -> str:
         return "_none_\n"
     cols = list(rows[0])
     out = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    for r in rows:
-        out += "| " + " | ".join(_cell(r[c]) for c in cols) + " |\n"
-    return out
+    return out + "".join("| " + " | ".join(_cell(r[c]).replace("|", "/") for c in cols) + " |\n" for r in rows)
 
 
-def _cell(v) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-
-def _markdown(spec, rep, findings, compute_rows, worth, provenance, tier_note, pre) -> str:
-    md = [f"# grokscope study report: {spec['name']}\n", tier_note + "\n", "## Findings\n",
-          _table_md([{"finding": f["finding"], "verdict": f["verdict"], "measured in this study": f["measured"],
-                      "paper (PAPER_SPEC §8)": f["paper"], "decision rule": f.get("rule", "")} for f in findings]),
-          f"\nCriteria (PAPER_SPEC §10.2): {json.dumps(CRITERIA)}\n", "\n## Figures\n"]
-    for file, title, caption in rep.figures:
+def _markdown(spec, figs: Figures, findings, tables, provenance, tier) -> str:
+    md = [f"# grokscope study report: {spec.get('name')}\n", tier + "\n", "## Findings\n",
+          _table_md(_finding_rows(findings)), "\n## Figures\n"]
+    for file, title, caption in figs.items:
         md.append(f"### {title}\n\n![{title}](figures/{file})\n\n{caption}\n")
-    md += ["\n## Compute\n", _table_md(compute_rows), "\n### Was waiting for grokking worth it?\n",
-           _table_md(worth), "\n## Provenance\n", "```json\n" + json.dumps(provenance, indent=2) + "\n```\n"]
+    for key, title in SECTIONS:
+        md += [f"\n## {title}\n", _table_md(tables[key])]
+    md += ["\n## Provenance\n", "```json\n" + json.dumps(provenance, indent=2, default=str) + "\n```\n"]
     return "\n".join(md)
 
 
@@ -235,23 +341,20 @@ def _html_table(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(spec, rep, findings, compute_rows, worth, provenance, tier_note, pre) -> str:
-    figs = []
-    for file, title, caption in rep.figures:
-        data = base64.b64encode((rep.figdir / file).read_bytes()).decode()
-        figs.append(f"<figure><h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-                    f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    f_rows = [{"finding": f["finding"], "verdict": f["verdict"], "measured in this study": f["measured"],
-               "paper (PAPER_SPEC §8)": f["paper"], "decision rule": f.get("rule", "")} for f in findings]
+def _html(spec, figs: Figures, findings, tables, provenance, tier) -> str:
+    images = []
+    for file, title, caption in figs.items:
+        data = base64.b64encode((figs.dir / file).read_bytes()).decode()
+        images.append(f"<figure><h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
+                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f3f3f3}"
              "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}")
-    tier = html.escape(tier_note).replace("**", "")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>grokscope report: "
-            f"{html.escape(spec['name'])}</title><style>{style}</style></head><body>"
-            f"<h1>grokscope study report: {html.escape(spec['name'])}</h1><p>{tier}</p>"
-            f"<h2>Findings</h2>{_html_table(f_rows)}<h2>Figures</h2>{''.join(figs)}"
-            f"<h2>Compute</h2>{_html_table(compute_rows)}<h3>Was waiting for grokking worth it?</h3>"
-            f"{_html_table(worth)}<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=2))}</pre>"
-            f"</body></html>")
+    sections = "".join(f"<h2>{html.escape(title)}</h2>{_html_table(tables[key])}" for key, title in SECTIONS)
+    name = html.escape(str(spec.get("name")))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>grokscope report: {name}</title>"
+            f"<style>{style}</style></head><body><h1>grokscope study report: {name}</h1>"
+            f"<p>{html.escape(tier).replace('**', '')}</p><h2>Findings</h2>{_html_table(_finding_rows(findings))}"
+            f"<h2>Figures</h2>{''.join(images)}{sections}<h2>Provenance</h2>"
+            f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></body></html>")

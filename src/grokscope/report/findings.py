@@ -1,115 +1,217 @@
-"""The three findings (DESIGN §1), computed from a study's measurements, with the paper's reference numbers
-(PAPER_SPEC §8) beside them. Verdicts come from the numbers and the stated criteria, never written in advance."""
+"""He et al.'s three findings, decided from a study's measurements with stated rules (``docs/methods.md``).
+
+Every finding can come out each way: "supported", "partly supported", "contradicted" or "not testable" (with the
+reason: a precondition not met, a run cut short by the time cap, or a control that failed). The rules use the
+thresholds of ``metrics/thresholds.py`` and print them; the paper's reference numbers are shown beside, never used.
+Inputs are plain numbers and dicts, so every outcome is unit-tested.
+"""
 
 from __future__ import annotations
 
-# PAPER_SPEC §10.2 acceptance criteria, used as the stated decision rules.
-CRITERIA = {
-    "same_path_r": 0.8,  # causal-map and bridge-profile correlation for "same path"
-    "new_old_em": 0.9,  # new fact as first hop composes
-    "old_new_em_max": 0.15,  # new fact as second hop fails ...
-    "old_new_bridge": 0.5,  # ... although the bridge is found
-    "new_new_em_max": 0.05,
-    "fake_ood": 0.9,
-    "fake_bridge_max": 0.5,
-}
+from dataclasses import dataclass
+
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.milestones import classify_regime
+
+OUTCOMES = ("supported", "partly supported", "contradicted", "not testable")
+CUT_SHORT = "not testable (run cut short by the time cap)"
 
 PAPER = {
-    1: "natural (A) and both-full (B) TRMs: bridge found 0.998 / 1.000 at the end of training; identical "
-       "fine-tuning curves (Fig. 4 rows A, B)",
-    2: "second-hop full (D): OOD target-found 0.968 at the end while bridge found averaged 0.04 before 300k "
-       "steps, 0.18 over 300-700k, 0.65 at the end; both-full (B): bridge 1.000",
-    3: "natural (A): new+old EM 1.000 (n=16), old+new EM 0.000 (n=18) with bridge 1.000, new+new EM 0.007 "
-       "with bridge 0.966; control: new+old 0.31, bridge 0.000",
+    1: "He et al. §3, Fig. 2A/B and Fig. 4 rows A/B: natural and both-hop-full TRMs both end with bridge found "
+       "0.998 / 1.000 and have identical fine-tuning curves",
+    2: "He et al. §4, Fig. 2D: second-hop full reaches OOD 0.968 while bridge found averaged 0.04 before 300k steps "
+       "and 0.18 over 300-700k (fake grokking); both-hop full: bridge 1.000",
+    3: "He et al. §5, Fig. 3/4: natural: new+old EM 1.000 (n=16), old+new EM 0.000 (n=18) with bridge 1.000, "
+       "new+new EM 0.007; control: new+old 0.31 with bridge 0.000",
 }
 
 
-def _fmt(x, digits=2):
+@dataclass
+class RunFacts:
+    """What a verdict needs to know about one pre-training run."""
+
+    name: str
+    bridge_metric: str  # bridge_use | bridge_found
+    final: dict  # final metrics row
+    rows: list[dict]  # every metrics row
+    cut_short: bool = False
+
+    @property
+    def t_sat(self) -> int | None:
+        return next((r["step"] for r in self.rows if (r.get("train_acc") or 0) >= th.SATURATION), None)
+
+    @property
+    def t_grokked(self) -> int | None:
+        return next((r["step"] for r in self.rows if (r.get("test_inferred_iid") or 0) >= th.GROKKED), None)
+
+
+def _fmt(x, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def finding_1(compare: dict | None, milestones: dict | None = None) -> dict:
-    """Needs a run that saturated and then generalised on ID compositions (grokked): otherwise the comparison of
-    its saturated and last checkpoints says nothing about grokking."""
-    if not compare or "skipped" in compare:
-        why = (compare or {}).get("skipped", "no comparison available")
-        return {"finding": 1, "verdict": "not measured", "measured": why, "paper": PAPER[1]}
-    ms = milestones or {}
-    if ms.get("t_sat") is None or ms.get("t_id50") is None:
-        return {"finding": 1, "verdict": "not testable at this tier", "paper": PAPER[1],
-                "measured": f"the natural run did not both saturate and generalise (t_sat {ms.get('t_sat')}, "
-                            f"t_id50 {ms.get('t_id50')}), so there is no grokked checkpoint to compare"}
-    r1, r2 = compare.get("causal_map_corr"), compare.get("bridge_profile_corr")
-    measured = (f"checkpoint {compare['step_a']} (training saturation) vs {compare['step_b']} (last) on "
-                f"{compare['n_queries']} ID compositions: causal-map r {_fmt(r1)}, bridge-profile r {_fmt(r2)}, "
-                f"same first bridge stage {_fmt(compare['same_first_stage'])} -> {compare['verdict']}")
-    verdict = {"same path": "supported", "different path": "contradicted"}.get(compare["verdict"], "undetermined")
-    return {"finding": 1, "verdict": verdict, "measured": measured, "paper": PAPER[1],
-            "rule": f"same path iff every computable r >= {compare.get('threshold', CRITERIA['same_path_r'])}"}
+def _from_votes(votes: list[bool]) -> str:
+    if not votes:
+        return "not testable"
+    return "supported" if all(votes) else "contradicted" if not any(votes) else "partly supported"
 
 
-def finding_2(regimes: dict[str, dict]) -> dict:
-    """regimes: regime name -> {'regime': classify_regime output, 'final': final metrics}."""
-    second, both = regimes.get("second_full"), regimes.get("both_full")
-    if second is None:
-        return {"finding": 2, "verdict": "not measured", "measured": "no second_full run", "paper": PAPER[2]}
-    s, sf = second["regime"], second["final"]
-    measured = (f"second_full: final OOD exact match {_fmt(sf.get('test_inferred_ood'))}, target found "
-                f"{_fmt(sf.get('target_found_ood'))}, bridge found {_fmt(sf.get('bridge_found_ood'))}; regime "
-                f"'{s['regime']}' (bridge when OOD >= {CRITERIA['fake_ood']}: {_fmt(s['bridge_when_high'])})")
-    if both is not None:
-        bf = both["final"]
-        measured += (f"; both_full: OOD {_fmt(bf.get('test_inferred_ood'))}, bridge "
-                     f"{_fmt(bf.get('bridge_found_ood'))}, regime '{both['regime']['regime']}'")
-    if s["regime"] == "fake grokking":
-        verdict = "supported"
-    elif s["t_gen"] is None:
-        verdict = "not observed at this tier (no OOD generalisation in second_full)"
-    elif s["circuit"]:
-        verdict = "contradicted (the bridge is found when OOD accuracy is high)"
-    else:
-        verdict = "undetermined"
-    return {"finding": 2, "verdict": verdict, "measured": measured, "paper": PAPER[2],
-            "rule": f"fake grokking iff OOD >= {CRITERIA['fake_ood']} while bridge found < "
-                    f"{CRITERIA['fake_bridge_max']}"}
+def _result(n: int, verdict: str, measured: str, rule: str) -> dict:
+    return {"finding": n, "verdict": verdict, "measured": measured, "rule": rule, "paper": PAPER[n]}
 
 
-def _pick(final: dict, cat: str) -> tuple[dict, str]:
-    """The faithful category when it has at least 20 queries, else the powered variant (stated)."""
-    v = final.get(cat) or {}
-    if (v.get("n") or 0) >= 20 or f"{cat}_powered" not in final:
-        return v, "faithful"
-    return final[f"{cat}_powered"], "powered"
+# ------------------------------------------------------------------------------------------------ Finding 1
+RULE_1 = (f"path comparisons (bridge profile and unsaturated causal-map r >= {th.SAME_PATH_R}; a path needs a bridge "
+          f"measure >= {th.PATH_MIN_LEVEL}) of (a) the natural run at saturation vs its first grokked checkpoint "
+          f"(ID >= {th.GROKKED}) and (b) the final natural (ID >= {th.GROKKED}) vs both-hop-full (OOD >= "
+          f"{th.GROKKED}) checkpoints, plus (c) their fine-tuning curves (mean |difference| <= {th.CURVE_SIMILAR}); "
+          f"valid only if step 0 vs last comes out 'different'. All same: supported; all different: contradicted")
 
 
-def finding_3(transfers: dict[str, dict]) -> dict:
-    """transfers: fine-tune name -> its summary['transfer'] (from grokked / circuit checkpoints)."""
-    if not transfers:
-        return {"finding": 3, "verdict": "not measured", "measured": "no fine-tune runs", "paper": PAPER[3]}
+def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict | None, control: dict | None,
+              across: dict | None, curve_distance: float | None) -> dict:
+    """``within``: compare.json's sat_vs_grokked of the natural run; ``control``: its step0_vs_last; ``across``: the
+    natural-last vs both-full-last comparison; ``curve_distance``: of their fine-tunes (None if absent)."""
+    if natural is None:
+        return _result(1, "not testable (no natural run)", "", RULE_1)
+    if natural.cut_short or (both_full is not None and both_full.cut_short):
+        return _result(1, CUT_SHORT, "", RULE_1)
     parts, votes = [], []
-    for name, t in transfers.items():
-        final = t["final"]
-        new_fact = float(final["atomic_new"]["exact_match"] or 0)
-        if new_fact < 0.9:  # the finding is about composing *learned* new facts
-            parts.append(f"{name}: new facts not learned (New Fact acc {_fmt(new_fact)} < 0.9), not testable")
+    if control is None or control.get("verdict") != "different path":
+        seen = "missing" if control is None else f"'{control.get('verdict')}' ({control.get('why', '')})"
+        return _result(1, "not testable (the negative control failed: step 0 vs last came out "
+                          f"{seen}, so the path statistic cannot tell paths apart here)",
+                       f"step 0 vs last: {seen}", RULE_1)
+    parts.append(f"control step 0 vs last: different path (bridge level {_fmt(control.get('level_a'))} vs "
+                 f"{_fmt(control.get('level_b'))})")
+    if within is not None and natural.t_sat is not None and natural.t_grokked is not None:
+        parts.append(f"(a) natural step {within.get('step_a')} (saturated) vs {within.get('step_b')} (grokked): "
+                     f"{within['verdict']} (profile r {_fmt(within.get('profile_corr'))}, causal-map r "
+                     f"{_fmt(within.get('causal_map_corr'))}, bridge level {_fmt(within.get('level_a'))} -> "
+                     f"{_fmt(within.get('level_b'))})")
+        if within["verdict"] != "undetermined":
+            votes.append(within["verdict"] == "same path")
+    else:
+        parts.append(f"(a) not testable: the natural run has no grokked checkpoint (t_sat {natural.t_sat}, first "
+                     f"ID >= {th.GROKKED}: {natural.t_grokked})")
+    nat_id = natural.final.get("test_inferred_iid")
+    bf_ood = both_full.final.get("test_inferred_ood") if both_full else None
+    if both_full is not None and across is not None and (nat_id or 0) >= th.GROKKED and (bf_ood or 0) >= th.GROKKED:
+        parts.append(f"(b) final natural vs both-hop full: {across['verdict']} (profile r "
+                     f"{_fmt(across.get('profile_corr'))}, causal-map r {_fmt(across.get('causal_map_corr'))})")
+        if across["verdict"] != "undetermined":
+            votes.append(across["verdict"] == "same path")
+        if curve_distance is not None:
+            parts.append(f"(c) fine-tuning curves: mean |difference| {_fmt(curve_distance)}")
+            votes.append(curve_distance <= th.CURVE_SIMILAR)
+    else:
+        parts.append(f"(b, c) not testable: final natural ID {_fmt(nat_id)}, both-hop full OOD {_fmt(bf_ood)} "
+                     f"(both must be >= {th.GROKKED})")
+    verdict = _from_votes(votes)
+    if verdict == "not testable":
+        verdict = "not testable (no grokked checkpoints to compare at this tier)"
+    return _result(1, verdict, "; ".join(parts), RULE_1)
+
+
+# ------------------------------------------------------------------------------------------------ Finding 2
+RULE_2 = (f"second-hop full: mean bridge measure over the evaluations with OOD >= {th.HIGH}: < {th.BRIDGE_FAKE} "
+          f"supported (fake grokking), >= {th.BRIDGE_CIRCUIT} contradicted (a circuit), in between partly supported; "
+          f"needs OOD >= {th.HIGH} at some evaluation")
+
+
+def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
+    if second is None:
+        return _result(2, "not testable (no second-hop-full run)", "", RULE_2)
+    if second.cut_short:
+        return _result(2, CUT_SHORT, "", RULE_2)
+    metric = f"{second.bridge_metric}_ood"
+    reg = classify_regime(second.rows, "test_inferred_ood", metric)
+    measured = (f"second_full: final OOD {_fmt(second.final.get('test_inferred_ood'))}, {metric} "
+                f"{_fmt(second.final.get(metric))}; first OOD >= {th.HIGH} at step {reg['t_high']}, mean {metric} "
+                f"there {_fmt(reg['bridge_when_high'])}; regime '{reg['regime']}'")
+    if both is not None:
+        measured += (f"; both_full: final OOD {_fmt(both.final.get('test_inferred_ood'))}, {metric} "
+                     f"{_fmt(both.final.get(metric))}")
+    if reg["t_high"] is None:
+        return _result(2, f"not testable (second_full never reached OOD >= {th.HIGH})", measured, RULE_2)
+    b = reg["bridge_when_high"]
+    if b is None:
+        return _result(2, f"not testable ({metric} was not measured)", measured, RULE_2)
+    verdict = "supported" if b < th.BRIDGE_FAKE else "contradicted" if b >= th.BRIDGE_CIRCUIT else "partly supported"
+    return _result(2, verdict, measured, RULE_2)
+
+
+# ------------------------------------------------------------------------------------------------ Finding 3
+RULE_3 = (f"fine-tunes from grokked checkpoints (ID >= {th.GROKKED}) that learned the new facts (>= "
+          f"{th.NEW_FACTS_LEARNED}): new+old EM >= {th.NEW_OLD_COMPOSES} is necessary for supported, and with "
+          f"old+new EM <= {th.OLD_NEW_EM_MAX} (bridge >= {th.OLD_NEW_BRIDGE_MIN}), new+new EM <= {th.NEW_NEW_EM_MAX} "
+          f"and the control failing new+old it is supported; new+old < {th.NEW_OLD_FAILS}: contradicted; otherwise "
+          f"partly supported. Faithful categories are used when n >= {th.FAITHFUL_MIN_N}, else the powered ones")
+
+
+def pick_category(final: dict, category: str) -> tuple[dict, str]:
+    """The faithful category when it has enough queries, else its powered variant (stated)."""
+    v = final.get(category) or {}
+    if (v.get("n") or 0) >= th.FAITHFUL_MIN_N or f"{category}_powered" not in final:
+        return v, "faithful"
+    return final[f"{category}_powered"], "powered"
+
+
+@dataclass
+class FineTuneFacts:
+    name: str
+    final: dict  # summary["transfer"]["final"]: category -> {exact_match, bridge_found, bridge_use, n}
+    bridge_metric: str
+    parent_grokked: bool
+    cut_short: bool = False
+
+
+def finding_3(finetunes: list[FineTuneFacts], control: FineTuneFacts | None) -> dict:
+    usable = [f for f in finetunes if f.parent_grokked]
+    if not usable:
+        return _result(3, f"not testable (no fine-tune from a grokked checkpoint: ID >= {th.GROKKED})", "", RULE_3)
+    if any(f.cut_short for f in usable) or (control is not None and control.cut_short):
+        return _result(3, CUT_SHORT, "", RULE_3)
+    control_new_old = None
+    if control is not None:
+        control_new_old = pick_category(control.final, "new_old")[0].get("exact_match")
+    control_fails = control_new_old is not None and control_new_old < th.NEW_OLD_COMPOSES
+    parts, votes = [], []
+    for f in usable:
+        new_fact = (f.final.get("atomic_new") or {}).get("exact_match") or 0.0
+        if new_fact < th.NEW_FACTS_LEARNED:
+            parts.append(f"{f.name}: new facts not learned (New Fact acc {_fmt(new_fact)}), not testable")
             continue
-        no, kind_no = _pick(final, "new_old")
-        on, kind_on = _pick(final, "old_new")
-        nn = final.get("new_new") or {}
-        parts.append(f"{name}: New Fact {_fmt(final['atomic_new']['exact_match'])}; new+old EM "
-                     f"{_fmt(no.get('exact_match'))} ({kind_no}, n={no.get('n')}); old+new EM "
-                     f"{_fmt(on.get('exact_match'))} with bridge {_fmt(on.get('bridge_found'))} ({kind_on}, "
-                     f"n={on.get('n')}); new+new EM {_fmt(nn.get('exact_match'))}, bridge "
-                     f"{_fmt(nn.get('bridge_found'))}")
-        ok = [(no.get("exact_match") or 0) >= CRITERIA["new_old_em"],
-              (on.get("exact_match") or 0) <= CRITERIA["old_new_em_max"]
-              and (on.get("bridge_found") or 0) >= CRITERIA["old_new_bridge"],
-              (nn.get("exact_match") or 0) <= CRITERIA["new_new_em_max"]]
-        votes.append(sum(ok))
-    best = max(votes, default=None)
-    verdict = ("not testable at this tier" if best is None else "supported" if best == 3
-               else "partly supported" if best >= 1 else "contradicted")
-    return {"finding": 3, "verdict": verdict, "measured": "; ".join(parts), "paper": PAPER[3],
-            "rule": f"new+old EM >= {CRITERIA['new_old_em']}; old+new EM <= {CRITERIA['old_new_em_max']} with "
-                    f"bridge >= {CRITERIA['old_new_bridge']}; new+new EM <= {CRITERIA['new_new_em_max']} "
-                    f"(all three: supported; some: partly)"}
+        no, kind_no = pick_category(f.final, "new_old")
+        on, kind_on = pick_category(f.final, "old_new")
+        nn = f.final.get("new_new") or {}
+        bridge = f.bridge_metric
+        em_no, em_on, em_nn = no.get("exact_match") or 0.0, on.get("exact_match") or 0.0, nn.get("exact_match") or 0.0
+        checks = [em_on <= th.OLD_NEW_EM_MAX and (on.get(bridge) or 0.0) >= th.OLD_NEW_BRIDGE_MIN,
+                  em_nn <= th.NEW_NEW_EM_MAX, control_fails]
+        verdict = ("contradicted" if em_no < th.NEW_OLD_FAILS else
+                   "supported" if em_no >= th.NEW_OLD_COMPOSES and all(checks) else "partly supported")
+        votes.append(verdict)
+        parts.append(f"{f.name}: New Fact {_fmt(new_fact)}; new+old EM {_fmt(em_no)} ({kind_no}, n={no.get('n')}); "
+                     f"old+new EM {_fmt(em_on)} with {bridge} {_fmt(on.get(bridge))} ({kind_on}, n={on.get('n')}); "
+                     f"new+new EM {_fmt(em_nn)}, {bridge} {_fmt(nn.get(bridge))} -> {verdict}")
+    parts.append("control: " + ("none" if control is None else
+                                f"new+old EM {_fmt(control_new_old)} ({'fails' if control_fails else 'composes'})"))
+    if not votes:
+        return _result(3, "not testable (the fine-tunes did not learn the new facts)", "; ".join(parts), RULE_3)
+    verdict = votes[0] if len(set(votes)) == 1 else "partly supported"
+    return _result(3, verdict, "; ".join(parts), RULE_3)
+
+
+def curve_distance(a_rows: list[dict], b_rows: list[dict],
+                   metrics: tuple[str, ...] = ("atomic_new", "new_old_powered", "old_new_powered", "new_new")) -> \
+        float | None:
+    """Mean absolute difference of two fine-tunes' category curves at their shared evaluation steps."""
+    b_by_step = {r["step"]: r for r in b_rows}
+    diffs = [abs(r[m] - b_by_step[r["step"]][m]) for r in a_rows if r["step"] in b_by_step for m in metrics
+             if r.get(m) is not None and b_by_step[r["step"]].get(m) is not None]
+    return sum(diffs) / len(diffs) if diffs else None
+
+
+def outcome(verdict: str) -> str:
+    """The outcome of a verdict string without its reason: one of OUTCOMES."""
+    return next(o for o in OUTCOMES if verdict.startswith(o))

@@ -17,11 +17,16 @@ def _curve(ax, df, col, label, color, marker=None, style="-"):
         ax.plot(df["step"], df[col], style, color=color, marker=marker, markersize=3, label=label)
 
 
-def regime_panels(curves: dict[str, pd.DataFrame], title: str):
-    """He Fig. 2 analogue: per regime, bridge found, OOD accuracy (exact match and target found), training acc."""
+BRIDGE_LABELS = {"bridge_use": "bridge use (OOD)", "bridge_found": "bridge found (OOD)"}
+
+
+def regime_panels(curves: dict[str, pd.DataFrame], title: str, bridge_metric: str = "bridge_found"):
+    """He et al. Fig. 2 analogue: per regime, the bridge measure, OOD accuracy (exact match and target found) and
+    training accuracy."""
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False, sharey=True)
     for ax, (name, df) in zip(axes[0], curves.items()):
-        _curve(ax, df, "bridge_found_ood", "bridge found (OOD)", COLORS["bridge"], "o")
+        _curve(ax, df, f"{bridge_metric}_ood", BRIDGE_LABELS.get(bridge_metric, bridge_metric), COLORS["bridge"],
+               "o")
         _curve(ax, df, "target_found_ood", "OOD target found", COLORS["ood"], "s")
         _curve(ax, df, "test_inferred_ood", "OOD exact match", COLORS["ood"], None, "--")
         _curve(ax, df, "train_acc", "training accuracy", COLORS["train"], "^")
@@ -36,7 +41,7 @@ def regime_panels(curves: dict[str, pd.DataFrame], title: str):
 
 
 def grokking_curve(df: pd.DataFrame, title: str):
-    """Wang Fig. 1 analogue: training, ID test and OOD test accuracy vs step."""
+    """Wang et al. Fig. 1 analogue: training, ID test and OOD test accuracy vs step."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     _curve(ax, df, "train_acc", "training", COLORS["train"])
     _curve(ax, df, "test_inferred_iid", "ID test", COLORS["iid"])
@@ -50,15 +55,16 @@ def grokking_curve(df: pd.DataFrame, title: str):
     return fig
 
 
-def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str]], title: str):
-    """He Fig. 3/4 analogue: rows = starting models, columns = categories; New Fact accuracy, composition exact
-    match and bridge found vs fine-tuning step."""
+def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str]], title: str,
+                  bridge_metric: str = "bridge_found"):
+    """He et al. Fig. 3/4 analogue: rows = starting models, columns = categories; New Fact accuracy, composition
+    exact match and the bridge measure vs fine-tuning step."""
     fig, axes = plt.subplots(len(runs), len(categories), figsize=(3.2 * len(categories), 2.2 * len(runs)),
                              squeeze=False, sharex=True, sharey=True)
     for r, (name, df) in enumerate(runs.items()):
         for c, (cat, label) in enumerate(categories):
             ax = axes[r][c]
-            _curve(ax, df, f"bridge_found_{cat}", "bridge found", COLORS["bridge"], "o")
+            _curve(ax, df, f"{bridge_metric}_{cat}", bridge_metric.replace("_", " "), COLORS["bridge"], "o")
             _curve(ax, df, cat, "composition exact match", COLORS["comp"], "s")
             _curve(ax, df, "atomic_new", "New Fact acc", COLORS["new"], "^")
             ax.set_ylim(-0.02, 1.05)
@@ -87,7 +93,7 @@ def lens_profiles(profiles: dict[str, pd.Series], title: str, ylabel: str):
 
 
 def causal_heatmaps(maps: dict[str, pd.DataFrame], title: str):
-    """Causal strength (stage x position) per checkpoint and the difference last - first (Wang Fig. 4 style)."""
+    """Causal strength (stage x position) per checkpoint and the difference last - first (Wang et al.'s style)."""
     names = list(maps)
     panels = [(n, maps[n], "viridis", (0, 1)) for n in names]
     if len(names) >= 2:
@@ -107,7 +113,7 @@ def causal_heatmaps(maps: dict[str, pd.DataFrame], title: str):
 
 
 def milestone_sweep(df: pd.DataFrame, x: str, title: str):
-    """Steps to each milestone vs a swept config value (Wang Fig. 2 style)."""
+    """Steps to each milestone vs a swept config value (Wang et al. Fig. 2 style)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     reached = [c for c in df.columns if c.startswith("t_") and df[c].notna().any()]
     for col in reached:

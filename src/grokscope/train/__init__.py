@@ -1,1 +1,1 @@
-"""Training for grokking-length runs (PAPER_SPEC §4, DESIGN §6): one plain loop, exact resume, evaluation."""
+"""Training for grokking-length runs: one plain loop, exact resume, evaluation at a cadence."""

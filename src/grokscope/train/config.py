@@ -1,12 +1,24 @@
-"""Training recipes (PAPER_SPEC §4.1-4.3, CPU_CALIBRATION §3) as typed configs; every field overridable."""
+"""Training recipes as typed configs: Wang et al.'s GPT-2 recipe, He et al.'s TRM recipe and the scaled tiers
+(``docs/calibration.md``). Every field can be overridden with ``--set train.KEY=VALUE``."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from grokscope.config import apply_overrides
+from grokscope.config import apply_overrides, check
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
+from grokscope.models.family import LossSpec
+from grokscope.models.registry import family as model_family
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Metrics a stop rule may name: what the trainer logs at every evaluation (plus the families of metric names below).
+RULE_METRICS = ("step", "epoch", "train_acc", "train_loss", "test_inferred_iid", "test_inferred_ood", "id_atomic",
+                "ood_atomic", "train_inferred", "atomic_new", "new_old", "old_new", "new_new", "new_old_powered",
+                "old_new_powered")
+RULE_PREFIXES = ("loss/", "bridge_found_", "bridge_use_", "target_found_")
 
 
 @dataclass(frozen=True)
@@ -18,33 +30,35 @@ class TrainConfig:
     beta2: float = 0.98
     eps: float = 1e-8
     weight_decay: float = 0.1
-    decay_all: bool = False  # TRM: decay every parameter (§4.2); GPT: only >= 2-D weights (§4.1)
-    warmup_steps: int = 100  # linear warm-up, then constant (§4.1, §4.2: cosine with min ratio 1 = constant)
+    decay_all: bool = False  # decay every weight (He et al.'s TRM) instead of >= 2-D weights only (GPT-2)
+    warmup_steps: int = 100  # linear warm-up, then constant
     grad_clip: float = 0.0  # global-norm clipping; 0 = off
     batch_size: int = 512
-    drop_last: bool = False  # TRM drops the incomplete final batch (§4.2)
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler; CUDA only)
-    loss: str = "ce"  # ce | stablemax (§4.2)
-    q_halt_weight: float = 0.0  # TRM: 0.5 · BCE(q_halt, sequence correct) (§4.2)
-    puzzle_lr: float = 1e-4  # TRM puzzle vector: SignSGD (§4.2)
+    drop_last: bool = False  # the TRM recipe drops the incomplete final batch of an epoch
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler and needs CUDA)
+    loss: str = "ce"  # ce | stablemax
+    loss_positions: str = "default"  # default (family recipe) | answer (t only) | answer_end (t, </a>) | all
+    q_halt_weight: float = 0.0  # TRM auxiliary loss: weight of BCE(q_halt, whole sequence correct); 0 = off
+    puzzle_lr: float = 1e-4  # TRM puzzle vector, trained by SignSGD
     puzzle_weight_decay: float = 1.0
-    ema_decay: float = 0.0  # TRM: 0.999; evaluation and checkpoints then use the EMA weights
-    grokfast_alpha: float = 0.0  # Grokfast-EMA filter: ema = a·ema + (1-a)·g; g += lambda·ema (0 = off)
-    grokfast_lambda: float = 0.0
+    ema_decay: float = 0.0  # EMA of the weights used for evaluation and checkpoints (TRM: 0.999); 0 = off
+    grokfast_alpha: float = 0.0  # Grokfast-EMA filter (Lee et al. 2024): ema = a*ema + (1-a)*g; g += lambda*ema
+    grokfast_lambda: float = 0.0  # 0 = off
     seed: int = 0
-    # --- budget and stop rule
+    # --- budget (steps or epochs) and stop rule
     max_steps: int = 7000
-    max_epochs: float = 0.0  # if > 0, max_steps = int(max_epochs · |train| / batch) (§4.2)
-    max_minutes: float = 0.0  # wall-time cap (0 = none)
-    stop_when: str = ""  # e.g. "test_inferred_iid>=0.95"; met on stop_patience evals in a row -> stop after margin
+    max_epochs: float = 0.0  # if > 0, max_steps = int(max_epochs * |train| / batch_size)
+    max_minutes: float = 0.0  # safety net only: a run it stops is marked cut_short and its findings not testable
+    stop_when: str = ""  # e.g. "test_inferred_iid>=0.95": met on stop_patience evaluations in a row -> stop
     stop_patience: int = 3
-    stop_margin_steps: int = 0
+    stop_margin_steps: int = 0  # keep training this many steps after the rule is met
     # --- evaluation and milestones
     eval_every: int = 100
-    eval_every_epochs: float = 0.0  # if > 0 overrides eval_every (§4.2: every 5 epochs)
+    eval_every_epochs: float = 0.0  # if > 0, overrides eval_every (the TRM recipe: every 5 epochs)
     eval_batch_size: int = 2048
-    sat_threshold: float = 0.97  # training "saturation" (CPU_CALIBRATION: 0.99 is fragile)
-    milestone_thresholds: str = "0.5,0.9"  # t_id50/t_id90, t_ood50/t_ood90, t_bridge50/t_bridge90
+    eval_bridge_use: int = 256  # queries per set for the in-loop bridge use (interchange at r1); 0 = off
+    sat_threshold: float = th.SATURATION
+    milestone_thresholds: str = ",".join(str(x) for x in th.MILESTONES)
     # --- checkpoints: step 0, every ckpt_dense_every until ckpt_dense_until, then ckpt_log_per_decade log-spaced
     # until ckpt_linear_from, then every ckpt_every; plus the final step.
     ckpt_dense_every: int = 100
@@ -52,50 +66,70 @@ class TrainConfig:
     ckpt_log_per_decade: int = 10
     ckpt_linear_from: int = 10_000
     ckpt_every: int = 10_000
-    threads: int = 0  # CPU threads (0 = the cores this process may use)
+    # --- machine
+    threads: int = 0  # CPU threads (0 = every core this process may use)
+    compile: bool | None = None  # torch.compile the training step; None = on CUDA only
 
     def problems(self) -> list[str]:
         p = []
-        for key in ("lr", "batch_size", "eval_batch_size", "ckpt_dense_every", "ckpt_every"):
+        for key in ("lr", "batch_size", "eval_batch_size", "ckpt_dense_every", "ckpt_every", "stop_patience"):
             if getattr(self, key) <= 0:
-                p.append(f"train {key} must be positive (got {getattr(self, key)})")
+                p.append(f"train.{key} must be positive (got {getattr(self, key)})")
         for key in ("max_steps", "warmup_steps", "grad_clip", "weight_decay", "max_minutes", "stop_margin_steps",
-                    "max_epochs", "eval_every_epochs"):
+                    "max_epochs", "eval_every_epochs", "eval_bridge_use", "threads", "eps", "puzzle_lr",
+                    "puzzle_weight_decay", "q_halt_weight", "grokfast_lambda", "ckpt_dense_until",
+                    "ckpt_log_per_decade", "ckpt_linear_from", "seed"):
             if getattr(self, key) < 0:
-                p.append(f"train {key} must be >= 0 (got {getattr(self, key)})")
+                p.append(f"train.{key} must be >= 0 (got {getattr(self, key)})")
         if self.eval_every <= 0 and self.eval_every_epochs <= 0:
-            p.append("eval_every must be positive")
+            p.append("train.eval_every must be positive")
         for key in ("beta1", "beta2", "ema_decay", "grokfast_alpha"):
             if not 0 <= getattr(self, key) < 1:
-                p.append(f"train {key} must be in [0, 1) (got {getattr(self, key)})")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            p.append(f"precision must be fp32, bf16 or fp16 (got {self.precision!r})")
+                p.append(f"train.{key} must be in [0, 1) (got {getattr(self, key)})")
+        if self.precision not in PRECISIONS:
+            p.append(f"train.precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.loss not in ("ce", "stablemax"):
-            p.append(f"loss must be ce or stablemax (got {self.loss!r})")
+            p.append(f"train.loss must be ce or stablemax (got {self.loss!r})")
+        if self.loss_positions not in ("default", "answer", "answer_end", "all"):
+            p.append(f"train.loss_positions must be default, answer, answer_end or all (got "
+                     f"{self.loss_positions!r})")
+        if not 0 < self.sat_threshold <= 1:
+            p.append(f"train.sat_threshold must be in (0, 1] (got {self.sat_threshold})")
         if self.stop_when:
             try:
                 parse_rule(self.stop_when)
             except ValueError as exc:
                 p.append(str(exc))
         try:
-            self.thresholds()
+            if not all(0 < x <= 1 for x in self.thresholds()):
+                raise ValueError
         except ValueError:
-            p.append(f"milestone_thresholds must be comma-separated numbers (got {self.milestone_thresholds!r})")
+            p.append(f"train.milestone_thresholds must be comma-separated numbers in (0, 1] (got "
+                     f"{self.milestone_thresholds!r})")
         return p
 
     def thresholds(self) -> list[float]:
         return [float(x) for x in self.milestone_thresholds.split(",") if x.strip()]
 
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(self.loss, self.loss_positions, self.q_halt_weight)
+
 
 def parse_rule(rule: str) -> tuple[str, str, float]:
-    """'metric>=value' -> (metric, op, value); ops >=, <=, >, <."""
+    """'metric>=value' -> (metric, op, value); ops >=, <=, >, <; the metric must be one the trainer logs."""
     for op in (">=", "<=", ">", "<"):
         if op in rule:
-            key, value = rule.split(op, 1)
+            key, value = (part.strip() for part in rule.split(op, 1))
             try:
-                return key.strip(), op, float(value)
+                number = float(value)
             except ValueError:
                 break
+            if key not in RULE_METRICS and not key.startswith(RULE_PREFIXES):
+                raise ValueError(f"stop_when metric {key!r} is not one the trainer logs; use one of "
+                                 f"{', '.join(RULE_METRICS)} or bridge_use_ood, bridge_found_ood, ...")
+            if not math.isfinite(number):
+                break
+            return key, op, number
     raise ValueError(f"stop_when {rule!r} is not 'metric>=value' (example: test_inferred_iid>=0.95)")
 
 
@@ -107,43 +141,72 @@ def rule_holds(rule: tuple[str, str, float], metrics: dict) -> bool:
     return {">=": x >= value, "<=": x <= value, ">": x > value, "<": x < value}[op]
 
 
+# Wang et al.'s GPT-2 recipe: AdamW (0.9, 0.999), lr 1e-4, 2k warm-up then constant, wd 0.1, clip 1.0, batch 512, fp16.
 _GPT_PAPER = dict(model_config="wang", lr=1e-4, beta1=0.9, beta2=0.999, weight_decay=0.1, warmup_steps=2000,
                   grad_clip=1.0, precision="fp16", max_steps=1_500_000, eval_every=2000, ckpt_dense_every=2000,
                   ckpt_dense_until=40_000, ckpt_linear_from=50_000, ckpt_every=50_000)
+# He et al.'s TRM recipe: AdamW (0.9, 0.95), wd 1.0 on every weight, lr 4e-5, 2k warm-up, SignSGD puzzle vector,
+# stablemax CE + 0.5 q-halt BCE, EMA 0.999, batch 512 drop-last, 1,100 epochs, evaluation every 5 epochs.
 _TRM_PAPER = dict(model_config="paper", lr=4e-5, beta1=0.9, beta2=0.95, weight_decay=1.0, decay_all=True,
                   warmup_steps=2000, grad_clip=0.0, drop_last=True, precision="bf16", loss="stablemax",
                   q_halt_weight=0.5, puzzle_lr=1e-4, puzzle_weight_decay=1.0, ema_decay=0.999, max_epochs=1100,
                   eval_every_epochs=5, ckpt_linear_from=50_000, ckpt_every=50_000)
+_SMOKE = dict(max_steps=60, eval_every=20, batch_size=64, warmup_steps=10, ckpt_dense_every=10, ckpt_dense_until=30,
+              ckpt_linear_from=40, ckpt_every=20, eval_bridge_use=64)
 
-# (family, preset) -> overrides of the TrainConfig defaults (which are the CPU micro gpt recipe).
+# Presets any family can use (its named model config of the same name must exist) ...
+GENERIC_PRESETS: dict[str, dict] = {
+    "smoke": dict(model_config="smoke", **_SMOKE),
+    "micro": dict(max_steps=12_000),
+}
+# ... and (family, preset) -> overrides of the TrainConfig defaults (which are the CPU micro gpt recipe).
 TRAIN_PRESETS: dict[tuple[str, str], dict] = {
     ("gpt", "paper"): _GPT_PAPER,
     ("gpt", "mini"): dict(model_config="micro", max_steps=60_000, eval_every=500),
-    # CPU_CALIBRATION run G: d128 L4, lr 1e-3, wd 0.1, betas (.9, .98), warm-up 100, batch 512, bf16.
-    ("gpt", "micro"): dict(max_steps=12_000),  # run G reached ID 0.9 at ~6k steps; seeds vary (see README)
-    ("gpt", "smoke"): dict(model_config="smoke", max_steps=60, eval_every=20, batch_size=64, warmup_steps=10,
-                           ckpt_dense_every=10, ckpt_dense_until=30, ckpt_linear_from=40, ckpt_every=20),
+    ("gpt", "micro"): dict(max_steps=12_000),  # d128 L4, lr 1e-3, wd 0.1, betas (.9, .98), warm-up 100, bf16
+    ("gpt", "smoke"): GENERIC_PRESETS["smoke"],
     ("trm", "paper"): _TRM_PAPER,
-    # Scaled TRM (PAPER_SPEC §10.2): structure kept, lr 1e-4 (documented deviation), ~5 epochs of warm-up.
+    # Scaled TRM: structure kept, lr 1e-4, about 5 epochs of warm-up.
     ("trm", "mini"): {**_TRM_PAPER, "model_config": "mini", "lr": 1e-4, "warmup_steps": 1500, "max_epochs": 800},
     ("trm", "micro"): {**_TRM_PAPER, "model_config": "micro", "lr": 1e-4, "warmup_steps": 100, "max_epochs": 0,
                        "max_steps": 3000, "eval_every_epochs": 0, "eval_every": 100, "ckpt_linear_from": 10_000,
                        "ckpt_every": 10_000},
-    ("trm", "smoke"): {**_TRM_PAPER, "model_config": "smoke", "lr": 1e-3, "warmup_steps": 10, "max_epochs": 0,
-                       "max_steps": 40, "eval_every_epochs": 0, "eval_every": 20, "batch_size": 64,
-                       "precision": "fp32", "ckpt_dense_every": 10, "ckpt_dense_until": 20, "ckpt_linear_from": 40,
-                       "ckpt_every": 20},
+    ("trm", "smoke"): {**_TRM_PAPER, **_SMOKE, "model_config": "smoke", "lr": 1e-3, "max_epochs": 0,
+                       "max_steps": 40, "eval_every_epochs": 0, "precision": "fp32", "ckpt_dense_until": 20},
 }
 
 
+def train_presets(family: str) -> list[str]:
+    return sorted({p for f, p in TRAIN_PRESETS if f == family} | set(GENERIC_PRESETS))
+
+
 def resolve_train_config(family: str, preset: str, overrides: dict | None = None) -> TrainConfig:
-    if (family, preset) not in TRAIN_PRESETS:
-        presets = sorted({p for f, p in TRAIN_PRESETS if f == family}) or ["(unknown family)"]
-        raise GrokscopeError(f"unknown train preset {preset!r} for {family}; choose one of {', '.join(presets)}")
-    cfg = dataclasses.replace(TrainConfig(), **TRAIN_PRESETS[(family, preset)])
+    recipe = TRAIN_PRESETS.get((family, preset), GENERIC_PRESETS.get(preset))
+    if recipe is None:
+        raise GrokscopeError(f"unknown train preset {preset!r} for {family}; choose one of "
+                             f"{', '.join(train_presets(family))}")
+    cfg = dataclasses.replace(TrainConfig(), **recipe)
     if overrides:
         cfg = apply_overrides(cfg, overrides, what="train")
-    problems = cfg.problems()
-    if problems:
-        raise GrokscopeError(problems)
-    return cfg
+    return check(cfg)
+
+
+RECIPE_KEYS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decay_all", "warmup_steps", "grad_clip", "batch_size",
+               "drop_last", "precision", "loss", "loss_positions", "q_halt_weight", "puzzle_lr", "puzzle_weight_decay",
+               "ema_decay", "grokfast_alpha", "grokfast_lambda", "max_steps", "max_epochs")
+SIZED_FROM_DATA = ("d_vocab", "n_ctx", "seq_len", "forward_dtype")
+
+
+def recipe_deviations(family_name: str, model_cfg, cfg: TrainConfig) -> dict[str, list]:
+    """Where a run's recipe and model differ from the paper's (``{setting: [paper, used]}``), for the report."""
+    if (family_name, "paper") not in TRAIN_PRESETS:
+        return {}
+    paper = resolve_train_config(family_name, "paper")
+    out = {f"train.{k}": [getattr(paper, k), getattr(cfg, k)] for k in RECIPE_KEYS
+           if getattr(paper, k) != getattr(cfg, k)}
+    fam = model_family(family_name)
+    paper_model = fam.config_cls(**fam.named_configs[paper.model_config])
+    for f in dataclasses.fields(paper_model):
+        if f.name not in SIZED_FROM_DATA and getattr(paper_model, f.name) != getattr(model_cfg, f.name):
+            out[f"model.{f.name}"] = [getattr(paper_model, f.name), getattr(model_cfg, f.name)]
+    return out

@@ -1,37 +1,24 @@
-"""Optimisers and gradient/weight filters: AdamW with explicit decay groups, SignSGD for the TRM puzzle vector,
-an EMA of the weights, and the Grokfast-EMA gradient filter. Every stateful piece exposes ``state_tensors()`` /
-``load_state_tensors()`` so checkpoints hold plain tensors (safetensors), never pickles."""
+"""Optimisers and weight/gradient filters: AdamW over the family's parameter groups, SignSGD for groups that ask
+for it (the TRM's puzzle vector), an EMA of the weights, and the Grokfast-EMA gradient filter.
+
+Every stateful piece exposes its state as plain tensors so checkpoints hold safetensors, never pickles, and
+``to(device)`` so resumed state lands where the model is.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from grokscope.train.config import TrainConfig
-
-
-def decay_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """GPT (§4.1): decay >= 2-D weights (embeddings included), not biases / LayerNorm. TRM (§4.2): decay all.
-    The TRM puzzle vector is excluded here; SignSGD trains it."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or name == "puzzle_emb":
-            continue
-        (decay if cfg.decay_all or p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
 
 class SignSGD(torch.optim.Optimizer):
-    """w <- w·(1 - lr·wd) - lr·sign(g): the original's sparse puzzle-embedding optimiser (§4.2)."""
+    """w <- w * (1 - lr * wd) - lr * sign(g): the original TRM code's optimiser for its sparse puzzle embedding."""
 
     def __init__(self, params, lr: float, weight_decay: float):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
     @torch.no_grad()
-    def step(self):
+    def step(self, closure=None):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -39,26 +26,35 @@ class SignSGD(torch.optim.Optimizer):
                 p.mul_(1 - group["lr"] * group["weight_decay"]).add_(torch.sign(p.grad), alpha=-group["lr"])
 
 
-def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(
-        decay_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)]
-    if getattr(model, "puzzle_emb", None) is not None:
-        opts.append(SignSGD([model.puzzle_emb], lr=cfg.puzzle_lr, weight_decay=cfg.puzzle_weight_decay))
+def make_optimizers(model, cfg, device: str = "cpu") -> list[torch.optim.Optimizer]:
+    """AdamW over the family's decay groups, plus SignSGD for groups that name it. On CUDA AdamW is fused (one
+    kernel for every parameter); on the CPU the default implementation keeps resume bit-identical."""
+    groups = model.param_groups(cfg.weight_decay, cfg.decay_all)
+    adam = [g for g in groups if g.get("optimizer", "adamw") == "adamw"]
+    sign = [g for g in groups if g.get("optimizer") == "signsgd"]
+    for g in adam + sign:
+        g.pop("optimizer", None)
+    fused = {"fused": True} if device == "cuda" else {}
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                                           eps=cfg.eps, **fused)]
+    if sign:
+        opts.append(SignSGD([p for g in sign for p in g["params"]], lr=cfg.puzzle_lr,
+                            weight_decay=cfg.puzzle_weight_decay))
     return opts
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, list]:
-    """Optimizer state -> (flat tensors, JSON param groups)."""
+    """Optimiser state -> (flat tensors, JSON param groups)."""
     sd = opt.state_dict()
     tensors = {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
-            t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{prefix}.{idx}.{key}"] = t
+            tensors[f"{prefix}.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
     return tensors, sd["param_groups"]
 
 
 def load_optimizer_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dict, groups: list) -> None:
+    """The inverse of ``optimizer_tensors``; torch moves the state to each parameter's device."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "."):
@@ -68,7 +64,7 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dic
 
 
 class EMA:
-    """Exponential moving average of the weights, updated after every optimiser step (§4.2)."""
+    """Exponential moving average of the weights, updated after every optimiser step (He et al.'s TRM recipe)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
@@ -81,25 +77,39 @@ class EMA:
             if k in self.shadow:
                 self.shadow[k].lerp_(v.float(), 1 - self.decay)
 
+    def load(self, weights: dict, device) -> None:
+        self.shadow = {k: weights[k].float().to(device).clone() for k in self.shadow}
+
     def state_dict_for(self, model: nn.Module) -> dict:
         """A state dict of ``model`` with the EMA values in place of the floating-point tensors."""
         return {k: (self.shadow[k].to(v.dtype) if k in self.shadow else v) for k, v in model.state_dict().items()}
 
 
 class Grokfast:
-    """Grokfast-EMA (Lee et al. 2024): between backward and step, ema = a·ema + (1-a)·g; g += lambda·ema."""
+    """Grokfast-EMA (Lee et al. 2024): between backward and step, ema = a * ema + (1 - a) * g; g += lambda * ema.
+
+    A step whose gradients are not all finite (an fp16 overflow that the GradScaler will skip) leaves the average
+    untouched, so one overflow cannot write inf into it for good."""
 
     def __init__(self, alpha: float, lamb: float):
         self.alpha, self.lamb = alpha, lamb
         self.ema: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def apply(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if p.grad is None:
-                continue
-            if name not in self.ema:
-                self.ema[name] = p.grad.detach().clone()
-            else:
-                self.ema[name].mul_(self.alpha).add_(p.grad, alpha=1 - self.alpha)
-            p.grad.add_(self.ema[name], alpha=self.lamb)
+    def apply(self, model: nn.Module) -> torch.Tensor:
+        """Filter the gradients in place. Returns a 0-d bool tensor: False when a gradient was not finite, in which
+        case neither the average nor the gradients were filtered. No host synchronisation: the decision stays on
+        the device."""
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        if not grads:
+            return torch.tensor(True)
+        finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
+        for name, g in grads.items():
+            old = self.ema.get(name)
+            new = g.detach().clone() if old is None else torch.add(old * self.alpha, g, alpha=1 - self.alpha)
+            self.ema[name] = torch.where(finite, new, old if old is not None else torch.zeros_like(g))
+            g.add_(torch.where(finite, self.ema[name], torch.zeros_like(g)), alpha=self.lamb)
+        return finite
+
+    def load(self, tensors: dict, device) -> None:
+        self.ema = {k: v.to(device) for k, v in tensors.items()}

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and the checkpoint schedule (STYLE_ANCHORS 10: dense early, log-spaced, then linear)."""
+"""Learning-rate schedule and the checkpoint schedule (dense early, log-spaced, then linear)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from grokscope.train.config import TrainConfig
 
 
 def lr_at(step: int, cfg: TrainConfig, base_lr: float | None = None) -> float:
-    """Linear warm-up over ``warmup_steps``, then constant (§4.1 constant_schedule_with_warmup; §4.2 cosine with
-    lr_min_ratio 1.0, which is constant)."""
+    """Linear warm-up over ``warmup_steps``, then constant (Wang et al.'s constant schedule with warm-up; the TRM
+    code's cosine schedule with a minimum ratio of 1.0 is the same thing)."""
     lr = cfg.lr if base_lr is None else base_lr
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return lr * (step + 1) / cfg.warmup_steps

@@ -1,0 +1,84 @@
+"""Per-query records: for one checkpoint and one probe set, one row per query with the predicted answer, the
+logit-lens argmax at every stage x position, and the bridge-use outcome at every patch stage.
+
+These files (``RUN/analysis/queries/step_<8 digits>.<probe type>.parquet`` + ``schema.json``) are what the report
+aggregates (``metrics/records.py``), as the original authors saved ``all_items.json`` and ``logit_lens_ood.json``
+and plotted from those: a metric can be redefined without re-running the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grokscope import artifacts
+from grokscope.data.counterfactuals import bridge_donors
+from grokscope.data.encoding import encode
+from grokscope.data.store import Dataset
+from grokscope.metrics.records import aggregate
+from grokscope.models.readout import answers, interchange, stage_argmax
+
+
+@torch.no_grad()
+def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """The records frame of the compositions in ``rows`` and its schema."""
+    rows = np.asarray(rows)
+    rows = rows[rows[:, 2] >= 0]
+    enc = encode(ds, rows).to(model.device)
+    prompt = model.prompt(enc)
+    argmax = stage_argmax(model, prompt).cpu()  # [S, B, T]
+    S, B, T = argmax.shape
+    stages = [label for label, _ in model.readout_stages()]
+    frame = {"query": np.arange(B), **{c: rows[:, i] for i, c in enumerate(("h", "r1", "r2", "b", "t"))},
+             "b_token": enc.bridge.cpu().numpy(), "t_token": enc.answer.cpu().numpy()}
+    pred = answers(model, prompt).cpu().numpy()
+    frame["pred"] = pred
+    frame["correct"] = pred == frame["t_token"]
+    for s, label in enumerate(stages):
+        for p in range(T):
+            frame[f"lens.{label}.{p}"] = argmax[s, :, p].numpy().astype(np.int32)
+    donor = torch.from_numpy(bridge_donors(ds, rows, seed=seed))
+    has = (donor[:, 0] >= 0).numpy()
+    frame["donor_t"] = donor[:, 2].numpy()
+    patch_labels = [label for label, _ in model.patch_stages()]
+    outcome = np.full((len(patch_labels), B), -1, dtype=np.int8)
+    if has.any():
+        index = torch.from_numpy(np.flatnonzero(has)).to(prompt.device)
+        patched = interchange(model, prompt[index], donor.to(prompt.device)[index]).cpu()
+        outcome[:, has] = (patched == donor[has, 2].view(1, -1)).numpy().astype(np.int8)
+    for s, label in enumerate(patch_labels):
+        frame[f"use.{label}"] = outcome[s]
+    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "stages": stages,
+              "patch_stages": patch_labels, "positions": T, "r1_position": 1,
+              "bridge_found_mask": model.bridge_found_mask(S, T).tolist()}
+    return pd.DataFrame(frame), schema
+
+
+def records_path(run: Path, step: int, probe_type: str) -> Path:
+    return Path(run) / "analysis" / "queries" / f"step_{step:08d}.{probe_type}.parquet"
+
+
+def write_records(run: Path, step: int, probe_type: str, frame: pd.DataFrame, schema: dict) -> Path:
+    path = records_path(run, step, probe_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(path.parent / "schema.json", schema)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
+
+
+def bridge_use_table(frame: pd.DataFrame, schema: dict, probe_type: str, run: str = "", step: int = 0) -> pd.DataFrame:
+    """Tidy bridge-use table from a records frame: one row per patch stage (position r1), plus the maximum."""
+    agg = aggregate(frame, schema)
+    n = agg.get("n_use", 0)
+    records = [(run, step, probe_type, s, i, "r1", "bridge_use", agg.get(f"bridge_use@{s}"), n)
+               for i, s in enumerate(schema["patch_stages"])]
+    records.append((run, step, probe_type, "max", -1, "r1", "bridge_use", agg.get("bridge_use"), n))
+    return pd.DataFrame.from_records(records, columns=COLUMNS)

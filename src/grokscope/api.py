@@ -1,0 +1,349 @@
+"""The Python API: every stage the CLI runs, as a function, plus notebook handles on runs and studies.
+
+    import grokscope as gs
+    run = gs.open_run("reports/micro/runs/gpt_natural")
+    run.metrics.plot(x="step", y=["train_acc", "test_inferred_iid"])
+    model = run.model("last")
+    gs.lens(model, run.dataset.probes["test_inferred_iid"])
+
+The CLI is a thin layer over these functions (argument parsing and printing), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grokscope import artifacts, runs
+from grokscope.config import route_sets, split_set_items
+from grokscope.data.store import Dataset, ProbeSet
+from grokscope.errors import GrokscopeError
+from grokscope.models.export_tl import to_transformer_lens  # noqa: F401  (re-exported)
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def build_data(out: Path, preset: str = "micro", regime: str | None = None, aug: str | None = None,
+               sets: list[str] | None = None, transfer: bool = False, seed: int | None = None,
+               force: bool = False) -> Dataset:
+    """One dataset (a pre-training regime, or with ``transfer`` its fine-tuning set), written to ``out``."""
+    from grokscope.data.build import build_dataset
+    from grokscope.data.store import save
+    from grokscope.data.transfer import build_transfer
+
+    cfg = data_config(preset, regime, aug, sets, seed).validate(transfer=transfer)
+    artifacts.check_output_dir(Path(out), force, kind="dataset")
+    ds = build_dataset(cfg)
+    if transfer:
+        ds = build_transfer(ds, cfg)
+    save(ds, out, force=force)
+    return ds
+
+
+def data_config(preset: str, regime: str | None = None, aug: str | None = None, sets: list[str] | None = None,
+                seed: int | None = None):
+    from grokscope.data.config import Augmentation, DataConfig, resolve_data_config
+
+    aug_pairs = dict(route_sets(split_set_items([aug] if aug else []), {"aug": Augmentation})["aug"])
+    overrides = route_sets(split_set_items(sets), {"data": DataConfig})["data"]
+    if seed is not None:
+        overrides["seed"] = seed
+    return resolve_data_config(preset, regime, aug_pairs, overrides)
+
+
+def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets: list[str] | None = None,
+          resume: bool = False, force_config: bool = False, device: str = "auto", quiet: bool = False) -> dict:
+    """Train (or resume) a run; returns its summary."""
+    from grokscope.data.store import load
+    from grokscope.train.loop import train as train_loop
+
+    ds = load(data)
+    train_cfg, model_cfg = run_configs(model, preset, sets, ds.vocab.d_vocab)
+    return train_loop(ds, data, model_cfg, train_cfg, out, resume=resume, force_config=force_config, device=device,
+                      quiet=quiet)
+
+
+def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: int):
+    """(train config, model config) from a family, a training preset and ``--set`` items (train.K / model.K)."""
+    from grokscope.models.registry import family, model_config
+    from grokscope.train.config import TrainConfig, resolve_train_config
+
+    fam = family(family_name)
+    routed = route_sets(split_set_items(sets), {"train": TrainConfig, "model": fam.config_cls})
+    train_cfg = resolve_train_config(family_name, preset, routed["train"])
+    return train_cfg, model_config(family_name, train_cfg.model_config, d_vocab=d_vocab, overrides=routed["model"])
+
+
+def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
+            analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None,
+            device: str = "cpu") -> dict:
+    from grokscope.analysis.run_analysis import analyze as analyze_run
+
+    return analyze_run(Path(run), steps, probes, analyses, data, device)
+
+
+def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
+             sets: list[str] | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
+             resume: bool = False) -> dict:
+    """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary."""
+    from grokscope.train.config import TrainConfig
+    from grokscope.transfer import run_transfer
+
+    overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]
+    return run_transfer(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
+                        device=device, quiet=quiet, resume=resume)
+
+
+def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "cpu") -> dict:
+    """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
+    from grokscope.analysis.circuits import compare_paths
+    from grokscope.analysis.run_analysis import TRACE_EXAMPLES, resolve_probes, run_dataset, sample_rows
+
+    (run_a, step_a), (run_b, step_b) = parse_run_ref(a), parse_run_ref(b)
+    ds = run_dataset(run_a)
+    if out is not None:
+        artifacts.ensure_writable_parent(Path(out))
+    model_a, step_a = runs.load_model(run_a, step_a, device)
+    model_b, step_b = runs.load_model(run_b, step_b, device)
+    if model_a.cfg.d_vocab != model_b.cfg.d_vocab:
+        raise GrokscopeError("the two runs have different vocabularies; compare runs trained on the same graph")
+    rows = sample_rows(np.concatenate([ds.probe(t) for t in resolve_probes(ds, probes)]), TRACE_EXAMPLES)
+    result = {"a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", "step_a": step_a, "step_b": step_b,
+              **compare_paths(model_a, model_b, ds, rows)}
+    if out is not None:
+        artifacts.write_json_atomic(Path(out), result)
+    return result
+
+
+def export_tl(ref: str, out: Path | None = None, force: bool = False, check: bool = True) -> tuple[Path, float | None]:
+    """A gpt checkpoint in TransformerLens's layout; with ``check``, the max logit difference of the live TL model."""
+    import torch
+    from safetensors.torch import save_file
+
+    from grokscope.models.export_tl import tl_config, tl_state_dict
+
+    run, step = parse_run_ref(ref)
+    model, step = runs.load_model(run, step)
+    out = Path(out) if out else run / f"export_tl_step_{step:08d}"
+    artifacts.check_output_dir(out, force, kind="TransformerLens export")
+    state, config = tl_state_dict(model), tl_config(model)
+    tmp = artifacts.new_tmp_dir(out)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp / "tl_model.safetensors")
+    (tmp / "tl_config.json").write_text(json.dumps(config, indent=2))
+    artifacts.replace_dir(tmp, out)
+    diff = None
+    if check:
+        try:
+            tl = to_transformer_lens(model)
+        except GrokscopeError:
+            tl = None
+        if tl is not None:
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randint(1, model.cfg.d_vocab - 1, (64, model.cfg.n_ctx), generator=gen)
+            with torch.no_grad():
+                diff = (model(x) - tl(x)).abs().max().item()
+    return out, diff
+
+
+def study(preset: str = "micro", out: Path | None = None, executor: str = "local", address: str | None = None,
+          sets: list[str] | None = None, fresh: bool = False, runner=None, log=print) -> Path:
+    """Run a whole study and write its report; returns the report's path."""
+    from grokscope.study.run import run_study
+
+    out = Path(out) if out else Path("reports") / Path(preset).stem
+    return run_study(preset, out, executor=executor, address=address, overrides=sets, fresh=fresh, log=log,
+                     runner=runner)
+
+
+def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
+          address: str | None = None, model: str | None = None, runner=None, log=print) -> Path:
+    """Train over a grid of config values; returns the path of sweep.csv."""
+    from grokscope.sweep import run_sweep
+
+    out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
+    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner)
+
+
+def report(path: Path) -> Path:
+    from grokscope.report.build import build_report
+
+    path = Path(path)
+    if not (path / "study.json").is_file():
+        raise GrokscopeError(f"{path}: not a study folder (no study.json); run `grokscope study` first")
+    return build_report(path)
+
+
+def parse_run_ref(ref: str) -> tuple[Path, str | None]:
+    """'runs/x@1200' -> (runs/x, '1200'); 'runs/x' -> (runs/x, None), meaning the last checkpoint."""
+    if "@" in str(ref):
+        run, step = str(ref).rsplit("@", 1)
+        return Path(run), step
+    return Path(ref), None
+
+
+# ------------------------------------------------------------------------------------------------ analyses
+
+
+def _probe_set(probes) -> ProbeSet:
+    if not isinstance(probes, ProbeSet):
+        raise TypeError("pass a probe set, e.g. run.dataset.probes['test_inferred_iid']")
+    return probes
+
+
+def lens(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
+    """The logit-lens table (as ``analysis/lens.parquet``) of ``model`` on a probe set."""
+    from grokscope.analysis.logit_lens import lens_table
+    from grokscope.data.encoding import encode
+
+    probes = _probe_set(probes)
+    return lens_table(model, encode(probes.dataset, probes.rows).to(model.device), probes.name, run, step)
+
+
+def trace(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
+    """The causal-tracing table (as ``analysis/trace.parquet``) on up to 300 compositions of a probe set."""
+    from grokscope.analysis.patching import trace_table
+    from grokscope.analysis.run_analysis import TRACE_EXAMPLES, sample_rows
+    from grokscope.data.encoding import encode
+
+    probes = _probe_set(probes)
+    rows = sample_rows(probes.rows[probes.rows[:, 2] >= 0], TRACE_EXAMPLES)
+    return trace_table(model, encode(probes.dataset, rows), probes.dataset, rows, probes.name, run, step)
+
+
+def bridge_use(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
+    """The bridge-use table (as ``analysis/bridge_use.parquet``): per stage, the share of compositions whose answer
+    follows the donor's bridge when the r1 state is interchanged."""
+    from grokscope.analysis.queries import bridge_use_table, query_records
+
+    probes = _probe_set(probes)
+    frame, schema = query_records(model, probes.dataset, probes.rows)
+    return bridge_use_table(frame, schema, probes.name, run, step)
+
+
+# ------------------------------------------------------------------------------------------------ handles
+
+
+@dataclass
+class Checkpoints:
+    """A run's checkpoint steps, with the named ones (``sat``, ``grokked``, ``last``; None when never reached)."""
+
+    steps: list[int]
+    sat: int | None
+    grokked: int | None
+
+    @property
+    def last(self) -> int:
+        return self.steps[-1]
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class Run:
+    """A run folder: its config, metrics, summary, checkpoints, models and dataset."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config = artifacts.read_config(self.path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, family={self.config['model']['family']!r}, steps={len(self.checkpoints)})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return pd.DataFrame(artifacts.read_metrics(self.path))
+
+    @property
+    def summary(self) -> dict:
+        return artifacts.read_summary(self.path)
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        steps = runs.list_checkpoints(self.path)
+        if not steps:
+            return Checkpoints([], None, None)
+        return Checkpoints(steps, runs.named_step(self.path, "sat", steps),
+                           runs.named_step(self.path, "grokked", steps))
+
+    def model(self, step: int | str = "last", device: str = "cpu"):
+        """The hooked model at ``step`` (a number, 'sat', 'grokked' or 'last') in eval mode."""
+        return runs.load_model(self.path, step, device)[0]
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        from grokscope.analysis.run_analysis import run_dataset
+
+        return run_dataset(self.path)
+
+    @property
+    def analysis(self) -> dict[str, pd.DataFrame]:
+        """The tables ``grokscope analyze`` wrote (lens, trace, bridge_use), empty when not analysed."""
+        folder = self.path / "analysis"
+        return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("lens", "trace", "bridge_use")
+                if (folder / f"{name}.parquet").exists()}
+
+
+class Study:
+    """A study folder: its spec, findings and runs by role, read from the manifest ``study.json``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.manifest = artifacts.read_json(self.path / "study.json", "re-run `grokscope study`")
+
+    def __repr__(self) -> str:
+        return f"Study({str(self.path)!r}, {len(self.jobs)} jobs)"
+
+    @property
+    def spec(self) -> dict:
+        return self.manifest.get("spec", {})
+
+    @property
+    def jobs(self) -> pd.DataFrame:
+        return pd.DataFrame([{"job": name, "status": e.get("status"), **e.get("record", {})}
+                             for name, e in self.manifest.get("jobs", {}).items()])
+
+    def runs(self, role: str = "pretrain", **where) -> dict[str, Run]:
+        """Runs of a role (pretrain, finetune, control), filtered by record fields: ``runs(model="gpt")``."""
+        out = {}
+        for e in self.manifest.get("jobs", {}).values():
+            record = e.get("record", {})
+            if record.get("role") == role and all(record.get(k) == v for k, v in where.items()) and \
+                    (Path(record["path"]) / "summary.json").exists():
+                out[Path(record["path"]).name] = Run(record["path"])
+        return out
+
+    def run(self, model: str, regime: str, seed: int = 0) -> Run:
+        found = self.runs("pretrain", model=model, regime=regime, seed=seed)
+        if not found:
+            raise GrokscopeError(f"{self.path}: no finished {model} run on {regime} (seed {seed})")
+        return next(iter(found.values()))
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        """The findings table of the report, recomputed from the files."""
+        from grokscope.report.build import study_findings
+
+        return pd.DataFrame(study_findings(self.path))
+
+
+def open_run(path) -> Run:
+    return Run(path)
+
+
+def open_study(path) -> Study:
+    path = Path(path)
+    if not (path / "study.json").is_file():
+        raise GrokscopeError(f"{path}: not a study folder (no study.json)")
+    return Study(path)

@@ -1,0 +1,285 @@
+"""Files on disk, without torch: atomic writes, validated reads of every file the tool writes, write-target checks,
+and the lock that keeps two processes out of one run folder.
+
+A folder this tool wrote is recognised by its marker files (``OWNED``); ``--force`` replaces only such folders, never
+a folder holding anything else. Every read failure becomes one line, ``<path>: <what is wrong>; <how to fix>``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from grokscope.errors import GrokscopeError
+
+# What kind of folder the tool's own output makes -> the files that together identify it.
+OWNED = {"dataset": ("dataset.json", "vocab.json"), "run": ("config.yaml", "metrics.jsonl"),
+         "study": ("study.json",), "sweep": ("sweep.json",),
+         "TransformerLens export": ("tl_config.json", "tl_model.safetensors"),
+         "original-format export": ("grokscope-export.json",)}
+TMP_PREFIX = ".grokscope-tmp-"  # temporary siblings of atomic writes; leftovers are removed by the next write
+
+
+# ------------------------------------------------------------------------------------------------ atomic writes
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GrokscopeError(f"{path}: cannot write ({exc.strerror}); choose a writable location") from None
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value):
+    """JSON has no NaN: write non-finite floats as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(data) -> str:
+    return json.dumps(_finite(data), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, dumps(data))
+
+
+def write_yaml_atomic(path: Path, data) -> None:
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------------------ validated reads
+def read_json(path: Path, fix: str, kind: type = dict):
+    """JSON file -> object of type ``kind``; any problem is one line naming the file and ``fix``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GrokscopeError(f"{path}: missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrokscopeError(f"{path}: unreadable ({exc}); {fix}") from None
+    except ValueError as exc:
+        raise GrokscopeError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, kind):
+        raise GrokscopeError(f"{path}: holds a {type(data).__name__}, expected a {kind.__name__}; {fix}")
+    return data
+
+
+def read_yaml(path: Path, fix: str, kind: type = dict):
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise GrokscopeError(f"{path}: missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrokscopeError(f"{path}: unreadable ({exc}); {fix}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise GrokscopeError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc}); {fix}") from None
+    if not isinstance(data, kind):
+        raise GrokscopeError(f"{path}: holds a {type(data).__name__}, expected a {kind.__name__}; {fix}")
+    return data
+
+
+RUN_SECTIONS = ("data", "model", "train")
+
+
+def read_config(run: Path) -> dict:
+    """A run's ``config.yaml``, checked for the sections every stage relies on."""
+    run = Path(run)
+    if not run.is_dir():
+        raise GrokscopeError(f"{run}: no such run folder; train one with `grokscope train --out {run}`")
+    path = run / "config.yaml"
+    if not path.exists():
+        raise GrokscopeError(f"{run}: not a grokscope run (no config.yaml); train one with `grokscope train`")
+    fix = "restore it from a backup or train the run again"
+    cfg = read_yaml(path, fix)
+    for section in RUN_SECTIONS:
+        if not isinstance(cfg.get(section), dict):
+            raise GrokscopeError(f"{path}: section {section!r} is missing or not a mapping; {fix}")
+    for key in ("path", "fingerprint"):
+        if not isinstance(cfg["data"].get(key), str):
+            raise GrokscopeError(f"{path}: data.{key} is missing; {fix}")
+    if not isinstance(cfg["model"].get("family"), str) or not isinstance(cfg["model"].get("config"), dict):
+        raise GrokscopeError(f"{path}: model.family / model.config are missing; {fix}")
+    return cfg
+
+
+def read_metrics(run: Path, warn=None) -> list[dict]:
+    """Every readable row of ``metrics.jsonl`` in order. A damaged line is skipped and reported through ``warn``
+    (one call per line), never silently: the rows after it are kept."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a metrics row")
+        except ValueError:
+            if warn is not None:
+                warn(f"{path}: line {number} is unreadable and was skipped")
+            continue
+        rows.append(row)
+    return rows
+
+
+def read_summary(run: Path) -> dict:
+    return read_json(Path(run) / "summary.json", "re-run the command that wrote it (e.g. `grokscope train "
+                                                   "--resume`)")
+
+
+# ------------------------------------------------------------------------------------------------ write targets
+def owned_kind(path: Path) -> str | None:
+    """What kind of grokscope output ``path`` holds, or None when it is not one of this tool's folders."""
+    path = Path(path)
+    for kind, markers in OWNED.items():
+        if all((path / marker).is_file() for marker in markers):
+            return kind
+    return None
+
+
+def check_output_dir(out: Path, force: bool, kind: str, allow_kinds: tuple[str, ...] = ()) -> None:
+    """Before any work starts: ``out`` may be new or empty; with ``force`` it may hold this tool's own output of
+    ``kind`` (or ``allow_kinds``), which is then replaced. A file, a foreign folder or a read-only place is refused."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(TMP_PREFIX)):
+        found = owned_kind(out)
+        if not force:
+            what = f"holds a {found}" if found else "is not empty"
+            raise GrokscopeError(f"{out}: {what}; pass --force to replace it, or choose another --out")
+        if found not in (kind, *allow_kinds):
+            what = f"a {found}" if found else "files grokscope did not write"
+            raise GrokscopeError(f"{out}: holds {what}, so --force will not replace it; choose another --out")
+    ensure_writable_parent(out)
+
+
+def ensure_writable_parent(out: Path) -> None:
+    parent = Path(out).resolve().parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise GrokscopeError(f"{blocker}: is a file, so {out} cannot be created; choose another --out")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GrokscopeError(f"{parent}: cannot create ({exc.strerror}); choose a writable --out") from None
+    if not os.access(parent, os.W_OK) or not _can_create_in(parent):
+        raise GrokscopeError(f"{parent}: not writable; choose a writable --out")
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + "probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    folder = Path(folder)
+    ensure_writable_parent(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GrokscopeError(f"{folder}: cannot create ({exc.strerror}); choose a writable --out") from None
+    if not _can_create_in(folder):
+        raise GrokscopeError(f"{folder}: not writable; choose a writable --out")
+
+
+def clean_leftovers(parent: Path, name: str) -> None:
+    """Remove temporary siblings that a killed atomic write of ``name`` left behind in ``parent``."""
+    for leftover in Path(parent).glob(f"{TMP_PREFIX}{name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the complete folder ``tmp`` to ``out``; an old ``out`` is moved aside first and removed only after."""
+    out = Path(out)
+    if out.exists():
+        trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def new_tmp_dir(out: Path) -> Path:
+    out = Path(out)
+    clean_leftovers(out.resolve().parent, out.name)
+    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}-", dir=out.resolve().parent))
+
+
+# ------------------------------------------------------------------------------------------------ the run lock
+class FolderLock:
+    """An exclusive lock on a folder for one process (``fcntl.flock`` on ``<folder>/.lock``).
+
+    The kernel releases the lock when its holder dies, so a lock left by a killed process is taken over at once; the
+    file records the holder's pid and host for the message a second process prints."""
+
+    def __init__(self, folder: Path, what: str = "run"):
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise GrokscopeError(f"{self.path.parent}: this {self.what} is in use by {holder}; wait for it to "
+                                     f"finish or stop it, then try again") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,1 @@
+"""Torch-free measures shared by every stage: thresholds, milestones, regime labels and per-query aggregates."""

@@ -1,0 +1,67 @@
+"""Milestones and regime labels from a run's metrics rows (``metrics.jsonl``): torch-free, used by the trainer's
+summary, the analyses and the report alike."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from grokscope.metrics import thresholds as th
+
+TEST_METRICS = {"t_id": "test_inferred_iid", "t_ood": "test_inferred_ood"}
+
+
+def first_step(rows: list[dict], metric: str, threshold: float) -> int | None:
+    """The step of the first evaluation at which ``metric`` is at least ``threshold`` (None if never)."""
+    for row in rows:
+        value = row.get(metric)
+        if value is not None and value >= threshold:
+            return row["step"]
+    return None
+
+
+def milestones(rows: list[dict], sat_threshold: float, thresholds: list[float], bridge_metric: str) -> dict:
+    """t_sat (training accuracy >= sat_threshold) and t_<id|ood|bridge><pct> for each threshold; ``bridge_metric``
+    names the family's bridge measure (``bridge_use`` or ``bridge_found``), read on OOD compositions."""
+    out = {"t_sat": first_step(rows, "train_acc", sat_threshold)}
+    metrics = {**TEST_METRICS, "t_bridge": f"{bridge_metric}_ood"}
+    for prefix, metric in metrics.items():
+        for value in thresholds:
+            out[f"{prefix}{round(value * 100)}"] = first_step(rows, metric, value)
+    return out
+
+
+@dataclass
+class RegimeThresholds:
+    """The stated operationalisation of He et al.'s regimes (see ``docs/methods.md``)."""
+
+    sat: float = th.SATURATION
+    generalised: float = th.GENERALISED
+    high: float = th.HIGH
+    bridge_circuit: float = th.BRIDGE_CIRCUIT
+    bridge_fake: float = th.BRIDGE_FAKE
+    delay_factor: float = th.DELAY_FACTOR
+
+
+def classify_regime(rows: list[dict], test_metric: str, bridge_metric: str,
+                    limits: RegimeThresholds | None = None) -> dict:
+    """natural grokking / no delay / fake grokking / no generalisation, with the milestones that decided it.
+
+    ``bridge_metric`` is the full metric name (e.g. ``bridge_use_ood``). Fake grokking: test accuracy high while the
+    bridge measure, averaged over the evaluations where accuracy is high, stays below ``bridge_fake``."""
+    limits = limits or RegimeThresholds()
+    t_sat, t_gen = first_step(rows, "train_acc", limits.sat), first_step(rows, test_metric, limits.generalised)
+    high = [r for r in rows if (r.get(test_metric) or 0) >= limits.high]
+    bridges = [r[bridge_metric] for r in high if r.get(bridge_metric) is not None]
+    bridge_at_high = sum(bridges) / len(bridges) if bridges else None
+    if t_gen is None:
+        label = "no generalisation"
+    elif bridge_at_high is not None and bridge_at_high < limits.bridge_fake:
+        label = "fake grokking"
+    elif t_sat is not None and t_gen - t_sat >= limits.delay_factor * max(t_sat, 1):
+        label = "natural grokking"
+    else:
+        label = "no delay"
+    return {"regime": label, "test_metric": test_metric, "bridge_metric": bridge_metric, "t_sat": t_sat,
+            "t_gen": t_gen, "t_high": high[0]["step"] if high else None, "bridge_when_high": bridge_at_high,
+            "circuit": bridge_at_high is not None and bridge_at_high >= limits.bridge_circuit,
+            "final_test": rows[-1].get(test_metric) if rows else None, "thresholds": asdict(limits)}

@@ -1,0 +1,101 @@
+"""Aggregates from per-query records (``RUN/analysis/queries/``), without torch: what the report shows is computed
+here from one row per query, so a measure can be redefined without re-running any model.
+
+Measures (``docs/methods.md``):
+- ``answer_acc``: share of queries whose predicted answer token is t;
+- ``bridge_found`` / ``target_found``: He et al.'s logit-lens rates, b (t) the argmax at any counted stage and
+  position; ``bridge_found@<stage>`` per stage;
+- ``b_decodable_at_r1@<stage>``: Wang et al.'s top-1 share of b at the r1 position (descriptive);
+- ``bridge_use@<stage>`` and ``bridge_use`` (the maximum over stages): share of queries whose answer became the
+  donor's t' when the r1 state was interchanged (causal), over the queries that have a donor (``n_use``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grokscope.errors import GrokscopeError
+
+RECORD_NAME = re.compile(r"step_(\d{8})\.(.+)\.parquet$")
+
+
+def read_schema(folder: Path) -> dict:
+    path = Path(folder) / "schema.json"
+    try:
+        schema = json.loads(path.read_text())
+        if not isinstance(schema, dict) or not {"stages", "patch_stages", "positions"} <= set(schema):
+            raise ValueError("missing keys")
+    except (OSError, ValueError) as exc:
+        raise GrokscopeError(f"{path}: unreadable ({exc}); re-run `grokscope analyze`") from None
+    return schema
+
+
+def list_records(run: Path) -> list[tuple[int, str, Path]]:
+    """(step, probe type, path) of every records file of a run, ordered by step."""
+    folder = Path(run) / "analysis" / "queries"
+    found = []
+    for path in folder.glob("step_*.parquet") if folder.is_dir() else []:
+        match = RECORD_NAME.search(path.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), path))
+    return sorted(found)
+
+
+def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
+    """Every measure above for one records frame."""
+    stages, T = schema["stages"], schema["positions"]
+    n = len(frame)
+    out: dict[str, float] = {"n": n}
+    if n == 0:
+        return out
+    b, t = frame["b_token"].to_numpy(), frame["t_token"].to_numpy()
+    lens = np.stack([[frame[f"lens.{s}.{p}"].to_numpy() for p in range(T)] for s in stages])  # [S, T, B]
+    mask = np.asarray(schema.get("bridge_found_mask") or np.ones((len(stages), T), bool), dtype=bool)
+    hit_b = (lens == b) & mask[:, :, None]
+    hit_t = lens == t
+    out["answer_acc"] = float(frame["correct"].mean())
+    out["bridge_found"] = float(hit_b.any((0, 1)).mean())
+    out["target_found"] = float(hit_t.any((0, 1)).mean())
+    r1 = schema.get("r1_position", 1)
+    for i, s in enumerate(stages):
+        out[f"bridge_found@{s}"] = float(hit_b[i].any(0).mean())
+        out[f"b_decodable_at_r1@{s}"] = float((lens[i, r1] == b).mean())
+    has = frame["donor_t"].to_numpy() >= 0
+    out["n_use"] = int(has.sum())
+    uses = [float((frame.loc[has, f"use.{s}"] == 1).mean()) if has.any() else float("nan")
+            for s in schema["patch_stages"]]
+    for s, value in zip(schema["patch_stages"], uses):
+        out[f"bridge_use@{s}"] = value
+    finite = [u for u in uses if u == u]
+    out["bridge_use"] = max(finite) if finite else float("nan")
+    return out
+
+
+def run_aggregates(run: Path) -> pd.DataFrame:
+    """One row per (step, probe type) of a run: every measure of ``aggregate``."""
+    found = list_records(run)
+    if not found:
+        return pd.DataFrame()
+    schema = read_schema(Path(run) / "analysis" / "queries")
+    rows = []
+    for step, probe_type, path in found:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise GrokscopeError(f"{path}: unreadable ({type(exc).__name__}); re-run `grokscope analyze`") from None
+        rows.append({"step": step, "probe_type": probe_type, **aggregate(frame, schema)})
+    return pd.DataFrame(rows)
+
+
+def stage_profile(aggregates: pd.DataFrame, schema: dict, step: int, probe_type: str, measure: str) -> list[float]:
+    """Per-stage values of ``measure`` (bridge_use, bridge_found, b_decodable_at_r1) at one step and probe type."""
+    row = aggregates[(aggregates.step == step) & (aggregates.probe_type == probe_type)]
+    if row.empty:
+        return []
+    stages = schema["patch_stages"] if measure == "bridge_use" else schema["stages"]
+    return [float(row.iloc[0][f"{measure}@{s}"]) for s in stages]

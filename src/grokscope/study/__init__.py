@@ -1,0 +1,1 @@
+"""Whole studies: the spec (``spec.py``), the job plan and manifest (``plan.py``), executors and the run."""

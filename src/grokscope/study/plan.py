@@ -1,0 +1,189 @@
+"""The job plan of a study, and its manifest ``study.json``.
+
+Every job is a ``grokscope`` command line (so a job is exactly what a user could type) plus a structured record
+of what it is: its role (data, pretrain, analysis, finetune, control, compare), model, family, regime, seed,
+checkpoint reference, parent and output folder. The report reads roles from these records and never parses run
+names. ``sweep`` builds its jobs with the same builders.
+
+Layout of a study folder::
+
+    <study>/datasets/<regime>/            datasets
+    <study>/runs/<model>_<regime>[_s<seed>]/                  pre-training runs (+ analysis/)
+    <study>/runs/ft_<model>_<regime>_<checkpoint>/             fine-tunes; ft_<model>_control: the control
+    <study>/compare/<model>_natural_vs_both_full.json          cross-regime path comparisons
+    <study>/report.html, report.md, figures/, study.json
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grokscope import artifacts
+from grokscope.errors import GrokscopeError
+from grokscope.study.spec import StudySpec, data_sets, model_sets, spec_dict, transfer_sets
+
+STAGES = ("data", "train", "analyze", "transfer", "compare")
+MANIFEST_SCHEMA = 1
+
+
+@dataclass
+class Job:
+    name: str  # unique within the study, e.g. "train gpt_natural"
+    stage: str
+    argv: list[str]  # the grokscope command line, without the program name
+    out: Path  # the folder (or file) the job writes
+    done: Path  # exists when the job's outputs are complete
+    record: dict = field(default_factory=dict)  # role, model, family, regime, seed, checkpoint, parent, ...
+    resumable: bool = False  # an interrupted job continues with --resume
+    needs: list[str] = field(default_factory=list)  # names of jobs whose outputs it reads
+
+
+def set_args(values: dict) -> list[str]:
+    return [arg for k, v in (values or {}).items() for arg in ("--set", f"{k}={v}")]
+
+
+# ----------------------------------------------------------------------------------------------- job builders
+def data_job(preset: str, regime: str, out: Path, sets: dict, name: str | None = None) -> Job:
+    return Job(name or f"data {regime}", "data", ["data", "build", "--preset", preset, "--regime", regime, "--out",
+                                                  str(out), "--force", *set_args(sets)],
+               out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)})
+
+
+def train_job(model_name: str, family: str, preset: str, data_dir: Path, run: Path, sets: dict, record: dict,
+              needs: list[str]) -> Job:
+    return Job(f"train {run.name}", "train", ["train", "--data", str(data_dir), "--model", family, "--preset", preset,
+                                              "--out", str(run), "--quiet", *set_args(sets)],
+               run, run / "summary.json", {"role": "pretrain", "model": model_name, "family": family, **record,
+                                           "path": str(run)}, resumable=True, needs=needs)
+
+
+def analyze_job(run: Path, probes: str, steps: str, record: dict) -> Job:
+    return Job(f"analyze {run.name}", "analyze", ["analyze", str(run), "--probes", probes, "--steps", steps], run,
+               run / "analysis" / "summary.json", {**record, "role": "analysis", "path": str(run)},
+               needs=[f"train {run.name}"])
+
+
+def plan(spec: StudySpec, root: Path) -> list[Job]:
+    """Every job of the study, in dependency order."""
+    root = Path(root)
+    data_root, run_root = root / "datasets", root / "runs"
+    jobs: list[Job] = [data_job(spec.data.preset, r, data_root / r, data_sets(spec)) for r in spec.regimes]
+    pretrain: dict[tuple[str, str, int], Path] = {}
+    for model in spec.models:
+        train_over, model_over = model_sets(model)
+        sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
+        for regime in spec.regimes_of(model):
+            for seed in spec.seeds:
+                suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
+                run = run_root / f"{model.name}_{regime}{suffix}"
+                seeded = {**sets, "train.seed": seed} if len(spec.seeds) > 1 else sets
+                job = train_job(model.name, model.family, model.preset, data_root / regime, run, seeded,
+                                {"regime": regime, "seed": seed}, needs=[f"data {regime}"])
+                jobs.append(job)
+                jobs.append(analyze_job(run, spec.analysis.probes, spec.analysis.steps, job.record))
+                pretrain[(model.name, regime, seed)] = run
+    if spec.transfer is not None:
+        jobs += _transfer_jobs(spec, run_root, pretrain)
+    for model in spec.models:
+        regimes = spec.regimes_of(model)
+        if "natural" in regimes and "both_full" in regimes:
+            for seed in spec.seeds:
+                a, b = pretrain[(model.name, "natural", seed)], pretrain[(model.name, "both_full", seed)]
+                out = root / "compare" / f"{a.name}_vs_{b.name}.json"
+                jobs.append(Job(f"compare {a.name} {b.name}", "compare",
+                                ["compare", f"{a}@last", f"{b}@last", "--out", str(out)], out, out,
+                                {"role": "compare", "model": model.name, "family": model.family, "seed": seed,
+                                 "a": str(a), "b": str(b), "regime_a": "natural", "regime_b": "both_full",
+                                 "checkpoint": "last", "path": str(out)},
+                                needs=[f"train {a.name}", f"train {b.name}"]))
+    return jobs
+
+
+def _transfer_jobs(spec: StudySpec, run_root: Path, pretrain: dict) -> list[Job]:
+    t, jobs = spec.transfer, []
+    model = spec.model(t.model)
+    common = ["--preset", t.preset, "--quiet", *set_args(transfer_sets(spec))]
+    seed = spec.seeds[0]
+    for regime in t.from_:
+        parent = pretrain[(model.name, regime, seed)]
+        for ckpt in t.checkpoints:
+            run = run_root / f"ft_{model.name}_{regime}_{ckpt}"
+            jobs.append(Job(f"transfer {run.name}", "transfer", ["transfer", "--from", f"{parent}@{ckpt}", "--out",
+                                                                 str(run), *common],
+                            run, run / "summary.json",
+                            {"role": "finetune", "model": model.name, "family": model.family, "regime": regime,
+                             "seed": seed, "checkpoint": ckpt, "parent": str(parent), "path": str(run)},
+                            resumable=True, needs=[f"train {parent.name}"]))
+    if t.control:
+        parent = pretrain[(model.name, "natural", seed)]
+        run = run_root / f"ft_{model.name}_control"
+        jobs.append(Job(f"transfer {run.name}", "transfer", ["transfer", "--from", str(parent), "--control", "--out",
+                                                             str(run), *common],
+                        run, run / "summary.json",
+                        {"role": "control", "model": model.name, "family": model.family, "regime": "natural",
+                         "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run)},
+                        resumable=True, needs=[f"train {parent.name}"]))
+    return jobs
+
+
+# ----------------------------------------------------------------------------------------------- the manifest
+class Manifest:
+    """``study.json``: the spec, every job's command and record, its status and time, and stage timings."""
+
+    def __init__(self, root: Path, data: dict):
+        self.root, self.data = Path(root), data
+
+    @classmethod
+    def open(cls, root: Path) -> "Manifest":
+        path = Path(root) / "study.json"
+        if not path.exists():
+            return cls(root, {"schema": MANIFEST_SCHEMA, "jobs": {}, "stage_seconds": {}})
+        data = artifacts.read_json(path, "remove the study folder or pass --fresh to start over")
+        if data.get("schema") != MANIFEST_SCHEMA or not isinstance(data.get("jobs"), dict):
+            raise GrokscopeError(f"{path}: not a study manifest this grokscope reads; pass --fresh to start over")
+        return cls(root, data)
+
+    def status(self, job: Job) -> str:
+        return self.data["jobs"].get(job.name, {}).get("status", "pending")
+
+    def changed_finished(self, jobs: list[Job]) -> list[str]:
+        """Finished jobs whose command would now differ: continuing would mix two configurations."""
+        out = []
+        for job in jobs:
+            old = self.data["jobs"].get(job.name)
+            if old and old.get("status") == "done" and old.get("argv") != job.argv and job.done.exists():
+                out.append(job.name)
+        return out
+
+    def update(self, spec: StudySpec, jobs: list[Job]) -> None:
+        self.data["spec"] = spec_dict(spec)
+        recorded = self.data["jobs"]
+        for job in jobs:
+            old = recorded.get(job.name, {})
+            entry = {**old, "stage": job.stage, "argv": job.argv, "record": job.record, "needs": job.needs,
+                     "out": str(job.out)}
+            if old.get("argv") not in (None, job.argv) and old.get("status") != "done":
+                entry["status"] = "stale"  # changed before it finished: its partial output is cleared
+            recorded[job.name] = entry
+        for name in [n for n in recorded if n not in {j.name for j in jobs}]:
+            del recorded[name]  # jobs the new spec no longer has (never finished ones: changed_finished checked)
+        self.save()
+
+    def mark(self, job: Job, status: str, seconds: float | None = None, note: str | None = None) -> None:
+        entry = self.data["jobs"].setdefault(job.name, {})
+        entry.update(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 2)
+        if note:
+            entry["note"] = note
+        self.save()
+
+    def add_stage_time(self, stage: str, seconds: float) -> None:
+        self.data["stage_seconds"][stage] = self.data["stage_seconds"].get(stage, 0.0) + seconds
+        self.save()
+
+    def save(self) -> None:
+        artifacts.write_json_atomic(self.root / "study.json", self.data)
+

@@ -1,0 +1,114 @@
+"""``grokscope study``: one command runs a whole study, stage by stage, and writes the report.
+
+The whole plan is validated before the first job. Stages run in dependency order (data, train, analyze, transfer,
+compare, then the report). A finished job is skipped; an interrupted training job resumes from its last checkpoint,
+or starts over when it died before its first one. A re-run with changed settings continues as long as only jobs
+that have not finished change; ``--fresh`` is needed only when a finished job would change.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from grokscope import artifacts, runs
+from grokscope.errors import GrokscopeError
+from grokscope.study.executors import Runner, make_executor
+from grokscope.study.plan import STAGES, Job, Manifest, plan
+from grokscope.study.spec import load_spec
+
+
+def prepare_study_dir(out: Path, fresh: bool) -> None:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file; choose another --out")
+    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
+        if not (out / "study.json").exists():
+            raise GrokscopeError(f"{out}: exists and is not a study folder; choose another --out (--fresh only "
+                                 f"replaces a study folder)")
+        if fresh:
+            shutil.rmtree(out)
+    artifacts.ensure_writable_dir(out)
+
+
+def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,
+              overrides: list[str] | None = None, fresh: bool = False, log=print, runner: Runner | None = None) -> Path:
+    from grokscope.report.build import build_report
+
+    spec = load_spec(preset, overrides)
+    out = Path(out)
+    prepare_study_dir(out, fresh)
+    with artifacts.FolderLock(out, "study"):
+        jobs = plan(spec, out)
+        manifest = Manifest.open(out)
+        changed = manifest.changed_finished(jobs)
+        if changed:
+            raise GrokscopeError(f"{out}: finished jobs would change ({', '.join(changed[:4])}"
+                                 f"{' ...' if len(changed) > 4 else ''}); choose another --out or pass --fresh to "
+                                 f"start over")
+        manifest.update(spec, jobs)
+        ex = make_executor(executor, address, runner, log)
+        for stage in STAGES:
+            _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log)
+        t0 = time.time()
+        report = build_report(out)
+        manifest.add_stage_time("report", time.time() - t0)
+    return report
+
+
+def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log) -> None:
+    todo = []
+    for job in jobs:
+        status = manifest.status(job)
+        if job.done.exists() and status in ("done", "pending"):
+            if status != "done":  # finished before its process could record it
+                manifest.mark(job, "done")
+            continue
+        if status == "skipped":
+            continue
+        skip = _skip_reason(job)
+        if skip:
+            log(f"[{stage}] {job.name}: skipped ({skip})")
+            manifest.mark(job, "skipped", note=skip)
+            continue
+        todo.append((job, _argv(job, status)))
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log(f"[{stage}] {skipped} job(s) already complete or skipped")
+    if not todo:
+        return
+    t0 = time.time()
+
+    def on_done(job: Job, code: int, seconds: float) -> None:
+        if code != 0:
+            manifest.mark(job, "failed", seconds)
+            raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
+                                 f"finished jobs are kept and skipped")
+        manifest.mark(job, "done", seconds)
+
+    ex.run(todo, on_done)
+    manifest.add_stage_time(stage, time.time() - t0)
+
+
+def _skip_reason(job: Job) -> str | None:
+    """A fine-tune from a named checkpoint its parent never reached is not run (and the report says why)."""
+    ckpt, parent = job.record.get("checkpoint"), job.record.get("parent")
+    if job.stage == "transfer" and ckpt in ("sat", "grokked") and parent:
+        steps = runs.list_checkpoints(Path(parent))
+        if steps and runs.named_step(Path(parent), ckpt, steps) is None:
+            return f"the parent never reached {'training saturation' if ckpt == 'sat' else 'ID test >= 0.9'}"
+    return None
+
+
+def _argv(job: Job, status: str) -> list[str]:
+    """The job's command, with --resume for an interrupted run that has a checkpoint; a run that changed before it
+    finished, or died before its first checkpoint, starts over."""
+    if not job.resumable or not (job.out / "config.yaml").exists():
+        return job.argv
+    if status == "stale":
+        runs.clear_run(job.out, keep=("data",))
+        return job.argv
+    if runs.clear_unstarted_run(job.out, keep=("data",)):
+        return job.argv
+    return [*job.argv, "--resume"]

@@ -1,0 +1,233 @@
+"""The study spec: a typed dataclass read from a preset YAML, strict at every level, validated as a whole before
+the first job runs (every family, preset, regime, checkpoint name and ``set`` key of every entry).
+
+``--set`` on a study uses the one grammar with the sections ``data``, ``train``, ``model`` (applied to every model
+of the study) and ``transfer``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from grokscope import artifacts
+from grokscope.config import from_dict, route_sets, split_set_items, to_dict
+from grokscope.data.config import DATA_PRESETS, REGIMES, DataConfig, resolve_data_config
+from grokscope.errors import GrokscopeError
+from grokscope.models.registry import FAMILIES, model_config
+from grokscope.train.config import TrainConfig, resolve_train_config
+from grokscope.transfer import TRANSFER_PRESETS
+
+CHECKPOINT_NAMES = ("sat", "grokked", "last")
+PROBE_NAMES = ("ood", "iid", "train", "test_inferred_ood", "test_inferred_iid", "train_inferred", "id_atomic",
+               "ood_atomic")
+
+
+@dataclass
+class DataSpec:
+    preset: str = "micro"  # a data preset (smoke, micro, mini, paper)
+    set: dict[str, Any] = field(default_factory=dict)  # data config overrides
+
+
+@dataclass
+class ModelSpec:
+    name: str  # run names are <name>_<regime>; unique within a study
+    family: str  # gpt | trm | any registered family
+    preset: str  # the family's training preset
+    regimes: list[str] | None = None  # default: every regime of the study
+    set: dict[str, Any] = field(default_factory=dict)  # train.KEY / model.KEY (bare keys: the one that has it)
+
+
+@dataclass
+class AnalysisSpec:
+    probes: str = "ood,iid,train"
+    steps: str = "0,sat,grokked,last"
+
+
+@dataclass
+class TransferSpec:
+    model: str  # which model's runs are fine-tuned
+    from_: list[str] = field(default_factory=list, metadata={"key": "from"})  # regimes of the parents
+    checkpoints: list[str] = field(default_factory=lambda: ["last"])  # sat | grokked | last | a step
+    control: bool = False  # plus the same architecture from scratch on the natural transfer set
+    preset: str = "scaled"
+    set: dict[str, Any] = field(default_factory=dict)  # train overrides of the fine-tunes
+
+
+@dataclass
+class StudySpec:
+    name: str
+    tier: str
+    data: DataSpec
+    regimes: list[str]
+    models: list[ModelSpec]
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    transfer: TransferSpec | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])  # one pre-training run per model, regime and seed
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+    def regimes_of(self, model: ModelSpec) -> list[str]:
+        return model.regimes if model.regimes is not None else list(self.regimes)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("grokscope.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(preset: str) -> dict:
+    """A preset name (smoke, micro, mini, paper, ...) or a path to a YAML file, as a dict."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise GrokscopeError(f"{path}: no such study file; give a preset name ({', '.join(preset_names())}) or "
+                                 f"an existing YAML file")
+        return artifacts.read_yaml(path, "fix the YAML (see the presets in src/grokscope/presets/)")
+    if preset not in preset_names():
+        raise GrokscopeError(f"unknown study preset {preset!r}; choose one of {', '.join(preset_names())} or a YAML "
+                             f"file")
+    with resources.as_file(resources.files("grokscope.presets").joinpath(f"{preset}.yaml")) as path:
+        return artifacts.read_yaml(path, "reinstall grokscope")
+
+
+def apply_study_sets(raw: dict, items: list[str] | None) -> dict:
+    """``--set data.K=V | train.K=V | model.K=V | transfer.K=V`` applied to a raw study dict."""
+    pairs = split_set_items(items)
+    if not pairs:
+        return raw
+    routed = route_sets(pairs, {"data": DataConfig, "train": TrainConfig, "model": None, "transfer": TrainConfig})
+    raw = copy.deepcopy(raw)
+    for key, value in routed["data"].items():
+        raw.setdefault("data", {}).setdefault("set", {})[key] = value
+    for model in raw.get("models") or []:
+        if isinstance(model, dict):
+            for section in ("train", "model"):
+                for key, value in routed[section].items():
+                    model.setdefault("set", {})[f"{section}.{key}"] = value
+    if routed["transfer"]:
+        if not isinstance(raw.get("transfer"), dict):
+            raise GrokscopeError("--set transfer.KEY needs a study with a transfer section")
+        raw["transfer"].setdefault("set", {}).update(routed["transfer"])
+    return raw
+
+
+def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
+    """Read, override and validate a study; every problem of every entry is reported at once."""
+    spec = from_dict(StudySpec, apply_study_sets(read_preset(preset), overrides), "study")
+    problems = validate(spec)
+    if problems:
+        raise GrokscopeError(problems)
+    return spec
+
+
+def spec_dict(spec: StudySpec) -> dict:
+    return to_dict(spec)
+
+
+def data_sets(spec: StudySpec) -> dict:
+    """The data ``set`` with bare keys (``data.phi`` and ``phi`` are the same key)."""
+    return route_sets(list(spec.data.set.items()), {"data": DataConfig})["data"]
+
+
+def transfer_sets(spec: StudySpec) -> dict:
+    """The transfer ``set`` with bare train keys."""
+    return route_sets(list(spec.transfer.set.items()), {"train": TrainConfig})["train"] if spec.transfer else {}
+
+
+def model_sets(model: ModelSpec) -> tuple[dict, dict]:
+    """A model entry's ``set`` split into (train overrides, model overrides)."""
+    fam = FAMILIES.get(model.family)
+    routed = route_sets(list(model.set.items()),
+                        {"train": TrainConfig, "model": fam.config_cls if fam else None})
+    return routed["train"], routed["model"]
+
+
+def validate(spec: StudySpec) -> list[str]:
+    """Every problem of the spec, one line each (empty when the whole plan can run)."""
+    p = []
+    if not spec.name or any(c in spec.name for c in "/\\"):
+        p.append(f"study.name {spec.name!r} must be a non-empty name without slashes")
+    bad_regimes = [r for r in spec.regimes if r not in REGIMES]
+    if bad_regimes or not spec.regimes:
+        p.append(f"study.regimes {spec.regimes}: choose from {', '.join(REGIMES)}")
+    if spec.data.preset not in DATA_PRESETS:
+        p.append(f"study.data.preset {spec.data.preset!r}: choose one of {', '.join(DATA_PRESETS)}")
+    else:
+        p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec)).validate(),
+                     "study.data")
+    if not spec.seeds or any(not isinstance(s, int) or s < 0 for s in spec.seeds):
+        p.append(f"study.seeds {spec.seeds}: give non-negative integers")
+    names = [m.name for m in spec.models]
+    if not names or len(set(names)) != len(names):
+        p.append(f"study.models: give at least one model, with unique names (got {names})")
+    for i, model in enumerate(spec.models):
+        where = f"study.models[{i}] ({model.name})"
+        if not model.name or not model.name.replace("_", "").isalnum():
+            p.append(f"{where}: name must be letters, digits or _")
+        if model.family not in FAMILIES:
+            p.append(f"{where}.family {model.family!r}: choose one of {', '.join(FAMILIES)}")
+            continue
+        extra = [r for r in spec.regimes_of(model) if r not in spec.regimes]
+        if extra:
+            p.append(f"{where}.regimes {extra} are not regimes of the study ({', '.join(spec.regimes)})")
+        p += _errors(lambda m=model: _check_model(m), where)
+    p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
+    p += [f"study.analysis.steps: {x}" for x in _step_problems(spec.analysis.steps.split(","), allow_all=True)]
+    if spec.transfer is not None:
+        p += _transfer_problems(spec)
+    return p
+
+
+def _check_model(model: ModelSpec) -> None:
+    train_over, model_over = model_sets(model)
+    cfg = resolve_train_config(model.family, model.preset, train_over)
+    model_config(model.family, cfg.model_config, d_vocab=128, overrides=model_over)
+
+
+def _errors(fn, where: str) -> list[str]:
+    try:
+        fn()
+    except GrokscopeError as exc:
+        return [f"{where}: {problem}" for problem in exc.problems]
+    return []
+
+
+def _probe_problems(spec: str) -> list[str]:
+    items = [i.strip() for i in spec.split(",") if i.strip()]
+    bad = [i for i in items if i not in PROBE_NAMES]
+    return [f"{', '.join(bad) or 'nothing'} is not a probe type; choose from {', '.join(PROBE_NAMES)}"] \
+        if bad or not items else []
+
+
+def _step_problems(items: list[str], allow_all: bool = False) -> list[str]:
+    names = CHECKPOINT_NAMES + (("all",) if allow_all else ())
+    bad = [i for i in (x.strip() for x in items) if i not in names and not i.isdigit()]
+    return [f"{', '.join(bad)}: not a checkpoint; use {', '.join(names)} or a step number"] if bad else []
+
+
+def _transfer_problems(spec: StudySpec) -> list[str]:
+    t, p = spec.transfer, []
+    names = [m.name for m in spec.models]
+    if t.model not in names:
+        return [f"study.transfer.model {t.model!r}: not a model of the study ({', '.join(names)})"]
+    model = spec.model(t.model)
+    missing = [r for r in t.from_ if r not in spec.regimes_of(model)]
+    if missing or not t.from_:
+        p.append(f"study.transfer.from {t.from_}: choose regimes that {t.model} is trained on "
+                 f"({', '.join(spec.regimes_of(model))})")
+    if t.control and "natural" not in spec.regimes_of(model):
+        p.append(f"study.transfer.control needs {t.model} trained on the natural regime")
+    p += [f"study.transfer.checkpoints: {x}" for x in _step_problems(t.checkpoints)]
+    if t.preset not in TRANSFER_PRESETS:
+        p.append(f"study.transfer.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
+    if spec.data.preset in DATA_PRESETS:
+        p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec))
+                     .validate(transfer=True), "study.data (the transfer sets)")
+    p += _errors(lambda: resolve_train_config(model.family, model.preset, {**model_sets(model)[0],
+                                                                           **transfer_sets(spec)}),
+                 "study.transfer.set")
+    return p

@@ -1,0 +1,135 @@
+"""``TrainState``: everything a checkpoint holds, and how it saves and restores itself.
+
+A checkpoint holds the weights evaluation uses (EMA weights when EMA is on), the raw weights, the optimiser states,
+the Grokfast average, the GradScaler, the RNG states, the data position and every loop counter, so a resumed run
+continues bit-identically on the CPU. Restored tensors are moved to the model's device.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from grokscope import runs
+from grokscope.errors import GrokscopeError
+from grokscope.train.batches import BatchOrder
+from grokscope.train.optim import EMA, Grokfast, load_optimizer_tensors, make_optimizers, optimizer_tensors
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs to continue bit-identically."""
+
+    step: int = 0
+    wall_seconds: float = 0.0  # training + evaluation time before this process started
+    loss_sum: float = 0.0  # train loss accumulated since the last evaluation
+    loss_count: int = 0
+    rule_streak: int = 0  # consecutive evaluations meeting stop_when
+    stop_at: int | None = None  # step at which the stop rule ends the run
+    stop_reason: str = ""
+    cut_short: bool = False  # stopped by the wall-clock safety net, not by its step budget
+    data: dict = field(default_factory=dict)
+
+
+class TrainState:
+    def __init__(self, model, cfg, n_train: int, device: str):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.optimizers = make_optimizers(model, cfg, device)
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.optimizers]
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.eval_model = copy.deepcopy(model) if self.ema is not None else model
+        self.grokfast = Grokfast(cfg.grokfast_alpha, cfg.grokfast_lambda) if cfg.grokfast_lambda > 0 else None
+        self.scaler = torch.amp.GradScaler("cuda") if (cfg.precision == "fp16" and device == "cuda") else None
+        self.order = BatchOrder(n_train, cfg.batch_size, cfg.seed, cfg.drop_last, device=device)
+        self.loop = LoopState()
+        # The train loss accumulates on the device and is read only at evaluations and checkpoints (no per-step sync).
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+
+    # ------------------------------------------------------------------------------------------------ reading
+    def eval_weights(self) -> dict:
+        return self.ema.state_dict_for(self.model) if self.ema is not None else self.model.state_dict()
+
+    def evaluation_model(self):
+        """The model evaluation runs: the EMA weights loaded into a copy when EMA is on."""
+        if self.ema is not None:
+            self.eval_model.load_state_dict(self.eval_weights())
+        return self.eval_model
+
+    def take_train_loss(self) -> float | None:
+        """Mean train loss since the last call (None before any step); raises if it is not finite."""
+        total = float(self.loss_sum) + self.loop.loss_sum
+        count = self.loop.loss_count
+        if count and not math.isfinite(total):
+            raise NonFiniteLoss(total)
+        self.loss_sum.zero_()
+        self.loop.loss_sum, self.loop.loss_count = 0.0, 0
+        return total / count if count else None
+
+    def check_finite(self) -> None:
+        """Refuse to checkpoint weights trained on a non-finite loss."""
+        total = float(self.loss_sum) + self.loop.loss_sum
+        if not math.isfinite(total):
+            raise NonFiniteLoss(total)
+
+    # ------------------------------------------------------------------------------------------------ persistence
+    def save(self, run: Path, step: int, max_steps: int) -> None:
+        self.check_finite()
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        groups = {}
+        for i, opt in enumerate(self.optimizers):
+            t, groups[str(i)] = optimizer_tensors(opt, f"optim{i}")
+            tensors.update(t)
+        if self.grokfast is not None:
+            tensors.update({f"grokfast.{k}": v for k, v in self.grokfast.ema.items()})
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        self.loop.data = self.order.state()
+        self.loop.loss_sum += float(self.loss_sum)
+        self.loss_sum.zero_()
+        meta = {"loop": asdict(self.loop), "param_groups": groups, "max_steps": max_steps,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        runs.save_checkpoint(run, step, self.eval_weights(), tensors, meta)
+
+    def restore(self, run: Path, warn=print) -> int:
+        """Load the last readable checkpoint of ``run`` (falling back past damaged ones); returns its step."""
+        for step in reversed(runs.list_checkpoints(run)):
+            try:
+                weights, tensors, meta = runs.load_checkpoint(run, step)
+                break
+            except runs.CorruptCheckpoint as exc:
+                warn(f"warning: {exc}; falling back to the previous checkpoint")
+        else:
+            raise GrokscopeError(f"{run}: has no readable checkpoint to resume from; start a new run")
+        model_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model_tensors, strict=True)
+            for i, opt in enumerate(self.optimizers):
+                load_optimizer_tensors(opt, f"optim{i}", tensors, meta["param_groups"][str(i)])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GrokscopeError(f"{runs.step_dir(run, step)}: cannot be loaded into this model ({first}); resume "
+                                 f"with the run's original model settings") from None
+        if self.ema is not None:
+            self.ema.load(weights, self.device)
+        if self.grokfast is not None:
+            self.grokfast.load({k[9:]: v for k, v in tensors.items() if k.startswith("grokfast.")}, self.device)
+        torch.set_rng_state(tensors["rng.cpu"])
+        if self.device == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.loop = LoopState(**meta["loop"])
+        self.order = BatchOrder(self.order.n, self.cfg.batch_size, self.cfg.seed, self.cfg.drop_last,
+                                device=self.device, **self.loop.data)
+        return step
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, value: float):
+        super().__init__(f"training loss became {value}")
+        self.value = value

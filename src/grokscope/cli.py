@@ -68,7 +68,8 @@ def data_family(
     cfg = api.data_config(preset, None, None, overrides, seed)
     problems = cfg.problems(transfer=bool(transfer))
     if problems:
-        raise GrokscopeError(problems + (["or build without transfer sets: --no-transfer"] if transfer else []))
+        raise GrokscopeError([f"{p} (or build without transfer sets: --no-transfer)" if transfer else p
+                              for p in problems])
     if transfer is None:
         transfer_problems = cfg.problems(transfer=True)
         transfer = not transfer_problems
@@ -359,11 +360,18 @@ def run_in_process(argv: list[str]) -> int:
     return 0
 
 
+def _click_exceptions():
+    try:
+        from typer._click import exceptions  # typer >= 0.20 vendors its own click
+    except ImportError:  # pragma: no cover - older typer uses the click package
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line each and exit code 2; usage errors print typer's
     usage message and exit 2; Ctrl-C exits 130."""
-    import click
-
+    exc_types = _click_exceptions()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=args, standalone_mode=False, prog_name="grokscope")
@@ -371,20 +379,21 @@ def main(argv: list[str] | None = None) -> None:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.NoArgsIsHelpError as exc:  # a bare `grokscope` or group: the help, as a usage error
-        print(exc.ctx.get_help() if exc.ctx else "", file=sys.stderr)
+    except exc_types.NoArgsIsHelpError:  # a bare `grokscope` (or command group): typer printed the help
         sys.exit(2)
-    except click.ClickException as exc:  # unknown command / option, bad value type, missing argument
-        exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except exc_types.ClickException as exc:  # unknown command / option, bad value type, missing argument
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+        except ImportError:  # pragma: no cover - typer without rich
+            exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

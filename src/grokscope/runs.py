@@ -72,6 +72,16 @@ def save_checkpoint(run: Path, step: int, model_weights: dict, state: dict, meta
     return final
 
 
+def clean_leftovers(run: Path) -> None:
+    """Remove what killed writes left in a run folder: temporary checkpoint folders and half-written files. Only
+    called by the process that holds the run's lock."""
+    root = Path(run)
+    for leftover in (root / "checkpoints").glob(".tmp-*") if (root / "checkpoints").is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(".*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
 def list_checkpoints(run: Path) -> list[int]:
     """Steps of complete checkpoints (those with meta.json), ascending."""
     root = Path(run) / "checkpoints"
@@ -209,8 +219,9 @@ def prepare_run_dir(out: Path, config: dict, resume: bool, force_config: bool, k
                                  f"{config['data']['fingerprint']}; resume with the run's own dataset")
         diffs = config_differences(old, config)
         if diffs and not force_config:
-            raise GrokscopeError([f"config changed since the run started: {d}" for d in diffs]
-                                 + ["resume with the original settings, or pass --force-config to accept changes"])
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise GrokscopeError(f"{out}: config changed since the run started ({shown}); resume with the original "
+                                 f"settings, or pass --force-config to accept the changes")
         return
     if resume:
         raise GrokscopeError(f"{out}: nothing to resume (no config.yaml); drop --resume to start a new run")

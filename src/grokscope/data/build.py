@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grokscope import artifacts
 from grokscope.data.augment import SOURCE_NATURAL, augment
 from grokscope.data.composition import Paths, cap_valid, sample_cap, split_paths
 from grokscope.data.config import REGIMES, DataConfig
@@ -15,6 +16,7 @@ from grokscope.data.kg import STREAM_PROBES, generate_kg, stream
 from grokscope.data.store import BASE_PROBE_TYPES, Dataset, save
 from grokscope.data.transfer import build_transfer
 from grokscope.data.vocab import Vocab
+from grokscope.errors import GrokscopeError
 
 
 def build_dataset(cfg: DataConfig) -> Dataset:
@@ -65,9 +67,26 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     return Dataset(meta=meta, vocab=Vocab(cfg.num_entities, cfg.num_relations), arrays=arrays).finalize()
 
 
+def check_family_dir(out: Path, force: bool, names: list[str]) -> None:
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(artifacts.TMP_PREFIX)
+                   and artifacts.owned_kind(p) != "dataset"]
+        if foreign:
+            raise GrokscopeError(f"{out}: holds files grokscope did not write ({', '.join(sorted(foreign)[:3])}); "
+                                 f"choose another --out")
+    for name in names:
+        artifacts.check_output_dir(out / name, force, kind="dataset")
+
+
 def build_family(cfg: DataConfig, out: Path, force: bool = False, transfer: bool = True,
                  log=print) -> dict[str, Path]:
-    """Build every named regime of ``cfg``'s graph into ``out/<regime>`` (and ``out/<regime>_transfer``)."""
+    """Build every named regime of ``cfg``'s graph into ``out/<regime>`` (and ``out/<regime>_transfer``).
+
+    Before anything is built: ``out`` must be new, empty, or hold only dataset folders (an earlier family, replaced
+    with ``force``)."""
+    check_family_dir(Path(out), force, [f"{r}{s}" for r in REGIMES for s in ("", "_transfer")])
     written = {}
     for regime, aug in REGIMES.items():
         rcfg = dataclasses.replace(cfg, **dataclasses.asdict(aug))

@@ -122,6 +122,22 @@ def _mixed(new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[first], cat[first]
 
 
+def kept_old_items(parent: Dataset, lookup: np.ndarray, budget: int, rng: np.random.Generator):
+    """Old items kept by closure: keys are the old training atomic facts, items the old compositions that use them
+    (``select_closure``). Returns (kept key mask, kept composition mask)."""
+    atomic, train_atomic = parent.arrays["atomic"], parent.arrays["train_atomic"]
+    train_inf = parent.arrays["train_inferred"]
+    key_fact = lookup[train_atomic[:, 0], train_atomic[:, 1]]
+    key_of_fact = np.full(len(atomic), -1, dtype=np.int64)
+    key_of_fact[key_fact] = np.arange(len(key_fact))
+    k1 = key_of_fact[lookup[train_inf[:, 0], train_inf[:, 1]]]
+    k2 = key_of_fact[lookup[train_inf[:, 3], train_inf[:, 2]]]
+    items = np.arange(len(train_inf))
+    dep_key, dep_item = np.concatenate([k1, k2]), np.concatenate([items, items])
+    valid = dep_key >= 0
+    return select_closure(len(key_fact), dep_key[valid], dep_item[valid], len(train_inf), budget, rng)
+
+
 def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
     """The transfer dataset of ``parent`` (a pre-training dataset), following He et al. §5.1 and the authors' code,
     with sizes scaled by N."""
@@ -135,26 +151,15 @@ def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
     is_ood = parent.arrays["atomic.is_ood"].astype(bool)
     lookup = fact_lookup(atomic, n_ent, n_rel)
 
-    # --- kept old items by closure (points 1-3): keys = old training atomic facts, items = old compositions
-    train_atomic = parent.arrays["train_atomic"]
-    train_inf = parent.arrays["train_inferred"]
-    key_fact = lookup[train_atomic[:, 0], train_atomic[:, 1]]
-    key_of_fact = np.full(len(atomic), -1, dtype=np.int64)
-    key_of_fact[key_fact] = np.arange(len(key_fact))
-    k1 = key_of_fact[lookup[train_inf[:, 0], train_inf[:, 1]]]
-    k2 = key_of_fact[lookup[train_inf[:, 3], train_inf[:, 2]]]
-    items = np.arange(len(train_inf))
-    dep_key, dep_item = np.concatenate([k1, k2]), np.concatenate([items, items])
-    valid_dep = dep_key >= 0
-    kept_key, kept_item = select_closure(len(key_fact), dep_key[valid_dep], dep_item[valid_dep], len(train_inf),
-                                         cfg.n_keep_old, rng)
+    train_atomic, train_inf = parent.arrays["train_atomic"], parent.arrays["train_inferred"]
+    kept_key, kept_item = kept_old_items(parent, lookup, cfg.n_keep_old, rng)
 
-    # --- new facts (point 4)
+    # --- new facts
     used = lookup >= 0
     new_hrt = draw_new_facts(used, cfg.n_new_atomic, cfg.new_fact_attempts, rng)
     new_rows = _atomic_rows(new_hrt)
 
-    # --- probes (point 6)
+    # --- probes
     kept_atomic_rows = train_atomic[kept_key]
     old_hrt = lambda rows: np.stack([rows[:, 0], rows[:, 1], rows[:, 4]], axis=1).astype(np.int64)  # noqa: E731
     new_new = _chains(new_hrt, new_hrt)

@@ -20,6 +20,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.study.plan import Job
 
 Runner = Callable[[list[str]], int]
+EXECUTORS = ("local", "ray")
 
 
 def subprocess_runner(argv: list[str], env: dict | None = None) -> int:

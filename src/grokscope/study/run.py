@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
-from grokscope.study.executors import Runner, make_executor
+from grokscope.study.executors import EXECUTORS, Runner, make_executor
 from grokscope.study.plan import STAGES, Job, Manifest, plan
 from grokscope.study.spec import load_spec
 
@@ -37,6 +37,8 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
     from grokscope.report.build import build_report
 
     spec = load_spec(preset, overrides)
+    if executor not in EXECUTORS:
+        raise GrokscopeError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     out = Path(out)
     prepare_study_dir(out, fresh)
     with artifacts.FolderLock(out, "study"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope import artifacts
-from grokscope.config import from_dict, route_sets, split_set_items, to_dict
+from grokscope.config import apply_overrides, from_dict, route_sets, split_set_items, to_dict
 from grokscope.data.config import DATA_PRESETS, REGIMES, DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
@@ -95,11 +95,22 @@ def read_preset(preset: str) -> dict:
 
 
 def apply_study_sets(raw: dict, items: list[str] | None) -> dict:
-    """``--set data.K=V | train.K=V | model.K=V | transfer.K=V`` applied to a raw study dict."""
+    """``--set data.K=V | train.K=V | model.K=V | transfer.K=V`` applied to a raw study dict; each value is checked
+    once here (it would otherwise be reported once for every model it applies to)."""
     pairs = split_set_items(items)
     if not pairs:
         return raw
-    routed = route_sets(pairs, {"data": DataConfig, "train": TrainConfig, "model": None, "transfer": TrainConfig})
+    sections = {"data": DataConfig, "train": TrainConfig, "model": None, "transfer": TrainConfig}
+    routed = route_sets(pairs, sections)
+    problems = []
+    for section, cls in sections.items():
+        if cls is not None and routed[section]:
+            try:
+                apply_overrides(cls(), routed[section], what=section)
+            except GrokscopeError as exc:
+                problems += exc.problems
+    if problems:
+        raise GrokscopeError(problems)
     raw = copy.deepcopy(raw)
     for key, value in routed["data"].items():
         raw.setdefault("data", {}).setdefault("set", {})[key] = value
@@ -156,7 +167,9 @@ def validate(spec: StudySpec) -> list[str]:
         p.append(f"study.regimes {spec.regimes}: choose from {', '.join(REGIMES)}")
     if spec.data.preset not in DATA_PRESETS:
         p.append(f"study.data.preset {spec.data.preset!r}: choose one of {', '.join(DATA_PRESETS)}")
-    else:
+    data_ok = spec.data.preset in DATA_PRESETS and not _errors(
+        lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec)).validate(), "")
+    if spec.data.preset in DATA_PRESETS and not data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec)).validate(),
                      "study.data")
     if not spec.seeds or any(not isinstance(s, int) or s < 0 for s in spec.seeds):
@@ -178,7 +191,7 @@ def validate(spec: StudySpec) -> list[str]:
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
     p += [f"study.analysis.steps: {x}" for x in _step_problems(spec.analysis.steps.split(","), allow_all=True)]
     if spec.transfer is not None:
-        p += _transfer_problems(spec)
+        p += _transfer_problems(spec, data_ok)
     return p
 
 
@@ -209,13 +222,14 @@ def _step_problems(items: list[str], allow_all: bool = False) -> list[str]:
     return [f"{', '.join(bad)}: not a checkpoint; use {', '.join(names)} or a step number"] if bad else []
 
 
-def _transfer_problems(spec: StudySpec) -> list[str]:
+def _transfer_problems(spec: StudySpec, data_ok: bool) -> list[str]:
+    """Problems of the transfer entry alone: problems it inherits (a bad model or data entry) are reported there."""
     t, p = spec.transfer, []
     names = [m.name for m in spec.models]
     if t.model not in names:
         return [f"study.transfer.model {t.model!r}: not a model of the study ({', '.join(names)})"]
     model = spec.model(t.model)
-    missing = [r for r in t.from_ if r not in spec.regimes_of(model)]
+    missing = [r for r in t.from_ if r not in spec.regimes_of(model) and r in REGIMES]
     if missing or not t.from_:
         p.append(f"study.transfer.from {t.from_}: choose regimes that {t.model} is trained on "
                  f"({', '.join(spec.regimes_of(model))})")
@@ -224,10 +238,11 @@ def _transfer_problems(spec: StudySpec) -> list[str]:
     p += [f"study.transfer.checkpoints: {x}" for x in _step_problems(t.checkpoints)]
     if t.preset not in TRANSFER_PRESETS:
         p.append(f"study.transfer.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
-    if spec.data.preset in DATA_PRESETS:
+    if data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec))
                      .validate(transfer=True), "study.data (the transfer sets)")
-    p += _errors(lambda: resolve_train_config(model.family, model.preset, {**model_sets(model)[0],
-                                                                           **transfer_sets(spec)}),
-                 "study.transfer.set")
+    if model.family in FAMILIES and not _errors(lambda: _check_model(model), ""):
+        p += _errors(lambda: resolve_train_config(model.family, model.preset, {**model_sets(model)[0],
+                                                                               **transfer_sets(spec)}),
+                     "study.transfer.set")
     return p

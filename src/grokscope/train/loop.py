@@ -86,6 +86,7 @@ def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, r
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
     runs.prepare_run_dir(out, config, resume, force_config, keep=("data",) if finetune else ())
     with artifacts.FolderLock(out, "run"):
+        runs.clean_leftovers(out)
         return _train(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)
 
 

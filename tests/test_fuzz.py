@@ -379,7 +379,7 @@ SMOKE_YAML = None
 def smoke_text() -> str:
     from importlib import resources
 
-    return resources.files("grokscope.presets").joinpath("smoke.yaml").read_text()
+    return resources.files("grokscope").joinpath("presets", "smoke.yaml").read_text()
 
 
 def study_cases() -> list[Case]:

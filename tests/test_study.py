@@ -95,7 +95,7 @@ def test_a_typo_is_refused_before_any_job(cli, tmp_path):
         assert code == 2 and needle in err, err
         assert not (tmp_path / "s" / "runs").exists()
     spec = tmp_path / "typo.yaml"
-    smoke = resources.files("grokscope.presets").joinpath("smoke.yaml").read_text()
+    smoke = resources.files("grokscope").joinpath("presets", "smoke.yaml").read_text()
     spec.write_text(smoke.replace("checkpoints: [sat, last]", "checkpoints: [sat, lats]"))
     code, _, err = cli("study", "--preset", spec, "--out", tmp_path / "s")
     assert code == 2 and "lats" in err and not (tmp_path / "s" / "runs").exists()
@@ -182,3 +182,49 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     assert code == 2 and "data.KEY" in err
     code, _, err = cli("sweep", "--preset", "smoke", "--grid", "train.lr=1,nan", "--out", tmp_path / "bad")
     assert code == 2 and "nan" in err and not (tmp_path / "bad").exists()
+
+
+KILL_POINTS = [  # (what, a path whose appearance means the study is there)
+    ("data building", "datasets/natural"),
+    ("training before its first checkpoint", "runs/gpt_natural/config.yaml"),
+    ("training after its first checkpoint", "runs/gpt_both_full/checkpoints/step_00000000"),
+    ("analyze", "runs/gpt_natural/analysis"),
+    ("transfer", "runs/ft_gpt_natural_last/config.yaml"),
+    ("report", "figures"),
+]
+
+
+def _final_metrics(root):
+    volatile = {"wall_seconds", "steps_per_second", "threads"}
+    out = {}
+    for summary in sorted((root / "runs").glob("*/summary.json")):
+        s = json.loads(summary.read_text())
+        out[summary.parent.name] = {k: v for k, v in s["final"].items() if k not in volatile}
+    return out
+
+
+@pytest.mark.ci
+def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_path):
+    """SIGKILL the smoke study at each stage in turn, re-run it without --fresh each time: it must finish, with the
+    final metrics of every run equal to those of the uninterrupted study."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "grokscope.cli", "study", "--preset", "smoke", "--out", str(out)]
+    killed_at = []
+    for what, marker in KILL_POINTS:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not (out / marker).exists():
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_at.append(what)
+        proc.wait()
+    assert len(killed_at) >= 4, killed_at  # the study was really interrupted, at most stages
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert _final_metrics(out) == _final_metrics(study)
+    assert (out / "report.html").exists()

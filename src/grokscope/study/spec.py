@@ -75,8 +75,13 @@ class StudySpec:
         return model.regimes if model.regimes is not None else list(self.regimes)
 
 
+def presets_dir():
+    """The study presets shipped with the package (package data, so they come along in a wheel)."""
+    return resources.files("grokscope").joinpath("presets")
+
+
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("grokscope.presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in presets_dir().iterdir() if p.name.endswith(".yaml"))
 
 
 def read_preset(preset: str) -> dict:
@@ -90,7 +95,7 @@ def read_preset(preset: str) -> dict:
     if preset not in preset_names():
         raise GrokscopeError(f"unknown study preset {preset!r}; choose one of {', '.join(preset_names())} or a YAML "
                              f"file")
-    with resources.as_file(resources.files("grokscope.presets").joinpath(f"{preset}.yaml")) as path:
+    with resources.as_file(presets_dir().joinpath(f"{preset}.yaml")) as path:
         return artifacts.read_yaml(path, "reinstall grokscope")
 
 

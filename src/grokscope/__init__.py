@@ -13,8 +13,8 @@ The public API (``api.py``) is imported on first use, so ``import grokscope`` st
 from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
-           "to_transformer_lens", "build_data", "train", "analyze", "transfer", "compare", "study", "sweep", "report",
-           "export_tl"]
+           "to_transformer_lens", "build_data", "train", "train_group", "analyze", "transfer", "compare", "study",
+           "sweep", "report", "export_tl"]
 
 
 def __getattr__(name: str):

@@ -68,6 +68,29 @@ def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets
                       quiet=quiet)
 
 
+def train_group(runs_kwargs: list[dict], backend: str = "auto") -> list[dict]:
+    """Train several runs (each given by ``train``'s keyword arguments) stacked in one process when they share an
+    architecture (``train/stack.py``); each keeps its own run folder. Returns their summaries."""
+    from grokscope.data.store import load
+    from grokscope.train.loop import prepare
+    from grokscope.train.stack import BACKENDS, train_group as train_stacked
+
+    if backend not in BACKENDS:
+        raise GrokscopeError(f"unknown stacking backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    outs = [Path(kw["out"]).resolve() for kw in runs_kwargs]
+    if len(set(outs)) != len(outs):
+        raise GrokscopeError("two stacked runs write to the same --out; give each run its own folder")
+    requests = []
+    for kw in runs_kwargs:
+        kw = {"model": "gpt", "preset": "micro", "sets": None, "resume": False, "force_config": False,
+              "device": "auto", "quiet": False, **kw}
+        ds = load(kw["data"])
+        train_cfg, model_cfg = run_configs(kw["model"], kw["preset"], kw["sets"], ds.vocab.d_vocab)
+        requests.append(prepare(ds, kw["data"], model_cfg, train_cfg, kw["out"], kw["resume"], kw["force_config"],
+                                kw["device"], kw["quiet"]))
+    return train_stacked(requests, backend)
+
+
 def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: int):
     """(train config, model config) from a family, a training preset and ``--set`` items (train.K / model.K)."""
     from grokscope.models.registry import family, model_config
@@ -151,22 +174,24 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
 
 
 def study(preset: str = "micro", out: Path | None = None, executor: str = "local", address: str | None = None,
-          sets: list[str] | None = None, fresh: bool = False, runner=None, log=print) -> Path:
-    """Run a whole study and write its report; returns the report's path."""
+          sets: list[str] | None = None, fresh: bool = False, runner=None, log=print, stack: bool = True) -> Path:
+    """Run a whole study and write its report; returns the report's path. Runs of one architecture are trained
+    stacked in one process unless ``stack=False``."""
     from grokscope.study.run import run_study
 
     out = Path(out) if out else Path("reports") / Path(preset).stem
     return run_study(preset, out, executor=executor, address=address, overrides=sets, fresh=fresh, log=log,
-                     runner=runner)
+                     runner=runner, stack=stack)
 
 
 def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
-          address: str | None = None, model: str | None = None, runner=None, log=print) -> Path:
-    """Train over a grid of config values; returns the path of sweep.csv."""
+          address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True) -> Path:
+    """Train over a grid of config values (stacked where the points share an architecture); returns the path of
+    sweep.csv."""
     from grokscope.sweep import run_sweep
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
-    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner)
+    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack)
 
 
 def report(path: Path) -> Path:

@@ -190,6 +190,31 @@ def train_cmd(
           f"{summary['wall_seconds']:.0f} s")
 
 
+@app.command("stack")
+def stack_cmd(
+    commands: list[str] = typer.Argument(..., help="Train commands, each one quoted argument: 'train --data D "
+                                                   "--out RUN ...'."),
+    backend: str = typer.Option("auto", help="auto (vmap on CUDA, loop on a CPU), loop or vmap."),
+) -> None:
+    """Train several runs of one architecture stacked in one process (seeds, regimes, grid points); each run keeps
+    its own folder, data order, optimiser and checkpoints, and can be resumed alone with `grokscope train`."""
+    import shlex
+
+    train_command = typer.main.get_command(app).get_command(None, "train")  # type: ignore[union-attr]
+    runs_kwargs = []
+    for command in commands:
+        argv = shlex.split(command)
+        if not argv or argv[0] != "train":
+            raise GrokscopeError(f"stacked command {command!r} must be a train command: 'train --data D --out RUN'")
+        params = train_command.make_context("train", argv[1:]).params
+        runs_kwargs.append({"data": params["data"], "out": params["out"], "model": params["model"],
+                            "preset": params["preset"], "sets": params["overrides"], "resume": params["resume"],
+                            "force_config": params["force_config"], "device": params["device"],
+                            "quiet": params["quiet"]})
+    for kw, summary in zip(runs_kwargs, api.train_group(runs_kwargs, backend)):
+        print(f"done: {kw['out']} step {summary['final_step']} ({summary['stop_reason']})")
+
+
 @app.command("transfer")
 def transfer_cmd(
     parent: str = typer.Option(..., "--from", help="Pre-trained RUN or RUN@STEP (STEP: a number, sat, grokked or "
@@ -280,10 +305,12 @@ def study_cmd(
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
                                                   help="data.KEY=V, train.KEY=V, model.KEY=V or transfer.KEY=V."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the study in --out."),
+    stack: bool = typer.Option(True, "--stack/--no-stack", help="Train runs of one architecture stacked in one "
+                                                                "process (grokscope stack)."),
 ) -> None:
     """Run a whole study (data, training, analyses, transfer) and write the report; resumes by default."""
     t0 = time.perf_counter()
-    report = api.study(preset, out, executor, address, overrides, fresh, runner=run_in_process)
+    report = api.study(preset, out, executor, address, overrides, fresh, runner=run_in_process, stack=stack)
     print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min: {report} (and {report.with_suffix('.md')})")
 
 
@@ -297,9 +324,11 @@ def sweep_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default reports/sweep_<preset>)."),
     executor: str = typer.Option("local", help="local or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address."),
+    stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "
+                                                                "stacked in one process."),
 ) -> None:
     """Train over a grid of config values and write a milestone table (CSV) and figure."""
-    csv = api.sweep(grid, preset, out, executor, address, model, runner=run_in_process)
+    csv = api.sweep(grid, preset, out, executor, address, model, runner=run_in_process, stack=stack)
     print(csv.read_text())
     print(f"wrote {csv} and {csv.with_name('sweep.png')}")
 

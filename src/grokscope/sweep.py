@@ -20,7 +20,7 @@ from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import family, model_config
 from grokscope.study.executors import Runner, make_executor
-from grokscope.study.plan import Job, data_job, train_job
+from grokscope.study.plan import Job, data_job, stacked, train_job
 from grokscope.study.spec import data_sets, load_spec, model_sets
 from grokscope.train.config import TrainConfig, resolve_train_config
 
@@ -80,15 +80,17 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
         data_dir = data_jobs[key].out
         sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
         run = out / "runs" / point_name(point)
+        group = json.dumps([model.name, model_set], sort_keys=True, default=str)  # same model settings: stackable
         train_jobs.append((point, train_job(model.name, model.family, model.preset, data_dir, run, sets,
-                                            {"regime": "natural", "point": point}, [data_jobs[key].name])))
+                                            {"regime": "natural", "point": point, "stack_group": group},
+                                            [data_jobs[key].name])))
     if problems:
         raise GrokscopeError(problems)
     return grid, list(data_jobs.values()), train_jobs
 
 
 def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "local", address: str | None = None,
-              model_name: str | None = None, log=print, runner: Runner | None = None) -> Path:
+              model_name: str | None = None, log=print, runner: Runner | None = None, stack: bool = True) -> Path:
     out = Path(out)
     grid, data_jobs, train_jobs = sweep_jobs(preset, grid_items, out, model_name)
     if out.exists() and any(p.name != ".lock" for p in out.iterdir()) and not (out / "sweep.json").exists():
@@ -104,10 +106,13 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
                 raise GrokscopeError(f"sweep job '{job.name}' failed (exit {code}); fix the cause and re-run: "
                                      f"finished points are kept")
 
-        for jobs in (data_jobs, [j for _, j in train_jobs]):
-            todo = [(j, _resume_argv(j)) for j in jobs if not j.done.exists()]
-            if todo:
-                ex.run(todo, on_done)
+        todo = [(j, j.argv) for j in data_jobs if not j.done.exists()]
+        if todo:
+            ex.run(todo, on_done)
+        todo = [(j, _resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
+        grouped = stacked(todo) if stack else [(job, argv, [job]) for job, argv in todo]
+        if grouped:
+            ex.run([(job, argv) for job, argv, _ in grouped], on_done)
         return write_table(out, grid, train_jobs)
 
 

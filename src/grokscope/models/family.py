@@ -99,6 +99,11 @@ class ModelFamily(HookedModule):
         """[S, T] the (stage, position) readouts at which decoding b counts as He et al.'s "bridge found"."""
         return torch.ones(n_stages, n_positions, dtype=torch.bool)
 
+    def for_vmap(self) -> "ModelFamily":
+        """Prepare a copy of the model to run under ``torch.func.vmap`` (stacked runs): swap kernels that have no
+        batching rule for ones that do. The default changes nothing."""
+        return self
+
     # ------------------------------------------------------------------------------------------------ helpers
     @property
     def device(self) -> torch.device:

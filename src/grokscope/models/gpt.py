@@ -121,6 +121,7 @@ class Attention(nn.Module):
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.c_proj.residual_projection = True
         self.resid_drop = nn.Dropout(cfg.dropout)
+        self.explicit = False  # the explicit softmax path (for vmap: fused SDPA has no batching rule on every device)
 
     def forward(self, x: torch.Tensor, hooks: AttentionHooks) -> torch.Tensor:
         B, T, D = x.shape
@@ -131,7 +132,7 @@ class Attention(nn.Module):
         v = hooks.hook_v(v.view(B, T, H, dh))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, dh]
         dropout = self.cfg.dropout if self.training else 0.0
-        if hooks.hook_pattern.has_hooks:  # explicit pattern so it can be read or patched
+        if hooks.hook_pattern.has_hooks or self.explicit:  # explicit pattern so it can be read or patched
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             pattern = hooks.hook_pattern(scores.masked_fill(~mask, float("-inf")).softmax(-1))
@@ -280,6 +281,11 @@ class GPT(ModelFamily):
     def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         at = torch.full((len(tokens), 1), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
         return self(tokens, at=at)[:, 0]
+
+    def for_vmap(self) -> "GPT":
+        for block in self.unique_blocks:
+            block.attn.explicit = True
+        return self
 
     def bridge_found_mask(self, n_stages: int, n_positions: int) -> torch.Tensor:
         mask = torch.zeros(n_stages, n_positions, dtype=torch.bool)

@@ -102,7 +102,7 @@ class TRMConfig:
 TRM_CONFIGS = {
     "paper": dict(d_model=1536),  # 44.56M parameters, He et al.'s configuration
     "mini": dict(d_model=512),
-    "micro": dict(d_model=128),
+    "micro": dict(d_model=64, L_cycles=2, puzzle_emb_len=1, token_mlp_width=32),  # docs/calibration.md
     "smoke": dict(d_model=32, L_cycles=2, puzzle_emb_len=4),
 }
 
@@ -224,9 +224,11 @@ class TRM(ModelFamily):
         dtype = self.dtype
         ids = tokens if not self.cfg.quirk_vocab_offset else tokens.clamp(max=self.cfg.n_vocab_rows - 1)
         tok = F.embedding(ids, self.embed_tokens.to(dtype))
-        prefix = tok.new_zeros(B, self.cfg.puzzle_emb_len, self.cfg.d_model)
         pid = torch.zeros(B, dtype=torch.long, device=tokens.device) if puzzle_ids is None else puzzle_ids
-        prefix[:, 0] = self.puzzle_emb.to(dtype)[pid]
+        # The puzzle vector in slot 0, zeros in the other slots (built without in-place writes, so it also runs
+        # under torch.func.vmap for stacked runs).
+        puzzle = self.puzzle_emb.to(dtype)[pid].unsqueeze(1)
+        prefix = torch.cat([puzzle, tok.new_zeros(B, self.cfg.puzzle_emb_len - 1, self.cfg.d_model)], dim=1)
         return self.hook_embed(self.embed_scale * torch.cat([prefix, tok], dim=1))
 
     def level(self, z: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
@@ -283,17 +285,16 @@ class TRM(ModelFamily):
             labels = torch.where(keep, labels, IGNORE)
         loss = sequence_mean_loss(logits, labels, spec.kind)
         if spec.aux_weight > 0:  # the q-halt head learns whether the whole sequence is right (BCE)
-            with torch.no_grad():
-                correct = self.exact_match(batch, output, end_id=-1).float()
+            with torch.no_grad():  # </a> per row as a tensor: no host read, so this also runs under vmap
+                correct = self.exact_match(batch, output, batch.targets[:, 1:2]).float()
             loss = loss + spec.aux_weight * F.binary_cross_entropy_with_logits(q, correct)
         return loss
 
-    def exact_match(self, batch, output, end_id: int) -> torch.Tensor:
-        """Argmax per slot, pads dropped, cut at the first ``</a>``, compared with the gold prompt + t: the string
-        comparison of the original evaluation, vectorised (the copied prefix counts)."""
+    def exact_match(self, batch, output, end_id) -> torch.Tensor:
+        """Argmax per slot, pads dropped, cut at the first ``</a>`` (``end_id``: an id, or one per row [B, 1]),
+        compared with the gold prompt + t: the string comparison of the original evaluation, vectorised (the copied
+        prefix counts)."""
         logits = output[0] if isinstance(output, tuple) else output
-        if end_id < 0:
-            end_id = int(batch.targets[0, 1])  # </a> is the same token for every row
         pred = logits.argmax(-1)
         B, T = pred.shape
         nonpad = pred != 0

@@ -16,6 +16,8 @@ Layout of a study folder::
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,15 +74,18 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     jobs: list[Job] = [data_job(spec.data.preset, r, data_root / r, data_sets(spec)) for r in spec.regimes]
     pretrain: dict[tuple[str, str, int], Path] = {}
     for model in spec.models:
-        train_over, model_over = model_sets(model)
-        sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
         for regime in spec.regimes_of(model):
+            train_over, model_over = model_sets(model, regime)
+            sets = {**{f"train.{k}": v for k, v in train_over.items()},
+                    **{f"model.{k}": v for k, v in model_over.items()}}
             for seed in spec.seeds:
                 suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
                 run = run_root / f"{model.name}_{regime}{suffix}"
                 seeded = {**sets, "train.seed": seed} if len(spec.seeds) > 1 else sets
+                # Runs of one model with the same model settings share an architecture: they may be stacked.
+                group = json.dumps([model.name, model_over], sort_keys=True, default=str)
                 job = train_job(model.name, model.family, model.preset, data_root / regime, run, seeded,
-                                {"regime": regime, "seed": seed}, needs=[f"data {regime}"])
+                                {"regime": regime, "seed": seed, "stack_group": group}, needs=[f"data {regime}"])
                 jobs.append(job)
                 jobs.append(analyze_job(run, spec.analysis.probes, spec.analysis.steps, job.record))
                 pretrain[(model.name, regime, seed)] = run
@@ -126,6 +131,24 @@ def _transfer_jobs(spec: StudySpec, run_root: Path, pretrain: dict) -> list[Job]
                          "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run)},
                         resumable=True, needs=[f"train {parent.name}"]))
     return jobs
+
+
+def stacked(jobs: list[tuple[Job, list[str]]]) -> list[tuple[Job, list[str], list[Job]]]:
+    """Group (job, argv) pairs of training jobs that share a ``stack_group`` into one ``grokscope stack`` job each;
+    returns (job to run, its argv, the member jobs it stands for)."""
+    groups: dict[str, list[tuple[Job, list[str]]]] = {}
+    for job, argv in jobs:
+        groups.setdefault(job.record.get("stack_group") or job.name, []).append((job, argv))
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append((members[0][0], members[0][1], [members[0][0]]))
+            continue
+        names = [job.out.name for job, _ in members]
+        group = Job(f"stack {' '.join(names)}", "train", ["stack", *[shlex.join(argv) for _, argv in members]],
+                    members[0][0].out, members[0][0].done, {"role": "stack", "members": names})
+        out.append((group, group.argv, [job for job, _ in members]))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- the manifest

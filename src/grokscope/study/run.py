@@ -15,7 +15,7 @@ from pathlib import Path
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.study.executors import EXECUTORS, Runner, make_executor
-from grokscope.study.plan import STAGES, Job, Manifest, plan
+from grokscope.study.plan import STAGES, Job, Manifest, plan, stacked
 from grokscope.study.spec import load_spec
 
 
@@ -33,7 +33,8 @@ def prepare_study_dir(out: Path, fresh: bool) -> None:
 
 
 def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,
-              overrides: list[str] | None = None, fresh: bool = False, log=print, runner: Runner | None = None) -> Path:
+              overrides: list[str] | None = None, fresh: bool = False, log=print, runner: Runner | None = None,
+              stack: bool = True) -> Path:
     from grokscope.report.build import build_report
 
     spec = load_spec(preset, overrides)
@@ -52,14 +53,14 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
         manifest.update(spec, jobs)
         ex = make_executor(executor, address, runner, log)
         for stage in STAGES:
-            _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log)
+            _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log, stack)
         t0 = time.time()
         report = build_report(out)
         manifest.add_stage_time("report", time.time() - t0)
     return report
 
 
-def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log) -> None:
+def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: bool = True) -> None:
     todo = []
     for job in jobs:
         status = manifest.status(job)
@@ -81,15 +82,17 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log) -> None
     if not todo:
         return
     t0 = time.time()
+    grouped = stacked(todo) if stack and stage == "train" else [(job, argv, [job]) for job, argv in todo]
+    members = {job.name: group for job, _, group in grouped}
 
     def on_done(job: Job, code: int, seconds: float) -> None:
+        for member in members[job.name]:
+            manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]))
         if code != 0:
-            manifest.mark(job, "failed", seconds)
             raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
                                  f"finished jobs are kept and skipped")
-        manifest.mark(job, "done", seconds)
 
-    ex.run(todo, on_done)
+    ex.run([(job, argv) for job, argv, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
 
 

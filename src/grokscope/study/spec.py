@@ -39,6 +39,7 @@ class ModelSpec:
     preset: str  # the family's training preset
     regimes: list[str] | None = None  # default: every regime of the study
     set: dict[str, Any] = field(default_factory=dict)  # train.KEY / model.KEY (bare keys: the one that has it)
+    per_regime: dict[str, dict] = field(default_factory=dict)  # regime -> set entries that apply to it only
 
 
 @dataclass
@@ -154,11 +155,12 @@ def transfer_sets(spec: StudySpec) -> dict:
     return route_sets(list(spec.transfer.set.items()), {"train": TrainConfig})["train"] if spec.transfer else {}
 
 
-def model_sets(model: ModelSpec) -> tuple[dict, dict]:
-    """A model entry's ``set`` split into (train overrides, model overrides)."""
+def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]:
+    """A model entry's ``set`` (with its ``per_regime`` entries for ``regime`` on top) split into (train overrides,
+    model overrides)."""
     fam = FAMILIES.get(model.family)
-    routed = route_sets(list(model.set.items()),
-                        {"train": TrainConfig, "model": fam.config_cls if fam else None})
+    items = {**model.set, **(model.per_regime.get(regime) or {})} if regime else dict(model.set)
+    routed = route_sets(list(items.items()), {"train": TrainConfig, "model": fam.config_cls if fam else None})
     return routed["train"], routed["model"]
 
 
@@ -192,7 +194,13 @@ def validate(spec: StudySpec) -> list[str]:
         extra = [r for r in spec.regimes_of(model) if r not in spec.regimes]
         if extra:
             p.append(f"{where}.regimes {extra} are not regimes of the study ({', '.join(spec.regimes)})")
+        stray = [r for r in model.per_regime if r not in spec.regimes_of(model)]
+        if stray:
+            p.append(f"{where}.per_regime {stray}: not regimes this model is trained on")
         p += _errors(lambda m=model: _check_model(m), where)
+        for regime in model.per_regime:
+            if regime not in stray and not _errors(lambda m=model: _check_model(m), where):
+                p += _errors(lambda m=model, r=regime: _check_model(m, r), f"{where}.per_regime.{regime}")
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
     p += [f"study.analysis.steps: {x}" for x in _step_problems(spec.analysis.steps.split(","), allow_all=True)]
     if spec.transfer is not None:
@@ -200,8 +208,8 @@ def validate(spec: StudySpec) -> list[str]:
     return p
 
 
-def _check_model(model: ModelSpec) -> None:
-    train_over, model_over = model_sets(model)
+def _check_model(model: ModelSpec, regime: str | None = None) -> None:
+    train_over, model_over = model_sets(model, regime)
     cfg = resolve_train_config(model.family, model.preset, train_over)
     model_config(model.family, cfg.model_config, d_vocab=128, overrides=model_over)
 

@@ -49,7 +49,7 @@ class TrainConfig:
     max_steps: int = 7000
     max_epochs: float = 0.0  # if > 0, max_steps = int(max_epochs * |train| / batch_size)
     max_minutes: float = 0.0  # safety net only: a run it stops is marked cut_short and its findings not testable
-    stop_when: str = ""  # e.g. "test_inferred_iid>=0.95": met on stop_patience evaluations in a row -> stop
+    stop_when: str = ""  # e.g. "train_acc>=0.97&test_inferred_iid>=0.9": met on stop_patience evaluations in a row
     stop_patience: int = 3
     stop_margin_steps: int = 0  # keep training this many steps after the rule is met
     # --- evaluation and milestones
@@ -115,8 +115,19 @@ class TrainConfig:
         return LossSpec(self.loss, self.loss_positions, self.q_halt_weight)
 
 
-def parse_rule(rule: str) -> tuple[str, str, float]:
-    """'metric>=value' -> (metric, op, value); ops >=, <=, >, <; the metric must be one the trainer logs."""
+Condition = tuple[str, str, float]
+
+
+def parse_rule(rule: str) -> list[Condition]:
+    """'metric>=value' conditions joined by '&' -> [(metric, op, value)]; ops >=, <=, >, <; every metric must be
+    one the trainer logs. The rule holds when every condition does."""
+    parts = [part.strip() for part in rule.split("&")]
+    if not all(parts):
+        raise ValueError(f"stop_when {rule!r} has an empty condition (example: train_acc>=0.97&test_inferred_iid>=0.9)")
+    return [_parse_condition(part) for part in parts]
+
+
+def _parse_condition(rule: str) -> Condition:
     for op in (">=", "<=", ">", "<"):
         if op in rule:
             key, value = (part.strip() for part in rule.split(op, 1))
@@ -133,12 +144,11 @@ def parse_rule(rule: str) -> tuple[str, str, float]:
     raise ValueError(f"stop_when {rule!r} is not 'metric>=value' (example: test_inferred_iid>=0.95)")
 
 
-def rule_holds(rule: tuple[str, str, float], metrics: dict) -> bool:
-    key, op, value = rule
-    x = metrics.get(key)
-    if x is None:
-        return False
-    return {">=": x >= value, "<=": x <= value, ">": x > value, "<": x < value}[op]
+def rule_holds(rule: list[Condition], metrics: dict) -> bool:
+    def holds(key, op, value):
+        x = metrics.get(key)
+        return x is not None and {">=": x >= value, "<=": x <= value, ">": x > value, "<": x < value}[op]
+    return all(holds(*condition) for condition in rule)
 
 
 # Wang et al.'s GPT-2 recipe: AdamW (0.9, 0.999), lr 1e-4, 2k warm-up then constant, wd 0.1, clip 1.0, batch 512, fp16.
@@ -168,9 +178,13 @@ TRAIN_PRESETS: dict[tuple[str, str], dict] = {
     ("trm", "paper"): _TRM_PAPER,
     # Scaled TRM: structure kept, lr 1e-4, about 5 epochs of warm-up.
     ("trm", "mini"): {**_TRM_PAPER, "model_config": "mini", "lr": 1e-4, "warmup_steps": 1500, "max_epochs": 800},
-    ("trm", "micro"): {**_TRM_PAPER, "model_config": "micro", "lr": 1e-4, "warmup_steps": 100, "max_epochs": 0,
-                       "max_steps": 3000, "eval_every_epochs": 0, "eval_every": 100, "ckpt_linear_from": 10_000,
-                       "ckpt_every": 10_000},
+    # The CPU trm (docs/calibration.md): the structure kept (two shared post-norm blocks, token and channel mixing,
+    # H/L recursion with gradients through the last H-cycle, a puzzle prefix, an untied head) at width 64, with a
+    # recipe that learns on a CPU in minutes: lr 3e-3, wd 0.1 on every weight, CE, EMA 0.99, no q-halt loss.
+    ("trm", "micro"): {**_TRM_PAPER, "model_config": "micro", "lr": 3e-3, "weight_decay": 0.1, "loss": "ce",
+                       "q_halt_weight": 0.0, "ema_decay": 0.99, "warmup_steps": 100, "batch_size": 256,
+                       "max_epochs": 0, "max_steps": 12_000, "eval_every_epochs": 0,
+                       "eval_every": 500, "ckpt_linear_from": 10_000, "ckpt_every": 10_000},
     ("trm", "smoke"): {**_TRM_PAPER, **_SMOKE, "model_config": "smoke", "lr": 1e-3, "max_epochs": 0,
                        "max_steps": 40, "eval_every_epochs": 0, "precision": "fp32", "ckpt_dense_until": 20},
 }

@@ -8,6 +8,7 @@ position and every loop counter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -72,10 +73,26 @@ def check_fits_dataset(model_cfg, ds: Dataset) -> None:
                              f"tokens; drop the n_ctx/seq_len override")
 
 
-def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
-          force_config: bool = False, device: str = "auto", quiet: bool = False,
-          finetune: FineTune | None = None) -> dict:
-    """Train (or resume) a run in ``out``; returns the summary also written to ``summary.json``."""
+@dataclass
+class RunRequest:
+    """One run to train, checked and resolved before anything is written: what ``prepare`` returns."""
+
+    ds: Dataset
+    model_cfg: object
+    cfg: TrainConfig
+    out: Path
+    config: dict  # what config.yaml records
+    resume: bool
+    device: str
+    quiet: bool
+    finetune: FineTune | None
+
+
+def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
+            force_config: bool = False, device: str = "auto", quiet: bool = False,
+            finetune: FineTune | None = None) -> RunRequest:
+    """Resolve the device and precision, check the model against the dataset and the run folder (new, or a resume
+    with the same settings); raise one line per problem before anything is written."""
     device = runtime.pick_device(device)
     if cfg.precision == "fp16" and device != "cuda":
         print("note: fp16 needs CUDA; using bf16 instead")
@@ -85,66 +102,113 @@ def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, r
     out = Path(out)
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
     runs.prepare_run_dir(out, config, resume, force_config, keep=("data",) if finetune else ())
-    with artifacts.FolderLock(out, "run"):
-        runs.clean_leftovers(out)
-        return _train(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)
+    return RunRequest(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)
 
 
-def _train(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune) -> dict:
-    runtime.configure(device, cfg.threads)
-    train_set = training_set(ds).to(device)
-    plan = budget(cfg, len(train_set))
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    if finetune is not None and finetune.init_weights is not None:
-        model.load_state_dict(finetune.init_weights, strict=True)
-    model.train()
-    state = TrainState(model, cfg, len(train_set), device)
-    probes = finetune.probes if finetune else {t: ds.probe(t) for t in ds.probe_types}
-    sets = eval_sets(ds, model, probes, finetune.lens if finetune else LENS_SETS, cfg.eval_bridge_use).to(device)
-    resumed_at = None
-    if resume:
-        resumed_at = state.restore(out)
-        rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
-        artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows
-                                                                   if r["step"] <= resumed_at))
-        print(f"resumed {out} at step {resumed_at}")
-    else:
-        (out / "metrics.jsonl").write_text("")
-    artifacts.write_yaml_atomic(out / "config.yaml", config)
-    step_fn = make_train_step(state, cfg, device)
-    rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
-    progress = Progress(plan.max_steps, start=state.loop.step, quiet=quiet, label=out.name,
-                        bridge_key=f"{model.bridge_metric}_ood")
-    t_start, session = time.perf_counter() - state.loop.wall_seconds, (time.perf_counter(), state.loop.step)
-    last_row: dict = {}
+def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
+          force_config: bool = False, device: str = "auto", quiet: bool = False,
+          finetune: FineTune | None = None) -> dict:
+    """Train (or resume) a run in ``out``; returns the summary also written to ``summary.json``."""
+    request = prepare(ds, data_dir, model_cfg, cfg, out, resume, force_config, device, quiet, finetune)
+    with artifacts.FolderLock(request.out, "run"):
+        runs.clean_leftovers(request.out)
+        session = Session(request)
+        step_fn = make_train_step(session.state, session.cfg, session.device)
+        return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
 
-    # --- the loop: max_steps + 1 iterations, so the last step always evaluates and saves
-    step = state.loop.step
+
+class Session:
+    """One run being trained: its state, evaluation sets, schedule, progress line and files.
+
+    ``boundary()`` does what is due at the current step (evaluate, checkpoint, stop); the optimiser step itself is
+    taken by the caller (``make_train_step`` for one run, ``train/stack.py`` for several in lockstep)."""
+
+    def __init__(self, request: RunRequest):
+        ds, cfg, out, device, finetune = request.ds, request.cfg, request.out, request.device, request.finetune
+        self.ds, self.cfg, self.out, self.device = ds, cfg, out, device
+        runtime.configure(device, cfg.threads)
+        self.train_set = training_set(ds).to(device)
+        self.plan = budget(cfg, len(self.train_set))
+        torch.manual_seed(cfg.seed)
+        model = build_model(request.model_cfg).to(device)
+        if finetune is not None and finetune.init_weights is not None:
+            model.load_state_dict(finetune.init_weights, strict=True)
+        self.model = model.train()
+        self.state = TrainState(model, cfg, len(self.train_set), device)
+        probes = finetune.probes if finetune else {t: ds.probe(t) for t in ds.probe_types}
+        lens = finetune.lens if finetune else LENS_SETS
+        self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use).to(device)
+        self.resumed_at = self.state.restore(out) if request.resume else None
+        if self.resumed_at is not None:
+            rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
+            artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows
+                                                                       if r["step"] <= self.resumed_at))
+            print(f"resumed {out} at step {self.resumed_at}")
+        else:
+            (out / "metrics.jsonl").write_text("")
+        artifacts.write_yaml_atomic(out / "config.yaml", request.config)
+        self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
+        self.progress = Progress(self.plan.max_steps, start=self.state.loop.step, quiet=request.quiet,
+                                 label=out.name, bridge_key=f"{model.bridge_metric}_ood")
+        self.t_start = time.perf_counter() - self.state.loop.wall_seconds
+        self.session_start = (time.perf_counter(), self.state.loop.step)
+        self.step, self.last_row = self.state.loop.step, {}
+
+    def boundary(self) -> bool:
+        """Evaluate, checkpoint and check the stop conditions at the current step; True when the run stops here."""
+        state, step, plan = self.state, self.step, self.plan
+        state.loop.step = step
+        stopping = _stop_check(state.loop, step, plan, self.cfg, time.perf_counter() - self.t_start)
+        fresh = step != self.resumed_at  # a resumed step was evaluated and saved before the interruption
+        if fresh and (step % plan.eval_every == 0 or stopping):
+            self.last_row = _evaluate(state, self.sets, self.ds, self.cfg, self.out, step, len(self.train_set),
+                                      self.t_start)
+            self.progress.eval(step, self.last_row)
+            stopping = _apply_rule(self.rule, state.loop, self.last_row, self.cfg, step, self.progress) or stopping
+        if fresh and (step in plan.checkpoints or stopping):
+            state.loop.wall_seconds = time.perf_counter() - self.t_start
+            state.save(self.out, step, plan.max_steps)
+        return stopping
+
+    def next_batch(self):
+        return self.train_set.take(self.state.order.next())
+
+    def advance(self) -> None:
+        self.step += 1
+        self.progress.advance(self.step)
+
+    def finish(self) -> dict:
+        self.progress.close()
+        return _summarise(self.out, self.state, self.cfg, self.plan, self.model, self.last_row, self.t_start,
+                          self.session_start, self.device)
+
+
+def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
+    """The loop. Every active run does what is due at its step, then ``step_all(active)`` takes one optimiser step
+    for each run still active: ``max_steps + 1`` boundaries per run, so the last step always evaluates and saves.
+    ``scope(session)`` is a context each run's boundary runs in (the stacked runs' own RNG streams)."""
+    scope = scope or (lambda session: contextlib.nullcontext())
+    active, current = list(sessions), None
     try:
-        while True:
-            state.loop.step = step
-            stopping = _stop_check(state.loop, step, plan, cfg, time.perf_counter() - t_start)
-            fresh = step != resumed_at  # a resumed step was evaluated and saved before the interruption
-            if fresh and (step % plan.eval_every == 0 or stopping):
-                last_row = _evaluate(state, sets, ds, cfg, out, step, len(train_set), t_start)
-                progress.eval(step, last_row)
-                stopping = _apply_rule(rule, state.loop, last_row, cfg, step, progress) or stopping
-            if fresh and (step in plan.checkpoints or stopping):
-                state.loop.wall_seconds = time.perf_counter() - t_start
-                state.save(out, step, plan.max_steps)
-            if stopping:
-                break
-            step_fn(train_set.take(state.order.next()), step)
-            step += 1
-            progress.advance(step)
+        while active:
+            still = []
+            for current in active:
+                with scope(current):
+                    stopped = current.boundary()
+                if not stopped:
+                    still.append(current)
+            active = still
+            if active:
+                step_all(active)
+                for current in active:
+                    current.advance()
     except NonFiniteLoss as exc:
-        progress.close()
-        last = runs.list_checkpoints(out)
-        raise GrokscopeError(f"training loss became {exc.value} before step {step}; the last good checkpoint is "
-                             f"step {last[-1] if last else 'none'} (kept); lower lr or use precision=fp32") from None
-    progress.close()
-    return _summarise(out, state, cfg, plan, model, last_row, t_start, session, device)
+        for session in sessions:
+            session.progress.close()
+        last = runs.list_checkpoints(current.out)
+        raise GrokscopeError(f"{current.out}: training loss became {exc.value}; the last good checkpoint is step "
+                             f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32") from None
+    return [session.finish() for session in sessions]
 
 
 def make_train_step(state: TrainState, cfg: TrainConfig, device: str):
@@ -159,29 +223,39 @@ def make_train_step(state: TrainState, cfg: TrainConfig, device: str):
         forward_loss = torch.compile(forward_loss)
 
     def train_step(batch, step: int) -> None:
-        for opt, lrs in zip(state.optimizers, state.base_lrs):
-            for group, base in zip(opt.param_groups, lrs):
-                group["lr"] = lr_at(step, cfg, base)
+        set_learning_rates(state, cfg, step)
         loss = forward_loss(batch)
         (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
-        if state.scaler is not None:
-            for opt in state.optimizers:
-                state.scaler.unscale_(opt)
-        if state.grokfast is not None:
-            state.grokfast.apply(model)  # skips itself on an overflow step (the scaler skips that step too)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in state.optimizers:
-            state.scaler.step(opt) if state.scaler is not None else opt.step()
-            opt.zero_grad(set_to_none=True)
-        if state.scaler is not None:
-            state.scaler.update()
-        if state.ema is not None:
-            state.ema.update(model)
-        state.loss_sum += loss.detach().double()
-        state.loop.loss_count += 1
+        apply_gradients(state, cfg, loss)
 
     return train_step
+
+
+def set_learning_rates(state: TrainState, cfg: TrainConfig, step: int) -> None:
+    for opt, lrs in zip(state.optimizers, state.base_lrs):
+        for group, base in zip(opt.param_groups, lrs):
+            group["lr"] = lr_at(step, cfg, base)
+
+
+def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> None:
+    """Everything after backward: unscale, Grokfast, clipping, the optimiser steps, EMA, the loss accumulator."""
+    model = state.model
+    if state.scaler is not None:
+        for opt in state.optimizers:
+            state.scaler.unscale_(opt)
+    if state.grokfast is not None:
+        state.grokfast.apply(model)  # skips itself on an overflow step (the scaler skips that step too)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    for opt in state.optimizers:
+        state.scaler.step(opt) if state.scaler is not None else opt.step()
+        opt.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.update()
+    if state.ema is not None:
+        state.ema.update(model)
+    state.loss_sum += loss.detach().double()
+    state.loop.loss_count += 1
 
 
 def _stop_check(loop, step: int, plan: Budget, cfg: TrainConfig, elapsed: float) -> bool:

@@ -1,0 +1,195 @@
+"""Several runs of one architecture trained in lockstep in one process: seeds, regimes or grid points.
+
+Each run keeps its own data order, optimiser state, RNG state, checkpoints and run folder, so a stacked run can be
+resumed (or continued) alone. Two backends:
+
+- ``loop``: each run's forward and backward in turn, each with its own RNG state: bit-identical to training the run
+  alone. The CPU default, since on a CPU one bigger matmul is no faster than several small ones.
+- ``vmap``: one forward and backward for all runs over their weights stacked along a new leading dimension
+  (``torch.func.functional_call`` under ``torch.func.vmap``): one kernel launch per operation for all runs instead
+  of one per run, which is what a launch-bound small model needs on a GPU (the CUDA default). The result equals
+  training alone up to floating-point reassociation (a batched matmul may sum in another order), not bitwise.
+
+Runs stack when they agree on everything the batched step computes: family, model config, precision, loss, batch
+size and device (and, for ``vmap``, no dropout). Otherwise, or when resumed runs stand at different steps, they are
+trained one after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+
+import torch
+from torch.func import functional_call, vmap
+
+from grokscope import artifacts, runs
+from grokscope.data.encoding import Encoded
+from grokscope.train.loop import RunRequest, Session, apply_gradients, drive, make_train_step, set_learning_rates
+
+BACKENDS = ("auto", "loop", "vmap")
+
+
+def stack_key(request: RunRequest) -> str:
+    """What runs must share to be stepped together."""
+    cfg = request.cfg
+    return json.dumps({"model": dataclasses.asdict(request.model_cfg), "family": request.config["model"]["family"],
+                       "precision": cfg.precision, "loss": dataclasses.asdict(cfg.loss_spec()),
+                       "batch_size": cfg.batch_size, "device": request.device}, sort_keys=True)
+
+
+def choose_backend(requests: list[RunRequest], backend: str) -> str:
+    if backend != "auto":
+        return backend
+    dropout = any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests)
+    return "vmap" if requests[0].device == "cuda" and not dropout else "loop"
+
+
+def train_group(requests: list[RunRequest], backend: str = "auto", log=print) -> list[dict]:
+    """Train the runs of ``requests`` (each checked by ``loop.prepare``) stacked when they can be, else one after
+    another; returns their summaries in order."""
+    if backend not in BACKENDS:
+        raise ValueError(backend)
+    if len({stack_key(r) for r in requests}) > 1 or len(requests) < 2:
+        if len(requests) > 1:
+            log("note: these runs differ in architecture, precision, loss or batch size; training them one after "
+                "another")
+        return [_alone(r) for r in requests]
+    with contextlib.ExitStack() as locks:
+        for request in requests:
+            locks.enter_context(artifacts.FolderLock(request.out, "run"))
+            runs.clean_leftovers(request.out)
+        sessions = []
+        for request in requests:
+            sessions.append(Session(request))
+            sessions[-1].rng_state = _rng_state()  # the RNG stream this run continues with
+        if len({s.step for s in sessions}) > 1:
+            log("note: the resumed runs stand at different steps; training them one after another")
+            return [_drive_alone(s) for s in sessions]
+        backend = choose_backend(requests, backend)
+        if backend == "vmap" and any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests):
+            raise ValueError("the vmap backend cannot reproduce dropout; use the loop backend")
+        log(f"training {len(sessions)} runs stacked ({backend}): {', '.join(s.out.name for s in sessions)}")
+        steps = VmapSteps(sessions) if backend == "vmap" else LoopSteps(sessions)
+        return drive(sessions, steps, scope=_session_rng)
+
+
+def _alone(request: RunRequest) -> dict:
+    with artifacts.FolderLock(request.out, "run"):
+        runs.clean_leftovers(request.out)
+        return _drive_alone(Session(request))
+
+
+def _drive_alone(session: Session) -> dict:
+    step_fn = make_train_step(session.state, session.cfg, session.device)
+    return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
+
+
+# ------------------------------------------------------------------------------------------------ RNG per run
+def _rng_state() -> tuple:
+    return torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1])
+
+
+@contextlib.contextmanager
+def _session_rng(session: Session):
+    """Run with ``session``'s own RNG stream (checkpoints save it; dropout draws from it)."""
+    _set_rng_state(session.rng_state)
+    try:
+        yield
+    finally:
+        session.rng_state = _rng_state()
+
+
+# ------------------------------------------------------------------------------------------------ backends
+class LoopSteps:
+    """Each active run's optimiser step in turn, with its own RNG stream."""
+
+    def __init__(self, sessions: list[Session]):
+        self.steps = {id(s): make_train_step(s.state, s.cfg, s.device) for s in sessions}
+
+    def __call__(self, active: list[Session]) -> None:
+        for session in active:
+            with _session_rng(session):
+                self.steps[id(session)](session.next_batch(), session.step)
+
+
+class _LossOf(torch.nn.Module):
+    """A module whose forward is a family's training loss, so ``functional_call`` can swap in any run's weights."""
+
+    def __init__(self, model, precision: str, device: str, spec):
+        super().__init__()
+        self.model, self.precision, self.device, self.spec = model, precision, device, spec
+
+    def forward(self, *tensors):
+        batch = Encoded(*tensors)
+        with self.model.autocast(self.precision, self.device):
+            return self.model.loss(batch, self.model.forward_batch(batch), self.spec)
+
+
+class VmapSteps:
+    """One batched forward and backward over the active runs' stacked weights.
+
+    Each run's parameters are views into one stacked tensor per parameter name (``param.data = stacked[k]``), so the
+    runs' own optimisers update the stack in place and evaluation, checkpoints and EMA see every run's weights as
+    usual. The stack is rebuilt when a run stops. A step at which the runs' batches differ in size (an epoch ends
+    sooner for a smaller training set) is taken run by run."""
+
+    def __init__(self, sessions: list[Session]):
+        self.one_by_one = LoopSteps(sessions)
+        first = sessions[0]
+        self.loss_module = _LossOf(copy.deepcopy(first.model).for_vmap(), first.cfg.precision, first.device,
+                                   first.cfg.loss_spec())
+        self.names = [n for n, _ in first.model.named_parameters()]
+        self.buffer_names = [n for n, _ in first.model.named_buffers()]
+        self.members: list[int] = []
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        fields = len(dataclasses.fields(Encoded))
+        self.batched = vmap(self._loss, in_dims=(0, 0, *([0] * fields)))
+
+    def _loss(self, params, buffers, *tensors):
+        return functional_call(self.loss_module, ({f"model.{k}": v for k, v in params.items()},
+                                                  {f"model.{k}": v for k, v in buffers.items()}), tensors)
+
+    def _restack(self, active: list[Session]) -> None:
+        self.members = [id(s) for s in active]
+        params = [dict(s.model.named_parameters()) for s in active]
+        for name in self.names:
+            stacked = torch.stack([p[name].detach() for p in params])
+            for k, p in enumerate(params):
+                p[name].data = stacked[k]  # the run's parameter now lives in the stack
+            self.params[name] = stacked
+        buffers = [dict(s.model.named_buffers()) for s in active]
+        self.buffers = {name: torch.stack([b[name] for b in buffers]) for name in self.buffer_names}
+
+    def __call__(self, active: list[Session]) -> None:
+        if [id(s) for s in active] != self.members:
+            self._restack(active)
+        batches = [session.next_batch() for session in active]
+        if len({len(b) for b in batches}) > 1:
+            for session, batch in zip(active, batches):
+                with _session_rng(session):
+                    self.one_by_one.steps[id(session)](batch, session.step)
+            return
+        for session in active:
+            set_learning_rates(session.state, session.cfg, session.step)
+        tensors = [torch.stack([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(Encoded)]
+        leaves = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
+        losses = self.batched(leaves, self.buffers, *tensors)
+        total = sum(s.state.scaler.scale(losses[k]) if s.state.scaler is not None else losses[k]
+                    for k, s in enumerate(active))
+        total.backward()
+        for k, session in enumerate(active):
+            own = dict(session.model.named_parameters())
+            for name in self.names:
+                grad = leaves[name].grad
+                own[name].grad = None if grad is None else grad[k]
+            apply_gradients(session.state, session.cfg, losses[k])

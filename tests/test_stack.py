@@ -1,0 +1,101 @@
+"""Stacked runs: several runs of one architecture in one process, each with its own data order, optimiser, RNG,
+checkpoints and folder. The loop backend is bit-identical to training each run alone (fp32, CPU); the vmap backend
+(one batched forward/backward, the GPU default) agrees within floating-point tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grokscope import api, artifacts, runs
+
+VOLATILE = {"wall_seconds"}
+
+
+def _kwargs(data, out, family, seed, extra=()):
+    sets = ["train.max_steps=30", "train.eval_every=10", "train.threads=1", f"train.seed={seed}", *extra]
+    sets += ["model.forward_dtype=float32"] if family == "trm" else ["train.precision=fp32"]
+    return {"data": data, "out": out, "model": family, "preset": "smoke", "sets": sets, "quiet": True}
+
+
+def _final(run):
+    step = runs.list_checkpoints(run)[-1]
+    return step, load_file(runs.step_dir(run, step) / "model.safetensors"), load_file(
+        runs.step_dir(run, step) / "state.safetensors")
+
+
+def _rows(run):
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in artifacts.read_metrics(run)]
+
+
+@pytest.fixture(scope="module")
+def regimes(tmp_path_factory):
+    """Two datasets on one graph (natural and both_full): runs on different data can share a stack."""
+    root = tmp_path_factory.mktemp("stack_data")
+    api.build_data(root / "natural", preset="smoke")
+    api.build_data(root / "both_full", preset="smoke", regime="both_full")
+    return root
+
+
+@pytest.mark.parametrize("family, extra", [("gpt", ("model.dropout=0.1",)), ("trm", ())])
+def test_loop_backend_is_bit_identical_to_training_alone(regimes, tmp_path, family, extra):
+    members = [_kwargs(regimes / "natural", tmp_path / "s0", family, 0, extra),
+               _kwargs(regimes / "both_full", tmp_path / "s1", family, 1, extra)]
+    for i, kw in enumerate(members):
+        api.train(**{**kw, "out": tmp_path / f"alone{i}"})
+    api.train_group(members, backend="loop")
+    for i in range(2):
+        (sa, wa, ta), (sb, wb, tb) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")
+        assert sa == sb == 30 and _rows(tmp_path / f"alone{i}") == _rows(tmp_path / f"s{i}")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.parametrize("family", ["gpt", "trm"])
+def test_vmap_backend_agrees_within_tolerance(regimes, tmp_path, family):
+    members = [_kwargs(regimes / "natural", tmp_path / "s0", family, 0),
+               _kwargs(regimes / "both_full", tmp_path / "s1", family, 1)]
+    for i, kw in enumerate(members):
+        api.train(**{**kw, "out": tmp_path / f"alone{i}"})
+    summaries = api.train_group(members, backend="vmap")
+    assert [s["final_step"] for s in summaries] == [30, 30]
+    for i in range(2):
+        (_, wa, _), (_, wb, _) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-3)
+
+
+def test_stacked_runs_resume_and_stop_independently(regimes, tmp_path):
+    members = [_kwargs(regimes / "natural", tmp_path / "s0", "gpt", 0),
+               _kwargs(regimes / "natural", tmp_path / "s1", "gpt", 1, ("train.max_steps=20",))]
+    api.train_group([{**m, "sets": [*m["sets"], "train.max_steps=10"]} for m in members], backend="loop")
+    api.train_group([{**m, "resume": True} for m in members], backend="loop")  # to 30 and 20: stops apart
+    api.train(**{**members[0], "out": tmp_path / "straight"})
+    assert _rows(tmp_path / "straight") == _rows(tmp_path / "s0")
+    assert json.loads((tmp_path / "s1" / "summary.json").read_text())["final_step"] == 20
+    (_, wa, _), (_, wb, _) = _final(tmp_path / "straight"), _final(tmp_path / "s0")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_runs_of_different_architectures_train_one_after_another(regimes, tmp_path, capsys):
+    members = [_kwargs(regimes / "natural", tmp_path / "a", "gpt", 0),
+               _kwargs(regimes / "natural", tmp_path / "b", "gpt", 0, ("model.d_model=64",))]
+    api.train_group(members)
+    assert "one after another" in capsys.readouterr().out
+    assert all((tmp_path / n / "summary.json").exists() for n in "ab")
+
+
+def test_stack_cli(cli, regimes, tmp_path):
+    data = regimes / "natural"
+    code, out, err = cli("stack", f"train --data {data} --preset smoke --quiet --out {tmp_path / 'a'} --set "
+                                  f"max_steps=10", f"train --data {data} --preset smoke --quiet --out "
+                                                   f"{tmp_path / 'b'} --set max_steps=10,seed=3")
+    assert code == 0, err
+    assert "stacked" in out and json.loads((tmp_path / "b" / "summary.json").read_text())["final_step"] == 10
+    code, _, err = cli("stack", "data build --out x")
+    assert code == 2 and "must be a train command" in err
+    code, _, err = cli("stack", f"train --data {data} --out {tmp_path / 'c'}", f"train --data {data} --out "
+                                                                              f"{tmp_path / 'c'}")
+    assert code == 2 and "same --out" in err

@@ -1,4 +1,4 @@
-"""Analysis speed (issue: analyses), each against its baseline in the same run:
+"""Analysis speed, each against its baseline in the same run:
 
 1. batched logit lens over the whole OOD probe set of a micro gpt vs a per-example loop doing the same work (the
    original pipeline ran one query at a time): target >= 50x;
@@ -66,7 +66,7 @@ def main():
     gpt = runs.load_model(args.gpt_run)[0] if args.gpt_run else build_model(
         model_config("gpt", "micro", d_vocab=ds.vocab.d_vocab)).eval()
     trm = runs.load_model(args.trm_run)[0] if args.trm_run else build_model(
-        model_config("trm", "micro", d_vocab=ds.vocab.d_vocab, overrides={"d_model": args.trm_d})).eval()
+        model_config("trm", "paper", d_vocab=ds.vocab.d_vocab, overrides={"d_model": args.trm_d})).eval()
     ood = encode(ds, ds.probe("test_inferred_ood"))
     print(f"threads {threads}; OOD probe set: {len(ood)} queries (micro dataset)")
 

@@ -2,8 +2,8 @@
 
 Builds the base dataset (N=2000, R=200, d=20, phi=18), the five regimes of He et al. and the transfer set, and
 prints wall time and peak traced memory of each part. The baseline re-implements the original authors' pipeline
-as PAPER_SPEC §2.1/§2.3 describes it (dicts, per-path Python loops, ``random``, JSON written), which the issue
-calibrated at about 5 s for the base dataset and 2 s per augmentation regime on this machine.
+the way their notebooks work (dicts, per-path Python loops, ``random``, JSON written; ``docs/methods.md``, "Data"),
+which takes about 5 s for the base dataset and 2 s per augmentation regime on a 2-core machine.
 
     python benchmarks/bench_data.py [--repeats 3]
 """
@@ -157,7 +157,7 @@ def main():
     print(f"\nbase dataset: grokscope {rows[0][1]:.3f} s vs baseline {t_base:.2f} s -> {t_base / rows[0][1]:.1f}x")
     print(f"family: grokscope {ours_total:.2f} s (base + 4 regimes + transfer) vs baseline {base_total:.2f} s "
           f"(base + 4 regimes, no transfer) -> {base_total / ours_total:.1f}x")
-    print("issue's reference for the original code on this machine: about 5 s base + 2 s per regime = 13 s "
+    print("the original code's time on a 2-core machine, about 5 s base + 2 s per regime = 13 s "
           f"-> {13 / ours_total:.0f}x")
 
 

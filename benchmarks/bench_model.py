@@ -1,4 +1,4 @@
-"""Model speed on this machine, each against its named baseline in the same run (issue: models).
+"""Model speed on this machine, each against its named baseline in the same run.
 
 1. micro gpt training steps/s vs HuggingFace GPT2LMHeadModel of identical size (sdpa), same threads and batch;
 2. achieved FLOP/s of the micro gpt and micro trm training steps vs the measured fp32 matmul peak;
@@ -6,7 +6,7 @@
 4. one TRM training step at the original configuration scaled to D 128 / 256 (batch 512, bf16 and fp32), median of
    steps 6-15, vs a reference implementation with the original's layout (transpose -> fused Linear over positions ->
    chunk -> transpose, default allocator) run in a subprocess, and vs the original code's numbers measured on this
-   machine (CPU_CALIBRATION addendum: 3.2 s bf16, 6.2 s fp32 at D 128).
+   2-core machine (3.2 s bf16, 6.2 s fp32 at D 128; 6.7 s / 14.5 s at D 256, median of steps 6-15).
 
     python benchmarks/bench_model.py [--quick] [--threads N]
 """
@@ -152,7 +152,7 @@ if reference:
 else:
     tune_allocator()
 torch.manual_seed(0)
-m = build_model(model_config("trm", "micro", d_vocab=2207, overrides={"d_model": D, "forward_dtype": dtype})).train()
+m = build_model(model_config("trm", "paper", d_vocab=2207, overrides={"d_model": D, "forward_dtype": dtype})).train()
 params = [p for n, p in m.named_parameters() if n != "puzzle_emb"]
 opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=1.0)
 g = torch.Generator().manual_seed(0)

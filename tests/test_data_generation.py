@@ -1,4 +1,4 @@
-"""Dataset builder invariants (PAPER_SPEC §2.1-2.4): paper-scale counts and property tests on random configs."""
+"""Dataset builder invariants (He et al. App. B-C, §5.1): paper-scale counts and property tests on random configs."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_paper_scale_counts(seed):
 
 
 def test_paper_scale_augmentation_counts(paper_family):
-    # PAPER_SPEC §2.3 table: observed added compositions, within 15%.
+    # The added compositions the authors' generator produced for each regime, within 15%.
     expected = {"both_full": 44_189, "both_half": 11_502, "first_full": 22_697, "second_full": 21_492}
     for name, n in expected.items():
         c = paper_family[name].meta["counts"]
@@ -61,7 +61,7 @@ def test_paper_scale_transfer(paper_family):
     assert tds.meta["counts"]["probe/atomic_new"] == 2_000
     assert tds.meta["counts"]["train_atomic"] + tds.meta["counts"]["train_inferred"] == 10_000
     assert tds.meta["counts"]["probe/test_inferred_new"] == 3_000
-    # The original kept ~220 atomic facts and found 459 faithful mixed probes (§2.4); same order here.
+    # The original kept ~220 atomic facts and found 459 faithful mixed probes; same order here.
     assert 150 <= kept["atomic"] <= 300
     assert 200 <= tds.meta["counts"]["probe/test_inferred_new_mix"] <= 800
     assert tds.meta["counts"]["probe/test_inferred_new_mix_powered"] == 3_000

@@ -1,4 +1,4 @@
-"""Fact-level ("composition") augmentation of He et al. (PAPER_SPEC §2.3, paper App. C).
+"""Fact-level ("composition") augmentation of He et al. (App. C).
 
 Selected OOD atomic facts get compositional supervision: each exposed OOD hop is paired with ID partner hops, so
 every added composition has exactly one OOD and one ID hop and no OOD test query (both hops OOD) is ever trained.

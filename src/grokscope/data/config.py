@@ -29,7 +29,7 @@ class Augmentation:
                 f"_h2ratio{float(self.h2ratio)}_h2k{self.h2k}")
 
 
-# PAPER_SPEC §2.3 table: the five regimes of He et al. Fig. 2. k = 18 / 9 is tied to d = 20, not to N.
+# The five regimes of He et al. Fig. 2 (App. C). k = 18 / 9 is tied to d = 20, not to N.
 REGIMES: dict[str, Augmentation] = {
     "natural": Augmentation(0.0, 0, 0.0, 0),
     "both_full": Augmentation(1.0, 18, 1.0, 18),

@@ -33,8 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grokscope import api  # noqa: E402
 from grokscope.data.encoding import training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
-from grokscope.models import build_model, model_config  # noqa: E402
-from grokscope.train.config import resolve_train_config  # noqa: E402
+from grokscope.models import build_model  # noqa: E402
 from grokscope.train.loop import make_train_step  # noqa: E402
 from grokscope.train.state import TrainState  # noqa: E402
 
@@ -162,7 +161,7 @@ def main() -> None:
     rows.append({"model": "gpt micro", "code": f"{k} runs stacked vs 1 alone", "steps/s": aggregate,
                  "ratio": aggregate / alone})
 
-    print(f"\n| model | code | ms/step | steps/s | ratio |\n|---|---|---|---|---|")
+    print("\n| model | code | ms/step | steps/s | ratio |\n|---|---|---|---|---|")
     for r in rows:
         ms = "-" if r.get("ms") is None else f"{r['ms']:.1f}"
         rate = "-" if r.get("steps/s") is None else f"{r['steps/s']:.1f}"

@@ -45,6 +45,73 @@ def build_data(out: Path, preset: str = "micro", regime: str | None = None, aug:
     return ds
 
 
+def build_family(out: Path, preset: str = "micro", sets: list[str] | None = None, seed: int | None = None,
+                 transfer: bool | None = None, force: bool = False, log=print) -> dict[str, Path]:
+    """The five regimes on one graph into ``out/<regime>`` (and their transfer sets: by default when the graph has
+    unused (entity, relation) pairs)."""
+    from grokscope.data.build import build_family as build
+
+    cfg = data_config(preset, None, None, sets, seed)
+    problems = cfg.problems(transfer=bool(transfer))
+    if problems:
+        raise GrokscopeError([f"{p} (or build without transfer sets: --no-transfer)" if transfer else p
+                              for p in problems])
+    if transfer is None:
+        transfer_problems = cfg.problems(transfer=True)
+        transfer = not transfer_problems
+        for problem in transfer_problems:
+            log(f"note: transfer sets skipped: {problem}")
+    return build(cfg, Path(out), force=force, transfer=transfer, log=log)
+
+
+def derive_transfer(parent: Path, out: Path, sets: list[str] | None = None, force: bool = False) -> Dataset:
+    """The transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
+    from grokscope.config import apply_overrides, from_dict
+    from grokscope.data.config import DataConfig
+    from grokscope.data.store import load, save
+    from grokscope.data.transfer import build_transfer
+
+    ds = load(parent)
+    base = from_dict(DataConfig, {**ds.meta["config"]}, f"{parent}/dataset.json: config") \
+        if ds.meta.get("seed") is not None else \
+        DataConfig(num_entities=ds.vocab.num_entities, num_relations=ds.vocab.num_relations,
+                   out_degree=ds.meta["config"]["out_degree"], phi=0.0)
+    cfg = apply_overrides(base, route_sets(split_set_items(sets), {"data": DataConfig})["data"], what="data")
+    artifacts.check_output_dir(Path(out), force, kind="dataset")
+    tds = build_transfer(ds, cfg)
+    save(tds, out, force=force)
+    return tds
+
+
+def load_data(path: Path) -> Dataset:
+    """A dataset folder, every file checked."""
+    from grokscope.data.store import load
+
+    return load(path)
+
+
+def export_data(path: Path, out: Path, fmt: str = "original", force: bool = False) -> Path:
+    """A dataset in the original authors' JSON format."""
+    from grokscope.data.original_format import export_original
+
+    if fmt != "original":
+        raise GrokscopeError(f"unknown export format {fmt!r}; the only format is 'original'")
+    return export_original(load_data(path), Path(out), force=force)
+
+
+def import_data(folder: Path, out: Path, force: bool = False) -> Dataset:
+    """An original-format dataset (bridges recovered from the atomic facts) in grokscope's format."""
+    from grokscope.data.original_format import import_original
+    from grokscope.data.store import save
+
+    if not Path(folder).is_dir():
+        raise GrokscopeError(f"{folder}: no such folder; point at an original-format export")
+    artifacts.check_output_dir(Path(out), force, kind="dataset")
+    ds = import_original(Path(folder))
+    save(ds, out, force=force)
+    return ds
+
+
 def data_config(preset: str, regime: str | None = None, aug: str | None = None, sets: list[str] | None = None,
                 seed: int | None = None):
     from grokscope.data.config import Augmentation, DataConfig, resolve_data_config

@@ -62,23 +62,10 @@ def data_family(
     force: bool = typer.Option(False, "--force", help="Replace existing dataset folders."),
 ) -> None:
     """Build the five regimes of He et al. Fig. 2 (and their transfer sets) on one graph."""
-    from grokscope.data.build import build_family
-    from grokscope.data.store import load
-
-    cfg = api.data_config(preset, None, None, overrides, seed)
-    problems = cfg.problems(transfer=bool(transfer))
-    if problems:
-        raise GrokscopeError([f"{p} (or build without transfer sets: --no-transfer)" if transfer else p
-                              for p in problems])
-    if transfer is None:
-        transfer_problems = cfg.problems(transfer=True)
-        transfer = not transfer_problems
-        for problem in transfer_problems:
-            print(f"note: transfer sets skipped: {problem}")
     t0 = time.perf_counter()
-    written = build_family(cfg, out, force=force, transfer=transfer)
+    written = api.build_family(out, preset, overrides, seed, transfer, force)
     print(f"\nfamily of {len(written)} datasets in {time.perf_counter() - t0:.2f} s")
-    _print_family_table({name: load(path) for name, path in written.items()})
+    _print_family_table({name: api.load_data(path) for name, path in written.items()})
 
 
 @data_app.command("transfer")
@@ -89,22 +76,7 @@ def data_transfer(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Derive the transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
-    from grokscope import artifacts
-    from grokscope.config import apply_overrides, from_dict, route_sets, split_set_items
-    from grokscope.data.config import DataConfig
-    from grokscope.data.store import load, save
-    from grokscope.data.transfer import build_transfer
-
-    ds = load(parent)
-    base = from_dict(DataConfig, {**ds.meta["config"]}, f"{parent}/dataset.json: config") \
-        if ds.meta.get("seed") is not None else \
-        DataConfig(num_entities=ds.vocab.num_entities, num_relations=ds.vocab.num_relations,
-                   out_degree=ds.meta["config"]["out_degree"], phi=0.0)
-    cfg = apply_overrides(base, route_sets(split_set_items(overrides), {"data": DataConfig})["data"], what="data")
-    artifacts.check_output_dir(out, force, kind="dataset")
-    tds = build_transfer(ds, cfg)
-    save(tds, out, force=force)
-    _print_summary(tds, header=f"wrote {out}")
+    _print_summary(api.derive_transfer(parent, out, overrides, force), header=f"wrote {out}")
 
 
 @data_app.command("show")
@@ -113,9 +85,7 @@ def data_show(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, fingerprint, config)."),
 ) -> None:
     """Print counts per split and probe type."""
-    from grokscope.data.store import load
-
-    ds = load(path)
+    ds = api.load_data(path)
     if as_json:
         print(json.dumps({"name": ds.meta["name"], "kind": ds.meta["kind"], "counts": ds.meta["counts"],
                           "fingerprint": ds.meta["fingerprint"], "d_vocab": ds.vocab.d_vocab,
@@ -132,12 +102,7 @@ def data_export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export."),
 ) -> None:
     """Write train/valid/test/vocab.json in the original authors' item format."""
-    from grokscope.data.original_format import export_original
-    from grokscope.data.store import load
-
-    if fmt != "original":
-        raise GrokscopeError(f"unknown export format {fmt!r}; the only format is 'original'")
-    export_original(load(path), out, force=force)
+    api.export_data(path, out, fmt, force)
     print(f"exported {path} -> {out} (train.json, valid.json, test.json, vocab.json, id_facts.json, "
           f"ood_facts.json)")
 
@@ -149,16 +114,7 @@ def data_import(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
-    from grokscope import artifacts
-    from grokscope.data.original_format import import_original
-    from grokscope.data.store import save
-
-    if not Path(folder).is_dir():
-        raise GrokscopeError(f"{folder}: no such folder; point at an original-format export")
-    artifacts.check_output_dir(out, force, kind="dataset")
-    ds = import_original(folder)
-    save(ds, out, force=force)
-    _print_summary(ds, header=f"imported {folder} -> {out}")
+    _print_summary(api.import_data(folder, out, force), header=f"imported {folder} -> {out}")
 
 
 # ------------------------------------------------------------------------------------------------ runs

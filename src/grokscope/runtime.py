@@ -64,7 +64,7 @@ def pick_device(device: str) -> str:
     return device
 
 
-def configure(device: str, threads: int = 0) -> None:
+def configure(device: str, threads: int | None = None) -> None:
     """Per-process settings for a run on ``device``: CPU threads and the allocator (nothing to do elsewhere)."""
     if device == "cpu":
         set_threads(threads or None)

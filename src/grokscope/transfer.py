@@ -22,6 +22,7 @@ from grokscope.data.config import DataConfig
 from grokscope.data.store import Dataset, load, save
 from grokscope.data.transfer import build_transfer
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import first_step
 from grokscope.models.registry import config_from_dict
 from grokscope.train.config import TrainConfig
@@ -59,16 +60,17 @@ def category_rows(ds: Dataset) -> dict[str, np.ndarray]:
 
 
 def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
-    """Steps to New Fact accuracy >= 0.99 and to new+old >= 0.9; the final value of every category measure."""
+    """Steps to New Fact accuracy >= NEW_FACT_MILESTONE and to new+old >= NEW_OLD_COMPOSES; the final value of every
+    category measure."""
     last = rows[-1] if rows else {}
     final = {name: {"exact_match": last.get(name), "bridge_found": last.get(f"bridge_found_{name}"),
                     "bridge_use": last.get(f"bridge_use_{name}"), "n": counts.get(name)}
              for name in ["atomic_new", *CATEGORIES]}
     retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
                                           "test_inferred_ood")}
-    return {"steps_to_new_fact_099": first_step(rows, "atomic_new", 0.99),
-            "steps_to_new_old_090": first_step(rows, "new_old", 0.9),
-            "steps_to_new_old_powered_090": first_step(rows, "new_old_powered", 0.9),
+    return {"steps_to_new_fact_099": first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE),
+            "steps_to_new_old_090": first_step(rows, "new_old", th.NEW_OLD_COMPOSES),
+            "steps_to_new_old_powered_090": first_step(rows, "new_old_powered", th.NEW_OLD_COMPOSES),
             "final": final, "retention": retention}
 
 
@@ -168,7 +170,8 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
 
 def print_transfer_summary(summary: dict) -> None:
     t = summary["transfer"]
-    print(f"steps to New Fact acc >= 0.99: {t['steps_to_new_fact_099']}; to new+old >= 0.9: "
+    print(f"steps to New Fact acc >= {th.NEW_FACT_MILESTONE}: {t['steps_to_new_fact_099']}; to new+old >= "
+          f"{th.NEW_OLD_COMPOSES}: "
           f"{t['steps_to_new_old_090']} (powered: {t['steps_to_new_old_powered_090']})")
 
     def fmt(x):

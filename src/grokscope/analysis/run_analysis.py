@@ -26,6 +26,7 @@ from grokscope.analysis.queries import bridge_use_table, query_records, write_re
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, load
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import classify_regime
 from grokscope.models.registry import family
 
@@ -62,7 +63,7 @@ def resolve_steps(run: Path, spec: str, log=print) -> list[int]:
         elif item in ("sat", "grokked"):
             found = runs.named_step(run, item, steps)
             if found is None:
-                log(f"note: {run.name} never reached {'saturation' if item == 'sat' else 'ID test >= 0.9'}; "
+                log(f"note: {run.name} never reached {'saturation' if item == 'sat' else f'ID test >= {th.GROKKED}'}; "
                     f"no '{item}' checkpoint to analyse")
             else:
                 out.add(found)

@@ -19,6 +19,7 @@ PATH_MIN_LEVEL = 0.5  # a checkpoint "has a bridge path" when its bridge measure
 SATURATED_CELL = 0.95  # causal-map cells at least this in both checkpoints are left out of the correlation
 CURVE_SIMILAR = 0.1  # fine-tuning curves are "similar" when their mean absolute difference is at most this
 
+NEW_FACT_MILESTONE = 0.99  # the fine-tuning milestone "steps to New Fact accuracy" (He et al. Fig. 3: about 3k)
 NEW_FACTS_LEARNED = 0.9  # New Fact accuracy a fine-tune needs before its compositions are judged
 NEW_OLD_COMPOSES = 0.9  # new+old exact match for "composes" (He et al. Fig. 3A: 1.0)
 NEW_OLD_FAILS = 0.5  # new+old exact match below this: the core positive result failed

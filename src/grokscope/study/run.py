@@ -14,6 +14,7 @@ from pathlib import Path
 
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
 from grokscope.study.executors import EXECUTORS, Runner, make_executor
 from grokscope.study.plan import STAGES, Job, Manifest, plan, stacked
 from grokscope.study.spec import load_spec
@@ -102,7 +103,7 @@ def _skip_reason(job: Job) -> str | None:
     if job.stage == "transfer" and ckpt in ("sat", "grokked") and parent:
         steps = runs.list_checkpoints(Path(parent))
         if steps and runs.named_step(Path(parent), ckpt, steps) is None:
-            return f"the parent never reached {'training saturation' if ckpt == 'sat' else 'ID test >= 0.9'}"
+            return f"the parent never reached {'training saturation' if ckpt == 'sat' else f'ID test >= {th.GROKKED}'}"
     return None
 
 

@@ -67,7 +67,7 @@ class TrainConfig:
     ckpt_linear_from: int = 10_000
     ckpt_every: int = 10_000
     # --- machine
-    threads: int = 0  # CPU threads (0 = every core this process may use)
+    threads: int | None = None  # CPU threads (None = every core this process may use)
     compile: bool | None = None  # torch.compile the training step; None = on CUDA only
 
     def problems(self) -> list[str]:
@@ -76,11 +76,13 @@ class TrainConfig:
             if getattr(self, key) <= 0:
                 p.append(f"train.{key} must be positive (got {getattr(self, key)})")
         for key in ("max_steps", "warmup_steps", "grad_clip", "weight_decay", "max_minutes", "stop_margin_steps",
-                    "max_epochs", "eval_every_epochs", "eval_bridge_use", "threads", "eps", "puzzle_lr",
+                    "max_epochs", "eval_every_epochs", "eval_bridge_use", "eps", "puzzle_lr",
                     "puzzle_weight_decay", "q_halt_weight", "grokfast_lambda", "ckpt_dense_until",
                     "ckpt_log_per_decade", "ckpt_linear_from", "seed"):
             if getattr(self, key) < 0:
                 p.append(f"train.{key} must be >= 0 (got {getattr(self, key)})")
+        if self.threads is not None and self.threads < 1:
+            p.append(f"train.threads must be at least 1, or none for every core (got {self.threads})")
         if self.eval_every <= 0 and self.eval_every_epochs <= 0:
             p.append("train.eval_every must be positive")
         for key in ("beta1", "beta2", "ema_decay", "grokfast_alpha"):

@@ -19,11 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokscope import artifacts, runs
+from grokscope import artifacts
 from grokscope.config import route_sets, split_set_items
 from grokscope.data.store import Dataset, ProbeSet
 from grokscope.errors import GrokscopeError
-from grokscope.models.export_tl import to_transformer_lens  # noqa: F401  (re-exported)
+
+# torch is imported on first use (runs, models), so `grokscope data ...` and `--help` start fast.
+
+
+def to_transformer_lens(model):
+    """A TransformerLens model with the same weights as a gpt model (extra ``interp``), in eval mode."""
+    from grokscope.models.export_tl import to_transformer_lens as convert
+
+    return convert(model)
 
 # ------------------------------------------------------------------------------------------------ stages
 
@@ -191,6 +199,7 @@ def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "sc
 
 def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "cpu") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
+    from grokscope import runs
     from grokscope.analysis.circuits import compare_paths
     from grokscope.analysis.run_analysis import TRACE_EXAMPLES, resolve_probes, run_dataset, sample_rows
 
@@ -215,6 +224,7 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
     import torch
     from safetensors.torch import save_file
 
+    from grokscope import runs
     from grokscope.models.export_tl import tl_config, tl_state_dict
 
     run, step = parse_run_ref(ref)
@@ -363,6 +373,8 @@ class Run:
 
     @property
     def checkpoints(self) -> Checkpoints:
+        from grokscope import runs
+
         steps = runs.list_checkpoints(self.path)
         if not steps:
             return Checkpoints([], None, None)
@@ -371,6 +383,8 @@ class Run:
 
     def model(self, step: int | str = "last", device: str = "cpu"):
         """The hooked model at ``step`` (a number, 'sat', 'grokked' or 'last') in eval mode."""
+        from grokscope import runs
+
         return runs.load_model(self.path, step, device)[0]
 
     @cached_property

@@ -74,37 +74,36 @@ def write_yaml_atomic(path: Path, data) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ validated reads
-def read_json(path: Path, fix: str, kind: type = dict):
-    """JSON file -> object of type ``kind``; any problem is one line naming the file and ``fix``."""
+def _read(path: Path, fix: str, kind: type, parse, syntax: type, describe) -> object:
+    """Parse a file, then check the type of what it holds; every problem is one line naming the file and ``fix``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = parse(path.read_text())
     except FileNotFoundError:
         raise GrokscopeError(f"{path}: missing; {fix}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise GrokscopeError(f"{path}: unreadable ({exc}); {fix}") from None
-    except ValueError as exc:
-        raise GrokscopeError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    except syntax as exc:
+        raise GrokscopeError(f"{path}: {describe(exc)}; {fix}") from None
     if not isinstance(data, kind):
         raise GrokscopeError(f"{path}: holds a {type(data).__name__}, expected a {kind.__name__}; {fix}")
     return data
+
+
+def read_json(path: Path, fix: str, kind: type = dict):
+    """A JSON file holding a ``kind``."""
+    return _read(path, fix, kind, json.loads, ValueError, lambda exc: f"not valid JSON ({exc})")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    where = getattr(exc, "problem_mark", None)
+    at = f" at line {where.line + 1}" if where is not None else ""
+    return f"not valid YAML{at} ({getattr(exc, 'problem', None) or exc})"
 
 
 def read_yaml(path: Path, fix: str, kind: type = dict):
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise GrokscopeError(f"{path}: missing; {fix}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GrokscopeError(f"{path}: unreadable ({exc}); {fix}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise GrokscopeError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc}); {fix}") from None
-    if not isinstance(data, kind):
-        raise GrokscopeError(f"{path}: holds a {type(data).__name__}, expected a {kind.__name__}; {fix}")
-    return data
+    """A YAML file holding a ``kind``."""
+    return _read(path, fix, kind, yaml.safe_load, yaml.YAMLError, _yaml_problem)
 
 
 RUN_SECTIONS = ("data", "model", "train")

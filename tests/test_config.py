@@ -79,7 +79,8 @@ def test_nested_study_typo_names_the_key(tmp_path):
     text.write_text(base.replace("set: {max_steps: 60, eval_every: 20}", "sett: {max_steps: 60}"))
     with pytest.raises(GrokscopeError) as err:
         load_spec(str(text))
-    assert err.value.problems == ["unknown key study.models[0].sett; valid keys: family, name, preset, regimes, set"]
+    assert err.value.problems == ["unknown key study.models[0].sett; valid keys: family, name, per_regime, preset, "
+                                  "regimes, set"]
 
 
 # --------------------------------------------------------------------------------------------- property tests

@@ -27,6 +27,7 @@ from torch.func import functional_call, vmap
 
 from grokscope import artifacts, runs
 from grokscope.data.encoding import Encoded
+from grokscope.errors import GrokscopeError
 from grokscope.train.loop import RunRequest, Session, apply_gradients, drive, make_train_step, set_learning_rates
 
 BACKENDS = ("auto", "loop", "vmap")
@@ -57,6 +58,9 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
             log("note: these runs differ in architecture, precision, loss or batch size; training them one after "
                 "another")
         return [_alone(r) for r in requests]
+    backend = choose_backend(requests, backend)
+    if backend == "vmap" and any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests):
+        raise GrokscopeError("the vmap backend cannot reproduce dropout's random draws; use --backend loop")
     with contextlib.ExitStack() as locks:
         for request in requests:
             locks.enter_context(artifacts.FolderLock(request.out, "run"))
@@ -68,9 +72,6 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
         if len({s.step for s in sessions}) > 1:
             log("note: the resumed runs stand at different steps; training them one after another")
             return [_drive_alone(s) for s in sessions]
-        backend = choose_backend(requests, backend)
-        if backend == "vmap" and any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests):
-            raise ValueError("the vmap backend cannot reproduce dropout; use the loop backend")
         log(f"training {len(sessions)} runs stacked ({backend}): {', '.join(s.out.name for s in sessions)}")
         steps = VmapSteps(sessions) if backend == "vmap" else LoopSteps(sessions)
         return drive(sessions, steps, scope=_session_rng)

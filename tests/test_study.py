@@ -177,6 +177,7 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     table = pd.read_csv(tmp_path / "sw" / "sweep.csv")
     assert len(table) == 4 and {"train.weight_decay", "data.phi", "t_sat", "final_iid", "steps"} <= set(table.columns)
     assert (tmp_path / "sw" / "sweep.png").stat().st_size > 5_000
+    assert (tmp_path / "sw" / "sweep_curves.png").stat().st_size > 5_000
     assert len(list((tmp_path / "sw" / "datasets").iterdir())) == 2  # one dataset per distinct data point
     code, _, err = cli("sweep", "--preset", "smoke", "--grid", "lr=1,2", "--out", tmp_path / "bad")
     assert code == 2 and "data.KEY" in err

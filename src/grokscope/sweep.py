@@ -2,8 +2,9 @@
 
 Each grid point builds its dataset (one per distinct data point) and trains one model of a study preset (the first,
 or ``--model NAME``) on the natural regime; the result is ``sweep.csv`` (one row per point: the grid values,
-milestones, final accuracies, steps and minutes) and ``sweep.png`` (steps to each milestone against the first grid
-key, as Wang et al. Fig. 2 plots them). Every point is validated before the first job; finished points are skipped.
+milestones, final accuracies, steps and minutes), ``sweep.png`` (steps to each milestone against the first grid
+key, as Wang et al. Fig. 2 plots them) and ``sweep_curves.png`` (every point's curves). Every point is validated
+before the first job; finished points are skipped.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
     fig = plots.milestone_sweep(df.assign(**{first: x if x.notna().all() else df[first]}), first,
                                 f"steps to milestones vs {first}")
     fig.savefig(out / "sweep.png", dpi=110)
+    plots.plt.close(fig)
+    curves = {point_name(point): pd.DataFrame(artifacts.read_metrics(job.out)) for point, job in train_jobs}
+    fig = plots.sweep_curves(curves, "curves of every grid point")
+    fig.savefig(out / "sweep_curves.png", dpi=110)
     plots.plt.close(fig)
     return out / "sweep.csv"
 

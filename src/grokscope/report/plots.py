@@ -130,6 +130,23 @@ def milestone_sweep(df: pd.DataFrame, x: str, title: str):
     return fig
 
 
+def sweep_curves(curves: dict[str, pd.DataFrame], title: str,
+                 metrics: tuple[str, ...] = ("train_acc", "test_inferred_iid", "test_inferred_ood")):
+    """One panel per metric, one line per grid point: the curves behind a sweep's milestone table."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics):
+        for name, df in curves.items():
+            if metric in df:
+                ax.plot(df["step"], df[metric], label=name, linewidth=1.2)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.05)
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def empty_note(text: str):
     fig, ax = plt.subplots(figsize=(5, 1.2))
     ax.axis("off")
@@ -138,4 +155,4 @@ def empty_note(text: str):
 
 
 __all__ = ["regime_panels", "grokking_curve", "transfer_grid", "lens_profiles", "causal_heatmaps",
-           "milestone_sweep", "empty_note"]
+           "milestone_sweep", "sweep_curves", "empty_note"]

@@ -26,11 +26,13 @@ def run(name, rows, cut_short=False, metric="bridge_use"):
 
 GROKKED_NAT = run("nat", curve(SAT, iid=[0, 0.2, 0.5, 0.8, 0.95, 0.97]))
 UNGROKKED_NAT = run("nat", curve(SAT, iid=[0, 0.2, 0.3, 0.4, 0.5, 0.6]))
-BOTH = run("both", curve(SAT, ood=[0, 0.5, 0.95, 0.97, 0.98, 0.99]))
+BOTH = run("both", curve(SAT, ood=[0, 0.5, 0.95, 0.97, 0.98, 0.99], bridge=[0, 0.4, 0.92, 0.95, 0.97, 0.99]))
+BOTH_NO_BRIDGE = run("both", curve(SAT, ood=[0, 0.5, 0.95, 0.97, 0.98, 0.99]))  # the positive control fails
 SAME = {"verdict": "same path", "step_a": 100, "step_b": 400, "profile_corr": 0.95, "causal_map_corr": 0.9}
 DIFF = {**SAME, "verdict": "different path", "profile_corr": 0.1}
 CONTROL_OK = {"verdict": "different path", "level_a": 0.0, "level_b": 0.9}
 CONTROL_BAD = {"verdict": "undetermined", "why": "neither checkpoint has a bridge path"}
+UNDETERMINED = {**SAME, "verdict": "undetermined"}
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -41,6 +43,7 @@ CONTROL_BAD = {"verdict": "undetermined", "why": "neither checkpoint has a bridg
     ((GROKKED_NAT, BOTH, SAME, CONTROL_BAD, SAME, 0.0), "not testable"),  # the negative control failed
     ((run("nat", GROKKED_NAT.rows, cut_short=True), BOTH, SAME, CONTROL_OK, SAME, 0.0), "not testable"),
     ((GROKKED_NAT, None, SAME, CONTROL_OK, None, None), "supported"),  # within-run comparison alone
+    ((GROKKED_NAT, BOTH, UNDETERMINED, CONTROL_OK, UNDETERMINED, 0.05), "not testable"),  # curves alone
 ])
 def test_finding_1_outcomes(args, expected):
     result = finding_1(*args)
@@ -53,6 +56,7 @@ def test_finding_1_reasons():
     assert "cut short" in finding_1(run("nat", GROKKED_NAT.rows, cut_short=True), BOTH, SAME, CONTROL_OK, SAME,
                                      0.0)["verdict"]
     assert "negative control" in finding_1(GROKKED_NAT, BOTH, SAME, CONTROL_BAD, SAME, 0.0)["verdict"]
+    assert "curves alone" in finding_1(GROKKED_NAT, BOTH, UNDETERMINED, CONTROL_OK, UNDETERMINED, 0.0)["verdict"]
 
 
 @pytest.mark.parametrize("second, expected", [
@@ -67,6 +71,19 @@ def test_finding_1_reasons():
 ])
 def test_finding_2_outcomes(second, expected):
     assert outcome(finding_2(second, BOTH)["verdict"]) == expected
+
+
+FAKE = run("sf", curve(SAT, ood=[0, 0.1, 0.3, 0.6, 0.92, 0.95], bridge=[0, 0, 0.1, 0.1, 0.2, 0.3]))
+
+
+@pytest.mark.parametrize("both, reason", [
+    (BOTH_NO_BRIDGE, "positive control failed"),  # the measure never sees the both-full circuit
+    (run("both", curve(SAT, ood=[0, 0.1, 0.2, 0.3, 0.4, 0.5], bridge=[0.9] * 6)), "positive control failed"),
+    (None, "no both-hop-full run"),
+])
+def test_finding_2_needs_its_positive_control(both, reason):
+    verdict = finding_2(FAKE, both)["verdict"]
+    assert outcome(verdict) == "not testable" and reason in verdict
 
 
 def cat(em, bridge=None, n=30):
@@ -95,9 +112,20 @@ CONTROL_FAILS, CONTROL_COMPOSES = ft(0.2, grokked=False), ft(0.95, grokked=False
     ([ft(1.0, new_fact=0.3)], CONTROL_FAILS, "not testable"),  # new facts not learned
     ([ft(1.0, cut_short=True)], CONTROL_FAILS, "not testable"),
     ([], None, "not testable"),
+    ([ft(1.0)], ft(0.2, new_fact=0.3, grokked=False), "partly supported"),  # a control that learned nothing
+    ([ft(1.0, old_new=None)], CONTROL_FAILS, "partly supported"),  # old+new not measured cannot pass
+    ([ft(None)], CONTROL_FAILS, "not testable"),  # new+old not measured
 ])
 def test_finding_3_outcomes(finetunes, control, expected):
     assert outcome(finding_3(finetunes, control)["verdict"]) == expected
+
+
+def test_finding_3_missing_queries_are_not_zero():
+    f = ft(0.0)
+    f.final["new_old"]["n"] = 0  # no faithful new+old queries and no powered set: not measured, not "fails"
+    assert outcome(finding_3([f], CONTROL_FAILS)["verdict"]) == "not testable"
+    note = finding_3([ft(1.0)], ft(0.2, new_fact=0.3, grokked=False))["measured"]
+    assert "did not learn the new facts" in note
 
 
 def test_finding_3_uses_powered_categories_when_faithful_n_is_small():

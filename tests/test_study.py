@@ -37,9 +37,12 @@ def test_plan_covers_every_stage_with_roles(tmp_path):
     assert stages.count("data") == 3 and stages.count("train") == 4 and stages.count("analyze") == 4
     assert stages.count("transfer") == 3 * 2 + 1 and stages.count("compare") == 1
     assert {j.stage for j in jobs} == set(STAGES)
-    roles = {j.name: j.record for j in jobs}
+    roles = {j.name: dict(j.record) for j in jobs}
+    groups = {name: r.pop("stack_group", None) for name, r in roles.items() if name.startswith("train ")}
     assert roles["train gpt_natural"] == {"role": "pretrain", "model": "gpt", "family": "gpt", "regime": "natural",
                                           "seed": 0, "path": str(tmp_path / "runs" / "gpt_natural")}
+    # runs of one architecture share a stack group; the trm never stacks with the gpt
+    assert groups["train gpt_natural"] == groups["train gpt_second_full"] != groups["train trm_natural"]
     ft = roles["transfer ft_gpt_second_full_sat"]
     assert ft["role"] == "finetune" and ft["checkpoint"] == "sat" and ft["parent"].endswith("gpt_second_full")
     assert roles["transfer ft_gpt_control"]["role"] == "control"

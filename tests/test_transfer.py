@@ -36,7 +36,7 @@ def test_categories_on_hand_built_example():
     summary = transfer_summary([{"step": 0, "atomic_new": 0.5, "new_old": 0.2},
                                 {"step": 250, "atomic_new": 0.995, "new_old": 0.95, "bridge_found_new_old": 1.0}],
                                {"new_old": 1, "atomic_new": 50})
-    assert summary["steps_to_new_fact_099"] == 250 and summary["steps_to_new_old_090"] == 250
+    assert summary["steps_to_new_fact"] == 250 and summary["steps_to_new_old"] == 250
     assert summary["final"]["new_old"] == {"exact_match": 0.95, "bridge_found": 1.0, "bridge_use": None, "n": 1}
 
 

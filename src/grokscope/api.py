@@ -228,6 +228,9 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
     from grokscope.models.export_tl import tl_config, tl_state_dict
 
     run, step = parse_run_ref(ref)
+    family = artifacts.read_config(run)["model"]["family"]
+    if family != "gpt":
+        raise GrokscopeError(f"{run}: a {family} run; only gpt models export to TransformerLens")
     model, step = runs.load_model(run, step)
     out = Path(out) if out else run / f"export_tl_step_{step:08d}"
     artifacts.check_output_dir(out, force, kind="TransformerLens export")
@@ -262,13 +265,14 @@ def study(preset: str = "micro", out: Path | None = None, executor: str = "local
 
 
 def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
-          address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True) -> Path:
+          address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True,
+          fresh: bool = False) -> Path:
     """Train over a grid of config values (stacked where the points share an architecture); returns the path of
     sweep.csv."""
     from grokscope.sweep import run_sweep
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
-    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack)
+    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack, fresh=fresh)
 
 
 def report(path: Path) -> Path:

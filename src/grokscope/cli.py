@@ -282,9 +282,10 @@ def sweep_cmd(
     address: Optional[str] = typer.Option(None, help="Ray cluster address."),
     stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "
                                                                 "stacked in one process."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the sweep in --out."),
 ) -> None:
-    """Train over a grid of config values and write a milestone table (CSV) and figure."""
-    csv = api.sweep(grid, preset, out, executor, address, model, runner=run_in_process, stack=stack)
+    """Train over a grid of config values and write a milestone table (CSV) and figures."""
+    csv = api.sweep(grid, preset, out, executor, address, model, runner=run_in_process, stack=stack, fresh=fresh)
     print(csv.read_text())
     print(f"wrote {csv} and {csv.with_name('sweep.png')}")
 

@@ -78,6 +78,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{key} must be a mapping (key: value), not {value!r}")
+        args = typing.get_args(annotation)
+        if len(args) == 2 and typing.get_origin(args[1]) is dict:  # e.g. per_regime: {regime: {key: value}}
+            for k, v in value.items():
+                if not isinstance(v, dict):
+                    raise ValueError(f"{key}.{k} must be a mapping (key: value), not {v!r}")
         return dict(value)
     if dataclasses.is_dataclass(annotation):
         return from_dict(annotation, value, key)

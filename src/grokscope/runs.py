@@ -203,33 +203,39 @@ def has_readable_checkpoint(run: Path) -> bool:
     return False
 
 
-def prepare_run_dir(out: Path, config: dict, resume: bool, force_config: bool, keep: tuple[str, ...] = ()) -> None:
-    """Check that ``out`` may receive this run before any work starts; raise one line per problem.
-
-    New run: ``out`` must be new or empty (``keep`` names entries a caller put there, e.g. a fine-tune's data/).
-    Resume: the run must exist, on the same dataset, with the same model and training settings unless
-    ``force_config`` (budget keys may always change)."""
+def check_run_target(out: Path, resume: bool, keep: tuple[str, ...] = ()) -> None:
+    """``out`` may receive a run: a new run needs a new or empty folder (``keep`` names entries a caller put there,
+    e.g. a fine-tune's data/); a resume needs a run there. One line per problem, before anything is written."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
     if (out / "config.yaml").exists():
         if not resume:
             raise GrokscopeError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        old = artifacts.read_config(out)
-        if old["data"]["fingerprint"] != config["data"]["fingerprint"]:
-            raise GrokscopeError(f"{out}: was trained on dataset {old['data']['fingerprint']} but --data is "
-                                 f"{config['data']['fingerprint']}; resume with the run's own dataset")
-        diffs = config_differences(old, config)
-        if diffs and not force_config:
-            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-            raise GrokscopeError(f"{out}: config changed since the run started ({shown}); resume with the original "
-                                 f"settings, or pass --force-config to accept the changes")
         return
     if resume:
         raise GrokscopeError(f"{out}: nothing to resume (no config.yaml); drop --resume to start a new run")
-    if out.exists() and not out.is_dir():
-        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
     if out.is_dir() and any(p.name not in keep and p.name != ".lock" for p in out.iterdir()):
         raise GrokscopeError(f"{out}: exists and is not a run; choose an empty or new --out")
     artifacts.ensure_writable_dir(out)
+
+
+def prepare_run_dir(out: Path, config: dict, resume: bool, force_config: bool, keep: tuple[str, ...] = ()) -> None:
+    """``check_run_target``, and a resume must be of the same dataset, with the same model and training settings
+    unless ``force_config`` (budget keys may always change)."""
+    out = Path(out)
+    check_run_target(out, resume, keep)
+    if not resume:
+        return
+    old = artifacts.read_config(out)
+    if old["data"]["fingerprint"] != config["data"]["fingerprint"]:
+        raise GrokscopeError(f"{out}: was trained on dataset {old['data']['fingerprint']} but --data is "
+                             f"{config['data']['fingerprint']}; resume with the run's own dataset")
+    diffs = config_differences(old, config)
+    if diffs and not force_config:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise GrokscopeError(f"{out}: config changed since the run started ({shown}); resume with the original "
+                             f"settings, or pass --force-config to accept the changes")
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard", "analysis")

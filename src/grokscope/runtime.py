@@ -45,9 +45,24 @@ def tune_allocator() -> bool:
 def set_threads(threads: int | None = None) -> int:
     """Use the cores this process may run on (oversubscription makes OpenMP slow); GROKSCOPE_THREADS overrides."""
     if threads is None:
-        threads = int(os.environ.get("GROKSCOPE_THREADS", 0)) or len(os.sched_getaffinity(0))
+        threads = env_threads() or available_cores()
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (the affinity mask where the OS has one, as on Linux)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def env_threads() -> int | None:
+    value = os.environ.get("GROKSCOPE_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise GrokscopeError(f"GROKSCOPE_THREADS={value!r} is not a positive integer; unset it or set e.g. 2")
+    return int(value)
 
 
 def pick_device(device: str) -> str:

@@ -9,20 +9,22 @@ before the first job; finished points are skipped.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from grokscope import artifacts, runs
+from grokscope import artifacts
 from grokscope.config import route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import family, model_config
 from grokscope.study.executors import Runner, make_executor
-from grokscope.study.plan import Job, data_job, stacked, train_job
-from grokscope.study.spec import data_sets, load_spec, model_sets
+from grokscope.study.plan import Job, data_job, resume_argv, stacked, train_job
+from grokscope.study.spec import data_sets, load_spec, model_sets, spec_dict
 from grokscope.train.config import TrainConfig, resolve_train_config
 
 
@@ -75,8 +77,8 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
             problems += [f"grid point {point_name(point)}: {p}" for p in exc.problems]
             continue
         key = json.dumps(data_set, sort_keys=True)
-        if key not in data_jobs:
-            data_dir = out / "datasets" / f"d{len(data_jobs)}"
+        if key not in data_jobs:  # named by its settings: a later sweep in the same folder never mixes them up
+            data_dir = out / "datasets" / f"d_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
             data_jobs[key] = data_job(spec.data.preset, "natural", data_dir, data_set, name=f"data {data_dir.name}")
         data_dir = data_jobs[key].out
         sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
@@ -91,14 +93,28 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
 
 
 def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "local", address: str | None = None,
-              model_name: str | None = None, log=print, runner: Runner | None = None, stack: bool = True) -> Path:
+              model_name: str | None = None, log=print, runner: Runner | None = None, stack: bool = True,
+              fresh: bool = False) -> Path:
+    """Run (or continue) a sweep in ``out``. A folder holding another sweep's finished points is refused unless
+    ``fresh``: its runs would be reused under settings they were not trained with."""
     out = Path(out)
     grid, data_jobs, train_jobs = sweep_jobs(preset, grid_items, out, model_name)
     if out.exists() and any(p.name != ".lock" for p in out.iterdir()) and not (out / "sweep.json").exists():
         raise GrokscopeError(f"{out}: exists and is not a sweep folder; choose another --out")
     artifacts.ensure_writable_dir(out)
     with artifacts.FolderLock(out, "sweep"):
-        state = {"preset": preset, "grid": grid, "model": model_name, "points": [p for p, _ in train_jobs]}
+        spec = spec_dict(load_spec(preset))
+        if fresh:
+            for entry in out.iterdir():
+                if entry.name != ".lock":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        elif (out / "sweep.json").exists():
+            old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
+            if (old.get("spec"), old.get("model")) != (spec, model_name):
+                raise GrokscopeError(f"{out}: holds a sweep of another preset or model; choose another --out or "
+                                     f"pass --fresh to start over")
+        state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name,
+                 "points": [p for p, _ in train_jobs]}
         artifacts.write_json_atomic(out / "sweep.json", state)
         ex = make_executor(executor, address, runner, log)
 
@@ -110,17 +126,12 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
         todo = [(j, j.argv) for j in data_jobs if not j.done.exists()]
         if todo:
             ex.run(todo, on_done)
-        todo = [(j, _resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
+        todo = [(j, resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
         grouped = stacked(todo) if stack else [(job, argv, [job]) for job, argv in todo]
         if grouped:
             ex.run([(job, argv) for job, argv, _ in grouped], on_done)
         return write_table(out, grid, train_jobs)
 
-
-def _resume_argv(job: Job) -> list[str]:
-    if not job.resumable or not (job.out / "config.yaml").exists() or runs.clear_unstarted_run(job.out):
-        return job.argv
-    return [*job.argv, "--resume"]
 
 
 def write_table(out: Path, grid: dict, train_jobs) -> Path:

@@ -5,7 +5,8 @@ The transfer dataset's probes are split into He et al.'s categories: new facts (
 first hop, old second hop), old+new and new+new, each with exact match, He et al.'s bridge found and bridge use.
 The mixed categories come both with the faithful filter (the old hop is a kept atomic fact that is also an
 ``id_atomic`` probe, as the authors' plotting code filters) and in the powered variant over all pre-training ID
-atomic facts (hundreds of queries at small N). Old probe types measure retention.
+atomic facts (hundreds of queries at small N). Old probe types measure retention (so a fine-tune's ``train_acc``,
+the mean over the old training probe types, is retention too).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
              for name in ["atomic_new", *CATEGORIES]}
     retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
                                           "test_inferred_ood")}
-    return {"steps_to_new_fact_099": first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE),
-            "steps_to_new_old_090": first_step(rows, "new_old", th.NEW_OLD_COMPOSES),
-            "steps_to_new_old_powered_090": first_step(rows, "new_old_powered", th.NEW_OLD_COMPOSES),
+    return {"steps_to_new_fact": first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE),
+            "steps_to_new_old": first_step(rows, "new_old", th.NEW_OLD_COMPOSES),
+            "steps_to_new_old_powered": first_step(rows, "new_old_powered", th.NEW_OLD_COMPOSES),
+            "thresholds": {"new_fact": th.NEW_FACT_MILESTONE, "new_old": th.NEW_OLD_COMPOSES},
             "final": final, "retention": retention}
 
 
@@ -118,22 +120,6 @@ def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, contr
     return check(cfg)
 
 
-def check_transfer_out(out: Path, resume: bool) -> None:
-    """Before any work: a new fine-tune needs a new or empty folder (or one holding only its derived data/)."""
-    out = Path(out)
-    if resume:
-        if not (out / "config.yaml").exists():
-            raise GrokscopeError(f"{out}: nothing to resume (no config.yaml); drop --resume to start a new run")
-        return
-    if out.exists() and not out.is_dir():
-        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
-    if (out / "config.yaml").exists():
-        raise GrokscopeError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    if out.is_dir() and any(p.name not in ("data", ".lock") for p in out.iterdir()):
-        raise GrokscopeError(f"{out}: exists and is not a run; choose an empty or new --out")
-    artifacts.ensure_writable_dir(out)
-
-
 def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
                  overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
                  resume: bool = False) -> dict:
@@ -145,7 +131,7 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
                                  f"{parent_run}/config.yaml: model.config")
     out = Path(out)
     given = given_transfer_set(parent_run, parent_cfg, data) if data is not None else None
-    check_transfer_out(out, resume)
+    runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
     init = None
     if not control:  # the weights the checkpoint evaluates with: EMA weights for the trm (a new EMA starts there)
         try:
@@ -154,25 +140,22 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
             raise GrokscopeError(f"{exc}; pick another parent step") from None
     ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out)
     cats = category_rows(ds)
+    counts = {name: len(rows) for name, rows in cats.items()}
+    counts["atomic_new"] = len(ds.probe("atomic_new"))
     record = {"parent_run": str(parent_run.resolve()), "parent_step": step,
               "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset}
     finetune = FineTune(init_weights=init, record=record,
                         probes={**{t: ds.probe(t) for t in ds.probe_types}, **cats},
-                        lens={"ood": "test_inferred_ood", **{name: name for name in cats}})
-    summary = train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
-                    finetune=finetune)
-    counts = {name: len(rows) for name, rows in cats.items()}
-    counts["atomic_new"] = len(ds.probe("atomic_new"))
-    summary["transfer"] = transfer_summary(artifacts.read_metrics(out), counts)
-    artifacts.write_json_atomic(out / "summary.json", summary)
-    return summary
+                        lens={"ood": "test_inferred_ood", **{name: name for name in cats}},
+                        summarise=lambda rows: transfer_summary(rows, counts))
+    return train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
+                 finetune=finetune)
 
 
 def print_transfer_summary(summary: dict) -> None:
     t = summary["transfer"]
-    print(f"steps to New Fact acc >= {th.NEW_FACT_MILESTONE}: {t['steps_to_new_fact_099']}; to new+old >= "
-          f"{th.NEW_OLD_COMPOSES}: "
-          f"{t['steps_to_new_old_090']} (powered: {t['steps_to_new_old_powered_090']})")
+    print(f"steps to New Fact acc >= {th.NEW_FACT_MILESTONE}: {t['steps_to_new_fact']}; to new+old >= "
+          f"{th.NEW_OLD_COMPOSES}: {t['steps_to_new_old']} (powered: {t['steps_to_new_old_powered']})")
 
     def fmt(x):
         return "n/a" if x is None else f"{x:.3f}"

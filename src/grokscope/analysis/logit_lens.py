@@ -1,11 +1,12 @@
 """The logit lens as tidy tables (Wang et al.; He et al. §3), for any model family.
 
 A stage is one readout point (``ModelFamily.readout_stages``): for the gpt the embeddings and every block output,
-read through ln_final and the tied unembedding; for the trm the 15 recursion stages on the stream the paper reads.
+read through ln_final and the tied unembedding; for the trm every recursion stage on the stream the paper reads (15 in
+the paper's configuration).
 Per stage and position: the rank (over the full vocabulary, as Wang et al. rank) of the bridge b, the answer t and r2,
 as MRR and top-1 share. ``b_decodable_at_r1`` is Wang et al.'s per-layer decodability of b at the r1 position: a
 descriptive measure (for a decoder the r1 position answers the atomic query (h, r1), whose answer is b), not a
-test of composition; bridge use (``bridge_use.py``) is the causal measure.
+test of composition; bridge use (``models/readout.py``, recorded per query by ``queries.py``) is the causal measure.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from grokscope.metrics.records import TIDY_COLUMNS
 from grokscope.models.readout import R1, stage_logits
 
 ROLES = ("bridge", "target", "r2")
-COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
 
 
 @torch.no_grad()
@@ -70,4 +71,4 @@ def lens_table(model, enc, probe_type: str, run: str = "", step: int = 0) -> pd.
     df.insert(0, "step", step)
     df.insert(0, "run", run)
     df["n"] = B
-    return df[COLUMNS]
+    return df[TIDY_COLUMNS]

@@ -20,9 +20,9 @@ import torch
 from grokscope.data.counterfactuals import counterfactual_tokens
 from grokscope.data.encoding import Encoded
 from grokscope.data.store import Dataset
+from grokscope.metrics.records import TIDY_COLUMNS
 
 POSITIONS = ("h", "r1", "r2")
-COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
 
 
 @torch.no_grad()
@@ -68,4 +68,4 @@ def trace_table(model, enc: Encoded, ds: Dataset, rows: np.ndarray, probe_type: 
     strength, counts, labels = causal_strength(model, enc, counterfactual_tokens(ds, rows, seed=seed))
     records = [(run, step, probe_type, labels[s], s, POSITIONS[p], "causal_strength", float(strength[s, p]),
                 int(counts[p])) for s in range(len(labels)) for p in range(3)]
-    return pd.DataFrame.from_records(records, columns=COLUMNS)
+    return pd.DataFrame.from_records(records, columns=TIDY_COLUMNS)

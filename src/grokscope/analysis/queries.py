@@ -18,8 +18,8 @@ from grokscope import artifacts
 from grokscope.data.counterfactuals import bridge_donors
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset
-from grokscope.metrics.records import aggregate
-from grokscope.models.readout import answers, interchange, stage_argmax
+from grokscope.metrics.records import TIDY_COLUMNS, aggregate
+from grokscope.models.readout import R1, answers, interchange, stage_argmax
 
 
 @torch.no_grad()
@@ -52,7 +52,7 @@ def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[
     for s, label in enumerate(patch_labels):
         frame[f"use.{label}"] = outcome[s]
     schema = {"family": model.family, "bridge_metric": model.bridge_metric, "stages": stages,
-              "patch_stages": patch_labels, "positions": T, "r1_position": 1,
+              "patch_stages": patch_labels, "positions": T, "r1_position": R1,
               "bridge_found_mask": model.bridge_found_mask(S, T).tolist()}
     return pd.DataFrame(frame), schema
 
@@ -71,9 +71,6 @@ def write_records(run: Path, step: int, probe_type: str, frame: pd.DataFrame, sc
     return path
 
 
-COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
-
-
 def bridge_use_table(frame: pd.DataFrame, schema: dict, probe_type: str, run: str = "", step: int = 0) -> pd.DataFrame:
     """Tidy bridge-use table from a records frame: one row per patch stage (position r1), plus the maximum."""
     agg = aggregate(frame, schema)
@@ -81,4 +78,4 @@ def bridge_use_table(frame: pd.DataFrame, schema: dict, probe_type: str, run: st
     records = [(run, step, probe_type, s, i, "r1", "bridge_use", agg.get(f"bridge_use@{s}"), n)
                for i, s in enumerate(schema["patch_stages"])]
     records.append((run, step, probe_type, "max", -1, "r1", "bridge_use", agg.get("bridge_use"), n))
-    return pd.DataFrame.from_records(records, columns=COLUMNS)
+    return pd.DataFrame.from_records(records, columns=TIDY_COLUMNS)

@@ -180,6 +180,8 @@ def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid
 def compare_checkpoints(run: Path, ds: Dataset, device: str = "cpu", log=print) -> dict:
     """Saturated vs grokked (Finding 1 within one run) and the negative control step 0 vs last."""
     steps = runs.list_checkpoints(run)
+    if not steps:
+        raise GrokscopeError(f"{run}: has no checkpoints; train it first")
     rows = id_compositions(ds)
     pairs = {"step0_vs_last": (steps[0], steps[-1])}
     sat, grokked = runs.named_step(run, "sat", steps), runs.named_step(run, "grokked", steps)

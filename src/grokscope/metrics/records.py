@@ -21,6 +21,9 @@ import pandas as pd
 
 from grokscope.errors import GrokscopeError
 
+# The tidy long format of every analysis table (lens, causal tracing, bridge use): one row per measurement.
+TIDY_COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
+
 RECORD_NAME = re.compile(r"step_(\d{8})\.(.+)\.parquet$")
 
 

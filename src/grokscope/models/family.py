@@ -100,8 +100,9 @@ class ModelFamily(HookedModule):
         return torch.ones(n_stages, n_positions, dtype=torch.bool)
 
     def for_vmap(self) -> "ModelFamily":
-        """Prepare a copy of the model to run under ``torch.func.vmap`` (stacked runs): swap kernels that have no
-        batching rule for ones that do. The default changes nothing."""
+        """Prepare the model to run under ``torch.func.vmap`` (stacked runs): swap kernels that have no batching rule
+        for ones that do. Changes the model in place and returns it; callers pass a copy (the stacking code builds
+        its functional model from one). The default changes nothing."""
         return self
 
     # ------------------------------------------------------------------------------------------------ helpers

@@ -5,7 +5,6 @@ This is the only place that knows which families exist; everything else works th
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from grokscope.config import apply_overrides, check, from_dict
@@ -69,6 +68,3 @@ def config_from_dict(family_name: str, data: dict, where: str = "model config"):
     """A run's recorded model config; unknown keys are errors (a hand-edited typo must not pass silently)."""
     return check(from_dict(family(family_name).config_cls, data, where))
 
-
-def config_fields(family_name: str) -> set[str]:
-    return {f.name for f in dataclasses.fields(family(family_name).config_cls)}

@@ -50,7 +50,7 @@ def read_run(path: Path) -> dict | None:
 def facts(run: dict) -> RunFacts:
     s = run["summary"]
     return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), s.get("final", {}), run["rows"],
-                    bool(s.get("cut_short")))
+                    bool(s.get("cut_short")), (s.get("thresholds") or {}).get("sat", th.SATURATION))
 
 
 def job_records(manifest: dict, role: str) -> list[dict]:
@@ -101,7 +101,7 @@ def build_report(root: Path) -> Path:
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
                   "study preset": spec.get("name"), "tier": spec.get("tier"),
                   "machine": f"{platform.machine()} {platform.system()} {platform.release()}, "
-                             f"{len(os.sched_getaffinity(0))} CPUs, python {platform.python_version()}",
+                             f"{os.cpu_count()} CPUs, python {platform.python_version()}",
                   "dataset fingerprints": {r["name"]: r["config"]["data"]["fingerprint"] for _, r in pre.values()},
                   "study spec": spec, "stage seconds": {k: round(v, 1) for k, v in
                                                         manifest.get("stage_seconds", {}).items()}}
@@ -209,8 +209,9 @@ def _parent_grokked(run: dict) -> bool:
     parent, step = record.get("parent_run"), record.get("parent_step")
     if record.get("control") or parent is None:
         return False
-    row = next((r for r in artifacts.read_metrics(Path(parent)) if r["step"] == step), {})
-    return (row.get("test_inferred_iid") or 0) >= th.GROKKED
+    # The last evaluation at or before the checkpoint: checkpoints need not fall on evaluation steps.
+    rows = [r for r in artifacts.read_metrics(Path(parent)) if step is not None and r["step"] <= step]
+    return bool(rows) and (rows[-1].get("test_inferred_iid") or 0) >= th.GROKKED
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -226,7 +227,7 @@ def _compute_rows(pre: dict) -> list[dict]:
         fps = s.get("flops_per_step") or 0.0
         row = {"run": r["name"], "steps": s["final_step"], "stop": s["stop_reason"], "minutes": s["wall_seconds"] / 60,
                "GFLOP/step": fps / 1e9}
-        for m in ("t_sat", "t_id90", "t_ood50", "t_bridge90"):
+        for m in ("t_sat", f"t_id{_pct(th.GROKKED)}", f"t_ood{_pct(th.GENERALISED)}", f"t_bridge{_pct(th.HIGH)}"):
             step = s["milestones"].get(m)
             row[m] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
         rows.append(row)
@@ -249,13 +250,14 @@ def _bridge_rows(pre: dict) -> list[dict]:
 
 
 def _worth_rows(pre: dict, ft: dict) -> list[dict]:
-    by_key = {(r["regime"], r["checkpoint"]): run for r, run in ft.values() if r["role"] == "finetune"}
+    by_key = {(r.get("parent"), r["checkpoint"]): (r, run) for r, run in ft.values() if r["role"] == "finetune"}
     rows = []
-    for (regime, ckpt), sat in by_key.items():
-        last = by_key.get((regime, "last"))
+    for (parent_job, ckpt), (sat_record, sat) in by_key.items():
+        last = by_key.get((parent_job, "last"), (None, None))[1]
         if ckpt != "sat" or last is None:
             continue
-        parent = next((run for r, run in pre.values() if r.get("regime") == regime), None)
+        regime = sat_record["regime"]
+        parent = next((run for r, run in pre.values() if r.get("path") == sat_record.get("parent")), None)
         t_sat, t_last = sat["config"]["transfer"]["parent_step"], last["config"]["transfer"]["parent_step"]
         fps = (parent or {}).get("summary", {}).get("flops_per_step") or 0.0
         ts, tl = sat["summary"]["transfer"], last["summary"]["transfer"]
@@ -287,12 +289,17 @@ def _tier_note(spec: dict, pre: dict) -> str:
         s = r["summary"]
         reached = ", ".join(f"{k}={v}" for k, v in s["milestones"].items() if v is not None) or "none reached"
         parts.append(f"`{r['name']}`: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
-    if not any(r["summary"]["milestones"].get("t_id90") for _, r in pre.values()):
+    if not any(r["summary"]["milestones"].get(f"t_id{_pct(th.GROKKED)}") for _, r in pre.values()):
         parts.append(f"No run reached ID test accuracy {th.GROKKED} at this tier: grokking did not complete within the "
                      "budget.")
     if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
         parts.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
     return " ".join(parts)
+
+
+def _pct(threshold: float) -> int:
+    """The milestone key suffix of a threshold (0.9 -> 90), as ``metrics.milestones`` names them."""
+    return round(threshold * 100)
 
 
 def _num(x) -> str:

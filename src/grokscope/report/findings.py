@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import classify_regime
+from grokscope.metrics.milestones import classify_regime, first_step
 
 OUTCOMES = ("supported", "partly supported", "contradicted", "not testable")
 CUT_SHORT = "not testable (run cut short by the time cap)"
@@ -35,14 +35,15 @@ class RunFacts:
     final: dict  # final metrics row
     rows: list[dict]  # every metrics row
     cut_short: bool = False
+    sat_threshold: float = th.SATURATION  # the run's own (summary["thresholds"]["sat"])
 
     @property
     def t_sat(self) -> int | None:
-        return next((r["step"] for r in self.rows if (r.get("train_acc") or 0) >= th.SATURATION), None)
+        return first_step(self.rows, "train_acc", self.sat_threshold)
 
     @property
     def t_grokked(self) -> int | None:
-        return next((r["step"] for r in self.rows if (r.get("test_inferred_iid") or 0) >= th.GROKKED), None)
+        return first_step(self.rows, "test_inferred_iid", th.GROKKED)
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -64,7 +65,8 @@ RULE_1 = (f"path comparisons (bridge profile and unsaturated causal-map r >= {th
           f"measure >= {th.PATH_MIN_LEVEL}) of (a) the natural run at saturation vs its first grokked checkpoint "
           f"(ID >= {th.GROKKED}) and (b) the final natural (ID >= {th.GROKKED}) vs both-hop-full (OOD >= "
           f"{th.GROKKED}) checkpoints, plus (c) their fine-tuning curves (mean |difference| <= {th.CURVE_SIMILAR}); "
-          f"valid only if step 0 vs last comes out 'different'. All same: supported; all different: contradicted")
+          f"valid only if step 0 vs last comes out 'different' and at least one path comparison decides (curves alone "
+          f"do not). All same: supported; all different: contradicted")
 
 
 def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict | None, control: dict | None,
@@ -75,7 +77,7 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict
         return _result(1, "not testable (no natural run)", "", RULE_1)
     if natural.cut_short or (both_full is not None and both_full.cut_short):
         return _result(1, CUT_SHORT, "", RULE_1)
-    parts, votes = [], []
+    parts, votes, path_votes = [], [], 0
     if control is None or control.get("verdict") != "different path":
         seen = "missing" if control is None else f"'{control.get('verdict')}' ({control.get('why', '')})"
         return _result(1, "not testable (the negative control failed: step 0 vs last came out "
@@ -90,6 +92,7 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict
                      f"{_fmt(within.get('level_b'))})")
         if within["verdict"] != "undetermined":
             votes.append(within["verdict"] == "same path")
+            path_votes += 1
     else:
         parts.append(f"(a) not testable: the natural run has no grokked checkpoint (t_sat {natural.t_sat}, first "
                      f"ID >= {th.GROKKED}: {natural.t_grokked})")
@@ -100,22 +103,25 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict
                      f"{_fmt(across.get('profile_corr'))}, causal-map r {_fmt(across.get('causal_map_corr'))})")
         if across["verdict"] != "undetermined":
             votes.append(across["verdict"] == "same path")
+            path_votes += 1
         if curve_distance is not None:
             parts.append(f"(c) fine-tuning curves: mean |difference| {_fmt(curve_distance)}")
             votes.append(curve_distance <= th.CURVE_SIMILAR)
     else:
         parts.append(f"(b, c) not testable: final natural ID {_fmt(nat_id)}, both-hop full OOD {_fmt(bf_ood)} "
                      f"(both must be >= {th.GROKKED})")
-    verdict = _from_votes(votes)
-    if verdict == "not testable":
-        verdict = "not testable (no grokked checkpoints to compare at this tier)"
-    return _result(1, verdict, "; ".join(parts), RULE_1)
+    if not path_votes:
+        verdict = ("not testable (no path comparison decided: no grokked checkpoints to compare, or every comparison "
+                   "'undetermined'; fine-tuning curves alone do not decide)")
+        return _result(1, verdict, "; ".join(parts), RULE_1)
+    return _result(1, _from_votes(votes), "; ".join(parts), RULE_1)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 2
 RULE_2 = (f"second-hop full: mean bridge measure over the evaluations with OOD >= {th.HIGH}: < {th.BRIDGE_FAKE} "
           f"supported (fake grokking), >= {th.BRIDGE_CIRCUIT} contradicted (a circuit), in between partly supported; "
-          f"needs OOD >= {th.HIGH} at some evaluation")
+          f"needs OOD >= {th.HIGH} at some evaluation, and the positive control: the both-hop-full run must reach OOD "
+          f">= {th.HIGH} with a mean bridge measure >= {th.BRIDGE_CIRCUIT} there (the measure must see a real circuit)")
 
 
 def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
@@ -128,14 +134,23 @@ def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
     measured = (f"second_full: final OOD {_fmt(second.final.get('test_inferred_ood'))}, {metric} "
                 f"{_fmt(second.final.get(metric))}; first OOD >= {th.HIGH} at step {reg['t_high']}, mean {metric} "
                 f"there {_fmt(reg['bridge_when_high'])}; regime '{reg['regime']}'")
-    if both is not None:
-        measured += (f"; both_full: final OOD {_fmt(both.final.get('test_inferred_ood'))}, {metric} "
-                     f"{_fmt(both.final.get(metric))}")
+    positive = classify_regime(both.rows, "test_inferred_ood", metric) if both is not None else None
+    if positive is not None:
+        measured += (f"; positive control both_full: final OOD {_fmt(both.final.get('test_inferred_ood'))}, first OOD "
+                     f">= {th.HIGH} at step {positive['t_high']}, mean {metric} there "
+                     f"{_fmt(positive['bridge_when_high'])}")
     if reg["t_high"] is None:
         return _result(2, f"not testable (second_full never reached OOD >= {th.HIGH})", measured, RULE_2)
     b = reg["bridge_when_high"]
     if b is None:
         return _result(2, f"not testable ({metric} was not measured)", measured, RULE_2)
+    if positive is None:
+        return _result(2, "not testable (no both-hop-full run: the bridge measure has no positive control)", measured,
+                       RULE_2)
+    if positive["t_high"] is None or not positive["circuit"]:
+        return _result(2, f"not testable (the positive control failed: both_full did not reach OOD >= {th.HIGH} with "
+                          f"{metric} >= {th.BRIDGE_CIRCUIT}, so a low bridge measure would not mean fake grokking)",
+                       measured, RULE_2)
     verdict = "supported" if b < th.BRIDGE_FAKE else "contradicted" if b >= th.BRIDGE_CIRCUIT else "partly supported"
     return _result(2, verdict, measured, RULE_2)
 
@@ -144,7 +159,8 @@ def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
 RULE_3 = (f"fine-tunes from grokked checkpoints (ID >= {th.GROKKED}) that learned the new facts (>= "
           f"{th.NEW_FACTS_LEARNED}): new+old EM >= {th.NEW_OLD_COMPOSES} is necessary for supported, and with "
           f"old+new EM <= {th.OLD_NEW_EM_MAX} (bridge >= {th.OLD_NEW_BRIDGE_MIN}), new+new EM <= {th.NEW_NEW_EM_MAX} "
-          f"and the control failing new+old it is supported; new+old < {th.NEW_OLD_FAILS}: contradicted; otherwise "
+          f"and the control (which must itself learn the new facts) failing new+old it is supported; new+old < "
+          f"{th.NEW_OLD_FAILS}: contradicted; otherwise "
           f"partly supported. Faithful categories are used when n >= {th.FAITHFUL_MIN_N}, else the powered ones")
 
 
@@ -171,10 +187,12 @@ def finding_3(finetunes: list[FineTuneFacts], control: FineTuneFacts | None) -> 
         return _result(3, f"not testable (no fine-tune from a grokked checkpoint: ID >= {th.GROKKED})", "", RULE_3)
     if any(f.cut_short for f in usable) or (control is not None and control.cut_short):
         return _result(3, CUT_SHORT, "", RULE_3)
-    control_new_old = None
+    control_new_old, control_learned = None, False
     if control is not None:
-        control_new_old = pick_category(control.final, "new_old")[0].get("exact_match")
-    control_fails = control_new_old is not None and control_new_old < th.NEW_OLD_COMPOSES
+        control_new_old = _measured(pick_category(control.final, "new_old")[0])
+        control_learned = ((control.final.get("atomic_new") or {}).get("exact_match") or 0.0) >= th.NEW_FACTS_LEARNED
+    # A control that never learned the new facts fails new+old trivially: that says nothing about composition.
+    control_fails = control_learned and control_new_old is not None and control_new_old < th.NEW_OLD_COMPOSES
     parts, votes = [], []
     for f in usable:
         new_fact = (f.final.get("atomic_new") or {}).get("exact_match") or 0.0
@@ -185,21 +203,39 @@ def finding_3(finetunes: list[FineTuneFacts], control: FineTuneFacts | None) -> 
         on, kind_on = pick_category(f.final, "old_new")
         nn = f.final.get("new_new") or {}
         bridge = f.bridge_metric
-        em_no, em_on, em_nn = no.get("exact_match") or 0.0, on.get("exact_match") or 0.0, nn.get("exact_match") or 0.0
-        checks = [em_on <= th.OLD_NEW_EM_MAX and (on.get(bridge) or 0.0) >= th.OLD_NEW_BRIDGE_MIN,
-                  em_nn <= th.NEW_NEW_EM_MAX, control_fails]
+        em_no, em_on, em_nn = _measured(no), _measured(on), _measured(nn)
+        if em_no is None:
+            parts.append(f"{f.name}: no new+old queries were measured (n={no.get('n')}), not testable")
+            continue
+        # A category that was not measured cannot pass its check (None fails every comparison below).
+        checks = [em_on is not None and em_on <= th.OLD_NEW_EM_MAX and (on.get(bridge) or 0.0) >= th.OLD_NEW_BRIDGE_MIN,
+                  em_nn is not None and em_nn <= th.NEW_NEW_EM_MAX, control_fails]
         verdict = ("contradicted" if em_no < th.NEW_OLD_FAILS else
                    "supported" if em_no >= th.NEW_OLD_COMPOSES and all(checks) else "partly supported")
         votes.append(verdict)
         parts.append(f"{f.name}: New Fact {_fmt(new_fact)}; new+old EM {_fmt(em_no)} ({kind_no}, n={no.get('n')}); "
                      f"old+new EM {_fmt(em_on)} with {bridge} {_fmt(on.get(bridge))} ({kind_on}, n={on.get('n')}); "
                      f"new+new EM {_fmt(em_nn)}, {bridge} {_fmt(nn.get(bridge))} -> {verdict}")
-    parts.append("control: " + ("none" if control is None else
-                                f"new+old EM {_fmt(control_new_old)} ({'fails' if control_fails else 'composes'})"))
+    parts.append("control: " + ("none" if control is None else _control_note(control_new_old, control_learned)))
     if not votes:
         return _result(3, "not testable (the fine-tunes did not learn the new facts)", "; ".join(parts), RULE_3)
     verdict = votes[0] if len(set(votes)) == 1 else "partly supported"
     return _result(3, verdict, "; ".join(parts), RULE_3)
+
+
+def _measured(category: dict) -> float | None:
+    """A category's exact match, or None when it was not measured (absent, or no queries)."""
+    if not category or not category.get("n") or category.get("exact_match") is None:
+        return None
+    return category["exact_match"]
+
+
+def _control_note(new_old: float | None, learned: bool) -> str:
+    if not learned:
+        return f"did not learn the new facts (new+old EM {_fmt(new_old)}), so it cannot serve as a control"
+    if new_old is None:
+        return "new+old not measured"
+    return f"new+old EM {_fmt(new_old)} ({'fails' if new_old < th.NEW_OLD_COMPOSES else 'composes'})"
 
 
 def curve_distance(a_rows: list[dict], b_rows: list[dict],

@@ -147,12 +147,5 @@ def sweep_curves(curves: dict[str, pd.DataFrame], title: str,
     return fig
 
 
-def empty_note(text: str):
-    fig, ax = plt.subplots(figsize=(5, 1.2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
-    return fig
-
-
 __all__ = ["regime_panels", "grokking_curve", "transfer_grid", "lens_profiles", "causal_heatmaps",
-           "milestone_sweep", "sweep_curves", "empty_note"]
+           "milestone_sweep", "sweep_curves"]

@@ -66,7 +66,14 @@ class LocalExecutor:
                 if proc.poll() is not None:
                     active.remove(entry)
                     free.append(gpu)
-                    on_done(job, proc.returncode, time.time() - t0)
+                    try:
+                        on_done(job, proc.returncode, time.time() - t0)
+                    except BaseException:  # a failed job ends the stage: stop the others, leave no orphans
+                        for other, *_ in active:
+                            other.terminate()
+                        for other, *_ in active:
+                            other.wait()
+                        raise
             time.sleep(0.2)
 
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokscope import artifacts
+from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.study.spec import StudySpec, data_sets, model_sets, spec_dict, transfer_sets
 
@@ -149,6 +149,17 @@ def stacked(jobs: list[tuple[Job, list[str]]]) -> list[tuple[Job, list[str], lis
                     members[0][0].out, members[0][0].done, {"role": "stack", "members": names})
         out.append((group, group.argv, [job for job, _ in members]))
     return out
+
+
+def resume_argv(job: Job, stale: bool = False) -> list[str]:
+    """The job's command, with --resume for an interrupted run (the trainer starts it over when it died before its
+    first checkpoint); a ``stale`` run, whose settings changed before it finished, is cleared and starts over."""
+    if not job.resumable or not (job.out / "config.yaml").exists():
+        return job.argv
+    if stale:
+        runs.clear_run(job.out, keep=("data",))
+        return job.argv
+    return [*job.argv, "--resume"]
 
 
 # ----------------------------------------------------------------------------------------------- the manifest

@@ -16,21 +16,26 @@ from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.study.executors import EXECUTORS, Runner, make_executor
-from grokscope.study.plan import STAGES, Job, Manifest, plan, stacked
+from grokscope.study.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
 from grokscope.study.spec import load_spec
 
 
-def prepare_study_dir(out: Path, fresh: bool) -> None:
+def check_study_dir(out: Path) -> None:
+    """``out`` is new, empty or a study folder (the only kind ``--fresh`` may clear)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GrokscopeError(f"{out}: exists and is a file; choose another --out")
-    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
-        if not (out / "study.json").exists():
-            raise GrokscopeError(f"{out}: exists and is not a study folder; choose another --out (--fresh only "
-                                 f"replaces a study folder)")
-        if fresh:
-            shutil.rmtree(out)
+    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()) and not (out / "study.json").exists():
+        raise GrokscopeError(f"{out}: exists and is not a study folder; choose another --out (--fresh only "
+                             f"replaces a study folder)")
     artifacts.ensure_writable_dir(out)
+
+
+def clear_study(out: Path) -> None:
+    """``--fresh``: remove everything of the study but its lock (held by this process)."""
+    for entry in Path(out).iterdir():
+        if entry.name != ".lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,
@@ -42,8 +47,10 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
     if executor not in EXECUTORS:
         raise GrokscopeError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     out = Path(out)
-    prepare_study_dir(out, fresh)
-    with artifacts.FolderLock(out, "study"):
+    check_study_dir(out)
+    with artifacts.FolderLock(out, "study"):  # before --fresh clears anything: a running study keeps its files
+        if fresh:
+            clear_study(out)
         jobs = plan(spec, out)
         manifest = Manifest.open(out)
         changed = manifest.changed_finished(jobs)
@@ -76,7 +83,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
             log(f"[{stage}] {job.name}: skipped ({skip})")
             manifest.mark(job, "skipped", note=skip)
             continue
-        todo.append((job, _argv(job, status)))
+        todo.append((job, resume_argv(job, stale=status == "stale")))
     skipped = len(jobs) - len(todo)
     if skipped:
         log(f"[{stage}] {skipped} job(s) already complete or skipped")
@@ -105,16 +112,3 @@ def _skip_reason(job: Job) -> str | None:
         if steps and runs.named_step(Path(parent), ckpt, steps) is None:
             return f"the parent never reached {'training saturation' if ckpt == 'sat' else f'ID test >= {th.GROKKED}'}"
     return None
-
-
-def _argv(job: Job, status: str) -> list[str]:
-    """The job's command, with --resume for an interrupted run that has a checkpoint; a run that changed before it
-    finished, or died before its first checkpoint, starts over."""
-    if not job.resumable or not (job.out / "config.yaml").exists():
-        return job.argv
-    if status == "stale":
-        runs.clear_run(job.out, keep=("data",))
-        return job.argv
-    if runs.clear_unstarted_run(job.out, keep=("data",)):
-        return job.argv
-    return [*job.argv, "--resume"]

@@ -242,7 +242,7 @@ def _transfer_problems(spec: StudySpec, data_ok: bool) -> list[str]:
     if t.model not in names:
         return [f"study.transfer.model {t.model!r}: not a model of the study ({', '.join(names)})"]
     model = spec.model(t.model)
-    missing = [r for r in t.from_ if r not in spec.regimes_of(model) and r in REGIMES]
+    missing = [r for r in t.from_ if r not in spec.regimes_of(model)]
     if missing or not t.from_:
         p.append(f"study.transfer.from {t.from_}: choose regimes that {t.model} is trained on "
                  f"({', '.join(spec.regimes_of(model))})")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class FineTune:
     record: dict  # written to config.yaml under "transfer"
     probes: dict[str, np.ndarray]  # evaluation sets (rows), replacing the dataset's probe types
     lens: dict[str, str] = field(default_factory=dict)  # metric suffix -> probe set for lens rates and bridge use
+    summarise: Callable[[list[dict]], dict] | None = None  # metrics rows -> summary["transfer"], written with it
 
 
 @dataclass
@@ -99,9 +101,18 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
         cfg = replace(cfg, precision="bf16")
     model_cfg = model_cfg.for_precision(cfg.precision)
     check_fits_dataset(model_cfg, ds)
+    model_cls = family_of(model_cfg).model_cls
+    if cfg.loss_positions not in model_cls.loss_positions:
+        raise GrokscopeError(f"train.loss_positions={cfg.loss_positions} is not available for the {model_cls.family}; "
+                             f"choose one of {', '.join(model_cls.loss_positions)}")
     out = Path(out)
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
-    runs.prepare_run_dir(out, config, resume, force_config, keep=("data",) if finetune else ())
+    keep = ("data",) if finetune else ()
+    if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):
+        print(f"note: {out} has no readable checkpoint (its process died before the first one); starting over")
+        runs.clear_run(out, keep)
+        resume = False
+    runs.prepare_run_dir(out, config, resume, force_config, keep)
     return RunRequest(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)
 
 
@@ -109,12 +120,19 @@ def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, r
           force_config: bool = False, device: str = "auto", quiet: bool = False,
           finetune: FineTune | None = None) -> dict:
     """Train (or resume) a run in ``out``; returns the summary also written to ``summary.json``."""
-    request = prepare(ds, data_dir, model_cfg, cfg, out, resume, force_config, device, quiet, finetune)
+    return train_request(prepare(ds, data_dir, model_cfg, cfg, out, resume, force_config, device, quiet, finetune))
+
+
+def train_request(request: RunRequest) -> dict:
+    """Train one prepared run alone, holding its folder's lock."""
     with artifacts.FolderLock(request.out, "run"):
         runs.clean_leftovers(request.out)
-        session = Session(request)
-        step_fn = make_train_step(session.state, session.cfg, session.device)
-        return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
+        return drive_alone(Session(request))
+
+
+def drive_alone(session: "Session") -> dict:
+    step_fn = make_train_step(session.state, session.cfg, session.device)
+    return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
 
 
 class Session:
@@ -140,6 +158,8 @@ class Session:
         self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use).to(device)
         self.resumed_at = self.state.restore(out) if request.resume else None
         if self.resumed_at is not None:
+            old = artifacts.read_config(out)["train"]
+            _reopen(self.state.loop, stop_rule_changed=old.get("stop_when") != cfg.stop_when)
             rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
             artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows
                                                                        if r["step"] <= self.resumed_at))
@@ -153,6 +173,7 @@ class Session:
         self.t_start = time.perf_counter() - self.state.loop.wall_seconds
         self.session_start = (time.perf_counter(), self.state.loop.step)
         self.step, self.last_row = self.state.loop.step, {}
+        self.summarise = finetune.summarise if finetune else None
 
     def boundary(self) -> bool:
         """Evaluate, checkpoint and check the stop conditions at the current step; True when the run stops here."""
@@ -179,36 +200,47 @@ class Session:
 
     def finish(self) -> dict:
         self.progress.close()
-        return _summarise(self.out, self.state, self.cfg, self.plan, self.model, self.last_row, self.t_start,
-                          self.session_start, self.device)
+        return _summarise(self, self.last_row)
+
+
+def _reopen(loop, stop_rule_changed: bool) -> None:
+    """A resumed run decides anew why it stops (a larger budget or time cap may let it go on); a stop the rule
+    already scheduled stands unless the rule changed."""
+    loop.stop_reason, loop.cut_short = "", False
+    if stop_rule_changed:
+        loop.stop_at, loop.rule_streak = None, 0
 
 
 def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
     """The loop. Every active run does what is due at its step, then ``step_all(active)`` takes one optimiser step
     for each run still active: ``max_steps + 1`` boundaries per run, so the last step always evaluates and saves.
-    ``scope(session)`` is a context each run's boundary runs in (the stacked runs' own RNG streams)."""
+    ``scope(session)`` is a context each run's boundary runs in (the stacked runs' own RNG streams). A run whose loss
+    becomes non-finite stops at its last good checkpoint; the others go on, and the failure is raised at the end."""
     scope = scope or (lambda session: contextlib.nullcontext())
-    active, current = list(sessions), None
-    try:
-        while active:
-            still = []
-            for current in active:
-                with scope(current):
-                    stopped = current.boundary()
-                if not stopped:
-                    still.append(current)
-            active = still
-            if active:
-                step_all(active)
-                for current in active:
-                    current.advance()
-    except NonFiniteLoss as exc:
-        for session in sessions:
-            session.progress.close()
-        last = runs.list_checkpoints(current.out)
-        raise GrokscopeError(f"{current.out}: training loss became {exc.value}; the last good checkpoint is step "
-                             f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32") from None
-    return [session.finish() for session in sessions]
+    active, failed = list(sessions), []
+    while active:
+        still = []
+        for session in active:
+            try:
+                with scope(session):
+                    stopped = session.boundary()
+            except NonFiniteLoss as exc:
+                session.progress.close()
+                last = runs.list_checkpoints(session.out)
+                failed.append(f"{session.out}: training loss became {exc.value}; the last good checkpoint is step "
+                              f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32")
+                continue
+            if not stopped:
+                still.append(session)
+        active = still
+        if active:
+            step_all(active)
+            for session in active:
+                session.advance()
+    summaries = [session.finish() for session in sessions if not any(str(session.out) in f for f in failed)]
+    if failed:
+        raise GrokscopeError(failed)
+    return summaries
 
 
 def make_train_step(state: TrainState, cfg: TrainConfig, device: str):
@@ -300,10 +332,12 @@ def weight_norm(model) -> float:
     return math.sqrt(sum(float(p.detach().float().square().sum()) for p in model.parameters()))
 
 
-def _summarise(out: Path, state: TrainState, cfg, plan: Budget, model, last_row, t_start, session, device) -> dict:
+def _summarise(session: Session, last_row: dict) -> dict:
+    out, state, cfg, model = session.out, session.state, session.cfg, session.model
     rows = artifacts.read_metrics(out)
     last_row = last_row or (rows[-1] if rows else {})  # resumed at the final step: nothing new was evaluated
-    steps_done, seconds = state.loop.step - session[1], time.perf_counter() - session[0]
+    steps_done = state.loop.step - session.session_start[1]
+    seconds = time.perf_counter() - session.session_start[0]
     summary = {
         "final_step": state.loop.step,
         "stop_reason": state.loop.stop_reason,
@@ -314,10 +348,12 @@ def _summarise(out: Path, state: TrainState, cfg, plan: Budget, model, last_row,
         "final": {k: v for k, v in last_row.items() if k != "step"},
         "flops_per_step": model.flops_per_step(cfg.batch_size),
         "deviations_from_paper": recipe_deviations(model.family, model.cfg, cfg),
-        "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "wall_seconds": round(time.perf_counter() - session.t_start, 2),
         "steps_per_second": round(steps_done / seconds, 3) if steps_done else None,
-        "device": device,
+        "device": session.device,
         "threads": torch.get_num_threads(),
     }
+    if session.summarise is not None:  # a fine-tune's transfer summary, in the same atomic write
+        summary["transfer"] = session.summarise(rows)
     artifacts.write_json_atomic(out / "summary.json", summary)
     return summary

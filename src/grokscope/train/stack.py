@@ -28,7 +28,8 @@ from torch.func import functional_call, vmap
 from grokscope import artifacts, runs
 from grokscope.data.encoding import Encoded
 from grokscope.errors import GrokscopeError
-from grokscope.train.loop import RunRequest, Session, apply_gradients, drive, make_train_step, set_learning_rates
+from grokscope.train.loop import (RunRequest, Session, apply_gradients, drive, drive_alone, make_train_step,
+                                  set_learning_rates, train_request)
 
 BACKENDS = ("auto", "loop", "vmap")
 
@@ -57,7 +58,7 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
         if len(requests) > 1:
             log("note: these runs differ in architecture, precision, loss or batch size; training them one after "
                 "another")
-        return [_alone(r) for r in requests]
+        return [train_request(r) for r in requests]
     backend = choose_backend(requests, backend)
     if backend == "vmap" and any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests):
         raise GrokscopeError("the vmap backend cannot reproduce dropout's random draws; use --backend loop")
@@ -71,21 +72,10 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
             sessions[-1].rng_state = _rng_state()  # the RNG stream this run continues with
         if len({s.step for s in sessions}) > 1:
             log("note: the resumed runs stand at different steps; training them one after another")
-            return [_drive_alone(s) for s in sessions]
+            return [drive_alone(s) for s in sessions]
         log(f"training {len(sessions)} runs stacked ({backend}): {', '.join(s.out.name for s in sessions)}")
         steps = VmapSteps(sessions) if backend == "vmap" else LoopSteps(sessions)
         return drive(sessions, steps, scope=_session_rng)
-
-
-def _alone(request: RunRequest) -> dict:
-    with artifacts.FolderLock(request.out, "run"):
-        runs.clean_leftovers(request.out)
-        return _drive_alone(Session(request))
-
-
-def _drive_alone(session: Session) -> dict:
-    step_fn = make_train_step(session.state, session.cfg, session.device)
-    return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
 
 
 # ------------------------------------------------------------------------------------------------ RNG per run

@@ -167,3 +167,32 @@ def test_model_config_errors():
     assert len(err.value.problems) == 2
     with pytest.raises(GrokscopeError, match="unknown model family"):
         model_config("rnn", "smoke", d_vocab=V)
+
+
+def test_exact_match_scores_the_tokens_the_run_was_trained_on(smoke_dataset):
+    """A run trained on t alone (loss_positions=answer) never learns </a> or the copied prompt: it is scored on t, so
+    its exact match is not 0 by construction; the default scoring still needs the whole answer."""
+    from grokscope.data.encoding import encode
+
+    ds = smoke_dataset
+    batch = encode(ds, ds.probe("train_inferred")[:8])
+    end, V = ds.vocab.end_id, ds.vocab.d_vocab
+    gpt = build_model(model_config("gpt", "smoke", d_vocab=V)).eval()
+    logits = torch.nn.functional.one_hot(batch.targets, V).float()  # [B, 2, V]: t and </a> right
+    logits[:, 1] = torch.nn.functional.one_hot(torch.full_like(batch.targets[:, 1], 1), V).float()  # </a> wrong
+    assert not gpt.exact_match(batch, logits, end).any()
+    assert gpt.exact_match(batch, logits, end, "answer").all()
+    assert not gpt.exact_match(batch, logits, end, "answer_end").any()
+
+    trm = build_model(model_config("trm", "smoke", d_vocab=V)).eval()
+    seq = torch.nn.functional.one_hot(batch.seq, V).float()  # [B, 5, V]: the whole string right
+    assert trm.exact_match(batch, (seq, None), end).all()
+    wrong_prompt = seq.clone()
+    wrong_prompt[:, 0] = torch.nn.functional.one_hot(torch.where(batch.seq[:, 0] == 1, 2, 1), V).float()
+    assert not trm.exact_match(batch, (wrong_prompt, None), end).any()  # the copied prompt counts by default
+    assert trm.exact_match(batch, (wrong_prompt, None), end, "answer_end").all()
+    wrong_end = seq.clone()
+    wrong_end[torch.arange(len(batch)), batch.prompt_len + 1] = torch.nn.functional.one_hot(
+        torch.ones(len(batch), dtype=torch.long), V).float()
+    assert trm.exact_match(batch, (wrong_end, None), end, "answer").all()
+    assert not trm.exact_match(batch, (wrong_end, None), end, "answer_end").any()

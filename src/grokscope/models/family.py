@@ -48,8 +48,10 @@ class ModelFamily(HookedModule):
         """Scalar training loss of ``output`` = forward_batch(batch)."""
         raise NotImplementedError
 
-    def exact_match(self, batch, output, end_id: int) -> torch.Tensor:
-        """[B] bool: the answer (and its end marker) exactly right, as the authors' evaluation scores it."""
+    def exact_match(self, batch, output, end_id: int, positions: str = "default") -> torch.Tensor:
+        """[B] bool: the answer exactly right, as the authors' evaluation scores it for ``default``. A run trained
+        with other ``loss_positions`` is scored on the tokens it was trained to produce: ``answer`` t alone,
+        ``answer_end`` t and ``</a>`` (a model never taught ``</a>`` would otherwise score 0 whatever it knows)."""
         raise NotImplementedError
 
     def param_groups(self, weight_decay: float, decay_all: bool) -> list[dict]:

@@ -254,9 +254,10 @@ class GPT(ModelFamily):
         n = 1 if spec.positions == "answer" else 2  # default = answer_end: t and </a> (Wang et al.)
         return token_losses(output[:, :n], batch.targets[:, :n], spec.kind).mean()
 
-    def exact_match(self, batch, output: torch.Tensor, end_id: int) -> torch.Tensor:
+    def exact_match(self, batch, output: torch.Tensor, end_id: int, positions: str = "default") -> torch.Tensor:
         # Greedy t then </a>; teacher forcing on t is exact, since the second prediction only matters when t is right.
-        return (output.argmax(-1) == batch.targets).all(-1)
+        n = 1 if positions == "answer" else 2
+        return (output[:, :n].argmax(-1) == batch.targets[:, :n]).all(-1)
 
     def flops_per_step(self, batch_size: int) -> float:
         c = self.cfg

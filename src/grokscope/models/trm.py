@@ -286,16 +286,20 @@ class TRM(ModelFamily):
         loss = sequence_mean_loss(logits, labels, spec.kind)
         if spec.aux_weight > 0:  # the q-halt head learns whether the whole sequence is right (BCE)
             with torch.no_grad():  # </a> per row as a tensor: no host read, so this also runs under vmap
-                correct = self.exact_match(batch, output, batch.targets[:, 1:2]).float()
+                correct = self.exact_match(batch, output, batch.targets[:, 1:2], spec.positions).float()
             loss = loss + spec.aux_weight * F.binary_cross_entropy_with_logits(q, correct)
         return loss
 
-    def exact_match(self, batch, output, end_id) -> torch.Tensor:
-        """Argmax per slot, pads dropped, cut at the first ``</a>`` (``end_id``: an id, or one per row [B, 1]),
-        compared with the gold prompt + t: the string comparison of the original evaluation, vectorised (the copied
-        prefix counts)."""
+    def exact_match(self, batch, output, end_id, positions: str = "default") -> torch.Tensor:
+        """Default: argmax per slot, pads dropped, cut at the first ``</a>`` (``end_id``: an id, or one per row
+        [B, 1]), compared with the gold prompt + t: the string comparison of the original evaluation, vectorised (the
+        copied prefix counts). ``answer`` / ``answer_end``: the t slot (and the ``</a>`` slot after it) only."""
         logits = output[0] if isinstance(output, tuple) else output
         pred = logits.argmax(-1)
+        if positions in ("answer", "answer_end"):
+            n = 1 if positions == "answer" else 2
+            at = batch.prompt_len[:, None] + torch.arange(n, device=pred.device)
+            return (torch.gather(pred, 1, at) == batch.targets[:, :n]).all(-1)
         B, T = pred.shape
         nonpad = pred != 0
         order = torch.sort((~nonpad).int(), dim=1, stable=True).indices

@@ -63,7 +63,8 @@ def eval_sets(ds: Dataset, model, probes: dict[str, np.ndarray], lens: dict[str,
 
 @torch.no_grad()
 def evaluate(model, sets: EvalSets, loss_spec: LossSpec, end_id: int, batch_size: int) -> dict[str, float]:
-    """Exact match and loss per probe set; training accuracy; lens rates and bridge use."""
+    """Exact match (on the tokens ``loss_spec`` trains) and loss per probe set; training accuracy; lens rates and
+    bridge use."""
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
@@ -76,7 +77,7 @@ def evaluate(model, sets: EvalSets, loss_spec: LossSpec, end_id: int, batch_size
             batch = enc.take(torch.arange(i, min(i + batch_size, len(enc)), device=enc.device))
             output = model.forward_batch(batch)
             loss_sum += model.loss(batch, output, loss_spec).double() * len(batch)
-            correct += model.exact_match(batch, output, end_id).sum()
+            correct += model.exact_match(batch, output, end_id, loss_spec.positions).sum()
         out[name] = int(correct) / len(enc)
         out[f"loss/{name}"] = float(loss_sum) / len(enc)
     present = [t for t in TRAIN_ACC_TYPES if t in out]

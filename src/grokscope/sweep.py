@@ -133,7 +133,6 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
         return write_table(out, grid, train_jobs)
 
 
-
 def write_table(out: Path, grid: dict, train_jobs) -> Path:
     rows = []
     for point, job in train_jobs:
@@ -152,7 +151,7 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
     first = next(iter(grid))
     x = pd.to_numeric(df[first], errors="coerce")
     fig = plots.milestone_sweep(df.assign(**{first: x if x.notna().all() else df[first]}), first,
-                                f"steps to milestones vs {first}")
+                                f"steps to milestones vs {first}", by=[k for k in grid if k != first])
     fig.savefig(out / "sweep.png", dpi=110)
     plots.plt.close(fig)
     curves = {point_name(point): pd.DataFrame(artifacts.read_metrics(job.out)) for point, job in train_jobs}

@@ -112,16 +112,23 @@ def causal_heatmaps(maps: dict[str, pd.DataFrame], title: str):
     return fig
 
 
-def milestone_sweep(df: pd.DataFrame, x: str, title: str):
-    """Steps to each milestone vs a swept config value (Wang et al. Fig. 2 style)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+def milestone_sweep(df: pd.DataFrame, x: str, title: str, by: list[str] | None = None):
+    """Steps to each milestone vs a swept config value (Wang et al. Fig. 2 style): one line per milestone and per
+    combination of the other grid keys ``by`` (so points that differ in another key are never joined)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
     reached = [c for c in df.columns if c.startswith("t_") and df[c].notna().any()]
-    for col in reached:
-        ax.plot(df[x], df[col], marker="o", label=col)
+    groups = list(df.groupby(by, sort=False)) if by else [((), df)]
+    markers = "osd^v<>"
+    for i, col in enumerate(reached):
+        for key, sub in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            label = col + "".join(f", {k.split('.', 1)[-1]}={v}" for k, v in zip(by or [], key))
+            sub = sub.sort_values(x)
+            ax.plot(sub[x], sub[col], marker=markers[i % len(markers)], label=label)
     ax.set_xlabel(x)
     ax.set_ylabel("steps")
     if reached:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6)
     else:
         ax.text(0.5, 0.5, "no milestone reached at any grid point", ha="center", va="center",
                 transform=ax.transAxes)

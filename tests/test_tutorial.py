@@ -30,3 +30,19 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert len(example.strip().splitlines()) <= 12
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
+
+
+def test_api_verbs_are_functions_after_their_subpackages_are_imported():
+    # `train`, `study`, `report`, `transfer` and `sweep` are also subpackages; importing one sets it as an attribute
+    # of the package, which once made `gs.train(...)` fail with "'module' object is not callable" in CI.
+    import grokscope as gs
+    from grokscope import api
+    from grokscope.report import build  # noqa: F401
+    from grokscope.study import plan  # noqa: F401
+    from grokscope.train import loop  # noqa: F401
+    import grokscope.sweep  # noqa: F401
+    import grokscope.transfer  # noqa: F401
+
+    for name in ("train", "study", "report", "transfer", "sweep", "open_run", "lens"):
+        assert getattr(gs, name) is getattr(api, name), name
+    assert callable(gs.train)

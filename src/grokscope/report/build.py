@@ -274,8 +274,13 @@ def _deviation_rows(pre: dict, ft: dict) -> list[dict]:
     rows = []
     for _, r in list(pre.values()) + list(ft.values()):
         for key, (paper, used) in (r["summary"].get("deviations_from_paper") or {}).items():
-            rows.append({"run": r["name"], "setting": key, "paper": paper, "used": used})
+            # settings are shown as written (lr 1e-4, beta2 0.999), not rounded to two decimals like the rates
+            rows.append({"run": r["name"], "setting": key, "paper": _setting(paper), "used": _setting(used)})
     return rows
+
+
+def _setting(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _skipped_rows(manifest: dict) -> list[dict]:

@@ -68,6 +68,7 @@ def test_study_outputs(study):
     assert "## Findings" in md and "Scale tier: **smoke**" in md and "## Provenance" in md and "Jobs not run" in md
     # recipe settings as written, not rounded to two decimals (Wang et al.'s lr 1e-4 once showed as 0.00)
     assert re.search(r"^\| gpt_natural \| train\.lr \| 0\.0001 \| ", md, re.M)
+    assert "Why: the papers train for" in md and "docs/calibration.md" in md  # the deviations say why
 
 
 def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):

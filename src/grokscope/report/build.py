@@ -320,6 +320,16 @@ def _finding_rows(findings: list[dict]) -> list[dict]:
              "paper": f["paper"], "decision rule": f["rule"]} for f in findings]
 
 
+# Why the recipes deviate: said once under the deviations table, in both renderings.
+SECTION_NOTES = {
+    "deviations": "Why: the papers train for about 10^6 steps on GPUs (He et al.'s TRM: 1,100 epochs, about 1.47M "
+                  "steps; Wang et al.'s gpt: up to 2M); the CPU and GPU tiers train 10^3-10^4 steps and smaller "
+                  "models, so the lr, warm-up and EMA are scaled to the budget. The trm's micro recipe (lr 6e-3, "
+                  "weight decay 0.1, CE, no q-halt loss, EMA 0.99, prefix 1) was chosen by a calibration sweep, with "
+                  "every configuration tried and why each paper setting failed at this budget, in the repository's "
+                  "docs/calibration.md (§1: at weight decay 1.0 the OOD atomic facts stay at 0.33 after 12,000 "
+                  "steps; an EMA of 0.999 averages over a twelfth of the run).",
+}
 SECTIONS = (("compute", "Compute"), ("worth", "Was waiting for grokking worth it?"),
             ("bridge", "Bridge use per checkpoint (per-query records)"),
             ("deviations", "Recipes: deviations from the papers"), ("skipped", "Jobs not run"))
@@ -340,6 +350,8 @@ def _markdown(spec, figs: Figures, findings, tables, provenance, tier) -> str:
         md.append(f"### {title}\n\n![{title}](figures/{file})\n\n{caption}\n")
     for key, title in SECTIONS:
         md += [f"\n## {title}\n", _table_md(tables[key])]
+        if key in SECTION_NOTES and tables[key]:
+            md.append(SECTION_NOTES[key] + "\n")
     md += ["\n## Provenance\n", "```json\n" + json.dumps(provenance, indent=2, default=str) + "\n```\n"]
     return "\n".join(md)
 
@@ -363,7 +375,9 @@ def _html(spec, figs: Figures, findings, tables, provenance, tier) -> str:
              "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f3f3f3}"
              "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}")
-    sections = "".join(f"<h2>{html.escape(title)}</h2>{_html_table(tables[key])}" for key, title in SECTIONS)
+    sections = "".join(f"<h2>{html.escape(title)}</h2>{_html_table(tables[key])}"
+                       + (f"<p>{html.escape(SECTION_NOTES[key])}</p>" if key in SECTION_NOTES and tables[key] else "")
+                       for key, title in SECTIONS)
     name = html.escape(str(spec.get("name")))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>grokscope report: {name}</title>"
             f"<style>{style}</style></head><body><h1>grokscope study report: {name}</h1>"

@@ -26,8 +26,13 @@ def milestones(rows: list[dict], sat_threshold: float, thresholds: list[float], 
     metrics = {**TEST_METRICS, "t_bridge": f"{bridge_metric}_ood"}
     for prefix, metric in metrics.items():
         for value in thresholds:
-            out[f"{prefix}{round(value * 100)}"] = first_step(rows, metric, value)
+            out[milestone_key(prefix, value)] = first_step(rows, metric, value)
     return out
+
+
+def milestone_key(prefix: str, threshold: float) -> str:
+    """The name of a milestone: ``milestone_key("t_id", 0.9) == "t_id90"``."""
+    return f"{prefix}{round(threshold * 100)}"
 
 
 @dataclass

@@ -21,6 +21,7 @@ from grokscope import artifacts
 from grokscope.version import __version__
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
+from grokscope.metrics.milestones import milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.report import plots
 from grokscope.report.findings import (FineTuneFacts, RunFacts, curve_distance, finding_1, finding_2, finding_3,
@@ -227,7 +228,8 @@ def _compute_rows(pre: dict) -> list[dict]:
         fps = s.get("flops_per_step") or 0.0
         row = {"run": r["name"], "steps": s["final_step"], "stop": s["stop_reason"], "minutes": s["wall_seconds"] / 60,
                "GFLOP/step": fps / 1e9}
-        for m in ("t_sat", f"t_id{_pct(th.GROKKED)}", f"t_ood{_pct(th.GENERALISED)}", f"t_bridge{_pct(th.HIGH)}"):
+        for m in ("t_sat", milestone_key("t_id", th.GROKKED), milestone_key("t_ood", th.GENERALISED),
+                  milestone_key("t_bridge", th.HIGH)):
             step = s["milestones"].get(m)
             row[m] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
         rows.append(row)
@@ -294,17 +296,12 @@ def _tier_note(spec: dict, pre: dict) -> str:
         s = r["summary"]
         reached = ", ".join(f"{k}={v}" for k, v in s["milestones"].items() if v is not None) or "none reached"
         parts.append(f"`{r['name']}`: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
-    if not any(r["summary"]["milestones"].get(f"t_id{_pct(th.GROKKED)}") for _, r in pre.values()):
+    if not any(r["summary"]["milestones"].get(milestone_key("t_id", th.GROKKED)) for _, r in pre.values()):
         parts.append(f"No run reached ID test accuracy {th.GROKKED} at this tier: grokking did not complete within the "
                      "budget.")
     if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
         parts.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
     return " ".join(parts)
-
-
-def _pct(threshold: float) -> int:
-    """The milestone key suffix of a threshold (0.9 -> 90), as ``metrics.milestones`` names them."""
-    return round(threshold * 100)
 
 
 def _num(x) -> str:

@@ -217,7 +217,7 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
     ``scope(session)`` is a context each run's boundary runs in (the stacked runs' own RNG streams). A run whose loss
     becomes non-finite stops at its last good checkpoint; the others go on, and the failure is raised at the end."""
     scope = scope or (lambda session: contextlib.nullcontext())
-    active, failed = list(sessions), []
+    active, failed, failures = list(sessions), set(), []
     while active:
         still = []
         for session in active:
@@ -227,8 +227,9 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
             except NonFiniteLoss as exc:
                 session.progress.close()
                 last = runs.list_checkpoints(session.out)
-                failed.append(f"{session.out}: training loss became {exc.value}; the last good checkpoint is step "
-                              f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32")
+                failed.add(id(session))
+                failures.append(f"{session.out}: training loss became {exc.value}; the last good checkpoint is step "
+                                f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32")
                 continue
             if not stopped:
                 still.append(session)
@@ -237,9 +238,9 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
             step_all(active)
             for session in active:
                 session.advance()
-    summaries = [session.finish() for session in sessions if not any(str(session.out) in f for f in failed)]
-    if failed:
-        raise GrokscopeError(failed)
+    summaries = [session.finish() for session in sessions if id(session) not in failed]
+    if failures:
+        raise GrokscopeError(failures)
     return summaries
 
 

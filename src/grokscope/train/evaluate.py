@@ -80,6 +80,7 @@ def evaluate(model, sets: EvalSets, loss_spec: LossSpec, end_id: int, batch_size
             correct += model.exact_match(batch, output, end_id, loss_spec.positions).sum()
         out[name] = int(correct) / len(enc)
         out[f"loss/{name}"] = float(loss_sum) / len(enc)
+        out[f"n/{name}"] = len(enc)  # the denominator, so every rate can carry an interval
     present = [t for t in TRAIN_ACC_TYPES if t in out]
     if present:
         out["train_acc"] = sum(out[t] for t in present) / len(present)
@@ -93,10 +94,12 @@ def evaluate(model, sets: EvalSets, loss_spec: LossSpec, end_id: int, batch_size
         argmax = stage_argmax(model, model.prompt(compositions), chunk=batch_size)
         for key, value in found_rates(model, argmax, compositions.bridge, compositions.answer).items():
             out[f"{key}_{suffix}"] = value
+        out[f"n/bridge_found_{suffix}"] = len(compositions)
     for suffix, use in sets.bridge_use.items():
         if len(use.clean):
             patched = interchange(model, use.clean, use.donor, chunk=batch_size)
             for key, value in bridge_use_rates(model, patched, use.donor[:, 2]).items():
                 out[f"{key}_{suffix}"] = value
+            out[f"n/bridge_use_{suffix}"] = len(use.clean)
     model.train(was_training)
     return out

@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from grokscope import artifacts
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import first_step
+from grokscope.metrics.milestones import GrokDefinition, first_step
+from grokscope.models.registry import family
 
 CKPT_SCHEMA = 1
 # Changing these on --resume is allowed: they extend or shorten a run without changing what it computes.
@@ -118,16 +119,25 @@ def _first_checkpoint_from(steps: list[int], step: int | None) -> int | None:
 
 
 def named_step(run: Path, name: str, steps: list[int]) -> int | None:
-    """``sat``: the first checkpoint at or after training saturation; ``grokked``: the first at or after ID test
-    accuracy reached ``thresholds.GROKKED``; None when the run never got there."""
+    """``sat``: the first checkpoint at or after training saturation; ``grokked``: the first at or after the run's
+    family called it grokked (``grokked_definition``); None when the run never got there."""
     rows = artifacts.read_metrics(run)
+    cfg = artifacts.read_config(run)
     if name == "sat":
-        cfg = artifacts.read_config(run)
         return _first_checkpoint_from(steps, first_step(rows, "train_acc", cfg["train"].get("sat_threshold",
                                                                                               th.SATURATION)))
     if name == "grokked":
-        return _first_checkpoint_from(steps, first_step(rows, "test_inferred_iid", th.GROKKED))
+        grokked = grokked_definition(cfg)
+        return _first_checkpoint_from(steps, first_step(rows, grokked.metric, grokked.threshold))
     raise ValueError(name)
+
+
+def grokked_definition(cfg: dict) -> GrokDefinition:
+    """What "grokked" means for the family a run's config names (the gpt: ID >= 0.9; the trm: OOD >= 0.5)."""
+    try:
+        return family((cfg.get("model") or {}).get("family", "gpt")).model_cls.grokked
+    except GrokscopeError:
+        return GrokDefinition()
 
 
 def resolve_step(run: Path, step: str | int | None) -> int:
@@ -141,7 +151,7 @@ def resolve_step(run: Path, step: str | int | None) -> int:
     if step in ("sat", "grokked"):
         found = named_step(run, step, steps)
         if found is None:
-            what = "training saturation" if step == "sat" else f"ID test >= {th.GROKKED}"
+            what = "training saturation" if step == "sat" else grokked_definition(artifacts.read_config(run)).text()
             raise GrokscopeError(f"{run}: never reached {what}, so it has no '{step}' checkpoint; name a step")
         return found
     try:

@@ -1,16 +1,9 @@
 """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?
 
-He et al.'s Finding 1 says grokked and non-grokked models resolve the bridge along the same path. A path here is
-where the family's bridge measure lives across stages (bridge use at r1 for the gpt, He et al.'s bridge found for
-the trm), plus Wang et al.'s causal-strength map. The statistic can tell paths apart (``docs/methods.md``):
-
-- a checkpoint "has a bridge path" when its bridge profile peaks at ``PATH_MIN_LEVEL`` or higher; one with a path
-  and one without are different (this is what makes step 0 vs a grokked checkpoint come out "different");
-- two checkpoints with a path are the same when the Pearson r of their bridge profiles, and of their causal maps
-  over the cells that are not saturated (>= ``SATURATED_CELL``) in both, is at least ``SAME_PATH_R``; cells that are
-  near 1 by construction (patching the embedding of a token replaces the query) would otherwise make any two maps
-  correlate;
-- neither has a path: undetermined.
+He et al.'s Finding 1 says grokked and non-grokked models resolve the bridge along the same path. This module
+measures what the comparison needs from two models (bridge profiles per stage, Wang et al.'s causal maps); the
+statistic and its verdict, with a permutation null, live in ``metrics/paths.py`` so that the report can re-decide
+them from the stored numbers (``docs/methods.md``, "Path comparison").
 """
 
 from __future__ import annotations
@@ -22,15 +15,8 @@ from grokscope.analysis.queries import query_records
 from grokscope.data.counterfactuals import counterfactual_tokens
 from grokscope.data.encoding import encode
 from grokscope.errors import GrokscopeError
-from grokscope.metrics import thresholds as th
+from grokscope.metrics.paths import path_verdict
 from grokscope.metrics.records import aggregate
-
-
-def _corr(a, b) -> float | None:
-    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def bridge_profile(model, ds, rows, seed: int = 0) -> list[float]:
@@ -39,33 +25,6 @@ def bridge_profile(model, ds, rows, seed: int = 0) -> list[float]:
     agg = aggregate(frame, schema)
     stages = schema["patch_stages"] if model.bridge_metric == "bridge_use" else schema["stages"]
     return [float(np.nan_to_num(agg[f"{model.bridge_metric}@{s}"])) for s in stages]
-
-
-def path_verdict(profile_a: list[float], profile_b: list[float], map_a, map_b,
-                 min_level: float = th.PATH_MIN_LEVEL, threshold: float = th.SAME_PATH_R,
-                 saturated: float = th.SATURATED_CELL) -> dict:
-    """The comparison statistic and verdict from two bridge profiles and two causal maps ([stages, 3] or None)."""
-    level_a, level_b = max(profile_a, default=0.0), max(profile_b, default=0.0)
-    out = {"level_a": level_a, "level_b": level_b, "profile_corr": None, "causal_map_corr": None,
-           "cells_compared": 0, "min_level": min_level, "threshold": threshold}
-    if level_a < min_level and level_b < min_level:
-        return {**out, "verdict": "undetermined", "why": "neither checkpoint has a bridge path"}
-    if (level_a < min_level) != (level_b < min_level):
-        return {**out, "verdict": "different path", "why": "only one checkpoint has a bridge path"}
-    out["profile_corr"] = _corr(profile_a, profile_b)
-    if map_a is not None and map_b is not None:
-        a, b = np.asarray(map_a, float), np.asarray(map_b, float)
-        keep = ~((a >= saturated) & (b >= saturated)) & np.isfinite(a) & np.isfinite(b)
-        out["cells_compared"] = int(keep.sum())
-        out["causal_map_corr"] = _corr(a[keep], b[keep])
-    rs = [r for r in (out["profile_corr"], out["causal_map_corr"]) if r is not None]
-    if rs:
-        same = all(r >= threshold for r in rs)
-        why = f"every computable r >= {threshold}" if same else f"an r below {threshold}"
-    else:  # flat profiles: fall back to where the path peaks
-        same = int(np.argmax(profile_a)) == int(np.argmax(profile_b))
-        why = "the bridge profiles peak at the same stage" if same else "the bridge profiles peak at different stages"
-    return {**out, "verdict": "same path" if same else "different path", "why": why}
 
 
 def compare_paths(model_a, model_b, ds, rows: np.ndarray, seed: int = 0) -> dict:

@@ -26,7 +26,6 @@ from grokscope.analysis.queries import bridge_use_table, query_records, write_re
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, load
 from grokscope.errors import GrokscopeError
-from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import classify_regime
 from grokscope.models.registry import family
 
@@ -63,7 +62,8 @@ def resolve_steps(run: Path, spec: str, log=print) -> list[int]:
         elif item in ("sat", "grokked"):
             found = runs.named_step(run, item, steps)
             if found is None:
-                log(f"note: {run.name} never reached {'saturation' if item == 'sat' else f'ID test >= {th.GROKKED}'}; "
+                what = "saturation" if item == "sat" else runs.grokked_definition(artifacts.read_config(run)).text()
+                log(f"note: {run.name} never reached {what}; "
                     f"no '{item}' checkpoint to analyse")
             else:
                 out.add(found)

@@ -19,10 +19,33 @@ def first_step(rows: list[dict], metric: str, threshold: float) -> int | None:
     return None
 
 
-def milestones(rows: list[dict], sat_threshold: float, thresholds: list[float], bridge_metric: str) -> dict:
-    """t_sat (training accuracy >= sat_threshold) and t_<id|ood|bridge><pct> for each threshold; ``bridge_metric``
-    names the family's bridge measure (``bridge_use`` or ``bridge_found``), read on OOD compositions."""
-    out = {"t_sat": first_step(rows, "train_acc", sat_threshold)}
+@dataclass(frozen=True)
+class GrokDefinition:
+    """What "grokked" means for a model family: a test metric at or above a level. The gpt groks on ID compositions
+    (Wang et al. §3); He et al.'s TRM on OOD compositions, where it plateaus at 0.66-0.70 (He et al. §4, Fig. 2A).
+    Each family declares its own (``ModelFamily.grokked``); a run's ``summary.json`` records it."""
+
+    metric: str = "test_inferred_iid"
+    threshold: float = th.GROKKED
+
+    @classmethod
+    def of(cls, summary: dict) -> "GrokDefinition":
+        """The definition a run recorded (runs written before it was recorded: the gpt's)."""
+        g = (summary or {}).get("grokked") or {}
+        return cls(g.get("metric", cls.metric), float(g.get("threshold", cls.threshold)))
+
+    def text(self) -> str:
+        return f"{'OOD' if self.metric.endswith('ood') else 'ID'} test >= {self.threshold}"
+
+
+def milestones(rows: list[dict], sat_threshold: float, thresholds: list[float], bridge_metric: str,
+               grokked: GrokDefinition | None = None) -> dict:
+    """t_sat (training accuracy >= sat_threshold), t_grokked (the family's definition) and t_<id|ood|bridge><pct> for
+    each threshold; ``bridge_metric`` names the family's bridge measure (``bridge_use`` or ``bridge_found``), read on
+    OOD compositions."""
+    grokked = grokked or GrokDefinition()
+    out = {"t_sat": first_step(rows, "train_acc", sat_threshold),
+           "t_grokked": first_step(rows, grokked.metric, grokked.threshold)}
     metrics = {**TEST_METRICS, "t_bridge": f"{bridge_metric}_ood"}
     for prefix, metric in metrics.items():
         for value in thresholds:
@@ -47,6 +70,11 @@ class RegimeThresholds:
     delay_factor: float = th.DELAY_FACTOR
 
 
+def is_delayed(t_sat: int | None, t_gen: int | None, factor: float = th.DELAY_FACTOR) -> bool:
+    """Generalisation came late: first test accuracy >= GENERALISED at least ``factor`` x t_sat after saturation."""
+    return t_sat is not None and t_gen is not None and t_gen - t_sat >= factor * max(t_sat, 1)
+
+
 def classify_regime(rows: list[dict], test_metric: str, bridge_metric: str,
                     limits: RegimeThresholds | None = None) -> dict:
     """natural grokking / no delay / fake grokking / no generalisation, with the milestones that decided it.
@@ -62,7 +90,7 @@ def classify_regime(rows: list[dict], test_metric: str, bridge_metric: str,
         label = "no generalisation"
     elif bridge_at_high is not None and bridge_at_high < limits.bridge_fake:
         label = "fake grokking"
-    elif t_sat is not None and t_gen - t_sat >= limits.delay_factor * max(t_sat, 1):
+    elif is_delayed(t_sat, t_gen, limits.delay_factor):
         label = "natural grokking"
     else:
         label = "no delay"

@@ -7,7 +7,9 @@ Measures (``docs/methods.md``):
   position; ``bridge_found@<stage>`` per stage;
 - ``b_decodable_at_r1@<stage>``: Wang et al.'s top-1 share of b at the r1 position (descriptive);
 - ``bridge_use@<stage>`` and ``bridge_use`` (the maximum over stages): share of queries whose answer became the
-  donor's t' when the r1 state was interchanged (causal), over the queries that have a donor (``n_use``).
+  donor's t' when the r1 state was interchanged (causal), over the queries that have a donor (``n_use``);
+- ``bridge_given_correct``: of the ``n_correct`` correctly answered queries, the share with the bridge by the
+  family's measure (bridge use at some stage for the gpt, bridge found for the trm).
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
         out[f"bridge_use@{s}"] = value
     finite = [u for u in uses if u == u]
     out["bridge_use"] = max(finite) if finite else float("nan")
+    # Of the correct answers, the share whose query had the bridge by the family's measure (He et al. §3: "every
+    # correct prediction ... through successful recovery of the bridge entity").
+    correct = frame["correct"].to_numpy().astype(bool)
+    if schema.get("bridge_metric") == "bridge_use":
+        present = np.stack([(frame[f"use.{s}"] == 1).to_numpy() for s in schema["patch_stages"]]).any(0)
+    else:
+        present = hit_b.any((0, 1))
+    out["n_correct"] = int(correct.sum())
+    out["bridge_given_correct"] = float(present[correct].mean()) if correct.any() else float("nan")
     return out
 
 

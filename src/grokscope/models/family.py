@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from grokscope.metrics.milestones import GrokDefinition
 from grokscope.models.hooks import HookedModule
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +37,9 @@ class ModelFamily(HookedModule):
     # The bridge measure the findings read for this family: "bridge_use" (the interchange intervention at r1) or
     # "bridge_found" (He et al.'s logit-lens rate). Both are always computed and reported.
     bridge_metric: ClassVar[str] = "bridge_use"
+    # What "grokked" means for this family (docs/methods.md): the findings, the milestones, the 'grokked' checkpoint
+    # and the regime labels read it (through the run's summary.json). The gpt: ID test >= 0.9 (Wang et al. §3).
+    grokked: ClassVar[GrokDefinition] = GrokDefinition()
     loss_positions: ClassVar[tuple[str, ...]] = ("default", "answer", "answer_end")
     token_offset: int = 0  # index of token position 0 inside hook activations (a prefix shifts it)
 

@@ -21,11 +21,12 @@ from grokscope import artifacts
 from grokscope.version import __version__
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import milestone_key
+from grokscope.metrics.intervals import Rate, final_rate
+from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.report import plots
-from grokscope.report.findings import (FineTuneFacts, RunFacts, curve_distance, finding_1, finding_2, finding_3,
-                                       pick_category)
+from grokscope.report.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1,
+                                       finding_2, finding_3, pick_category)
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]
 
@@ -50,8 +51,23 @@ def read_run(path: Path) -> dict | None:
 
 def facts(run: dict) -> RunFacts:
     s = run["summary"]
-    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), s.get("final", {}), run["rows"],
-                    bool(s.get("cut_short")), (s.get("thresholds") or {}).get("sat", th.SATURATION))
+    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), run["rows"], GrokDefinition.of(s),
+                    bool(s.get("cut_short")), (s.get("thresholds") or {}).get("sat", th.SATURATION),
+                    _probe_counts(run["config"]))
+
+
+def _probe_counts(config: dict) -> dict:
+    """metric -> n from the run's dataset (probe sizes), for metrics rows written before they carried n/<metric>."""
+    path = Path((config.get("data") or {}).get("path", "")) / "dataset.json"
+    try:
+        counts = json.loads(path.read_text()).get("counts", {})
+    except (OSError, ValueError):
+        return {}
+    out = {k[len("probe/"):]: v for k, v in counts.items() if k.startswith("probe/")}
+    for suffix, probe in (("ood", "test_inferred_ood"), ("iid", "test_inferred_iid")):
+        if probe in out:
+            out[f"bridge_found_{suffix}"] = out[probe]
+    return out
 
 
 def job_records(manifest: dict, role: str) -> list[dict]:
@@ -96,7 +112,8 @@ def build_report(root: Path) -> Path:
     figs = Figures(root)
     _figures(figs, spec, pre, ft)
     findings = _findings(spec, manifest, pre, ft)
-    tables = {"compute": _compute_rows(pre), "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
+    tables = {"checks": [row for f in findings for row in f.get("checks", [])], "compute": _compute_rows(pre),
+              "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
               "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
     provenance = {"grokscope": __version__,
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
@@ -177,42 +194,92 @@ def _circuit_figures(figs: Figures, run: dict) -> None:
 
 
 def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
+    """Findings 1 and 2 per seed (then across seeds); Finding 3 on the fine-tunes (the first seed's)."""
     tmodel = (spec.get("transfer") or {}).get("model") or spec["models"][0]["name"]
-    seed = (spec.get("seeds") or [0])[0]
-    _, nat = _by(pre, tmodel, "natural", seed)
-    _, both = _by(pre, tmodel, "both_full", seed)
-    _, second = _by(pre, tmodel, "second_full", seed)
-    across = next((artifacts.read_json(Path(r["path"]), "re-run the study") for r in job_records(manifest, "compare")
-                   if r.get("model") == tmodel and r.get("seed") == seed and Path(r["path"]).exists()), None)
-    ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
-    distance = None
-    if "natural" in ft_last and "both_full" in ft_last:
-        distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
-    f1 = finding_1(facts(nat) if nat else None, facts(both) if both else None,
-                   (nat or {}).get("compare", {}).get("sat_vs_grokked"),
-                   (nat or {}).get("compare", {}).get("step0_vs_last"), across, distance)
-    f2 = finding_2(facts(second) if second else None, facts(both) if both else None)
-    finetunes, control = [], None
+    per_seed: dict[int, list[dict]] = {}
+    for seed in spec.get("seeds") or [0]:
+        runs_of = {regime: run for regime in ("natural", "both_full", "first_full", "second_full")
+                   if (run := _by(pre, tmodel, regime, seed)[1]) is not None}
+        comparisons = {r.get("regime_b"): artifacts.read_json(Path(r["path"]), "re-run the study")
+                       for r in job_records(manifest, "compare")
+                       if r.get("model") == tmodel and r.get("seed") == seed and Path(r["path"]).exists()}
+        nat = runs_of.get("natural")
+        ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
+        distance = None
+        if "natural" in ft_last and "both_full" in ft_last:
+            distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
+        f = {k: facts(v) for k, v in runs_of.items()}
+        compare = (nat or {}).get("compare", {})
+        per_seed[seed] = [
+            finding_1(f.get("natural"), f.get("both_full"), comparisons, compare.get("step0_vs_last"),
+                      compare.get("sat_vs_grokked"), distance, f.get("first_full")),
+            finding_2(f.get("second_full"), f.get("both_full"), _correct_with_bridge(runs_of.get("second_full")))]
+    overall = [across_seeds({s: results[i] for s, results in per_seed.items()}) for i in range(2)]
+    return overall + [finding_3(_finetune_facts(ft))]
+
+
+def _correct_with_bridge(run: dict | None) -> Rate | None:
+    """Share of the correct OOD answers whose query had the bridge (the family's measure), at the last analysed
+    step, from the per-query records."""
+    if run is None or run["aggregates"].empty:
+        return None
+    agg = run["aggregates"]
+    ood = agg[agg.probe_type == "test_inferred_ood"]
+    if ood.empty or "bridge_given_correct" not in ood:
+        return None
+    last = ood.iloc[-1]
+    n = int(last.get("n_correct") or 0)
+    return Rate(float(last.bridge_given_correct), n) if n else None
+
+
+def _finetune_facts(ft: dict) -> list[FineTuneFacts]:
+    """Final rates (mean of the last evaluations, with n) of every fine-tune; the control's step 0 is the chance
+    floor of every category measure."""
+    out, floors = [], {}
+    control = next((run for r, run in ft.values() if r["role"] == "control"), None)
     for record, run in ft.values():
         s = run["summary"]
-        item = FineTuneFacts(run["name"], s.get("transfer", {}).get("final", {}), s.get("bridge_metric", "bridge_use"),
-                             _parent_grokked(run), bool(s.get("cut_short")))
-        if record["role"] == "control":
-            control = item
-        else:
-            finetunes.append(item)
-    return [f1, f2, finding_3(finetunes, control)]
+        final = (s.get("transfer") or {}).get("final", {})
+        bridge = s.get("bridge_metric", "bridge_use")
+        rates, kinds, keys = {}, {}, {}
+        new = final.get("atomic_new") or {}
+        rates["atomic_new"] = final_rate(run["rows"], "atomic_new", n=new.get("n"))
+        for cat in CATEGORIES:
+            chosen, kind = pick_category(final, cat)
+            key = cat if kind == "faithful" else f"{cat}_powered"
+            kinds[cat], keys[cat] = kind, key
+            rates[cat] = final_rate(run["rows"], key, n=chosen.get("n"))
+            rates[f"bridge_{cat}"] = final_rate(run["rows"], f"{bridge}_{key}", n=chosen.get("n"))
+        if control is not None and control["rows"] and control["rows"][0].get("step") == 0:
+            first = control["rows"][0]
+            floors = {m: first.get(k) for m, k in [*((c, keys[c]) for c in CATEGORIES),
+                                                    *((f"bridge_{c}", f"{bridge}_{keys[c]}") for c in CATEGORIES)]}
+        role = record["role"]
+        out.append(FineTuneFacts(run["name"], "control" if role == "control" else record["regime"], rates,
+                                 None if role == "control" else record.get("checkpoint"),
+                                 None if role == "control" else _parent_ready(run, record["regime"]),
+                                 bool(s.get("cut_short")), kinds, floors))
+    return out
 
 
-def _parent_grokked(run: dict) -> bool:
-    """Was the checkpoint a fine-tune started from grokked (ID test >= GROKKED at that step)?"""
+def _parent_ready(run: dict, regime: str) -> str | None:
+    """None when the checkpoint a fine-tune started from had reached its regime's target (natural: the family's
+    grokked definition; augmented regimes: OOD at the same level), decided by the interval of the mean of the last
+    evaluations up to that checkpoint; else why not."""
     record = run["config"].get("transfer") or {}
     parent, step = record.get("parent_run"), record.get("parent_step")
-    if record.get("control") or parent is None:
-        return False
-    # The last evaluation at or before the checkpoint: checkpoints need not fall on evaluation steps.
-    rows = [r for r in artifacts.read_metrics(Path(parent)) if step is not None and r["step"] <= step]
-    return bool(rows) and (rows[-1].get("test_inferred_iid") or 0) >= th.GROKKED
+    if parent is None or step is None or not (Path(parent) / "summary.json").exists():
+        return "parent run not found"
+    grokked = GrokDefinition.of(artifacts.read_summary(Path(parent)))
+    metric = grokked.metric if regime == "natural" else "test_inferred_ood"
+    # The evaluations at or before the checkpoint: checkpoints need not fall on evaluation steps.
+    rows = [r for r in artifacts.read_metrics(Path(parent)) if r["step"] <= step]
+    n = _probe_counts(artifacts.read_config(Path(parent))).get(metric)
+    rate = final_rate(rows, metric, n=n)
+    if rate is not None and rate.against(grokked.threshold) == "above":
+        return None
+    value = "not measured" if rate is None else rate.text()
+    return f"{metric} at step {step}: {value}, needs above {grokked.threshold}"
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -319,6 +386,10 @@ def _finding_rows(findings: list[dict]) -> list[dict]:
 
 # Why the recipes deviate: said once under the deviations table, in both renderings.
 SECTION_NOTES = {
+    "checks": "Each row is one number a verdict reads: the mean of the last 3 evaluations (or of the evaluations "
+              "named), its 95% Wilson interval over the n queries it was measured on, its value at step 0 (the chance "
+              "floor), and the side of the threshold the rule needs. 'undecided' means the interval straddles the "
+              "threshold at this n. Rules and their sources: docs/methods.md, 'Findings and their verdicts'.",
     "deviations": "Why: the papers train for about 10^6 steps on GPUs (He et al.'s TRM: 1,100 epochs, about 1.47M "
                   "steps; Wang et al.'s gpt: up to 2M); the CPU and GPU tiers train 10^3-10^4 steps and smaller "
                   "models, so the lr, warm-up and EMA are scaled to the budget. The trm's micro recipe (lr 6e-3, "
@@ -327,7 +398,8 @@ SECTION_NOTES = {
                   "docs/calibration.md (§1: at weight decay 1.0 the OOD atomic facts stay at 0.33 after 12,000 "
                   "steps; an EMA of 0.999 averages over a twelfth of the run).",
 }
-SECTIONS = (("compute", "Compute"), ("worth", "Was waiting for grokking worth it?"),
+SECTIONS = (("checks", "Findings: every gated number, its 95% interval, n and chance floor"),
+            ("compute", "Compute"), ("worth", "Was waiting for grokking worth it?"),
             ("bridge", "Bridge use per checkpoint (per-query records)"),
             ("deviations", "Recipes: deviations from the papers"), ("skipped", "Jobs not run"))
 

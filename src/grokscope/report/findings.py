@@ -1,167 +1,390 @@
-"""He et al.'s three findings, decided from a study's measurements with stated rules (``docs/methods.md``).
+"""He et al.'s three findings, tested as the paper states them, from a study's measurements (``docs/methods.md``,
+"Findings and their verdicts").
 
-Every finding can come out each way: "supported", "partly supported", "contradicted" or "not testable" (with the
-reason: a precondition not met, a run cut short by the time cap, or a control that failed). The rules use the
-thresholds of ``metrics/thresholds.py`` and print them; the paper's reference numbers are shown beside, never used.
-Inputs are plain numbers and dicts, so every outcome is unit-tested.
+Every verdict is "supported", "partly supported", "contradicted", "undecided at this n" (an interval straddles a
+threshold that decides it) or "not testable" (with the reason). Every number a rule reads is a ``Rate`` with its
+95% interval and n, compared with its threshold by the interval (``metrics/intervals.py``); each gate is a
+``Check`` that the report lists with the number, its interval, n, the chance floor (the measure at step 0) and the
+threshold. Inputs are plain numbers, so the rules are tested on He et al.'s own figures (``tests/test_findings*.py``).
+
+- Finding 1 (He et al. §3): the grokked natural model and the both-hop-full model, which generalises without a
+  delay, use the same path (and the first-hop-full model, when the study has one). Votes are path comparisons with
+  a permutation null; the saturated-vs-grokked comparison of one run is described, not voted on.
+- Finding 2 (He et al. §4): second-hop full's OOD accuracy rises late, while its bridge measure stays low on the
+  evaluations where OOD is up; both-hop full is the positive control (its bridge is high there).
+- Finding 3 (He et al. §5): per-regime expectations: circuit parents compose new+old with the bridge found;
+  second-hop full, both-hop half and the from-scratch control do not; old+new and new+new fail everywhere; the
+  control's bridge stays low.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import classify_regime, first_step
+from grokscope.metrics.intervals import ABOVE, BELOW, Rate, final_rate, mean_rate, rate_at
+from grokscope.metrics.milestones import GrokDefinition, RegimeThresholds, classify_regime, first_step, is_delayed
+from grokscope.metrics.paths import moved_path_control, path_verdict
 
-OUTCOMES = ("supported", "partly supported", "contradicted", "not testable")
+UNDECIDED = "undecided at this n"
+OUTCOMES = ("supported", "partly supported", "contradicted", UNDECIDED, "not testable")
 CUT_SHORT = "not testable (run cut short by the time cap)"
+HELD, FAILED, OPEN, UNMEASURED = "held", "failed", "undecided", "not measured"
 
 PAPER = {
-    1: "He et al. §3, Fig. 2A/B and Fig. 4 rows A/B: natural and both-hop-full TRMs both end with bridge found "
-       "0.998 / 1.000 and have identical fine-tuning curves",
-    2: "He et al. §4, Fig. 2D: second-hop full reaches OOD 0.968 while bridge found averaged 0.04 before 300k steps "
-       "and 0.18 over 300-700k (fake grokking); both-hop full: bridge 1.000",
-    3: "He et al. §5, Fig. 3/4: natural: new+old EM 1.000 (n=16), old+new EM 0.000 (n=18) with bridge 1.000, "
-       "new+new EM 0.007; control: new+old 0.31 with bridge 0.000",
+    1: "He et al. §3, Fig. 2A/B and Fig. 4 rows A/B: natural (grokked on OOD, 0.70) and both-hop-full (OOD 1.0 at "
+       "saturation, no delay) TRMs both end with bridge found 0.998 / 1.000 and have identical fine-tuning curves",
+    2: "He et al. §4, Fig. 2D: second-hop full's OOD rises after saturation (0.56 at 300k, 0.97 max) while bridge "
+       "found averages 0.18 over 300-700k and 0.40-0.48 after; both-hop full: bridge 1.000",
+    3: "He et al. §5, Fig. 3/4: natural, both-hop full, first-hop full: new+old EM 1.000 (n=16/26/33) with bridge "
+       "1.000; second-hop full 0.36 (n=33), both-hop half 0.35 (n=36), control 0.31 (n=16) with bridge 0.000; "
+       "old+new <= 0.11 and new+new <= 0.04 everywhere",
 }
 
 
+# ------------------------------------------------------------------------------------------------ gates
+@dataclass
+class Check:
+    """One gated number: ``expect`` "above" or "below" ``threshold``, decided by the interval of ``rate``."""
+
+    finding: int
+    subject: str  # the run or fine-tune
+    measure: str
+    rate: Rate | None
+    threshold: float
+    expect: str  # ABOVE | BELOW
+    floor: float | None = None  # the measure's chance floor: its value at step 0
+
+    @property
+    def outcome(self) -> str:
+        if self.rate is None:
+            return UNMEASURED
+        if self.expect == ABOVE and self.floor is not None and self.floor >= self.threshold:
+            return UNMEASURED  # a threshold at or under chance cannot be passed meaningfully
+        side = self.rate.against(self.threshold)
+        return HELD if side == self.expect else OPEN if side not in (ABOVE, BELOW) else FAILED
+
+    def row(self) -> dict:
+        floor_note = "" if self.floor is None else f"{self.floor:.2f}"
+        if self.rate is not None and self.expect == ABOVE and self.floor is not None and self.floor >= self.threshold:
+            floor_note += " (at or above the threshold: not testable)"
+        return {"finding": self.finding, "subject": self.subject, "measure": self.measure,
+                "value [95% interval] (n)": "not measured" if self.rate is None else self.rate.text(),
+                "chance floor (step 0)": floor_note or "-", "needs": f"{self.expect} {self.threshold}",
+                "outcome": self.outcome}
+
+    def text(self) -> str:
+        value = "not measured" if self.rate is None else self.rate.text()
+        floor = "" if self.floor is None else f", floor {self.floor:.2f}"
+        return f"{self.subject} {self.measure} {value}{floor} (needs {self.expect} {self.threshold}): {self.outcome}"
+
+
+def _result(n: int, verdict: str, measured: list[str] | str, rule: str, checks: list[Check] | None = None,
+            **extra) -> dict:
+    text = "; ".join(measured) if isinstance(measured, list) else measured
+    return {"finding": n, "verdict": verdict, "measured": text, "rule": rule, "paper": PAPER[n],
+            "checks": [c.row() for c in checks or []], **extra}
+
+
+def _votes(votes: list[bool]) -> str:
+    return "supported" if all(votes) else "contradicted" if not any(votes) else "partly supported"
+
+
+def outcome(verdict: str) -> str:
+    """The outcome of a verdict string without its reason: one of OUTCOMES."""
+    return next(o for o in OUTCOMES if verdict.startswith(o))
+
+
+# ------------------------------------------------------------------------------------------------ runs
 @dataclass
 class RunFacts:
-    """What a verdict needs to know about one pre-training run."""
+    """What a verdict needs to know about one pre-training run: its curves and the family's definitions."""
 
     name: str
     bridge_metric: str  # bridge_use | bridge_found
-    final: dict  # final metrics row
-    rows: list[dict]  # every metrics row
+    rows: list[dict]  # every metrics row, in order
+    grokked: GrokDefinition = field(default_factory=GrokDefinition)
     cut_short: bool = False
     sat_threshold: float = th.SATURATION  # the run's own (summary["thresholds"]["sat"])
+    n: dict = field(default_factory=dict)  # metric -> n, for rows written before they carried n/<metric>
 
     @property
     def t_sat(self) -> int | None:
         return first_step(self.rows, "train_acc", self.sat_threshold)
 
-    @property
-    def t_grokked(self) -> int | None:
-        return first_step(self.rows, "test_inferred_iid", th.GROKKED)
+    def final(self, metric: str) -> Rate | None:
+        return final_rate(self.rows, metric, n=self.n.get(metric))
 
+    def floor(self, metric: str) -> float | None:
+        first = self.rows[0] if self.rows else {}
+        return first.get(metric) if first.get("step") == 0 else None
 
-def _fmt(x, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    def delay(self, metric: str) -> tuple[int | None, int | None, bool]:
+        """(t_sat, first ``metric`` >= GENERALISED, whether that came late by the delay rule)."""
+        t_gen = first_step(self.rows, metric, th.GENERALISED)
+        return self.t_sat, t_gen, is_delayed(self.t_sat, t_gen)
 
+    def regime(self, metric: str) -> dict:
+        return classify_regime(self.rows, metric, f"{self.bridge_metric}_ood", RegimeThresholds(sat=self.sat_threshold))
 
-def _from_votes(votes: list[bool]) -> str:
-    if not votes:
-        return "not testable"
-    return "supported" if all(votes) else "contradicted" if not any(votes) else "partly supported"
+    def check(self, finding: int, metric: str, threshold: float, expect: str = ABOVE) -> Check:
+        return Check(finding, self.name, metric, self.final(metric), threshold, expect, self.floor(metric))
 
-
-def _result(n: int, verdict: str, measured: str, rule: str) -> dict:
-    return {"finding": n, "verdict": verdict, "measured": measured, "rule": rule, "paper": PAPER[n]}
+    def bridge_while_up(self, metric: str = "test_inferred_ood", level: float = th.GENERALISED) -> Rate | None:
+        """The bridge measure on OOD averaged over the evaluations whose ``metric`` is at least ``level``."""
+        key = f"{self.bridge_metric}_ood"
+        rates = [rate_at(r, key, self.n.get(key)) for r in self.rows if (r.get(metric) or 0) >= level]
+        return mean_rate([r for r in rates if r is not None])
 
 
 # ------------------------------------------------------------------------------------------------ Finding 1
-RULE_1 = (f"path comparisons (bridge profile and unsaturated causal-map r >= {th.SAME_PATH_R}; a path needs a bridge "
-          f"measure >= {th.PATH_MIN_LEVEL}) of (a) the natural run at saturation vs its first grokked checkpoint "
-          f"(ID >= {th.GROKKED}) and (b) the final natural (ID >= {th.GROKKED}) vs both-hop-full (OOD >= "
-          f"{th.GROKKED}) checkpoints, plus (c) their fine-tuning curves (mean |difference| <= {th.CURVE_SIMILAR}); "
-          f"valid only if step 0 vs last comes out 'different' and at least one path comparison decides (curves alone "
-          f"do not). All same: supported; all different: contradicted")
+RULE_1 = (f"preconditions: the natural run groks by its family's definition (gpt: ID >= {th.GROKKED}; trm: OOD >= "
+          f"{th.GROKKED_TRM_OOD}; final = mean of the last 3 evaluations, its 95% interval above the level) after a "
+          f"delay (first >= {th.GENERALISED} at least {th.DELAY_FACTOR} x t_sat after saturation), and the both-hop-"
+          f"full run generalises on OOD to the same level without a delay. Votes: the final natural checkpoint "
+          f"against the final both-hop-full one (and first-hop full when present, once it reached the level): same "
+          f"path when the bridge-profile and unsaturated causal-map r are each >= {th.SAME_PATH_R} and their "
+          f"permutation p < {th.PATH_ALPHA}. Valid only if two negative controls come out 'different': step 0 vs "
+          f"last, and the last checkpoint vs its own path moved by one stage and one position (exercises the "
+          f"correlation, not the level gate). All same: supported; all different: contradicted; else partly. The "
+          f"saturated-vs-grokked comparison of one run is shown as a description, not a vote")
 
 
-def finding_1(natural: RunFacts | None, both_full: RunFacts | None, within: dict | None, control: dict | None,
-              across: dict | None, curve_distance: float | None) -> dict:
-    """``within``: compare.json's sat_vs_grokked of the natural run; ``control``: its step0_vs_last; ``across``: the
-    natural-last vs both-full-last comparison; ``curve_distance``: of their fine-tunes (None if absent)."""
-    if natural is None:
-        return _result(1, "not testable (no natural run)", "", RULE_1)
-    if natural.cut_short or (both_full is not None and both_full.cut_short):
+def redecide(comparison: dict | None) -> dict | None:
+    """A stored comparison re-decided with the current statistic (its profiles and maps are kept in the file)."""
+    if not comparison or "profile_a" not in comparison:
+        return comparison
+    return {**comparison, **path_verdict(comparison["profile_a"], comparison["profile_b"],
+                                         comparison.get("causal_map_a"), comparison.get("causal_map_b"))}
+
+
+def _cmp_text(label: str, c: dict) -> str:
+    def num(x, d=2):
+        return "n/a" if x is None else f"{x:.{d}f}"
+    return (f"{label}: {c['verdict']} (profile r {num(c.get('profile_corr'))}, causal-map r "
+            f"{num(c.get('causal_map_corr'))} over {c.get('cells_compared', 0)} cells, permutation p "
+            f"{num(c.get('p_value'), 3)}, bridge level {num(c.get('level_a'))} vs {num(c.get('level_b'))}; "
+            f"{c.get('why', '')})")
+
+
+def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_delay: bool) -> tuple[str | None, list]:
+    """(None, checks) when ``run`` reached ``level`` on ``metric`` (decisively) with (or without) a delay, else (why
+    not, checks)."""
+    check = run.check(finding, metric, level)
+    t_sat, t_gen, delayed = run.delay(metric)
+    if check.outcome == OPEN:
+        return f"{UNDECIDED} ({check.text()})", [check]
+    if check.outcome != HELD:
+        return f"not testable ({check.text()})", [check]
+    if need_delay != delayed:
+        return (f"not testable ({run.name} on {metric}: t_sat {t_sat}, first >= {th.GENERALISED} at {t_gen}: "
+                f"{'a' if delayed else 'no'} delay, needs {'a' if need_delay else 'no'} delay)"), [check]
+    return None, [check]
+
+
+def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons: dict[str, dict],
+              control: dict | None, within: dict | None = None, curve_distance: float | None = None,
+              first_full: RunFacts | None = None) -> dict:
+    """``comparisons``: regime ("both_full", "first_full") -> the natural-last vs that-regime-last comparison (with
+    profiles and maps); ``control``: the natural run's step 0 vs last; ``within``: its saturated vs grokked."""
+    if natural is None or both_full is None:
+        return _result(1, "not testable (needs a natural and a both-hop-full run)", "", RULE_1)
+    if natural.cut_short or both_full.cut_short or (first_full is not None and first_full.cut_short):
         return _result(1, CUT_SHORT, "", RULE_1)
-    parts, votes, path_votes = [], [], 0
-    if control is None or control.get("verdict") != "different path":
-        seen = "missing" if control is None else f"'{control.get('verdict')}' ({control.get('why', '')})"
-        return _result(1, "not testable (the negative control failed: step 0 vs last came out "
-                          f"{seen}, so the path statistic cannot tell paths apart here)",
-                       f"step 0 vs last: {seen}", RULE_1)
-    parts.append(f"control step 0 vs last: different path (bridge level {_fmt(control.get('level_a'))} vs "
-                 f"{_fmt(control.get('level_b'))})")
-    if within is not None and natural.t_sat is not None and natural.t_grokked is not None:
-        parts.append(f"(a) natural step {within.get('step_a')} (saturated) vs {within.get('step_b')} (grokked): "
-                     f"{within['verdict']} (profile r {_fmt(within.get('profile_corr'))}, causal-map r "
-                     f"{_fmt(within.get('causal_map_corr'))}, bridge level {_fmt(within.get('level_a'))} -> "
-                     f"{_fmt(within.get('level_b'))})")
-        if within["verdict"] != "undetermined":
-            votes.append(within["verdict"] == "same path")
-            path_votes += 1
-    else:
-        parts.append(f"(a) not testable: the natural run has no grokked checkpoint (t_sat {natural.t_sat}, first "
-                     f"ID >= {th.GROKKED}: {natural.t_grokked})")
-    nat_id = natural.final.get("test_inferred_iid")
-    bf_ood = both_full.final.get("test_inferred_ood") if both_full else None
-    if both_full is not None and across is not None and (nat_id or 0) >= th.GROKKED and (bf_ood or 0) >= th.GROKKED:
-        parts.append(f"(b) final natural vs both-hop full: {across['verdict']} (profile r "
-                     f"{_fmt(across.get('profile_corr'))}, causal-map r {_fmt(across.get('causal_map_corr'))})")
-        if across["verdict"] != "undetermined":
-            votes.append(across["verdict"] == "same path")
-            path_votes += 1
-        if curve_distance is not None:
-            parts.append(f"(c) fine-tuning curves: mean |difference| {_fmt(curve_distance)}")
-            votes.append(curve_distance <= th.CURVE_SIMILAR)
-    else:
-        parts.append(f"(b, c) not testable: final natural ID {_fmt(nat_id)}, both-hop full OOD {_fmt(bf_ood)} "
-                     f"(both must be >= {th.GROKKED})")
-    if not path_votes:
-        verdict = ("not testable (no path comparison decided: no grokked checkpoints to compare, or every comparison "
-                   "'undetermined'; fine-tuning curves alone do not decide)")
-        return _result(1, verdict, "; ".join(parts), RULE_1)
-    return _result(1, _from_votes(votes), "; ".join(parts), RULE_1)
+    g = natural.grokked
+    why, checks = _generalised(natural, 1, g.metric, g.threshold, need_delay=True)
+    if why is not None:
+        return _result(1, why.replace("not testable (", "not testable (the natural run did not grok: ", 1), [why],
+                       RULE_1, checks)
+    why, more = _generalised(both_full, 1, "test_inferred_ood", g.threshold, need_delay=False)
+    checks += more
+    if why is not None:
+        return _result(1, why.replace("not testable (", "not testable (both-hop full is not the paper's "
+                                                         "non-grokked model: ", 1), [why], RULE_1, checks)
+    parts = []
+    # Negative controls: the statistic must be able to say "different" here.
+    control = redecide(control)
+    moved = None
+    last = (comparisons.get("both_full") or {})
+    if last.get("profile_a") is not None:
+        moved = moved_path_control(last["profile_a"], last.get("causal_map_a"))
+    for label, c in (("control step 0 vs last", control), ("control last vs its path moved", moved)):
+        if c is None or c.get("verdict") != "different path":
+            seen = "missing" if c is None else _cmp_text(label, c)
+            return _result(1, f"not testable (a negative control did not come out 'different': {seen})",
+                           [seen], RULE_1, checks)
+        parts.append(_cmp_text(label, c))
+    votes = []
+    for regime, run in (("both_full", both_full), ("first_full", first_full)):
+        if run is None:
+            continue
+        if regime == "first_full":
+            why, more = _generalised(run, 1, "test_inferred_ood", g.threshold, need_delay=True)
+            checks += more
+            if why is not None:
+                parts.append(f"natural vs first_full not compared: {why}")
+                continue
+        c = redecide(comparisons.get(regime))
+        if c is None:
+            parts.append(f"natural vs {regime}: comparison missing")
+            continue
+        parts.append(_cmp_text(f"vote: final natural vs final {regime}", c))
+        if c["verdict"] != "undetermined":
+            votes.append(c["verdict"] == "same path")
+    within = redecide(within)
+    if within:
+        parts.append(_cmp_text(f"description (not a vote): natural step {within.get('step_a')} (saturated) vs "
+                               f"{within.get('step_b')} (grokked), when the path forms", within))
+    if curve_distance is not None:
+        parts.append(f"description: fine-tuning curves natural vs both_full, mean |difference| {curve_distance:.2f}")
+    if not votes:
+        return _result(1, "not testable (no path comparison decided)", parts, RULE_1, checks)
+    return _result(1, _votes(votes), parts, RULE_1, checks)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 2
-RULE_2 = (f"second-hop full: mean bridge measure over the evaluations with OOD >= {th.HIGH}: < {th.BRIDGE_FAKE} "
-          f"supported (fake grokking), >= {th.BRIDGE_CIRCUIT} contradicted (a circuit), in between partly supported; "
-          f"needs OOD >= {th.HIGH} at some evaluation, and the positive control: the both-hop-full run must reach OOD "
-          f">= {th.HIGH} with a mean bridge measure >= {th.BRIDGE_CIRCUIT} there (the measure must see a real circuit)")
+RULE_2 = (f"second-hop full: (i) OOD rises late: first OOD >= {th.GENERALISED} at least {th.DELAY_FACTOR} x t_sat "
+          f"after saturation; (ii) the bridge measure on OOD, averaged over the evaluations with OOD >= "
+          f"{th.GENERALISED}, has its 95% interval below {th.BRIDGE_FAKE}. Both: supported; neither: contradicted; "
+          f"one: partly supported; (ii) straddling {th.BRIDGE_FAKE}: undecided. Needs OOD >= {th.GENERALISED} at some "
+          f"evaluation, and the positive control: both-hop full's bridge measure over its evaluations with OOD >= "
+          f"{th.GENERALISED} lies above {th.BRIDGE_CIRCUIT} (the measure must see a real circuit)")
 
 
-def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
+def finding_2(second: RunFacts | None, both: RunFacts | None, correct_with_bridge: Rate | None = None) -> dict:
+    """``correct_with_bridge``: from the per-query records, the share of second-hop full's correct OOD answers whose
+    query had the bridge (descriptive; He et al. §3 say every correct answer of a circuit model has it)."""
     if second is None:
         return _result(2, "not testable (no second-hop-full run)", "", RULE_2)
-    if second.cut_short:
+    if second.cut_short or (both is not None and both.cut_short):
         return _result(2, CUT_SHORT, "", RULE_2)
     metric = f"{second.bridge_metric}_ood"
-    reg = classify_regime(second.rows, "test_inferred_ood", metric)
-    measured = (f"second_full: final OOD {_fmt(second.final.get('test_inferred_ood'))}, {metric} "
-                f"{_fmt(second.final.get(metric))}; first OOD >= {th.HIGH} at step {reg['t_high']}, mean {metric} "
-                f"there {_fmt(reg['bridge_when_high'])}; regime '{reg['regime']}'")
-    positive = classify_regime(both.rows, "test_inferred_ood", metric) if both is not None else None
-    if positive is not None:
-        measured += (f"; positive control both_full: final OOD {_fmt(both.final.get('test_inferred_ood'))}, first OOD "
-                     f">= {th.HIGH} at step {positive['t_high']}, mean {metric} there "
-                     f"{_fmt(positive['bridge_when_high'])}")
-    if reg["t_high"] is None:
-        return _result(2, f"not testable (second_full never reached OOD >= {th.HIGH})", measured, RULE_2)
-    b = reg["bridge_when_high"]
-    if b is None:
-        return _result(2, f"not testable ({metric} was not measured)", measured, RULE_2)
-    if positive is None:
-        return _result(2, "not testable (no both-hop-full run: the bridge measure has no positive control)", measured,
-                       RULE_2)
-    if positive["t_high"] is None or not positive["circuit"]:
-        return _result(2, f"not testable (the positive control failed: both_full did not reach OOD >= {th.HIGH} with "
-                          f"{metric} >= {th.BRIDGE_CIRCUIT}, so a low bridge measure would not mean fake grokking)",
-                       measured, RULE_2)
-    verdict = "supported" if b < th.BRIDGE_FAKE else "contradicted" if b >= th.BRIDGE_CIRCUIT else "partly supported"
-    return _result(2, verdict, measured, RULE_2)
+    label = second.regime("test_inferred_ood")
+    t_sat, t_gen, delayed = second.delay("test_inferred_ood")
+    floor = second.floor(metric)
+    low = Check(2, second.name, f"{metric} while OOD >= {th.GENERALISED}", second.bridge_while_up(), th.BRIDGE_FAKE,
+                BELOW, floor)
+    checks = [low]
+    parts = [f"second_full: t_sat {t_sat}, first OOD >= {th.GENERALISED} at {t_gen} (regime label "
+             f"'{label['regime']}'); {low.text()}"]
+    if correct_with_bridge is not None:
+        parts.append(f"share of correct OOD answers with the bridge (per-query records): {correct_with_bridge.text()}")
+    if both is not None:
+        positive = Check(2, both.name, f"{metric} while OOD >= {th.GENERALISED}", both.bridge_while_up(),
+                         th.BRIDGE_CIRCUIT, ABOVE, both.floor(metric))
+        checks.append(positive)
+        parts.append(f"positive control: {positive.text()}")
+    if t_gen is None:
+        return _result(2, f"not testable (second_full never reached OOD >= {th.GENERALISED})", parts, RULE_2, checks)
+    if low.rate is None:
+        return _result(2, f"not testable ({metric} was not measured)", parts, RULE_2, checks)
+    if both is None:
+        return _result(2, "not testable (no both-hop-full run: the bridge measure has no positive control)", parts,
+                       RULE_2, checks)
+    if positive.outcome != HELD:
+        return _result(2, f"not testable (the positive control {positive.outcome}: {positive.text()})", parts,
+                       RULE_2, checks)
+    if low.outcome == OPEN:
+        return _result(2, f"{UNDECIDED} ({low.text()})", parts, RULE_2, checks)
+    parts.append(f"(i) OOD rises late: {'held' if delayed else 'failed'}; (ii) bridge low while OOD is up: "
+                 f"{low.outcome}")
+    return _result(2, _votes([delayed, low.outcome == HELD]), parts, RULE_2, checks)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 3
-RULE_3 = (f"fine-tunes from grokked checkpoints (ID >= {th.GROKKED}) that learned the new facts (>= "
-          f"{th.NEW_FACTS_LEARNED}): new+old EM >= {th.NEW_OLD_COMPOSES} is necessary for supported, and with "
-          f"old+new EM <= {th.OLD_NEW_EM_MAX} (bridge >= {th.OLD_NEW_BRIDGE_MIN}), new+new EM <= {th.NEW_NEW_EM_MAX} "
-          f"and the control (which must itself learn the new facts) failing new+old it is supported; new+old < "
-          f"{th.NEW_OLD_FAILS}: contradicted; otherwise "
-          f"partly supported. Faithful categories are used when n >= {th.FAITHFUL_MIN_N}, else the powered ones")
+CIRCUIT_PARENTS = ("natural", "both_full", "first_full")
+NON_COMPOSING = ("second_full", "both_half")
+CATEGORIES = ("new_old", "old_new", "new_new")
+
+RULE_3 = (f"fine-tunes from the last checkpoint of each regime (the saturated ones are an extension, not voted on), "
+          f"each testable once it learned the new facts (New Fact interval above {th.NEW_FACTS_LEARNED}) and its "
+          f"parent reached its target (natural: grokked; augmented: OOD at the family's grokked level). Expectations: "
+          f"circuit parents (natural, both-hop full, first-hop full) compose new+old (EM interval above "
+          f"{th.COMPOSES}) with the bridge found there (above {th.BRIDGE_PRESENT}); second-hop full, both-hop half "
+          f"and the from-scratch control do not compose new+old (below {th.COMPOSES}); old+new and new+new do not "
+          f"compose in any regime; the control's new+old bridge stays below {th.BRIDGE_PRESENT}. All held: "
+          f"supported (needs a circuit parent and the control); every circuit parent's new+old failed: "
+          f"contradicted; some failed: partly supported; none failed but some straddle: undecided. Faithful "
+          f"categories when n >= {th.FAITHFUL_MIN_N}, else the powered ones")
+
+
+@dataclass
+class FineTuneFacts:
+    """One fine-tune: its regime ("control" for the from-scratch control), starting checkpoint and final rates."""
+
+    name: str
+    regime: str  # natural, both_full, ..., or "control"
+    rates: dict[str, Rate]  # atomic_new, new_old, old_new, new_new, bridge_new_old, ... (the category chosen)
+    checkpoint: str = "last"  # last | sat | None for the control
+    parent_ready: str | None = None  # None when the parent reached its target, else why not
+    cut_short: bool = False
+    kinds: dict = field(default_factory=dict)  # category -> "faithful" | "powered"
+    floors: dict = field(default_factory=dict)  # measure -> chance floor (the control's step 0)
+
+
+def expectations(f: FineTuneFacts) -> list[Check]:
+    """The regime expectations of one fine-tune, as checks."""
+    def check(measure, threshold, expect):
+        return Check(3, f.name, measure, f.rates.get(measure), threshold, expect, f.floors.get(measure))
+    if f.regime in CIRCUIT_PARENTS:
+        first = [check("new_old", th.COMPOSES, ABOVE), check("bridge_new_old", th.BRIDGE_PRESENT, ABOVE)]
+    else:
+        first = [check("new_old", th.COMPOSES, BELOW)]
+        if f.regime == "control":
+            first.append(check("bridge_new_old", th.BRIDGE_PRESENT, BELOW))
+    return first + [check("old_new", th.COMPOSES, BELOW), check("new_new", th.COMPOSES, BELOW)]
+
+
+def finding_3(finetunes: list[FineTuneFacts]) -> dict:
+    voting = [f for f in finetunes if f.checkpoint in ("last", None)]
+    if any(f.cut_short for f in voting):
+        return _result(3, CUT_SHORT, "", RULE_3)
+    parts, checks, core, tested = [], [], [], set()
+    for f in voting:
+        learned = Check(3, f.name, "atomic_new", f.rates.get("atomic_new"), th.NEW_FACTS_LEARNED, ABOVE)
+        checks.append(learned)
+        kinds = ", ".join(f"{k} {v}" for k, v in f.kinds.items())
+        if f.parent_ready is not None:
+            parts.append(f"{f.name}: not testable (parent did not reach its target: {f.parent_ready})")
+            continue
+        if learned.outcome != HELD:
+            parts.append(f"{f.name}: not testable (new facts: {learned.text()})")
+            continue
+        mine = expectations(f)
+        checks += mine
+        tested.add(f.regime)
+        if f.regime in CIRCUIT_PARENTS:
+            core.append(mine[0].outcome)
+        held = sum(c.outcome == HELD for c in mine)
+        parts.append(f"{f.name} ({kinds or 'categories as measured'}): {held} of {len(mine)} held: "
+                     + "; ".join(c.text() for c in mine))
+    for f in finetunes:
+        if f.checkpoint not in ("last", None):
+            parts.append(f"extension (not voted), {f.name}: " + "; ".join(
+                f"{m} {f.rates[m].text()}" for m in ("atomic_new", *CATEGORIES) if f.rates.get(m) is not None))
+    gated = [c for c in checks if c.measure != "atomic_new"]
+    tally = Counter(c.outcome for c in gated)
+    summary = (f"{tally[HELD]} of {len(gated)} regime expectations held"
+               + "".join(f", {tally[o]} {o}" for o in (FAILED, OPEN, UNMEASURED) if tally[o]))
+    failed = [f"{c.subject} {c.measure}" for c in gated if c.outcome == FAILED]
+    open_ = [f"{c.subject} {c.measure}" for c in gated if c.outcome == OPEN]
+    parts.insert(0, summary + (f"; failed: {', '.join(failed)}" if failed else "")
+                 + (f"; undecided: {', '.join(open_)}" if open_ else ""))
+    extra = {"expectations": {"held": tally[HELD], "total": len(gated), "failed": failed, "undecided": open_}}
+    if not core:
+        return _result(3, "not testable (no fine-tune from a circuit parent that learned the new facts)", parts,
+                       RULE_3, checks, **extra)
+    if all(o == FAILED for o in core):
+        return _result(3, "contradicted", parts, RULE_3, checks, **extra)
+    if failed or tally[UNMEASURED]:
+        return _result(3, "partly supported", parts, RULE_3, checks, **extra)
+    if open_:
+        return _result(3, f"{UNDECIDED} ({', '.join(open_)})", parts, RULE_3, checks, **extra)
+    if "control" not in tested:
+        return _result(3, "partly supported (every expectation held, but no control was tested)", parts, RULE_3,
+                       checks, **extra)
+    return _result(3, "supported", parts, RULE_3, checks, **extra)
 
 
 def pick_category(final: dict, category: str) -> tuple[dict, str]:
@@ -170,72 +393,6 @@ def pick_category(final: dict, category: str) -> tuple[dict, str]:
     if (v.get("n") or 0) >= th.FAITHFUL_MIN_N or f"{category}_powered" not in final:
         return v, "faithful"
     return final[f"{category}_powered"], "powered"
-
-
-@dataclass
-class FineTuneFacts:
-    name: str
-    final: dict  # summary["transfer"]["final"]: category -> {exact_match, bridge_found, bridge_use, n}
-    bridge_metric: str
-    parent_grokked: bool
-    cut_short: bool = False
-
-
-def finding_3(finetunes: list[FineTuneFacts], control: FineTuneFacts | None) -> dict:
-    usable = [f for f in finetunes if f.parent_grokked]
-    if not usable:
-        return _result(3, f"not testable (no fine-tune from a grokked checkpoint: ID >= {th.GROKKED})", "", RULE_3)
-    if any(f.cut_short for f in usable) or (control is not None and control.cut_short):
-        return _result(3, CUT_SHORT, "", RULE_3)
-    control_new_old, control_learned = None, False
-    if control is not None:
-        control_new_old = _measured(pick_category(control.final, "new_old")[0])
-        control_learned = ((control.final.get("atomic_new") or {}).get("exact_match") or 0.0) >= th.NEW_FACTS_LEARNED
-    # A control that never learned the new facts fails new+old trivially: that says nothing about composition.
-    control_fails = control_learned and control_new_old is not None and control_new_old < th.NEW_OLD_COMPOSES
-    parts, votes = [], []
-    for f in usable:
-        new_fact = (f.final.get("atomic_new") or {}).get("exact_match") or 0.0
-        if new_fact < th.NEW_FACTS_LEARNED:
-            parts.append(f"{f.name}: new facts not learned (New Fact acc {_fmt(new_fact)}), not testable")
-            continue
-        no, kind_no = pick_category(f.final, "new_old")
-        on, kind_on = pick_category(f.final, "old_new")
-        nn = f.final.get("new_new") or {}
-        bridge = f.bridge_metric
-        em_no, em_on, em_nn = _measured(no), _measured(on), _measured(nn)
-        if em_no is None:
-            parts.append(f"{f.name}: no new+old queries were measured (n={no.get('n')}), not testable")
-            continue
-        # A category that was not measured cannot pass its check (None fails every comparison below).
-        checks = [em_on is not None and em_on <= th.OLD_NEW_EM_MAX and (on.get(bridge) or 0.0) >= th.OLD_NEW_BRIDGE_MIN,
-                  em_nn is not None and em_nn <= th.NEW_NEW_EM_MAX, control_fails]
-        verdict = ("contradicted" if em_no < th.NEW_OLD_FAILS else
-                   "supported" if em_no >= th.NEW_OLD_COMPOSES and all(checks) else "partly supported")
-        votes.append(verdict)
-        parts.append(f"{f.name}: New Fact {_fmt(new_fact)}; new+old EM {_fmt(em_no)} ({kind_no}, n={no.get('n')}); "
-                     f"old+new EM {_fmt(em_on)} with {bridge} {_fmt(on.get(bridge))} ({kind_on}, n={on.get('n')}); "
-                     f"new+new EM {_fmt(em_nn)}, {bridge} {_fmt(nn.get(bridge))} -> {verdict}")
-    parts.append("control: " + ("none" if control is None else _control_note(control_new_old, control_learned)))
-    if not votes:
-        return _result(3, "not testable (the fine-tunes did not learn the new facts)", "; ".join(parts), RULE_3)
-    verdict = votes[0] if len(set(votes)) == 1 else "partly supported"
-    return _result(3, verdict, "; ".join(parts), RULE_3)
-
-
-def _measured(category: dict) -> float | None:
-    """A category's exact match, or None when it was not measured (absent, or no queries)."""
-    if not category or not category.get("n") or category.get("exact_match") is None:
-        return None
-    return category["exact_match"]
-
-
-def _control_note(new_old: float | None, learned: bool) -> str:
-    if not learned:
-        return f"did not learn the new facts (new+old EM {_fmt(new_old)}), so it cannot serve as a control"
-    if new_old is None:
-        return "new+old not measured"
-    return f"new+old EM {_fmt(new_old)} ({'fails' if new_old < th.NEW_OLD_COMPOSES else 'composes'})"
 
 
 def curve_distance(a_rows: list[dict], b_rows: list[dict],
@@ -248,6 +405,20 @@ def curve_distance(a_rows: list[dict], b_rows: list[dict],
     return sum(diffs) / len(diffs) if diffs else None
 
 
-def outcome(verdict: str) -> str:
-    """The outcome of a verdict string without its reason: one of OUTCOMES."""
-    return next(o for o in OUTCOMES if verdict.startswith(o))
+# ------------------------------------------------------------------------------------------------ seeds
+def across_seeds(per_seed: dict[int, dict]) -> dict:
+    """One finding decided per seed -> the overall verdict with its spread: the seeds' common outcome when they
+    agree, else "partly supported (seeds disagree: ...)"."""
+    seeds = sorted(per_seed)
+    if len(seeds) == 1:
+        return per_seed[seeds[0]]
+    outcomes = {s: outcome(per_seed[s]["verdict"]) for s in seeds}
+    spread = ", ".join(f"seed {s}: {o}" for s, o in outcomes.items())
+    first = per_seed[seeds[0]]
+    if len(set(outcomes.values())) == 1:
+        verdict = f"{outcomes[seeds[0]]} (all {len(seeds)} seeds)"
+    else:
+        verdict = f"partly supported (seeds disagree: {spread})"
+    measured = " | ".join(f"seed {s}: {per_seed[s]['verdict']}; {per_seed[s]['measured']}" for s in seeds)
+    checks = [{**c, "subject": f"seed {s}: {c['subject']}"} for s in seeds for c in per_seed[s]["checks"]]
+    return {**first, "verdict": verdict, "measured": measured, "checks": checks, "per_seed": outcomes}

@@ -25,6 +25,7 @@ from pathlib import Path
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.study.spec import StudySpec, data_sets, model_sets, spec_dict, transfer_sets
+from grokscope.train.config import TrainConfig
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
 MANIFEST_SCHEMA = 1
@@ -81,7 +82,9 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
             for seed in spec.seeds:
                 suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
                 run = run_root / f"{model.name}_{regime}{suffix}"
-                seeded = {**sets, "train.seed": seed} if len(spec.seeds) > 1 else sets
+                # The study's seed is the run's seed (the spec refuses a train.seed of its own); the default seed
+                # is left out of the job so that runs planned before this rule keep their identity.
+                seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
                 # Runs of one model with the same model settings share an architecture: they may be stacked.
                 group = json.dumps([model.name, model_over], sort_keys=True, default=str)
                 job = train_job(model.name, model.family, model.preset, data_root / regime, run, seeded,
@@ -93,14 +96,17 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
         jobs += _transfer_jobs(spec, run_root, pretrain)
     for model in spec.models:
         regimes = spec.regimes_of(model)
-        if "natural" in regimes and "both_full" in regimes:
+        # Finding 1: the natural model against the both-hop-full one (He et al. §3), and first-hop full when present.
+        for other in ("both_full", "first_full"):
+            if "natural" not in regimes or other not in regimes:
+                continue
             for seed in spec.seeds:
-                a, b = pretrain[(model.name, "natural", seed)], pretrain[(model.name, "both_full", seed)]
+                a, b = pretrain[(model.name, "natural", seed)], pretrain[(model.name, other, seed)]
                 out = root / "compare" / f"{a.name}_vs_{b.name}.json"
                 jobs.append(Job(f"compare {a.name} {b.name}", "compare",
                                 ["compare", f"{a}@last", f"{b}@last", "--out", str(out)], out, out,
                                 {"role": "compare", "model": model.name, "family": model.family, "seed": seed,
-                                 "a": str(a), "b": str(b), "regime_a": "natural", "regime_b": "both_full",
+                                 "a": str(a), "b": str(b), "regime_a": "natural", "regime_b": other,
                                  "checkpoint": "last", "path": str(out)},
                                 needs=[f"train {a.name}", f"train {b.name}"]))
     return jobs

@@ -164,6 +164,14 @@ def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]
     return routed["train"], routed["model"]
 
 
+def _errors_or_train(model: ModelSpec, regime: str | None) -> dict:
+    """The train overrides of a model entry (for ``regime``), or {} when they do not parse (reported elsewhere)."""
+    try:
+        return model_sets(model, regime)[0]
+    except GrokscopeError:
+        return {}
+
+
 def validate(spec: StudySpec) -> list[str]:
     """Every problem of the spec, one line each (empty when the whole plan can run)."""
     p = []
@@ -198,6 +206,10 @@ def validate(spec: StudySpec) -> list[str]:
         if stray:
             p.append(f"{where}.per_regime {stray}: not regimes this model is trained on")
         p += _errors(lambda m=model: _check_model(m), where)
+        seeded = [r or "set" for r in [None, *model.per_regime] if "seed" in _errors_or_train(model, r)]
+        if seeded:
+            p.append(f"{where}: sets train.seed ({', '.join(seeded)}); give the seeds with the study's `seeds:` "
+                     f"list in the study YAML, so that the manifest records the seed each run trains with")
         for regime in model.per_regime:
             if regime not in stray and not _errors(lambda m=model: _check_model(m), where):
                 p += _errors(lambda m=model, r=regime: _check_model(m, r), f"{where}.per_regime.{regime}")

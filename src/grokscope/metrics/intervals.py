@@ -1,0 +1,85 @@
+"""Rates with their uncertainty: every number a verdict reads is a ``Rate`` (value, n, 95% Wilson interval), and a
+gate compares the interval, not the point, with its threshold (``docs/methods.md``, "Uncertainty").
+
+A rate measured on n queries and averaged over the last k evaluations keeps n as its sample size: the k evaluations
+score the same queries, so they are not k x n independent draws (the interval is, if anything, conservative).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054  # two-sided 95%
+FINAL_EVALS = 3  # a run's final value: the mean of its last k evaluations
+
+ABOVE, BELOW, UNDECIDED = "above", "below", "undecided"
+
+
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` observed on ``n`` trials ((0, 1) when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(p, 0.0), 1.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A measured proportion, its sample size (None when unknown) and where it came from."""
+
+    value: float
+    n: int | None = None
+    evals: int = 1  # how many evaluations were averaged
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return None if not self.n else wilson(self.value, self.n)
+
+    def against(self, threshold: float) -> str:
+        """``above`` when the whole interval is at or above ``threshold``, ``below`` when it is below it, otherwise
+        ``undecided`` (the interval straddles it). Without n, the point value decides."""
+        lo, hi = self.interval or (self.value, self.value)
+        if lo >= threshold:
+            return ABOVE
+        if hi < threshold:
+            return BELOW
+        return UNDECIDED
+
+    def text(self, digits: int = 2) -> str:
+        ci = self.interval
+        body = f"{self.value:.{digits}f}"
+        if ci is not None:
+            body += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+        extra = [f"n={self.n}" if self.n else "n unknown"] + ([f"mean of {self.evals} evaluations"] if self.evals > 1 else [])
+        return f"{body} ({', '.join(extra)})"
+
+
+def final_rate(rows: list[dict], metric: str, k: int = FINAL_EVALS, n: int | None = None) -> Rate | None:
+    """The mean of ``metric`` over the last ``k`` evaluations that measured it, with its n (the row's ``n/<metric>``,
+    else ``n``); None when it was never measured."""
+    values = [(r[metric], r.get(f"n/{metric}")) for r in rows if r.get(metric) is not None]
+    if not values:
+        return None
+    tail = values[-k:]
+    ns = [int(m) for _, m in tail if m]
+    return Rate(sum(v for v, _ in tail) / len(tail), min(ns) if ns else n, len(tail))
+
+
+def rate_at(row: dict, metric: str, n: int | None = None) -> Rate | None:
+    """One evaluation's ``metric`` as a Rate (None when not measured)."""
+    value = row.get(metric)
+    if value is None:
+        return None
+    m = row.get(f"n/{metric}")
+    return Rate(value, int(m) if m else n)
+
+
+def mean_rate(rates: list[Rate]) -> Rate | None:
+    """The mean of several evaluations' rates of one measure, with the smallest n among them."""
+    if not rates:
+        return None
+    ns = [r.n for r in rates if r.n]
+    return Rate(sum(r.value for r in rates) / len(rates), min(ns) if ns else None, len(rates))

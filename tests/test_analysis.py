@@ -190,3 +190,16 @@ def test_gpt_lens_agrees_with_transformer_lens(trained):
         torch.testing.assert_close(logits, ours, atol=1e-4, rtol=1e-4)
         tl_rank = (logits > torch.gather(logits, -1, enc.bridge.view(-1, 1, 1).expand(-1, 3, 1))).sum(-1)
         assert torch.equal(tl_rank, ranks["bridge"][layer + 1])
+
+
+def test_each_family_declares_what_grokked_means(trained):
+    """The gpt groks on ID compositions (Wang et al.), the trm on OOD ones (He et al. §4); the summary records it and
+    the 'grokked' checkpoint follows it."""
+    from grokscope import artifacts, runs
+
+    root, _ = trained
+    assert artifacts.read_summary(root / "gpt")["grokked"] == {"metric": "test_inferred_iid", "threshold": 0.9}
+    assert artifacts.read_summary(root / "trm")["grokked"] == {"metric": "test_inferred_ood", "threshold": 0.5}
+    cfg = artifacts.read_config(root / "trm")
+    assert runs.grokked_definition(cfg).text() == "OOD test >= 0.5"
+    assert "t_grokked" in artifacts.read_summary(root / "trm")["milestones"]

@@ -129,3 +129,13 @@ def test_gpt_trained_on_atomic_facts_only_scores_low(cli, tmp_path, smoke_datase
     rows = smoke_dataset.probe("train_inferred")  # compositions of facts it knows atomically
     rates, n = _use(model, smoke_dataset, rows)
     assert n >= 150 and rates["bridge_use"] < 0.1, rates  # ... but does not compose through r1
+
+
+def test_share_of_correct_answers_with_the_bridge(micro):
+    """He et al. §3's per-query statement: every correct answer of a composing model has its bridge; a model that
+    answers correctly without routing through r1 has none."""
+    rows = micro.probe("train_inferred")[:300]
+    for model, expected in ((TableModel(micro), 1.0), (TableModel(micro, bypass=True), 0.0)):
+        frame, schema = query_records(model, micro, rows)
+        agg = aggregate(frame, schema)
+        assert agg["n_correct"] == len(rows) and agg["bridge_given_correct"] == expected

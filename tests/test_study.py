@@ -48,6 +48,30 @@ def test_plan_covers_every_stage_with_roles(tmp_path):
     assert roles["transfer ft_gpt_control"]["role"] == "control"
 
 
+def _spec_with(tmp_path, **changes):
+    import yaml
+
+    from grokscope.study.spec import read_preset
+
+    raw = {**read_preset("smoke"), **changes}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_spec(str(path))
+
+
+def test_the_study_seed_is_the_run_seed(tmp_path):
+    """``seeds: [1]`` trains seed 1 and the manifest says so; the default seed keeps the job's identity; a model
+    entry may not set its own train.seed (the manifest would record the wrong one)."""
+    one = {j.name: j for j in plan(_spec_with(tmp_path, seeds=[1]), tmp_path)}
+    job = one["train gpt_natural"]
+    assert job.record["seed"] == 1 and "train.seed=1" in " ".join(map(str, job.argv))
+    zero = {j.name: j for j in plan(load_spec("smoke"), tmp_path)}
+    assert "train.seed" not in " ".join(map(str, zero["train gpt_natural"].argv))
+    from grokscope.errors import GrokscopeError
+    with pytest.raises(GrokscopeError, match="seeds"):
+        load_spec("smoke", ["train.seed=1"])
+
+
 def test_study_outputs(study):
     assert (study / "report.html").stat().st_size > 10_000 and (study / "report.md").exists()
     figures = {p.name for p in (study / "figures").iterdir()}

@@ -206,6 +206,8 @@ def test_curve_distance():
                                                                  "new_old_powered": 0.1}]
     assert curve_distance(a, b) == pytest.approx((0.2 + 0 + 0 + 0.4) / 4)
     assert curve_distance(a, []) is None
+    one_sided = [{"step": 0, "atomic_new": None, "new_old_powered": 0.5}]
+    assert curve_distance(one_sided, [{"step": 0, "atomic_new": 0.3, "new_old_powered": 0.1}]) == pytest.approx(0.4)
 
 
 def test_regime_classification():

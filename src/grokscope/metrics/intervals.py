@@ -53,7 +53,9 @@ class Rate:
         body = f"{self.value:.{digits}f}"
         if ci is not None:
             body += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-        extra = [f"n={self.n}" if self.n else "n unknown"] + ([f"mean of {self.evals} evaluations"] if self.evals > 1 else [])
+        extra = [f"n={self.n}" if self.n else "n unknown"]
+        if self.evals > 1:
+            extra.append(f"mean of {self.evals} evaluations")
         return f"{body} ({', '.join(extra)})"
 
 

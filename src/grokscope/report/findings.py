@@ -80,10 +80,9 @@ class Check:
         return f"{self.subject} {self.measure} {value}{floor} (needs {self.expect} {self.threshold}): {self.outcome}"
 
 
-def _result(n: int, verdict: str, measured: list[str] | str, rule: str, checks: list[Check] | None = None,
+def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[Check] | None = None,
             **extra) -> dict:
-    text = "; ".join(measured) if isinstance(measured, list) else measured
-    return {"finding": n, "verdict": verdict, "measured": text, "rule": rule, "paper": PAPER[n],
+    return {"finding": n, "verdict": verdict, "measured": "; ".join(measured), "rule": rule, "paper": PAPER[n],
             "checks": [c.row() for c in checks or []], **extra}
 
 
@@ -189,19 +188,19 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons:
     """``comparisons``: regime ("both_full", "first_full") -> the natural-last vs that-regime-last comparison (with
     profiles and maps); ``control``: the natural run's step 0 vs last; ``within``: its saturated vs grokked."""
     if natural is None or both_full is None:
-        return _result(1, "not testable (needs a natural and a both-hop-full run)", "", RULE_1)
+        return _result(1, "not testable (needs a natural and a both-hop-full run)", [], RULE_1)
     if natural.cut_short or both_full.cut_short or (first_full is not None and first_full.cut_short):
-        return _result(1, CUT_SHORT, "", RULE_1)
+        return _result(1, CUT_SHORT, [], RULE_1)
     g = natural.grokked
     why, checks = _generalised(natural, 1, g.metric, g.threshold, need_delay=True)
     if why is not None:
-        return _result(1, why.replace("not testable (", "not testable (the natural run did not grok: ", 1), [why],
+        return _result(1, why.replace("not testable (", "not testable (the natural run did not grok: "), [why],
                        RULE_1, checks)
     why, more = _generalised(both_full, 1, "test_inferred_ood", g.threshold, need_delay=False)
     checks += more
     if why is not None:
         return _result(1, why.replace("not testable (", "not testable (both-hop full is not the paper's "
-                                                         "non-grokked model: ", 1), [why], RULE_1, checks)
+                                                         "non-grokked model: "), [why], RULE_1, checks)
     parts = []
     # Negative controls: the statistic must be able to say "different" here.
     control = redecide(control)
@@ -238,7 +237,7 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons:
                                f"{within.get('step_b')} (grokked), when the path forms", within))
     if curve_distance is not None:
         parts.append(f"description: fine-tuning curves natural vs both_full, mean |difference| {curve_distance:.2f}")
-    if not votes:
+    if not votes:  # e.g. a flat natural profile decided by its map, against a run with no map to compare
         return _result(1, "not testable (no path comparison decided)", parts, RULE_1, checks)
     return _result(1, _votes(votes), parts, RULE_1, checks)
 
@@ -256,9 +255,9 @@ def finding_2(second: RunFacts | None, both: RunFacts | None, correct_with_bridg
     """``correct_with_bridge``: from the per-query records, the share of second-hop full's correct OOD answers whose
     query had the bridge (descriptive; He et al. §3 say every correct answer of a circuit model has it)."""
     if second is None:
-        return _result(2, "not testable (no second-hop-full run)", "", RULE_2)
+        return _result(2, "not testable (no second-hop-full run)", [], RULE_2)
     if second.cut_short or (both is not None and both.cut_short):
-        return _result(2, CUT_SHORT, "", RULE_2)
+        return _result(2, CUT_SHORT, [], RULE_2)
     metric = f"{second.bridge_metric}_ood"
     label = second.regime("test_inferred_ood")
     t_sat, t_gen, delayed = second.delay("test_inferred_ood")
@@ -339,7 +338,7 @@ def expectations(f: FineTuneFacts) -> list[Check]:
 def finding_3(finetunes: list[FineTuneFacts]) -> dict:
     voting = [f for f in finetunes if f.checkpoint in ("last", None)]
     if any(f.cut_short for f in voting):
-        return _result(3, CUT_SHORT, "", RULE_3)
+        return _result(3, CUT_SHORT, [], RULE_3)
     parts, checks, core, tested = [], [], [], set()
     for f in voting:
         learned = Check(3, f.name, "atomic_new", f.rates.get("atomic_new"), th.NEW_FACTS_LEARNED, ABOVE)

@@ -107,11 +107,15 @@ def cases() -> dict[str, tuple[int, dict]]:
     out["1 no comparison decided"] = (1, unit.finding_1(unit.NAT, unit.BOTH, {"both_full": flat}, unit.CONTROL))
     out["2 early, bridge low"] = (2, fx.finding_2(unit.run("s", unit.curve(unit.SAT, ood=[0, 0.9] + [0.95] * 8,
                                                                            n=1000)), unit.BOTH))
-    own_sat = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP, n=1000), sat_threshold=0.5)
+    own_sat = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP, bridge=[0.95] * 10, n=1000),
+                            sat_threshold=0.99)
     out["2 own saturation threshold"] = (2, fx.finding_2(own_sat, unit.BOTH))
     fallback = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP), n={"bridge_use_ood": 300,
                                                                                         "test_inferred_ood": 300})
     out["2 n from the dataset"] = (2, fx.finding_2(fallback, unit.BOTH))
+    iid = [r["test_inferred_iid"] for r in unit.NAT.rows]
+    nat_n = unit.RunFacts("nat", "bridge_use", unit.curve(unit.SAT, iid=iid), n={"test_inferred_iid": 162})
+    out["1 n from the dataset"] = (1, unit.finding_1(nat_n, unit.BOTH, {"both_full": unit.SAME}, unit.CONTROL))
     mixed = paper.paper_finetunes(natural={"new_new": Rate(0.9, 3000)}, both_full={"old_new": Rate(0.74, 35)},
                                   first_full={"old_new": Rate(0.76, 31)})
     del mixed[0].rates["old_new"]

@@ -88,6 +88,20 @@ class RunRequest:
     device: str
     quiet: bool
     finetune: FineTune | None
+    restart: bool = False  # a --resume of a run that died before its first checkpoint: cleared under the lock
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        return ("data",) if self.finetune else ()
+
+    def claim(self) -> None:
+        """Called while holding the run's lock: only now may a run that must start over be cleared (a second
+        process that fails to take the lock must never delete a live run's files)."""
+        runs.clean_leftovers(self.out)
+        if self.restart:
+            print(f"note: {self.out} has no readable checkpoint (its process died before the first one); starting "
+                  f"over")
+            runs.clear_run(self.out, self.keep)
 
 
 def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
@@ -109,9 +123,8 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
     keep = ("data",) if finetune else ()
     if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):
-        print(f"note: {out} has no readable checkpoint (its process died before the first one); starting over")
-        runs.clear_run(out, keep)
-        resume = False
+        artifacts.ensure_writable_dir(out)  # it starts over; the folder is cleared once its lock is held
+        return RunRequest(ds, model_cfg, cfg, out, config, False, device, quiet, finetune, restart=True)
     runs.prepare_run_dir(out, config, resume, force_config, keep)
     return RunRequest(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)
 
@@ -126,7 +139,7 @@ def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, r
 def train_request(request: RunRequest) -> dict:
     """Train one prepared run alone, holding its folder's lock."""
     with artifacts.FolderLock(request.out, "run"):
-        runs.clean_leftovers(request.out)
+        request.claim()
         return drive_alone(Session(request))
 
 

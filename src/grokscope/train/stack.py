@@ -25,7 +25,7 @@ import json
 import torch
 from torch.func import functional_call, vmap
 
-from grokscope import artifacts, runs
+from grokscope import artifacts
 from grokscope.data.encoding import Encoded
 from grokscope.errors import GrokscopeError
 from grokscope.train.loop import (RunRequest, Session, apply_gradients, drive, drive_alone, make_train_step,
@@ -65,7 +65,8 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
     with contextlib.ExitStack() as locks:
         for request in requests:
             locks.enter_context(artifacts.FolderLock(request.out, "run"))
-            runs.clean_leftovers(request.out)
+        for request in requests:  # every lock is held before any folder is touched
+            request.claim()
         sessions = []
         for request in requests:
             sessions.append(Session(request))

@@ -197,6 +197,28 @@ def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "sc
                         device=device, quiet=quiet, resume=resume)
 
 
+COMPARE_KIND = "grokscope compare"
+GRAPH_KEYS = ("num_entities", "num_relations", "out_degree", "ood_ratio", "seed")  # what fixes the graph and its split
+
+
+def graph_key(meta: dict) -> str:
+    """The knowledge graph a dataset was built on: regimes of one graph (natural, both_full, ...) share it."""
+    cfg = meta.get("config") or {}
+    return ", ".join(f"{k} {cfg.get(k)}" for k in GRAPH_KEYS)
+
+
+def check_compare_target(out: Path) -> None:
+    """``compare --out`` replaces only an earlier comparison, never another file."""
+    if out.exists():
+        try:
+            old = json.loads(out.read_text()) if out.is_file() else None
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict) or not (old.get("kind") == COMPARE_KIND or {"a", "b", "verdict"} <= set(old)):
+            raise GrokscopeError(f"{out}: exists and is not a comparison grokscope wrote; choose another --out")
+    artifacts.ensure_writable_parent(out)
+
+
 def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "cpu") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
     from grokscope import runs
@@ -205,14 +227,19 @@ def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, 
 
     (run_a, step_a), (run_b, step_b) = parse_run_ref(a), parse_run_ref(b)
     ds = run_dataset(run_a)
+    graph_a, graph_b = graph_key(ds.meta), graph_key(run_dataset(run_b).meta)
+    if graph_a != graph_b:
+        raise GrokscopeError(f"{run_a} and {run_b} were trained on different graphs ({graph_a} vs {graph_b}); "
+                             f"compare runs of one graph (its regimes may differ)")
     if out is not None:
-        artifacts.ensure_writable_parent(Path(out))
+        check_compare_target(Path(out))
     model_a, step_a = runs.load_model(run_a, step_a, device)
     model_b, step_b = runs.load_model(run_b, step_b, device)
     if model_a.cfg.d_vocab != model_b.cfg.d_vocab:
         raise GrokscopeError("the two runs have different vocabularies; compare runs trained on the same graph")
     rows = sample_rows(np.concatenate([ds.probe(t) for t in resolve_probes(ds, probes)]), TRACE_EXAMPLES)
-    result = {"a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", "step_a": step_a, "step_b": step_b,
+    result = {"kind": COMPARE_KIND, "a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", "step_a": step_a,
+              "step_b": step_b,
               **compare_paths(model_a, model_b, ds, rows)}
     if out is not None:
         artifacts.write_json_atomic(Path(out), result)

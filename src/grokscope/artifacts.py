@@ -225,15 +225,46 @@ def clean_leftovers(parent: Path, name: str) -> None:
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the complete folder ``tmp`` to ``out``; an old ``out`` is moved aside first and removed only after."""
-    out = Path(out)
+    """Move the complete folder ``tmp`` to ``out``. An old ``out`` loses only the entries ``tmp`` replaces: everything
+    else in it (a user's notes, a notebook) is moved into the new folder first, then the old one is moved aside and
+    removed only after the new one is in place."""
+    out, tmp = Path(out), Path(tmp)
     if out.exists():
+        written = {p.name for p in tmp.iterdir()}
+        for entry in out.iterdir():
+            if entry.name not in written and entry.name != ".lock":
+                os.replace(entry, tmp / entry.name)
         trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
         os.replace(out, trash)
         os.replace(tmp, out)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def remove_own(root: Path, outputs) -> list[Path]:
+    """``--fresh``: remove the named outputs (names relative to ``root``, or absolute paths inside it) and then the
+    folders they leave empty; nothing else in ``root`` is touched, nor anything outside it. Returns what was
+    removed."""
+    root = Path(root).resolve()
+    removed = []
+    for item in dict.fromkeys(map(str, outputs)):
+        path = Path(item) if Path(item).is_absolute() else root / item
+        path = path.parent.resolve() / path.name
+        if root not in path.parents or path.is_symlink() and not path.exists():
+            continue  # never outside the folder the command owns
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+        for parent in path.parents:  # runs/, datasets/: removed once empty, kept when a user's file is there
+            if parent == root or root not in parent.parents or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    return removed
 
 
 def new_tmp_dir(out: Path) -> Path:

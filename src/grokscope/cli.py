@@ -375,8 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:  # pragma: no cover - typer without rich
             exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        code = 130
+    except (KeyboardInterrupt, typer.Abort) as exc:  # click turns Ctrl-C into Abort; a study says how to continue
+        cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
+        print(str(cause or "") or "interrupted", file=sys.stderr)
+        sys.exit(130)
     if code == 130:
         print("interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -30,6 +30,9 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+INT_LIMIT = 2 ** 63 - 1  # every integer setting fits a signed 64-bit integer (torch seeds, numpy sizes)
+
+
 def coerce(value: Any, annotation: Any, key: str) -> Any:
     """``value`` (a command-line string or a YAML scalar) as the type ``annotation`` declares; ValueError if not."""
     annotation, optional = _unwrap_optional(annotation)
@@ -50,12 +53,14 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is int:
         if isinstance(value, bool):
             raise ValueError(f"{key}={value!r} is not an integer")
-        try:
-            number = float(value)
+        try:  # exact for integer text (a float would round 2^63-1), else through float (1e3 is 1000)
+            number = int(str(value).strip()) if str(value).strip().lstrip("+-").isdigit() else float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}={value!r} is not an integer") from None
-        if not math.isfinite(number) or not number.is_integer() or abs(number) > 2 ** 62:
+        if isinstance(number, float) and (not math.isfinite(number) or not number.is_integer()):
             raise ValueError(f"{key}={value!r} is not an integer")
+        if abs(number) > INT_LIMIT:
+            raise ValueError(f"{key}={value!r} is over the limit of 2^63-1 = {INT_LIMIT}")
         return int(number)
     if annotation is float:
         if isinstance(value, bool):

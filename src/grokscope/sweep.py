@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -44,13 +43,22 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
             problems.extend(exc.problems)
             continue
         grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+        odd = [v for v in grid[key] if "/" in v or "\\" in v or v in (".", "..") or len(v) > 64]
+        if odd:
+            problems.append(f"--grid {key}: value(s) {', '.join(map(repr, odd))} cannot name a folder (a path "
+                            f"separator, '.' or '..', or over 64 characters); give plain values")
     if problems or not grid:
         raise GrokscopeError(problems or ["give at least one --grid section.KEY=v1,v2"])
     return grid
 
 
+SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep.png", "sweep_curves.png")
+
+
 def point_name(point: dict[str, str]) -> str:
-    return "_".join(f"{k.split('.', 1)[1]}{v}" for k, v in point.items())
+    """A grid point's folder name: every section.key=value of it, so that two points never share a folder
+    (``train.seed=1`` and ``data.seed=1`` once both became ``seed1``)."""
+    return "_".join(f"{k}={v}" for k, v in point.items())
 
 
 def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | None = None):
@@ -104,17 +112,19 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
     artifacts.ensure_writable_dir(out)
     with artifacts.FolderLock(out, "sweep"):
         spec = spec_dict(load_spec(preset))
-        if fresh:
-            for entry in out.iterdir():
-                if entry.name != ".lock":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over") \
+            if (out / "sweep.json").exists() and fresh else {}
+        if fresh:  # the sweep's own outputs, by name: a user's files in the folder stay
+            paths = [*old.get("outputs", []), *(j.out for j in data_jobs), *(j.out for _, j in train_jobs)]
+            artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
         elif (out / "sweep.json").exists():
             old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
             if (old.get("spec"), old.get("model")) != (spec, model_name):
                 raise GrokscopeError(f"{out}: holds a sweep of another preset or model; choose another --out or "
                                      f"pass --fresh to start over")
         state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name,
-                 "points": [p for p, _ in train_jobs]}
+                 "points": [p for p, _ in train_jobs],
+                 "outputs": [str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)]]}
         artifacts.write_json_atomic(out / "sweep.json", state)
         ex = make_executor(executor, address, runner, log)
 

@@ -132,6 +132,8 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
     out = Path(out)
     given = given_transfer_set(parent_run, parent_cfg, data) if data is not None else None
     runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
+    if resume:
+        _check_same_parent(out, parent_run, step, control)
     init = None
     if not control:  # the weights the checkpoint evaluates with: EMA weights for the trm (a new EMA starts there)
         try:
@@ -150,6 +152,18 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
                         summarise=lambda rows: transfer_summary(rows, counts))
     return train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
                  finetune=finetune)
+
+
+def _check_same_parent(out: Path, parent_run: Path, step: int, control: bool) -> None:
+    """A resumed fine-tune must continue from the parent it started from (its config.yaml records it)."""
+    old = artifacts.read_config(out).get("transfer") or {}
+    was = (old.get("parent_run"), old.get("parent_step"), bool(old.get("control")))
+    now = (str(parent_run.resolve()), step, control)
+    if was != now:
+        def name(ref):
+            return f"{ref[0]}@{ref[1]}" + (" --control" if ref[2] else "")
+        raise GrokscopeError(f"{out}: was fine-tuned from {name(was)}, not {name(now)}; resume it with --from "
+                             f"{was[0]}@{was[1]}{' --control' if was[2] else ''}, or choose another --out")
 
 
 def print_transfer_summary(summary: dict) -> None:

@@ -71,9 +71,11 @@ def check_family_dir(out: Path, force: bool, names: list[str]) -> None:
     if out.exists() and not out.is_dir():
         raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
     if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if not p.name.startswith(artifacts.TMP_PREFIX)
-                   and artifacts.owned_kind(p) != "dataset"]
-        if foreign:
+        entries = [p for p in out.iterdir() if not p.name.startswith(artifacts.TMP_PREFIX) and p.name != ".lock"]
+        foreign = [p.name for p in entries if artifacts.owned_kind(p) != "dataset"]
+        family = any(p.name in names and artifacts.owned_kind(p) == "dataset" for p in entries)
+        # With --force, a family folder's regime folders are replaced and a user's other files there are kept.
+        if foreign and not (force and family):
             raise GrokscopeError(f"{out}: holds files grokscope did not write ({', '.join(sorted(foreign)[:3])}); "
                                  f"choose another --out")
     for name in names:

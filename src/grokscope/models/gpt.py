@@ -76,6 +76,8 @@ class GPTConfig:
             p.append(f"n_unique_blocks must be in 1..n_layers={self.n_layers} (got {self.n_unique_blocks})")
         if not 0 <= self.dropout < 1:
             p.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if not self.init_std >= 0:
+            p.append(f"init_std must be >= 0 (got {self.init_std})")
         return p
 
 

@@ -8,7 +8,6 @@ that have not finished change; ``--fresh`` is needed only when a finished job wo
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -31,11 +30,16 @@ def check_study_dir(out: Path) -> None:
     artifacts.ensure_writable_dir(out)
 
 
-def clear_study(out: Path) -> None:
-    """``--fresh``: remove everything of the study but its lock (held by this process)."""
-    for entry in Path(out).iterdir():
-        if entry.name != ".lock":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+STUDY_FILES = ("study.json", "report.html", "report.md", "figures")
+
+
+def clear_study(out: Path, jobs: list[Job]) -> None:
+    """``--fresh``: remove the study's own outputs by name (the manifest, report and figures, and the output of every
+    job the old manifest or the new plan names); a user's notebook or notes anywhere in the folder stay."""
+    out = Path(out)
+    old = Manifest.open(out).data.get("jobs", {}) if (out / "study.json").exists() else {}
+    paths = [*(j.out for j in jobs), *(e.get("out") or e.get("record", {}).get("path") for e in old.values())]
+    artifacts.remove_own(out, [*STUDY_FILES, *(Path(p).resolve() for p in paths if p)])
 
 
 def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,
@@ -49,9 +53,9 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
     out = Path(out)
     check_study_dir(out)
     with artifacts.FolderLock(out, "study"):  # before --fresh clears anything: a running study keeps its files
-        if fresh:
-            clear_study(out)
         jobs = plan(spec, out)
+        if fresh:
+            clear_study(out, jobs)
         manifest = Manifest.open(out)
         changed = manifest.changed_finished(jobs)
         if changed:
@@ -72,8 +76,11 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
     todo = []
     for job in jobs:
         status = manifest.status(job)
-        if job.done.exists() and status in ("done", "pending"):
-            if status != "done":  # finished before its process could record it
+        # Done is the study's own record: a job it started ("running") whose output exists finished before its
+        # process could record it. A file a user made (e.g. `analyze --analyses regime` writes analysis/summary.json
+        # too) never marks a job the study has not run as done.
+        if job.done.exists() and status in ("done", "running"):
+            if status != "done":
                 manifest.mark(job, "done")
             continue
         if status == "skipped":
@@ -92,8 +99,14 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
     t0 = time.time()
     grouped = stacked(todo) if stack and stage == "train" else [(job, argv, [job]) for job, argv in todo]
     members = {job.name: group for job, _, group in grouped}
+    for job, _ in todo:
+        manifest.mark(job, "running")
 
     def on_done(job: Job, code: int, seconds: float) -> None:
+        if code in INTERRUPTED:  # the user asked it to stop: nothing failed
+            for member in members[job.name]:
+                manifest.mark(member, "interrupted")
+            raise StudyInterrupted("interrupted; re-run the same command to continue")
         for member in members[job.name]:
             manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]))
         if code != 0:
@@ -102,6 +115,13 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
 
     ex.run([(job, argv) for job, argv, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
+
+
+INTERRUPTED = (130, -2)  # Ctrl-C: the in-process CLI exits 130; a subprocess killed by SIGINT returns -2
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a study job: the CLI prints the message and exits 130; the job is marked interrupted."""
 
 
 def _skip_reason(job: Job) -> str | None:

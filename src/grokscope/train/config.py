@@ -14,6 +14,8 @@ from grokscope.models.family import LossSpec
 from grokscope.models.registry import family as model_family
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_STEPS = 10 ** 9  # a budget beyond this is a typo (the papers train ~1.5M steps); the schedule would not fit
+MAX_SEED = 2 ** 63 - 1
 # Metrics a stop rule may name: what the trainer logs at every evaluation (plus the families of metric names below).
 RULE_METRICS = ("step", "epoch", "train_acc", "train_loss", "test_inferred_iid", "test_inferred_ood", "id_atomic",
                 "ood_atomic", "train_inferred", "atomic_new", "new_old", "old_new", "new_new", "new_old_powered",
@@ -81,6 +83,11 @@ class TrainConfig:
                     "ckpt_log_per_decade", "ckpt_linear_from", "seed"):
             if getattr(self, key) < 0:
                 p.append(f"train.{key} must be >= 0 (got {getattr(self, key)})")
+        if self.seed > MAX_SEED:
+            p.append(f"train.seed must be at most 2^63-1 = {MAX_SEED} (got {self.seed})")
+        if self.max_steps > MAX_STEPS:
+            p.append(f"train.max_steps {self.max_steps} is over the limit of {MAX_STEPS:.0e} steps; give a smaller "
+                     f"budget")
         if self.threads is not None and self.threads < 1:
             p.append(f"train.threads must be at least 1, or none for every core (got {self.threads})")
         if self.eval_every <= 0 and self.eval_every_epochs <= 0:

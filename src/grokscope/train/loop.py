@@ -26,7 +26,7 @@ from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.metrics.milestones import milestones
 from grokscope.models.registry import build_model, family_of
-from grokscope.train.config import TrainConfig, parse_rule, recipe_deviations, rule_holds
+from grokscope.train.config import MAX_STEPS, TrainConfig, parse_rule, recipe_deviations, rule_holds
 from grokscope.train.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
 from grokscope.train.progress import Progress
 from grokscope.train.schedule import checkpoint_steps, lr_at
@@ -53,6 +53,9 @@ class Budget:
 
 def budget(cfg: TrainConfig, n_train: int) -> Budget:
     max_steps = int(cfg.max_epochs * n_train / cfg.batch_size) if cfg.max_epochs > 0 else cfg.max_steps
+    if max_steps > MAX_STEPS:  # before the checkpoint schedule is built: it would not fit in memory
+        raise GrokscopeError(f"train.max_epochs {cfg.max_epochs:g} is {max_steps:.3g} steps at {n_train} items and "
+                             f"batch {cfg.batch_size}, over the limit of {MAX_STEPS:.0e}; give a smaller budget")
     eval_every = max(1, int(cfg.eval_every_epochs * n_train / cfg.batch_size)) if cfg.eval_every_epochs > 0 \
         else cfg.eval_every
     return Budget(max_steps, eval_every, checkpoint_steps(max_steps, cfg))
@@ -120,6 +123,7 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
         raise GrokscopeError(f"train.loss_positions={cfg.loss_positions} is not available for the {model_cls.family}; "
                              f"choose one of {', '.join(model_cls.loss_positions)}")
     out = Path(out)
+    budget(cfg, len(training_set(ds)))  # a budget the run cannot meet is refused before anything is written
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
     keep = ("data",) if finetune else ()
     if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):

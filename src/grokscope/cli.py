@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from grokscope import api
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grokking and generalization circuits in transformers on two-hop reasoning.")
@@ -375,10 +375,11 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:  # pragma: no cover - typer without rich
             exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort) as exc:  # click turns Ctrl-C into Abort; a study says how to continue
-        cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
-        print(str(cause or "") or "interrupted", file=sys.stderr)
+    except Interrupted as exc:  # a study or sweep stopped by the user says how to continue
+        print(str(exc), file=sys.stderr)
         sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
     if code == 130:
         print("interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

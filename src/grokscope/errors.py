@@ -13,3 +13,8 @@ class GrokscopeError(Exception):
     def __init__(self, problems: str | list[str]):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class Interrupted(Exception):
+    """The user stopped a study or sweep (Ctrl-C in one of its jobs): nothing failed. The CLI prints the message
+    ("interrupted; re-run the same command to continue") and exits 130."""

@@ -19,7 +19,7 @@ import pandas as pd
 from grokscope import artifacts
 from grokscope.config import route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.study.executors import Runner, make_executor
 from grokscope.study.plan import Job, data_job, resume_argv, stacked, train_job
@@ -129,6 +129,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
         ex = make_executor(executor, address, runner, log)
 
         def on_done(job: Job, code: int, seconds: float) -> None:
+            if code in (130, -2):  # Ctrl-C: the user stopped it; finished points are kept
+                raise Interrupted("interrupted; re-run the same command to continue")
             if code != 0:
                 raise GrokscopeError(f"sweep job '{job.name}' failed (exit {code}); fix the cause and re-run: "
                                      f"finished points are kept")

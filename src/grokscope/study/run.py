@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from grokscope import artifacts, runs
-from grokscope.errors import GrokscopeError
+from grokscope.errors import GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
 from grokscope.study.executors import EXECUTORS, Runner, make_executor
 from grokscope.study.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
@@ -120,7 +120,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
 INTERRUPTED = (130, -2)  # Ctrl-C: the in-process CLI exits 130; a subprocess killed by SIGINT returns -2
 
 
-class StudyInterrupted(KeyboardInterrupt):
+class StudyInterrupted(Interrupted):
     """Ctrl-C during a study job: the CLI prints the message and exits 130; the job is marked interrupted."""
 
 

@@ -3,8 +3,11 @@ finished result are never destroyed). Each failed before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,20 @@ def tiny_run(tmp_path_factory, smoke_data):
     return out
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(folder: Path):
+    """Another process holding ``folder``'s lock (as a live run does) while the block runs."""
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     (dst / ".lock").unlink(missing_ok=True)
@@ -36,7 +53,7 @@ def test_1_resume_of_a_live_run_without_checkpoint_deletes_nothing(cli, tiny_run
     run = _copy(tiny_run, tmp_path / "live")
     shutil.rmtree(run / "checkpoints")  # the live run has not written its first checkpoint yet
     before = {p.name for p in run.iterdir()}
-    with artifacts.FolderLock(run, "run"):  # the first process
+    with lock_held_elsewhere(run):  # the first process
         code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", TINY, "--out", run,
                            "--resume")
     assert code == 2 and "in use" in err

@@ -260,12 +260,12 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
         raise GrokscopeError(f"{run}: a {family} run; only gpt models export to TransformerLens")
     model, step = runs.load_model(run, step)
     out = Path(out) if out else run / f"export_tl_step_{step:08d}"
-    artifacts.check_output_dir(out, force, kind="TransformerLens export")
     state, config = tl_state_dict(model), tl_config(model)
-    tmp = artifacts.new_tmp_dir(out)
-    save_file({k: v.contiguous() for k, v in state.items()}, tmp / "tl_model.safetensors")
-    (tmp / "tl_config.json").write_text(json.dumps(config, indent=2))
-    artifacts.replace_dir(tmp, out)
+
+    def fill(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "tl_model.safetensors")
+        (tmp / "tl_config.json").write_text(json.dumps(config, indent=2))
+    artifacts.write_owned_dir(out, force, "TransformerLens export", fill)
     diff = None
     if check:
         try:

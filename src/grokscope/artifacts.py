@@ -173,7 +173,7 @@ def check_output_dir(out: Path, force: bool, kind: str, allow_kinds: tuple[str, 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
-    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(TMP_PREFIX)):
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(TMP_PREFIX) and p.name != ".lock"):
         found = owned_kind(out)
         if not force:
             what = f"holds a {found}" if found else "is not empty"
@@ -231,8 +231,8 @@ def replace_dir(tmp: Path, out: Path) -> None:
     out, tmp = Path(out), Path(tmp)
     if out.exists():
         written = {p.name for p in tmp.iterdir()}
-        for entry in out.iterdir():
-            if entry.name not in written and entry.name != ".lock":
+        for entry in out.iterdir():  # the held .lock moves too, so its holder keeps the lock on the new folder
+            if entry.name not in written:
                 os.replace(entry, tmp / entry.name)
         trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
         os.replace(out, trash)
@@ -240,6 +240,33 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def write_owned_dir(out: Path, force: bool, kind: str, fill) -> Path:
+    """Write one of the tool's output folders whole or not at all: under the folder's lock, check the target
+    (``check_output_dir``), let ``fill(tmp)`` write everything into a temporary sibling, then move it into place
+    (``replace_dir``: a user's other files in an old folder are kept). A failure leaves the old folder as it was."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
+    ensure_writable_parent(out)
+    created = not out.exists()
+    try:
+        with FolderLock(out, kind):
+            check_output_dir(out, force, kind)
+            tmp = new_tmp_dir(out)
+            try:
+                fill(tmp)
+                replace_dir(tmp, out)
+            except OSError as exc:
+                raise GrokscopeError(f"{out}: cannot write ({exc.strerror}); choose a writable --out") from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        if created and out.is_dir() and [p.name for p in out.iterdir()] == [".lock"]:
+            shutil.rmtree(out, ignore_errors=True)  # nothing was written: leave no folder that was not there
+        raise
+    return out
 
 
 def remove_own(root: Path, outputs) -> list[Path]:
@@ -278,16 +305,31 @@ class FolderLock:
     """An exclusive lock on a folder for one process (``fcntl.flock`` on ``<folder>/.lock``).
 
     The kernel releases the lock when its holder dies, so a lock left by a killed process is taken over at once; the
-    file records the holder's pid and host for the message a second process prints."""
+    file records the holder's pid and host for the message a second process prints. Re-entrant within a process (a
+    study that holds its folder's lock writes its report, which takes the same lock)."""
+
+    _held: dict[str, list] = {}  # resolved lock path -> [fd, depth] of the locks this process holds
 
     def __init__(self, folder: Path, what: str = "run"):
         self.path = Path(folder) / ".lock"
         self.what = what
-        self._fd: int | None = None
+        self._key: str | None = None
 
     def acquire(self) -> "FolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._key = str(self.path.resolve())
+        except OSError as exc:
+            raise GrokscopeError(f"{self.path.parent}: cannot create ({exc.strerror}); choose another --out") \
+                from None
+        if self._key in FolderLock._held:
+            FolderLock._held[self._key][1] += 1
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise GrokscopeError(f"{self.path}: cannot create the lock ({exc.strerror}); choose a writable --out") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -299,14 +341,18 @@ class FolderLock:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode())
-        self._fd = fd
+        FolderLock._held[self._key] = [fd, 1]
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        entry = FolderLock._held.get(self._key) if self._key else None
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del FolderLock._held[self._key]
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

@@ -132,6 +132,14 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
     out = Path(out)
     given = given_transfer_set(parent_run, parent_cfg, data) if data is not None else None
     runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
+    with artifacts.FolderLock(out, "run"):  # held from the derived data set to the end of training (re-entrant)
+        return _transfer(parent_run, parent_cfg, step, train_cfg, model_cfg, out, given, control, preset, device,
+                         quiet, resume)
+
+
+def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cfg, out: Path, given, control: bool,
+              preset: str, device: str, quiet: bool, resume: bool) -> dict:
+    runs.check_run_target(out, resume, keep=("data",))  # again under the lock: another process may have finished
     if resume:
         _check_same_parent(out, parent_run, step, control)
     init = None

@@ -130,10 +130,31 @@ def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid
     run = Path(run)
     wanted = resolve_analyses(analyses)
     ds = run_dataset(run, data)
+    with artifacts.FolderLock(run, "run"):  # not while the run trains, nor beside another analysis of it
+        return _analyze(run, wanted, ds, steps, probes, device, log)
+
+
+OUTPUT_FILES = ("lens.parquet", "trace.parquet", "bridge_use.parquet", "compare.json", "regime.json", "summary.json")
+
+
+def _check_targets(out_dir: Path) -> None:
+    """Before any work: every file the analysis writes can be written (nothing blocks it halfway, after earlier
+    files were already replaced)."""
+    blocked = [out_dir / n for n in OUTPUT_FILES if (out_dir / n).is_dir()]
+    queries = out_dir / "queries"
+    if queries.exists() and not queries.is_dir():
+        blocked.append(queries)
+    if blocked:
+        raise GrokscopeError(f"{blocked[0]}: is in the way of the analysis' output (a "
+                             f"{'folder' if blocked[0].is_dir() else 'file'}); move it and re-run")
+
+
+def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str, device: str, log) -> dict:
     probe_types = resolve_probes(ds, probes)
     step_list = resolve_steps(run, steps, log) if {"lens", "trace", "queries"} & set(wanted) else []
     out_dir = run / "analysis"
     artifacts.ensure_writable_dir(out_dir)
+    _check_targets(out_dir)
     result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types}
     lens_parts, trace_parts, use_parts = [], [], []
     for step in step_list:

@@ -88,7 +88,15 @@ def build_family(cfg: DataConfig, out: Path, force: bool = False, transfer: bool
 
     Before anything is built: ``out`` must be new, empty, or hold only dataset folders (an earlier family, replaced
     with ``force``)."""
-    check_family_dir(Path(out), force, [f"{r}{s}" for r in REGIMES for s in ("", "_transfer")])
+    names = [f"{r}{s}" for r in REGIMES for s in ("", "_transfer")]
+    check_family_dir(Path(out), force, names)
+    artifacts.ensure_writable_parent(Path(out))
+    with artifacts.FolderLock(Path(out), "dataset family"):
+        check_family_dir(Path(out), force, names)  # again under the lock: another build may have finished first
+        return _build_regimes(cfg, Path(out), force, transfer, log)
+
+
+def _build_regimes(cfg: DataConfig, out: Path, force: bool, transfer: bool, log) -> dict[str, Path]:
     written = {}
     for regime, aug in REGIMES.items():
         rcfg = dataclasses.replace(cfg, **dataclasses.asdict(aug))

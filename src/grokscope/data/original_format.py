@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +42,7 @@ def export_original(ds: Dataset, out: Path, force: bool = False) -> Path:
     if ds.meta.get("kind") == "transfer":
         raise GrokscopeError("export of transfer datasets is not supported; export the pre-training dataset and "
                              "rebuild the transfer set with `grokscope data transfer`")
-    out = Path(out)
-    artifacts.check_output_dir(out, force, kind="original-format export")
-    tmp = artifacts.new_tmp_dir(out)
-    try:
+    def fill(tmp: Path) -> None:
         train = _items(ds.arrays["train_atomic"]) + _items(ds.arrays["train_inferred"])
         test = [item for t in ds.probe_types for item in _items(ds.probe(t), t)]
         atomic, is_ood = ds.arrays["atomic"], ds.arrays["atomic.is_ood"].astype(bool)
@@ -56,14 +52,7 @@ def export_original(ds: Dataset, out: Path, force: bool = False) -> Path:
         files["grokscope-export.json"] = {"fingerprint": ds.meta["fingerprint"], "name": ds.meta["name"]}
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content))
-        artifacts.replace_dir(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GrokscopeError(f"{out}: cannot write ({exc.strerror}); choose a writable --out") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return artifacts.write_owned_dir(Path(out), force, "original-format export", fill)
 
 
 def _parse(items: list[dict], where: str, ent: dict, rel: dict) -> np.ndarray:

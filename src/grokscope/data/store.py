@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,21 +104,11 @@ def save(ds: Dataset, out: Path, force: bool = False) -> Path:
     """Write to a temporary sibling folder and rename it into place, so a killed build never leaves a folder that
     looks complete; an existing dataset is replaced only after the new one is fully written, and ``force`` replaces
     only a folder that holds a dataset."""
-    out = Path(out)
-    artifacts.check_output_dir(out, force, kind="dataset")
-    tmp = artifacts.new_tmp_dir(out)
-    try:
+    def fill(tmp: Path) -> None:
         np.savez(tmp / "arrays.npz", **ds.arrays)
         (tmp / "vocab.json").write_text(json.dumps(ds.vocab.to_json()))
         (tmp / "dataset.json").write_text(artifacts.dumps(ds.meta))
-        artifacts.replace_dir(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GrokscopeError(f"{out}: cannot write ({exc.strerror}); choose a writable --out") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return artifacts.write_owned_dir(Path(out), force, "dataset", fill)
 
 
 def is_row_array(name: str) -> bool:

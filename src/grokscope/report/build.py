@@ -13,6 +13,7 @@ import html
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -76,8 +77,8 @@ def job_records(manifest: dict, role: str) -> list[dict]:
 
 
 class Figures:
-    def __init__(self, root: Path):
-        self.dir = root / "figures"
+    def __init__(self, folder: Path):
+        self.dir = folder
         self.dir.mkdir(exist_ok=True)
         self.items: list[tuple[str, str, str]] = []  # (file, title, caption)
 
@@ -106,10 +107,35 @@ def study_findings(root: Path) -> list[dict]:
     return _findings(spec, manifest, pre, ft)
 
 
+REPORT_FILES = ("figures", "report.md", "report.html")
+
+
 def build_report(root: Path) -> Path:
+    """Under the study's lock, write figures/, report.md and report.html into a temporary folder, then move each into
+    place: a failure halfway leaves the earlier report as it was."""
     root = Path(root)
     manifest, spec, pre, ft = load_study(root)
-    figs = Figures(root)
+    blocked = [root / n for n in REPORT_FILES if (root / n).exists() and (root / n).is_dir() != (n == "figures")]
+    if blocked:
+        kind = "folder" if blocked[0].is_dir() else "file"
+        raise GrokscopeError(f"{blocked[0]}: is in the way of the report (a {kind}); move it and re-run")
+    with artifacts.FolderLock(root, "study"):
+        tmp = artifacts.new_tmp_dir(root / "report")
+        try:
+            _write_report(tmp, manifest, spec, pre, ft)
+            artifacts.replace_dir(tmp / "figures", root / "figures")
+            for name in ("report.md", "report.html"):
+                os.replace(tmp / name, root / name)
+        except OSError as exc:
+            raise GrokscopeError(f"{root}: cannot write the report ({exc.strerror}); choose a writable study "
+                                 f"folder") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root / "report.html"
+
+
+def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> None:
+    figs = Figures(root / "figures")
     _figures(figs, spec, pre, ft)
     findings = _findings(spec, manifest, pre, ft)
     tables = {"checks": [row for f in findings for row in f.get("checks", [])], "compute": _compute_rows(pre),
@@ -126,7 +152,6 @@ def build_report(root: Path) -> Path:
     tier = _tier_note(spec, pre)
     (root / "report.md").write_text(_markdown(spec, figs, findings, tables, provenance, tier))
     (root / "report.html").write_text(_html(spec, figs, findings, tables, provenance, tier))
-    return root / "report.html"
 
 
 def _by(pre: dict, model: str, regime: str, seed: int | None = None):

@@ -79,6 +79,13 @@ def pick_device(device: str) -> str:
     return device
 
 
+def memory_bytes(device: str) -> int:
+    """The memory a run on ``device`` can use: the GPU's total memory, else this machine's RAM."""
+    if device == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def configure(device: str, threads: int | None = None) -> None:
     """Per-process settings for a run on ``device``: CPU threads and the allocator (nothing to do elsewhere)."""
     if device == "cpu":

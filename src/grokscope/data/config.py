@@ -111,6 +111,12 @@ class DataConfig:
         for key in ("num_entities", "num_relations", "out_degree", "probe_cap", "valid_cap"):
             if getattr(self, key) <= 0:
                 p.append(f"{key} must be positive (got {getattr(self, key)})")
+        paths = self.num_entities * self.out_degree ** 2
+        if paths > MAX_TWO_HOP_PATHS:
+            p.append(f"num_entities x out_degree^2 = {paths:.3g} two-hop paths is over the limit of "
+                     f"{MAX_TWO_HOP_PATHS:.0e} (the paper's graph has 8e5); lower num_entities or out_degree")
+        if self.num_relations > MAX_RELATIONS:
+            p.append(f"num_relations {self.num_relations} is over the limit of {MAX_RELATIONS}")
         if 0 < self.num_relations < self.out_degree:
             p.append(f"out_degree {self.out_degree} exceeds num_relations {self.num_relations}: each head needs "
                      f"distinct relations; lower out_degree or raise num_relations")
@@ -170,6 +176,10 @@ class DataConfig:
             raise GrokscopeError(problems)
         return self
 
+
+# Sizes beyond these are typos, not experiments: the enumeration of every two-hop path would not fit in memory.
+MAX_TWO_HOP_PATHS = 10 ** 8  # 125x the paper's 800,000
+MAX_RELATIONS = 100_000
 
 # Scale tiers (README "Scale tiers"; docs/calibration.md for the CPU tier).
 DATA_PRESETS: dict[str, DataConfig] = {

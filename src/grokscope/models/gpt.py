@@ -70,6 +70,9 @@ class GPTConfig:
         for key in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads"):
             if getattr(self, key) <= 0:
                 p.append(f"model {key} must be positive (got {getattr(self, key)})")
+        for key, limit in (("n_layers", 1024), ("d_model", 65536), ("n_heads", 4096), ("n_ctx", 4096)):
+            if getattr(self, key) > limit:
+                p.append(f"model {key} {getattr(self, key)} is over the limit of {limit}")
         if self.n_heads > 0 and self.d_model % self.n_heads:
             p.append(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.n_unique_blocks is not None and not 0 < self.n_unique_blocks <= self.n_layers:

@@ -92,6 +92,13 @@ class TRMConfig:
         for key in ("d_vocab", "seq_len", "d_model", "n_layers", "H_cycles", "L_cycles", "num_puzzle_ids"):
             if getattr(self, key) <= 0:
                 p.append(f"model {key} must be positive (got {getattr(self, key)})")
+        for key, limit in (("d_model", 65536), ("seq_len", 4096), ("num_puzzle_ids", 10 ** 6)):
+            if getattr(self, key) > limit:
+                p.append(f"model {key} {getattr(self, key)} is over the limit of {limit}")
+        applications = self.H_cycles * (self.L_cycles + 1) * self.n_layers
+        if applications > MAX_BLOCK_APPLICATIONS:
+            p.append(f"H_cycles x (L_cycles + 1) x n_layers = {applications} block applications per step is over "
+                     f"the limit of {MAX_BLOCK_APPLICATIONS} (the paper's TRM: 42); lower the cycles")
         if self.puzzle_emb_len < 1:
             p.append(f"puzzle_emb_len must be >= 1 (the puzzle vector's slot; got {self.puzzle_emb_len})")
         if self.token_mlp_width is not None and self.token_mlp_width <= 0:
@@ -183,6 +190,9 @@ class Block(nn.Module):
             x = rms_norm(mixed.transpose(1, 2), -1, eps)
         x = self.hook_resid_mid(x.contiguous())
         return self.hook_resid_post(rms_norm(x + self.hook_mlp_out(self.mlp(x)), -1, eps))
+
+
+MAX_BLOCK_APPLICATIONS = 4096  # 100x the paper's recursion: beyond it a step never ends on any machine
 
 
 class TRM(ModelFamily):

@@ -16,6 +16,7 @@ from grokscope.models.registry import family as model_family
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_STEPS = 10 ** 9  # a budget beyond this is a typo (the papers train ~1.5M steps); the schedule would not fit
 MAX_SEED = 2 ** 63 - 1
+MAX_THREADS = 256  # each OpenMP thread reserves a stack: 10^5 threads exhaust memory before the first step
 # Metrics a stop rule may name: what the trainer logs at every evaluation (plus the families of metric names below).
 RULE_METRICS = ("step", "epoch", "train_acc", "train_loss", "test_inferred_iid", "test_inferred_ood", "id_atomic",
                 "ood_atomic", "train_inferred", "atomic_new", "new_old", "old_new", "new_new", "new_old_powered",
@@ -88,8 +89,8 @@ class TrainConfig:
         if self.max_steps > MAX_STEPS:
             p.append(f"train.max_steps {self.max_steps} is over the limit of {MAX_STEPS:.0e} steps; give a smaller "
                      f"budget")
-        if self.threads is not None and self.threads < 1:
-            p.append(f"train.threads must be at least 1, or none for every core (got {self.threads})")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            p.append(f"train.threads must be in 1..{MAX_THREADS}, or none for every core (got {self.threads})")
         if self.eval_every <= 0 and self.eval_every_epochs <= 0:
             p.append("train.eval_every must be positive")
         for key in ("beta1", "beta2", "ema_decay", "grokfast_alpha"):

@@ -78,6 +78,20 @@ def check_fits_dataset(model_cfg, ds: Dataset) -> None:
                              f"tokens; drop the n_ctx/seq_len override")
 
 
+TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
+
+
+def check_fits_memory(model_cfg, device: str) -> None:
+    """A model whose training state cannot fit this device is refused before anything is built (counted on the
+    meta device: no memory is allocated)."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(model_cfg).parameters())
+    need, have = n_params * TRAIN_BYTES_PER_PARAM, runtime.memory_bytes(device)
+    if need > have:
+        raise GrokscopeError(f"the model has {n_params:.3g} parameters: training needs about {need / 2 ** 30:.1f} "
+                             f"GiB, over the {have / 2 ** 30:.1f} GiB of this {device}; lower d_model or n_layers")
+
+
 @dataclass
 class RunRequest:
     """One run to train, checked and resolved before anything is written: what ``prepare`` returns."""
@@ -118,6 +132,7 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
         cfg = replace(cfg, precision="bf16")
     model_cfg = model_cfg.for_precision(cfg.precision)
     check_fits_dataset(model_cfg, ds)
+    check_fits_memory(model_cfg, device)
     model_cls = family_of(model_cfg).model_cls
     if cfg.loss_positions not in model_cls.loss_positions:
         raise GrokscopeError(f"train.loss_positions={cfg.loss_positions} is not available for the {model_cls.family}; "

@@ -138,6 +138,7 @@ def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets
     from grokscope.train.loop import train as train_loop
 
     ds = load(data)
+    out = artifacts.as_path(out, "out")
     train_cfg, model_cfg = run_configs(model, preset, sets, ds.vocab.d_vocab)
     return train_loop(ds, data, model_cfg, train_cfg, out, resume=resume, force_config=force_config, device=device,
                       quiet=quiet)

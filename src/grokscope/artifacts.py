@@ -30,6 +30,13 @@ OWNED = {"dataset": ("dataset.json", "vocab.json"), "run": ("config.yaml", "metr
 TMP_PREFIX = ".grokscope-tmp-"  # temporary siblings of atomic writes; leftovers are removed by the next write
 
 
+def as_path(value, what: str) -> Path:
+    """``value`` as a Path, or one line naming ``what`` when it is not a path (an API caller's None or number)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise GrokscopeError(f"{what} must be a path (got {value!r})")
+    return Path(value)
+
+
 # ------------------------------------------------------------------------------------------------ atomic writes
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)

@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:  # pragma: no cover - typer without rich
             exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the place itself refused (a name too long, no space left): one line, not a traceback
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"error: {where}: {exc.strerror or exc}; choose another path or free the space", file=sys.stderr)
+        sys.exit(2)
     except Interrupted as exc:  # a study or sweep stopped by the user says how to continue
         print(str(exc), file=sys.stderr)
         sys.exit(130)

@@ -169,7 +169,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def split_set_items(items: list[str] | None) -> list[tuple[str, str]]:
     """``["lr=1e-3", "a=1,b=x"]`` -> ``[("lr", "1e-3"), ("a", "1"), ("b", "x")]``; malformed items are errors."""
     out, problems = [], []
+    if isinstance(items, str):
+        items = [items]
     for item in items or []:
+        if not isinstance(item, str):
+            problems.append(f"--set {item!r} is not text of the form key=value (example: --set train.lr=1e-3)")
+            continue
         for part in _ITEM_SPLIT.split(item):
             part = part.strip()
             if not part:

@@ -40,6 +40,9 @@ NAMED_STEPS = ("last", "sat", "grokked")
 def run_dataset(run: Path, data: Path | None = None) -> Dataset:
     cfg = artifacts.read_config(run)
     path = Path(data or cfg["data"]["path"])
+    if data is None and not path.is_dir():
+        raise GrokscopeError(f"{run}: its dataset {path} is gone (moved or deleted); pass where it is now with "
+                             f"--data")
     ds = load(path)
     if ds.meta["fingerprint"] != cfg["data"]["fingerprint"]:
         raise GrokscopeError(f"dataset {path} (fingerprint {ds.meta['fingerprint']}) is not the one {run} was "

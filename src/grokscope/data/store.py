@@ -125,7 +125,7 @@ def load(path: Path, verify: bool = True) -> Dataset:
 
     ``verify`` recomputes the content fingerprint, so a damaged or hand-edited array is caught here, not as a crash
     in training."""
-    path = Path(path)
+    path = artifacts.as_path(path, "the dataset")
     fix = f"rebuild it with `grokscope data build --out {path} --force`"
     if not path.is_dir():
         raise GrokscopeError(f"{path}: no such dataset folder; build one with `grokscope data build --out {path}`")

@@ -181,7 +181,10 @@ class Manifest:
         if not path.exists():
             return cls(root, {"schema": MANIFEST_SCHEMA, "jobs": {}, "stage_seconds": {}})
         data = artifacts.read_json(path, "remove the study folder or pass --fresh to start over")
-        if data.get("schema") != MANIFEST_SCHEMA or not isinstance(data.get("jobs"), dict):
+        jobs = data.get("jobs")
+        if data.get("schema") != MANIFEST_SCHEMA or not isinstance(jobs, dict) or \
+                not all(isinstance(e, dict) for e in jobs.values()) or \
+                not isinstance(data.setdefault("stage_seconds", {}), dict):
             raise GrokscopeError(f"{path}: not a study manifest this grokscope reads; pass --fresh to start over")
         return cls(root, data)
 

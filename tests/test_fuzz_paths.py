@@ -11,13 +11,11 @@ touched.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -25,8 +23,8 @@ from collections.abc import Callable
 
 import pytest
 
-from grokscope.cli import main
 from grokscope.errors import GrokscopeError
+from test_fuzz import _run  # the first corpus's in-process runner: an escaped exception counts as a traceback
 
 TINY = "max_steps=6,eval_every=3,eval_bridge_use=8"
 USER_FILES = ("notes/notes.txt", "file.txt", "mine.ipynb")
@@ -65,19 +63,6 @@ def pristine(tmp_path_factory):
     (root / "file.txt").write_text("a plain file")
     (root / "mine.ipynb").write_text("{}")
     return root
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:  # an escaped exception is what a user sees as a traceback
-            code, err = -1, io.StringIO(f"Traceback: {type(exc).__name__}: {exc}")
-    return code, out.getvalue(), err.getvalue()
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -172,14 +172,19 @@ def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_de
     not, checks)."""
     check = run.check(finding, metric, level)
     t_sat, t_gen, delayed = run.delay(metric)
+    delay = (f"{run.name} on {metric}: t_sat {_step(t_sat)}, first >= {th.GENERALISED} at {_step(t_gen)}: "
+             f"{'a' if delayed else 'no'} delay, needs {'a' if need_delay else 'no'} delay")
     if check.outcome == OPEN:
-        return f"{UNDECIDED} ({check.text()})", [check]
+        return f"{UNDECIDED} ({check.text()}; {delay})", [check]
     if check.outcome != HELD:
-        return f"not testable ({check.text()})", [check]
+        return f"not testable ({check.text()}; {delay})", [check]
     if need_delay != delayed:
-        return (f"not testable ({run.name} on {metric}: t_sat {t_sat}, first >= {th.GENERALISED} at {t_gen}: "
-                f"{'a' if delayed else 'no'} delay, needs {'a' if need_delay else 'no'} delay)"), [check]
+        return f"not testable ({delay})", [check]
     return None, [check]
+
+
+def _step(step: int | None) -> str:
+    return "never" if step is None else str(step)
 
 
 def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons: dict[str, dict],
@@ -192,15 +197,18 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons:
     if natural.cut_short or both_full.cut_short or (first_full is not None and first_full.cut_short):
         return _result(1, CUT_SHORT, [], RULE_1)
     g = natural.grokked
+    # What the comparisons show is reported whatever the preconditions say (as a description when they fail).
+    described = [_cmp_text(f"final natural vs final {r}", redecide(c)) for r, c in comparisons.items() if c]
     why, checks = _generalised(natural, 1, g.metric, g.threshold, need_delay=True)
     if why is not None:
-        return _result(1, why.replace("not testable (", "not testable (the natural run did not grok: "), [why],
-                       RULE_1, checks)
+        return _result(1, why.replace("not testable (", "not testable (the natural run did not grok: "),
+                       [why, *(f"description: {d}" for d in described)], RULE_1, checks)
     why, more = _generalised(both_full, 1, "test_inferred_ood", g.threshold, need_delay=False)
     checks += more
     if why is not None:
         return _result(1, why.replace("not testable (", "not testable (both-hop full is not the paper's "
-                                                         "non-grokked model: "), [why], RULE_1, checks)
+                                                         "non-grokked model: "),
+                       [why, *(f"description: {d}" for d in described)], RULE_1, checks)
     parts = []
     # Negative controls: the statistic must be able to say "different" here.
     control = redecide(control)
@@ -265,7 +273,7 @@ def finding_2(second: RunFacts | None, both: RunFacts | None, correct_with_bridg
     low = Check(2, second.name, f"{metric} while OOD >= {th.GENERALISED}", second.bridge_while_up(), th.BRIDGE_FAKE,
                 BELOW, floor)
     checks = [low]
-    parts = [f"second_full: t_sat {t_sat}, first OOD >= {th.GENERALISED} at {t_gen} (regime label "
+    parts = [f"second_full: t_sat {_step(t_sat)}, first OOD >= {th.GENERALISED} at {_step(t_gen)} (regime label "
              f"'{label['regime']}'); {low.text()}"]
     if correct_with_bridge is not None:
         parts.append(f"share of correct OOD answers with the bridge (per-query records): {correct_with_bridge.text()}")

@@ -343,6 +343,12 @@ def expectations(f: FineTuneFacts) -> list[Check]:
     return first + [check("old_new", th.COMPOSES, BELOW), check("new_new", th.COMPOSES, BELOW)]
 
 
+def _describe(f: FineTuneFacts) -> str:
+    """A fine-tune's rates, for one that does not vote (an extension, or a precondition not met)."""
+    names = ("atomic_new", *CATEGORIES, *(f"bridge_{c}" for c in CATEGORIES))
+    return "; ".join(f"{m} {f.rates[m].text()}" for m in names if f.rates.get(m) is not None)
+
+
 def finding_3(finetunes: list[FineTuneFacts]) -> dict:
     voting = [f for f in finetunes if f.checkpoint in ("last", None)]
     if any(f.cut_short for f in voting):
@@ -353,10 +359,11 @@ def finding_3(finetunes: list[FineTuneFacts]) -> dict:
         checks.append(learned)
         kinds = ", ".join(f"{k} {v}" for k, v in f.kinds.items())
         if f.parent_ready is not None:
-            parts.append(f"{f.name}: not testable (parent did not reach its target: {f.parent_ready})")
+            parts.append(f"{f.name}: not testable (parent did not reach its target: {f.parent_ready}); measured: "
+                         f"{_describe(f)}")
             continue
         if learned.outcome != HELD:
-            parts.append(f"{f.name}: not testable (new facts: {learned.text()})")
+            parts.append(f"{f.name}: not testable (new facts: {learned.text()}); measured: {_describe(f)}")
             continue
         mine = expectations(f)
         checks += mine
@@ -368,8 +375,7 @@ def finding_3(finetunes: list[FineTuneFacts]) -> dict:
                      + "; ".join(c.text() for c in mine))
     for f in finetunes:
         if f.checkpoint not in ("last", None):
-            parts.append(f"extension (not voted), {f.name}: " + "; ".join(
-                f"{m} {f.rates[m].text()}" for m in ("atomic_new", *CATEGORIES) if f.rates.get(m) is not None))
+            parts.append(f"extension (not voted), {f.name}: {_describe(f)}")
     gated = [c for c in checks if c.measure != "atomic_new"]
     tally = Counter(c.outcome for c in gated)
     summary = (f"{tally[HELD]} of {len(gated)} regime expectations held"

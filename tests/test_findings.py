@@ -229,3 +229,12 @@ def test_milestones():
     ms = milestones(rows, 0.97, [0.5, 0.9], "bridge_use")
     assert ms["t_sat"] == 10 and ms["t_id50"] == 10 and ms["t_id90"] == 20
     assert ms["t_ood50"] is None and ms["t_bridge90"] == 10
+
+
+def test_grokked_definition_of_a_run_recorded_before_families_declared_it():
+    from grokscope.metrics.milestones import GrokDefinition
+
+    assert GrokDefinition.of({}, "trm") == GrokDefinition("test_inferred_ood", 0.5)
+    assert GrokDefinition.of({}, "gpt") == GrokDefinition.of({}, None) == GrokDefinition("test_inferred_iid", 0.9)
+    recorded = {"grokked": {"metric": "test_inferred_ood", "threshold": 0.7}}
+    assert GrokDefinition.of(recorded, "gpt") == GrokDefinition("test_inferred_ood", 0.7)  # the record wins

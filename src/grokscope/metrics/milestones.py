@@ -29,13 +29,20 @@ class GrokDefinition:
     threshold: float = th.GROKKED
 
     @classmethod
-    def of(cls, summary: dict) -> "GrokDefinition":
-        """The definition a run recorded (runs written before it was recorded: the gpt's)."""
-        g = (summary or {}).get("grokked") or {}
+    def of(cls, summary: dict, family: str | None = None) -> "GrokDefinition":
+        """The definition a run recorded; for a run written before runs recorded it, its built-in family's."""
+        g = (summary or {}).get("grokked")
+        if not g:
+            return GROKKED_BY_FAMILY.get(family, cls())
         return cls(g.get("metric", cls.metric), float(g.get("threshold", cls.threshold)))
 
     def text(self) -> str:
         return f"{'OOD' if self.metric.endswith('ood') else 'ID'} test >= {self.threshold}"
+
+
+# The built-in families' definitions, torch-free: the trm class declares its own from here, and the report reads a
+# run's family's definition here when its summary.json predates the record.
+GROKKED_BY_FAMILY = {"gpt": GrokDefinition(), "trm": GrokDefinition("test_inferred_ood", th.GROKKED_TRM_OOD)}
 
 
 def milestones(rows: list[dict], sat_threshold: float, thresholds: list[float], bridge_metric: str,

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import GrokDefinition
+from grokscope.metrics.milestones import GROKKED_BY_FAMILY
 from grokscope.models.family import LossSpec, ModelFamily
 from grokscope.models.hooks import HookPoint
 from grokscope.models.losses import IGNORE, sequence_mean_loss
@@ -199,7 +198,7 @@ class TRM(ModelFamily):
     family = "trm"
     bridge_metric = "bridge_found"  # He et al.'s measure; no output slot of the trm is trained to emit b
     # He et al.'s TRM groks on OOD compositions and plateaus at 0.66-0.70 (§4, Fig. 2A): OOD >= 0.5 counts.
-    grokked = GrokDefinition("test_inferred_ood", th.GROKKED_TRM_OOD)
+    grokked = GROKKED_BY_FAMILY["trm"]
     loss_positions = ("default", "answer", "answer_end", "all")
 
     def __init__(self, cfg: TRMConfig):

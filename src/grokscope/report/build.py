@@ -52,7 +52,8 @@ def read_run(path: Path) -> dict | None:
 
 def facts(run: dict) -> RunFacts:
     s = run["summary"]
-    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), run["rows"], GrokDefinition.of(s),
+    family = (run["config"].get("model") or {}).get("family")
+    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), run["rows"], GrokDefinition.of(s, family),
                     bool(s.get("cut_short")), (s.get("thresholds") or {}).get("sat", th.SATURATION),
                     _probe_counts(run["config"]))
 
@@ -295,11 +296,12 @@ def _parent_ready(run: dict, regime: str) -> str | None:
     parent, step = record.get("parent_run"), record.get("parent_step")
     if parent is None or step is None or not (Path(parent) / "summary.json").exists():
         return "parent run not found"
-    grokked = GrokDefinition.of(artifacts.read_summary(Path(parent)))
+    parent_cfg = artifacts.read_config(Path(parent))
+    grokked = GrokDefinition.of(artifacts.read_summary(Path(parent)), parent_cfg["model"]["family"])
     metric = grokked.metric if regime == "natural" else "test_inferred_ood"
     # The evaluations at or before the checkpoint: checkpoints need not fall on evaluation steps.
     rows = [r for r in artifacts.read_metrics(Path(parent)) if r["step"] <= step]
-    n = _probe_counts(artifacts.read_config(Path(parent))).get(metric)
+    n = _probe_counts(parent_cfg).get(metric)
     rate = final_rate(rows, metric, n=n)
     if rate is not None and rate.against(grokked.threshold) == "above":
         return None

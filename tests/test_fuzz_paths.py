@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -55,7 +57,8 @@ def pristine(tmp_path_factory):
                  ["train", "--data", root / "ds2", "--preset", "smoke", "--quiet", "--out", root / "run2", "--set",
                   TINY],
                  ["analyze", root / "run", "--steps", "last", "--probes", "iid", "--analyses", "lens,regime"],
-                 ["compare", f"{root / 'run'}@0", f"{root / 'run'}@last", "--out", root / "cmp.json"]):
+                 ["compare", f"{root / 'run'}@0", f"{root / 'run'}@last", "--out", root / "cmp.json"],
+                 ["data", "export", root / "ds", "--out", root / "orig"]):
         code, out, err = _run([str(a) for a in args])
         assert code == 0, (args, err)
     (root / "notes").mkdir()
@@ -426,8 +429,10 @@ def test_hostile_use_loses_nothing(case, pristine, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ two processes
-def _cli(args: list) -> subprocess.Popen:
+def _cli(args: list, unbuffered: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen([sys.executable, "-m", "grokscope.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -445,6 +450,7 @@ CONCURRENT = {
     "together: compare": lambda r: writers(r)["compare"](r / "same.json"),
     "together: export tl": lambda r: writers(r)["export tl"](r / "same"),
     "together: report": lambda r: ["report", r / "study"],
+    "together: data import": lambda r: ["data", "import", r / "orig", "--out", r / "same"],
 }
 
 
@@ -454,7 +460,7 @@ def test_two_processes_started_together(name, pristine, tmp_path):
     output), at least one succeeds, and what they leave is whole."""
     root = tmp_path / "case"
     root.mkdir()
-    for item in NEEDS:
+    for item in (*NEEDS, "orig"):
         src = pristine / item
         (shutil.copytree(src, root / item) if src.is_dir() else shutil.copy(src, root / item))
     (root / "run" / "config.yaml").write_text((root / "run" / "config.yaml").read_text().replace(str(pristine),
@@ -475,3 +481,33 @@ def test_two_processes_started_together(name, pristine, tmp_path):
     assert all(after.get(k) == v for k, v in before.items())
     leftovers = [p for p in root.rglob(".grokscope-tmp-*")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("verb", [["study", "--preset", "smoke"],
+                                  ["sweep", "--preset", "smoke", "--grid", "train.lr=1e-3,2e-3"]])
+def test_two_studies_started_together_then_ctrl_c(verb, tmp_path):
+    """Two studies (or sweeps) into one folder: the second names the lock and exits 2 at once, touching nothing;
+    Ctrl-C then stops the first with one line and exit 130, and the folder is left to resume."""
+    out = tmp_path / "s"
+    args = [*verb, "--out", out]
+    procs = [_cli(args, unbuffered=True), _cli(args, unbuffered=True)]
+    loser = _first_to_exit(procs, timeout=90)
+    winner = next(p for p in procs if p is not loser)
+    _, err = loser.communicate()
+    assert loser.returncode == 2 and "in use" in err and "Traceback" not in err, err
+    line = winner.stdout.readline()  # the first job has started: the study is past its imports
+    assert line.startswith("["), line
+    winner.send_signal(signal.SIGINT)
+    _, err = winner.communicate(timeout=90)
+    assert winner.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted; re-run the same command to continue", err
+
+
+def _first_to_exit(procs: list[subprocess.Popen], timeout: float) -> subprocess.Popen:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                return proc
+        time.sleep(0.05)
+    raise AssertionError("neither process exited")

@@ -15,6 +15,9 @@ class GrokscopeError(Exception):
         super().__init__("; ".join(self.problems))
 
 
+INTERRUPTED_MESSAGE = "interrupted; re-run the same command to continue"
+
+
 class Interrupted(Exception):
     """The user stopped a study or sweep (Ctrl-C in one of its jobs): nothing failed. The CLI prints the message
     ("interrupted; re-run the same command to continue") and exits 130."""

@@ -19,7 +19,7 @@ import pandas as pd
 from grokscope import artifacts
 from grokscope.config import route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
-from grokscope.errors import GrokscopeError, Interrupted
+from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.study.executors import Runner, make_executor
 from grokscope.study.plan import Job, data_job, resume_argv, stacked, train_job
@@ -130,19 +130,22 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
 
         def on_done(job: Job, code: int, seconds: float) -> None:
             if code in (130, -2):  # Ctrl-C: the user stopped it; finished points are kept
-                raise Interrupted("interrupted; re-run the same command to continue")
+                raise Interrupted(INTERRUPTED_MESSAGE)
             if code != 0:
                 raise GrokscopeError(f"sweep job '{job.name}' failed (exit {code}); fix the cause and re-run: "
                                      f"finished points are kept")
 
-        todo = [(j, j.argv) for j in data_jobs if not j.done.exists()]
-        if todo:
-            ex.run(todo, on_done)
-        todo = [(j, resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
-        grouped = stacked(todo) if stack else [(job, argv, [job]) for job, argv in todo]
-        if grouped:
-            ex.run([(job, argv) for job, argv, _ in grouped], on_done)
-        return write_table(out, grid, train_jobs)
+        try:
+            todo = [(j, j.argv) for j in data_jobs if not j.done.exists()]
+            if todo:
+                ex.run(todo, on_done)
+            todo = [(j, resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
+            grouped = stacked(todo) if stack else [(job, argv, [job]) for job, argv in todo]
+            if grouped:
+                ex.run([(job, argv) for job, argv, _ in grouped], on_done)
+            return write_table(out, grid, train_jobs)
+        except KeyboardInterrupt:  # Ctrl-C between jobs: the same one line as inside a job
+            raise Interrupted(INTERRUPTED_MESSAGE) from None
 
 
 def write_table(out: Path, grid: dict, train_jobs) -> Path:

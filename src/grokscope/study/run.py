@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from grokscope import artifacts, runs
-from grokscope.errors import GrokscopeError, Interrupted
+from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
 from grokscope.study.executors import EXECUTORS, Runner, make_executor
 from grokscope.study.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
@@ -64,11 +64,14 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
                                  f"start over")
         manifest.update(spec, jobs)
         ex = make_executor(executor, address, runner, log)
-        for stage in STAGES:
-            _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log, stack)
-        t0 = time.time()
-        report = build_report(out)
-        manifest.add_stage_time("report", time.time() - t0)
+        try:
+            for stage in STAGES:
+                _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log, stack)
+            t0 = time.time()
+            report = build_report(out)
+            manifest.add_stage_time("report", time.time() - t0)
+        except KeyboardInterrupt:  # Ctrl-C between jobs: the same one line as inside a job
+            raise StudyInterrupted(INTERRUPTED_MESSAGE) from None
     return report
 
 
@@ -106,7 +109,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
         if code in INTERRUPTED:  # the user asked it to stop: nothing failed
             for member in members[job.name]:
                 manifest.mark(member, "interrupted")
-            raise StudyInterrupted("interrupted; re-run the same command to continue")
+            raise StudyInterrupted(INTERRUPTED_MESSAGE)
         for member in members[job.name]:
             manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]))
         if code != 0:

@@ -243,7 +243,9 @@ def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, 
               "step_b": step_b,
               **compare_paths(model_a, model_b, ds, rows)}
     if out is not None:
-        artifacts.write_json_atomic(Path(out), result)
+        with artifacts.FolderLock(Path(out).parent, "folder"):  # the folder it changes, as every writing verb
+            check_compare_target(Path(out))  # again under the lock: another process may have written it
+            artifacts.write_json_atomic(Path(out), result)
     return result
 
 

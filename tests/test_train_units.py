@@ -175,3 +175,22 @@ def test_flops_per_step_counts_the_matmuls():
     assert trm.flops_per_step(16) == 2 * trm.flops_per_step(8) > gpt.flops_per_step(8)
     paper = build_model(model_config("trm", "paper", d_vocab=2207))
     assert 1e13 < paper.flops_per_step(512) < 5e13  # about 2.3e13 FLOP per step at the paper's configuration
+
+
+def test_resume_keeps_this_devices_fused_optimiser():
+    """A checkpoint from an unfused optimiser (the CPU) resumed by a fused one (CUDA) stays fused: load_state_dict
+    would put the saved fused=False back (shown here with CPU AdamW, which has a fused kernel too)."""
+    from grokscope.train.optim import load_optimizer_tensors, optimizer_tensors
+
+    model = torch.nn.Linear(4, 3)
+    saved = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    saved.step()
+    tensors, groups = optimizer_tensors(saved, "adamw")
+    assert groups[0]["fused"] in (None, False)
+    resumed = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    load_optimizer_tensors(resumed, "adamw", tensors, groups)
+    assert resumed.param_groups[0]["fused"] is True and resumed.param_groups[0]["lr"] == 1e-3
+    model(torch.randn(2, 4)).sum().backward()
+    resumed.step()  # the fused kernel runs on the restored state
+    assert int(resumed.state[model.weight]["step"]) == 2

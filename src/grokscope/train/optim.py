@@ -53,14 +53,21 @@ def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, li
     return tensors, sd["param_groups"]
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def load_optimizer_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dict, groups: list) -> None:
-    """The inverse of ``optimizer_tensors``; torch moves the state to each parameter's device."""
+    """The inverse of ``optimizer_tensors``; torch moves the state to each parameter's device. The saved groups' hyper-
+    parameters are restored, but not how the step is implemented: a run checkpointed on the CPU (unfused) and resumed
+    on CUDA keeps the fused kernel this device chose (``load_state_dict`` would otherwise put ``fused=False`` back,
+    and with fp16 the GradScaler then fails on the unfused path)."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "."):
             idx, key = name[len(prefix) + 1:].split(".", 1)
             state.setdefault(int(idx), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    impl = {k: opt.defaults[k] for k in IMPLEMENTATION_FLAGS if k in opt.defaults}
+    opt.load_state_dict({"state": state, "param_groups": [{**g, **impl} for g in groups]})
 
 
 class EMA:

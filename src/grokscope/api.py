@@ -180,10 +180,11 @@ def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: 
 
 def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
             analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None,
-            device: str = "cpu") -> dict:
+            device: str = "auto") -> dict:
+    from grokscope import runtime
     from grokscope.analysis.run_analysis import analyze as analyze_run
 
-    return analyze_run(Path(run), steps, probes, analyses, data, device)
+    return analyze_run(Path(run), steps, probes, analyses, data, runtime.pick_device(device))
 
 
 def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
@@ -220,12 +221,13 @@ def check_compare_target(out: Path) -> None:
     artifacts.ensure_writable_parent(out)
 
 
-def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "cpu") -> dict:
+def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "auto") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
-    from grokscope import runs
+    from grokscope import runs, runtime
     from grokscope.analysis.circuits import compare_paths
     from grokscope.analysis.run_analysis import TRACE_EXAMPLES, resolve_probes, run_dataset, sample_rows
 
+    device = runtime.pick_device(device)  # --device cuda without CUDA: one line, not a traceback
     (run_a, step_a), (run_b, step_b) = parse_run_ref(a), parse_run_ref(b)
     ds = run_dataset(run_a)
     graph_a, graph_b = graph_key(ds.meta), graph_key(run_dataset(run_b).meta)

@@ -206,7 +206,7 @@ def analyze_cmd(
                                  help="Any of lens, trace, queries (per-query records and bridge use), compare, "
                                       "regime."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder if it moved since training."),
-    device: str = typer.Option("cpu", help="cpu, cuda or mps."),
+    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
 ) -> None:
     """Logit lens, causal tracing, bridge use, path comparison and regime classification -> RUN/analysis/."""
     result = api.analyze(run, steps, probes, analyses, data, device)
@@ -229,7 +229,7 @@ def compare_cmd(
     b: str = typer.Argument(..., help="RUN@STEP of the second checkpoint."),
     probes: str = typer.Option("iid,train", help="Composition probes to compare on (from A's dataset)."),
     out: Optional[Path] = typer.Option(None, help="Write the comparison as JSON here."),
-    device: str = typer.Option("cpu", help="cpu, cuda or mps."),
+    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
 ) -> None:
     """Do two checkpoints (e.g. of two regimes) use the same inference path?"""
     c = api.compare(a, b, probes, out, device)

@@ -38,3 +38,57 @@ def test_auto_is_the_default_and_picks_what_the_machine_has(monkeypatch, cli, tr
     assert seen["device"] == runtime.pick_device("auto")
     monkeypatch.setattr(runtime, "pick_device", lambda d: "cuda" if d == "auto" else d)
     assert cli("analyze", root / "gpt")[0] == 0 and seen["device"] == "cuda"
+
+
+def test_cuda_runs_allow_tf32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    runtime.configure("cuda")
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+def test_precision_is_checked_against_the_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert runtime.resolve_precision("bf16", "cuda")[0] == "fp16"  # a GPU without bf16 (before Ampere)
+    assert runtime.resolve_precision("fp16", "cpu")[0] == "bf16"
+    assert runtime.resolve_precision("bf16", "cpu") == ("bf16", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert runtime.resolve_precision("bf16", "cuda") == ("bf16", None)
+
+
+def test_a_cpu_stacked_run_never_touches_cuda(monkeypatch):
+    from grokscope.train import stack
+
+    def no_cuda(*_a, **_k):
+        raise AssertionError("a CPU run created a CUDA context")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_cuda)
+    state = stack._rng_state("cpu")
+    assert state[1] is None
+
+
+def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():
+    """A GradScaler step skipped for an overflow must not put its inf loss into the mean that the next evaluation
+    checks (which would stop the run as non-finite); a run whose every step overflows still stops."""
+    from grokscope.models.registry import build_model, model_config
+    from grokscope.train.config import TrainConfig
+    from grokscope.train.loop import apply_gradients
+    from grokscope.train.state import NonFiniteLoss, TrainState
+
+    model = build_model(model_config("gpt", "smoke", d_vocab=20))
+    cfg = TrainConfig(precision="fp32")
+    state = TrainState(model, cfg, 100, "cpu")
+    state.scaler = torch.amp.GradScaler("cpu")  # stands for the CUDA fp16 scaler: the same skip logic
+
+    def step(loss: float) -> None:
+        state.scaler.scale(torch.ones((), requires_grad=True))  # initialises the scale
+        for p in model.parameters():
+            p.grad = torch.full_like(p, loss)  # an overflow shows as inf gradients
+        apply_gradients(state, cfg, torch.tensor(loss))
+    step(2.0)
+    step(float("inf"))
+    step(4.0)
+    assert state.take_train_loss() == 3.0
+    step(float("inf"))
+    with pytest.raises(NonFiniteLoss):
+        state.take_train_loss()

@@ -87,7 +87,21 @@ def memory_bytes(device: str) -> int:
 
 
 def configure(device: str, threads: int | None = None) -> None:
-    """Per-process settings for a run on ``device``: CPU threads and the allocator (nothing to do elsewhere)."""
+    """Per-process settings for a run on ``device``: CPU threads and the allocator; on CUDA, TF32 for the fp32
+    matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full fp32 precision, several times slower)."""
     if device == "cpu":
         set_threads(threads or None)
         tune_allocator()
+    elif device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def resolve_precision(precision: str, device: str) -> tuple[str, str | None]:
+    """The precision a run on ``device`` can use, and a note when it differs from the one asked for: fp16 needs
+    CUDA (its GradScaler); bf16 on a GPU without it (before Ampere) falls back to fp16."""
+    if precision == "fp16" and device != "cuda":
+        return "bf16", "note: fp16 needs CUDA; using bf16 instead"
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp16", "note: this GPU has no bf16; using fp16 with a GradScaler instead"
+    return precision, None

@@ -127,9 +127,10 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
     """Resolve the device and precision, check the model against the dataset and the run folder (new, or a resume
     with the same settings); raise one line per problem before anything is written."""
     device = runtime.pick_device(device)
-    if cfg.precision == "fp16" and device != "cuda":
-        print("note: fp16 needs CUDA; using bf16 instead")
-        cfg = replace(cfg, precision="bf16")
+    precision, note = runtime.resolve_precision(cfg.precision, device)
+    if note:
+        print(note)
+        cfg = replace(cfg, precision=precision)
     model_cfg = model_cfg.for_precision(cfg.precision)
     check_fits_dataset(model_cfg, ds)
     check_fits_memory(model_cfg, device)
@@ -319,7 +320,12 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
         state.scaler.update()
     if state.ema is not None:
         state.ema.update(model)
-    state.loss_sum += loss.detach().double()
+    value = loss.detach().double()
+    if state.scaler is not None:  # an overflow the scaler skipped is not a divergence: its loss stays out of the mean
+        finite = torch.isfinite(value)
+        state.skipped += (~finite).long()
+        value = torch.where(finite, value, torch.zeros_like(value))
+    state.loss_sum += value
     state.loop.loss_count += 1
 
 

@@ -70,7 +70,7 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
         sessions = []
         for request in requests:
             sessions.append(Session(request))
-            sessions[-1].rng_state = _rng_state()  # the RNG stream this run continues with
+            sessions[-1].rng_state = _rng_state(request.device)  # the RNG stream this run continues with
         if len({s.step for s in sessions}) > 1:
             log("note: the resumed runs stand at different steps; training them one after another")
             return [drive_alone(s) for s in sessions]
@@ -80,8 +80,10 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
 
 
 # ------------------------------------------------------------------------------------------------ RNG per run
-def _rng_state() -> tuple:
-    return torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+def _rng_state(device: str) -> tuple:
+    """The RNG streams a run on ``device`` draws from; a CPU run never touches CUDA (that would create a CUDA
+    context, and take GPU memory, on a GPU machine)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state() if device == "cuda" else None)
 
 
 def _set_rng_state(state: tuple) -> None:
@@ -97,7 +99,7 @@ def _session_rng(session: Session):
     try:
         yield
     finally:
-        session.rng_state = _rng_state()
+        session.rng_state = _rng_state(session.device)
 
 
 # ------------------------------------------------------------------------------------------------ backends

@@ -28,6 +28,7 @@ class LoopState:
     wall_seconds: float = 0.0  # training + evaluation time before this process started
     loss_sum: float = 0.0  # train loss accumulated since the last evaluation
     loss_count: int = 0
+    loss_skipped: int = 0  # fp16 steps the GradScaler skipped since the last evaluation (left out of loss_count)
     rule_streak: int = 0  # consecutive evaluations meeting stop_when
     stop_at: int | None = None  # step at which the stop rule ends the run
     stop_reason: str = ""
@@ -48,6 +49,7 @@ class TrainState:
         self.loop = LoopState()
         # The train loss accumulates on the device and is read only at evaluations and checkpoints (no per-step sync).
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # fp16 steps the GradScaler skipped
 
     # ------------------------------------------------------------------------------------------------ reading
     def eval_weights(self) -> dict:
@@ -61,13 +63,22 @@ class TrainState:
 
     def take_train_loss(self) -> float | None:
         """Mean train loss since the last call (None before any step); raises if it is not finite."""
+        self._merge_skipped()
         total = float(self.loss_sum) + self.loop.loss_sum
         count = self.loop.loss_count
-        if count and not math.isfinite(total):
-            raise NonFiniteLoss(total)
+        if (count and not math.isfinite(total)) or (not count and self.loop.loss_skipped):
+            raise NonFiniteLoss(total if count else math.inf)  # every step since the last evaluation overflowed
         self.loss_sum.zero_()
-        self.loop.loss_sum, self.loop.loss_count = 0.0, 0
+        self.loop.loss_sum, self.loop.loss_count, self.loop.loss_skipped = 0.0, 0, 0
         return total / count if count else None
+
+    def _merge_skipped(self) -> None:
+        """Move the device's count of skipped fp16 steps to the loop state (one sync, at evaluations and saves)."""
+        skipped = int(self.skipped)
+        if skipped:
+            self.loop.loss_skipped += skipped
+            self.loop.loss_count -= skipped
+            self.skipped.zero_()
 
     def check_finite(self) -> None:
         """Refuse to checkpoint weights trained on a non-finite loss."""
@@ -89,6 +100,7 @@ class TrainState:
         if self.device == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         self.loop.data = self.order.state()
+        self._merge_skipped()
         self.loop.loss_sum += float(self.loss_sum)
         self.loss_sum.zero_()
         meta = {"loop": asdict(self.loop), "param_groups": groups, "max_steps": max_steps,

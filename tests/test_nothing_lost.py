@@ -51,7 +51,8 @@ def test_1_resume_of_a_live_run_without_checkpoint_deletes_nothing(cli, tiny_run
     """A second `train --resume` while the first still holds the lock (no checkpoint yet) must fail on the lock
     before it clears anything."""
     run = _copy(tiny_run, tmp_path / "live")
-    shutil.rmtree(run / "checkpoints")  # the live run has not written its first checkpoint yet
+    shutil.rmtree(run / "checkpoints")  # the live run has not written its first checkpoint yet (nor a summary)
+    (run / "summary.json").unlink()
     before = {p.name for p in run.iterdir()}
     with lock_held_elsewhere(run):  # the first process
         code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", TINY, "--out", run,
@@ -64,6 +65,7 @@ def test_1_resume_of_a_live_run_without_checkpoint_deletes_nothing(cli, tiny_run
 def test_1b_resume_without_checkpoint_starts_over_once_it_holds_the_lock(cli, tiny_run, smoke_data, tmp_path):
     run = _copy(tiny_run, tmp_path / "dead")
     shutil.rmtree(run / "checkpoints")
+    (run / "summary.json").unlink()
     (run / "notes.md").write_text("mine")
     code, out, _ = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", TINY, "--out", run,
                        "--resume")
@@ -251,3 +253,65 @@ def test_9_ctrl_c_in_a_study_job_is_an_interruption_not_a_failure(tmp_path, caps
         cli_module.api.study = original
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 130 and err == ["interrupted; re-run the same command to continue"]
+
+
+# ------------------------------------------------------------------------------------------------ a review's finds
+def test_a_lock_that_is_a_link_or_a_users_file_is_never_written(cli, tmp_path):
+    precious = tmp_path / "thesis.txt"
+    precious.write_text("my thesis")
+    linked = tmp_path / "ds_linked"
+    linked.mkdir()
+    (linked / ".lock").symlink_to(precious)
+    code, _, err = cli("data", "build", "--preset", "smoke", "--out", linked)
+    assert code == 2 and "not a lock file" in err and precious.read_text() == "my thesis"
+    own = tmp_path / "ds_own_lock"
+    own.mkdir()
+    (own / ".lock").write_text("a user's own lock file")
+    code, _, err = cli("data", "build", "--preset", "smoke", "--out", own)
+    assert code == 2 and (own / ".lock").read_text() == "a user's own lock file"
+
+
+def test_force_into_a_linked_folder_replaces_the_folder_it_points_to(cli, tmp_path):
+    target = tmp_path / "elsewhere" / "ds"
+    assert cli("data", "build", "--preset", "smoke", "--out", target)[0] == 0
+    (target / "notes.txt").write_text("mine")
+    link = tmp_path / "dslink"
+    link.symlink_to(target)
+    assert cli("data", "build", "--preset", "smoke", "--seed", "3", "--out", link, "--force")[0] == 0
+    assert link.is_symlink() and (target / "notes.txt").read_text() == "mine"
+    assert json.loads((target / "dataset.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dslink", "elsewhere"]  # no debris
+
+
+def test_resume_never_replaces_a_finished_run_nor_restarts_on_another_dataset(cli, tiny_run, smoke_data, tmp_path):
+    from conftest import run_cli
+
+    finished = _copy(tiny_run, tmp_path / "finished")
+    shutil.rmtree(finished / "checkpoints")  # checkpoints pruned to save space; the result stays
+    before = (finished / "summary.json").read_bytes()
+    code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", TINY, "--out",
+                       finished, "--resume")
+    assert code == 2 and "finished run" in err and (finished / "summary.json").read_bytes() == before
+    dead = _copy(tiny_run, tmp_path / "dead")
+    shutil.rmtree(dead / "checkpoints")
+    (dead / "summary.json").unlink()
+    other = tmp_path / "other"
+    assert run_cli("data", "build", "--preset", "smoke", "--seed", "9", "--out", other) == 0
+    code, _, err = cli("train", "--data", other, "--preset", "smoke", "--quiet", "--set", TINY, "--out", dead,
+                       "--resume")
+    assert code == 2 and "dataset" in err and (dead / "metrics.jsonl").exists()
+
+
+def test_fresh_ignores_recorded_outputs_that_are_not_the_tools(tmp_path):
+    root = tmp_path / "sweep"
+    (root / "mydata").mkdir(parents=True)
+    (root / "mydata" / "f").write_text("x")
+    (root / "analysis.ipynb").write_text("{}")
+    run = root / "runs" / "p"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("x")
+    (run / "metrics.jsonl").write_text("")
+    (run / "notes.md").write_text("a user's notes in a run folder")
+    artifacts.remove_own(root, [root / "mydata", root / "analysis.ipynb", run])  # a hand-edited sweep.json
+    assert (root / "mydata" / "f").exists() and (root / "analysis.ipynb").exists()
+    assert not (run / "config.yaml").exists() and (run / "notes.md").exists()

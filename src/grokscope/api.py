@@ -11,7 +11,11 @@ The CLI is a thin layer over these functions (argument parsing and printing), so
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import types
+import typing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +31,40 @@ from grokscope.errors import GrokscopeError
 # torch is imported on first use (runs, models), so `grokscope data ...` and `--help` start fast.
 
 
+def checked(func):
+    """Check a verb's arguments against its annotations before it runs: a path must be a path and a text a text
+    (None only where the annotation allows it), so an API caller's odd argument is one line, not a TypeError deep
+    inside pathlib or the parser."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def verb(*args, **kwargs):
+        hints = typing.get_type_hints(func)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise GrokscopeError(f"{func.__name__}(): {exc}") from None
+        for name, value in bound.arguments.items():
+            _check_argument(func.__name__, name, value, hints.get(name))
+        return func(*args, **kwargs)
+    return verb
+
+
+def _check_argument(verb: str, name: str, value, hint) -> None:
+    if hint is None:  # not annotated (callbacks such as log, runner)
+        return
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) not in options:
+            raise GrokscopeError(f"{verb}(): {name} is required (got None)")
+        return
+    if Path in options:
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise GrokscopeError(f"{verb}(): {name} must be a path (got {value!r})")
+    elif str in options and not isinstance(value, str):
+        raise GrokscopeError(f"{verb}(): {name} must be text (got {value!r})")
+
+
 def to_transformer_lens(model):
     """A TransformerLens model with the same weights as a gpt model (extra ``interp``), in eval mode."""
     from grokscope.models.export_tl import to_transformer_lens as convert
@@ -36,6 +74,7 @@ def to_transformer_lens(model):
 # ------------------------------------------------------------------------------------------------ stages
 
 
+@checked
 def build_data(out: Path, preset: str = "micro", regime: str | None = None, aug: str | None = None,
                sets: list[str] | None = None, transfer: bool = False, seed: int | None = None,
                force: bool = False) -> Dataset:
@@ -53,6 +92,7 @@ def build_data(out: Path, preset: str = "micro", regime: str | None = None, aug:
     return ds
 
 
+@checked
 def build_family(out: Path, preset: str = "micro", sets: list[str] | None = None, seed: int | None = None,
                  transfer: bool | None = None, force: bool = False, log=print) -> dict[str, Path]:
     """The five regimes on one graph into ``out/<regime>`` (and their transfer sets: by default when the graph has
@@ -72,6 +112,7 @@ def build_family(out: Path, preset: str = "micro", sets: list[str] | None = None
     return build(cfg, Path(out), force=force, transfer=transfer, log=log)
 
 
+@checked
 def derive_transfer(parent: Path, out: Path, sets: list[str] | None = None, force: bool = False) -> Dataset:
     """The transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
     from grokscope.config import apply_overrides, from_dict
@@ -91,6 +132,7 @@ def derive_transfer(parent: Path, out: Path, sets: list[str] | None = None, forc
     return tds
 
 
+@checked
 def load_data(path: Path) -> Dataset:
     """A dataset folder, every file checked."""
     from grokscope.data.store import load
@@ -98,6 +140,7 @@ def load_data(path: Path) -> Dataset:
     return load(path)
 
 
+@checked
 def export_data(path: Path, out: Path, fmt: str = "original", force: bool = False) -> Path:
     """A dataset in the original authors' JSON format."""
     from grokscope.data.original_format import export_original
@@ -107,6 +150,7 @@ def export_data(path: Path, out: Path, fmt: str = "original", force: bool = Fals
     return export_original(load_data(path), Path(out), force=force)
 
 
+@checked
 def import_data(folder: Path, out: Path, force: bool = False) -> Dataset:
     """An original-format dataset (bridges recovered from the atomic facts) in grokscope's format."""
     from grokscope.data.original_format import import_original
@@ -131,6 +175,7 @@ def data_config(preset: str, regime: str | None = None, aug: str | None = None, 
     return resolve_data_config(preset, regime, aug_pairs, overrides)
 
 
+@checked
 def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets: list[str] | None = None,
           resume: bool = False, force_config: bool = False, device: str = "auto", quiet: bool = False) -> dict:
     """Train (or resume) a run; returns its summary."""
@@ -178,6 +223,7 @@ def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: 
     return train_cfg, model_config(family_name, train_cfg.model_config, d_vocab=d_vocab, overrides=routed["model"])
 
 
+@checked
 def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
             analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None,
             device: str = "auto") -> dict:
@@ -187,6 +233,7 @@ def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid
     return analyze_run(Path(run), steps, probes, analyses, data, runtime.pick_device(device))
 
 
+@checked
 def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
              sets: list[str] | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
              resume: bool = False) -> dict:
@@ -199,7 +246,7 @@ def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "sc
                         device=device, quiet=quiet, resume=resume)
 
 
-COMPARE_KIND = "grokscope compare"
+COMPARE_KIND = artifacts.COMPARE_KIND
 GRAPH_KEYS = ("num_entities", "num_relations", "out_degree", "ood_ratio", "seed")  # what fixes the graph and its split
 
 
@@ -211,16 +258,12 @@ def graph_key(meta: dict) -> str:
 
 def check_compare_target(out: Path) -> None:
     """``compare --out`` replaces only an earlier comparison, never another file."""
-    if out.exists():
-        try:
-            old = json.loads(out.read_text()) if out.is_file() else None
-        except (OSError, ValueError):
-            old = None
-        if not isinstance(old, dict) or not (old.get("kind") == COMPARE_KIND or {"a", "b", "verdict"} <= set(old)):
-            raise GrokscopeError(f"{out}: exists and is not a comparison grokscope wrote; choose another --out")
+    if out.exists() and not artifacts.is_comparison(out):
+        raise GrokscopeError(f"{out}: exists and is not a comparison grokscope wrote; choose another --out")
     artifacts.ensure_writable_parent(out)
 
 
+@checked
 def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "auto") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
     from grokscope import runs, runtime
@@ -244,13 +287,13 @@ def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, 
     result = {"kind": COMPARE_KIND, "a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", "step_a": step_a,
               "step_b": step_b,
               **compare_paths(model_a, model_b, ds, rows)}
-    if out is not None:
-        with artifacts.FolderLock(Path(out).parent, "folder"):  # the folder it changes, as every writing verb
-            check_compare_target(Path(out))  # again under the lock: another process may have written it
-            artifacts.write_json_atomic(Path(out), result)
+    if out is not None:  # one file, written whole by a rename (no lock: it would leave a .lock in a user's folder)
+        check_compare_target(Path(out))  # again: another process may have written it meanwhile
+        artifacts.write_json_atomic(Path(out), result)
     return result
 
 
+@checked
 def export_tl(ref: str, out: Path | None = None, force: bool = False, check: bool = True) -> tuple[Path, float | None]:
     """A gpt checkpoint in TransformerLens's layout; with ``check``, the max logit difference of the live TL model."""
     import torch
@@ -285,6 +328,7 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
     return out, diff
 
 
+@checked
 def study(preset: str = "micro", out: Path | None = None, executor: str = "local", address: str | None = None,
           sets: list[str] | None = None, fresh: bool = False, runner=None, log=print, stack: bool = True) -> Path:
     """Run a whole study and write its report; returns the report's path. Runs of one architecture are trained
@@ -296,6 +340,7 @@ def study(preset: str = "micro", out: Path | None = None, executor: str = "local
                      runner=runner, stack=stack)
 
 
+@checked
 def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
           address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True,
           fresh: bool = False) -> Path:
@@ -307,6 +352,7 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
     return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack, fresh=fresh)
 
 
+@checked
 def report(path: Path) -> Path:
     from grokscope.report.build import build_report
 
@@ -480,11 +526,13 @@ class Study:
         return pd.DataFrame(study_findings(self.path))
 
 
-def open_run(path) -> Run:
+@checked
+def open_run(path: Path) -> Run:
     return Run(path)
 
 
-def open_study(path) -> Study:
+@checked
+def open_study(path: Path) -> Study:
     path = Path(path)
     if not (path / "study.json").is_file():
         raise GrokscopeError(f"{path}: not a study folder (no study.json)")

@@ -238,8 +238,8 @@ def replace_dir(tmp: Path, out: Path) -> None:
     out, tmp = Path(out), Path(tmp)
     if out.exists():
         written = {p.name for p in tmp.iterdir()}
-        for entry in out.iterdir():  # the held .lock moves too, so its holder keeps the lock on the new folder
-            if entry.name not in written:
+        for entry in out.iterdir():  # the held .lock stays: the folder is locked until the swap
+            if entry.name not in written and entry.name != ".lock":
                 os.replace(entry, tmp / entry.name)
         trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
         os.replace(out, trash)
@@ -249,11 +249,53 @@ def replace_dir(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+COMPARE_KIND = "grokscope compare"
+
+
+def is_comparison(path: Path) -> bool:
+    """A JSON file that ``grokscope compare --out`` wrote."""
+    try:
+        data = json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("kind") == COMPARE_KIND or {"a", "b", "verdict"} <= set(data))
+
+
+def is_own_output(path: Path) -> bool:
+    """One of the tool's output folders (by its marker files), a comparison file, or a run folder that died
+    before it wrote its markers (only the tool's own entries in it)."""
+    path = Path(path)
+    if path.is_dir():
+        if owned_kind(path) is not None:
+            return True
+        return all(p.name in RUN_ENTRIES or p.name.startswith(TMP_PREFIX) for p in path.iterdir())
+    return is_comparison(path)
+
+
+def _remove_entries(folder: Path) -> None:
+    """Remove what the tool writes in one of its folders, then the folder if nothing else (a user's notebook) is
+    left in it."""
+    kind = owned_kind(folder)
+    names = {"dataset": DATASET_ENTRIES}.get(kind, RUN_ENTRIES if kind in ("run", None) else OWNED.get(kind, ()))
+    for entry in folder.iterdir():
+        if entry.name in names or entry.name.startswith(TMP_PREFIX) or entry.name == ".lock":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+DATASET_ENTRIES = ("dataset.json", "vocab.json", "arrays.npz")
+RUN_ENTRIES = (".lock", "config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard", "analysis",
+               "data")
+
+
 def write_owned_dir(out: Path, force: bool, kind: str, fill) -> Path:
     """Write one of the tool's output folders whole or not at all: under the folder's lock, check the target
     (``check_output_dir``), let ``fill(tmp)`` write everything into a temporary sibling, then move it into place
     (``replace_dir``: a user's other files in an old folder are kept). A failure leaves the old folder as it was."""
     out = Path(out)
+    if out.is_symlink():  # replace the folder the link points to, not the link
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
     ensure_writable_parent(out)
@@ -283,13 +325,18 @@ def remove_own(root: Path, outputs) -> list[Path]:
     root = Path(root).resolve()
     removed = []
     for item in dict.fromkeys(map(str, outputs)):
-        path = Path(item) if Path(item).is_absolute() else root / item
+        named = not Path(item).is_absolute()  # a fixed name of the command's own (study.json, figures, ...)
+        path = Path(item) if not named else root / item
         path = path.parent.resolve() / path.name
-        if root not in path.parents or path.is_symlink() and not path.exists():
-            continue  # never outside the folder the command owns
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
+        if root not in path.parents or path.is_symlink():
+            continue  # never outside the folder the command owns, never through a link
+        if not named and not is_own_output(path):
+            continue  # a recorded output (a manifest can be hand-edited) must look like the tool's own
+        if path.is_dir() and named:
+            shutil.rmtree(path)  # a folder of the command's own by name (figures/)
+        elif path.is_dir():
+            _remove_entries(path)
+        elif path.exists():
             path.unlink()
         else:
             continue
@@ -332,11 +379,19 @@ class FolderLock:
         if self._key in FolderLock._held:
             FolderLock._held[self._key][1] += 1
             return self
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise GrokscopeError(f"{self.path}: is not a lock file grokscope wrote (a link or a folder); move it "
+                                 f"and try again")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise GrokscopeError(f"{self.path}: cannot create the lock ({exc.strerror}); choose a writable --out") \
                 from None
+        mine = os.read(fd, 200)
+        if mine and not mine.startswith(b"pid "):  # a user's own .lock: never overwritten
+            os.close(fd)
+            raise GrokscopeError(f"{self.path}: is not a lock file grokscope wrote; move it and try again")
+        os.lseek(fd, 0, os.SEEK_SET)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -143,7 +143,11 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
     keep = ("data",) if finetune else ()
     if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):
-        artifacts.ensure_writable_dir(out)  # it starts over; the folder is cleared once its lock is held
+        if (out / "summary.json").exists():  # a finished result is never replaced
+            raise GrokscopeError(f"{out}: holds a finished run (summary.json) with no readable checkpoint; there is "
+                                 f"nothing to resume; choose another --out")
+        runs.prepare_run_dir(out, config, True, force_config, keep)  # the same dataset and settings as any resume
+        # It starts over: the folder is cleared once its lock is held (RunRequest.claim).
         return RunRequest(ds, model_cfg, cfg, out, config, False, device, quiet, finetune, restart=True)
     runs.prepare_run_dir(out, config, resume, force_config, keep)
     return RunRequest(ds, model_cfg, cfg, out, config, resume, device, quiet, finetune)

@@ -92,3 +92,88 @@ def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():
     step(float("inf"))
     with pytest.raises(NonFiniteLoss):
         state.take_train_loss()
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten operations dispatched (a stand-in for kernel launches)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _model_with_grads(seed: int):
+    from grokscope.models.registry import build_model, model_config
+
+    torch.manual_seed(seed)
+    model = build_model(model_config("gpt", "micro", d_vocab=30))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    return model
+
+
+def test_grokfast_and_ema_take_a_few_multi_tensor_ops_with_the_same_bits():
+    """Grokfast (without a GradScaler) and the EMA run a few multi-tensor ops instead of a few per tensor, and give
+    the same bits as the per-tensor formulas."""
+    from grokscope.train.optim import EMA, Grokfast
+
+    fast, ref = Grokfast(0.9, 2.0), Grokfast(0.9, 2.0)
+    a, b = _model_with_grads(0), _model_with_grads(0)
+    n_tensors = len(list(a.parameters()))
+    for step in range(3):
+        for p, q in zip(a.parameters(), b.parameters()):
+            p.grad = torch.randn_like(p, generator=torch.Generator().manual_seed(step))
+            q.grad = p.grad.clone()
+        with _CountOps() as ops:
+            fast.apply(a, guard=False)
+        ref.apply(b, guard=True)
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+        if step:
+            assert ops.count <= 8 < n_tensors  # mul, add and add: one each for every gradient
+    assert all(torch.equal(fast.ema[k], ref.ema[k]) for k in ref.ema)
+    ema = EMA(a, 0.99)
+    reference = {k: v.clone() for k, v in ema.shadow.items()}
+    for p in a.parameters():
+        p.data.add_(1.0)
+    with _CountOps() as ops:
+        ema.update(a)
+    weights = a.state_dict()
+    assert all(torch.equal(ema.shadow[k], reference[k].lerp(weights[k].float(), 0.01)) for k in reference)
+    assert ops.count <= 3 + len(reference)  # the state dict's views, then one lerp for every tensor
+
+
+def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monkeypatch):
+    """The epoch's shorter last batch must not turn the compiled step into a dynamic-shape graph for the full
+    batches that follow (recorded with a compile backend that notes every graph's input shapes)."""
+    from grokscope.train import loop
+    from grokscope.data.encoding import training_set
+    from grokscope.data.build import build_dataset
+    from grokscope.data.config import DATA_PRESETS
+    from grokscope.models.registry import build_model, model_config
+    from grokscope.train.config import TrainConfig
+    from grokscope.train.state import TrainState
+
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append([tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)] +
+                      [x for x in example_inputs if isinstance(x, torch.SymInt)])
+        return gm.forward
+    real_compile = torch.compile
+    monkeypatch.setattr(loop.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
+    torch._dynamo.reset()
+    ds = build_dataset(DATA_PRESETS["smoke"])
+    model = build_model(model_config("gpt", "smoke", d_vocab=ds.vocab.d_vocab))
+    cfg = TrainConfig(model_config="smoke", precision="fp32", compile=True)
+    state = TrainState(model, cfg, 100, "cpu")
+    step = loop.make_train_step(state, cfg, "cpu")
+    data = training_set(ds)
+    for i, size in enumerate((16, 16, 5, 16, 16)):
+        step(data.take(torch.arange(size)), i)
+    torch._dynamo.reset()
+    assert len(graphs) == 2, graphs  # one static graph for the full batch, one for the short one
+    assert not any(isinstance(x, torch.SymInt) for g in graphs for x in g)

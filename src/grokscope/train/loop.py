@@ -290,7 +290,9 @@ def make_train_step(state: TrainState, cfg: TrainConfig, device: str):
             return model.loss(batch, model.forward_batch(batch), spec)
 
     if cfg.compile if cfg.compile is not None else device == "cuda":
-        forward_loss = torch.compile(forward_loss)
+        # Static shapes: the epoch's last, shorter batch gets its own graph instead of turning every later full
+        # batch into a dynamic-shape graph.
+        forward_loss = torch.compile(forward_loss, dynamic=False)
 
     def train_step(batch, step: int) -> None:
         set_learning_rates(state, cfg, step)
@@ -314,7 +316,8 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
         for opt in state.optimizers:
             state.scaler.unscale_(opt)
     if state.grokfast is not None:
-        state.grokfast.apply(model)  # skips itself on an overflow step (the scaler skips that step too)
+        # With a GradScaler it skips itself on an overflow step (the scaler skips that step too).
+        state.grokfast.apply(model, guard=state.scaler is not None)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     for opt in state.optimizers:

@@ -80,9 +80,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].lerp_(v.float(), 1 - self.decay)
+        """One multi-tensor kernel for every weight (a launch-bound small model paid one per tensor)."""
+        weights = model.state_dict()
+        torch._foreach_lerp_(list(self.shadow.values()), [weights[k].float() for k in self.shadow], 1 - self.decay)
 
     def load(self, weights: dict, device) -> None:
         self.shadow = {k: weights[k].float().to(device).clone() for k in self.shadow}
@@ -103,13 +103,16 @@ class Grokfast:
         self.ema: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def apply(self, model: nn.Module) -> torch.Tensor:
+    def apply(self, model: nn.Module, guard: bool = True) -> torch.Tensor:
         """Filter the gradients in place. Returns a 0-d bool tensor: False when a gradient was not finite, in which
         case neither the average nor the gradients were filtered. No host synchronisation: the decision stays on
-        the device."""
+        the device. ``guard=False`` (no GradScaler: a non-finite gradient stops the run anyway) takes the
+        multi-tensor path, a few kernels for every gradient instead of a few per gradient."""
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         if not grads:
             return torch.tensor(True)
+        if not guard:
+            return self._apply_unguarded(grads)
         finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
         for name, g in grads.items():
             old = self.ema.get(name)
@@ -117,6 +120,17 @@ class Grokfast:
             self.ema[name] = torch.where(finite, new, old if old is not None else torch.zeros_like(g))
             g.add_(torch.where(finite, self.ema[name], torch.zeros_like(g)), alpha=self.lamb)
         return finite
+
+    def _apply_unguarded(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
+        names, values = list(grads), list(grads.values())
+        if not self.ema:
+            self.ema = {n: g.detach().clone() for n, g in grads.items()}
+        else:  # the same arithmetic as the guarded path, ema * a + g * (1 - a), so both give the same bits
+            emas = [self.ema[n] for n in names]
+            torch._foreach_mul_(emas, self.alpha)
+            torch._foreach_add_(emas, values, alpha=1 - self.alpha)
+        torch._foreach_add_(values, [self.ema[n] for n in names], alpha=self.lamb)
+        return torch.ones((), dtype=torch.bool, device=values[0].device)
 
     def load(self, tensors: dict, device) -> None:
         self.ema = {k: v.to(device) for k, v in tensors.items()}

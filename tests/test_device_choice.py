@@ -177,3 +177,28 @@ def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monk
     torch._dynamo.reset()
     assert len(graphs) == 2, graphs  # one static graph for the full batch, one for the short one
     assert not any(isinstance(x, torch.SymInt) for g in graphs for x in g)
+
+
+def test_signsgd_under_a_grad_scaler_never_syncs_and_skips_an_overflow(monkeypatch):
+    """The trm's puzzle vector is trained by SignSGD; under fp16 the GradScaler used to read found_inf with .item()
+    every step (SignSGD had no scaler-aware path). Shown with the CPU GradScaler, which takes the same path."""
+    from grokscope.train.optim import SignSGD
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    opt = SignSGD([p], lr=0.1, weight_decay=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+
+    def no_sync(self):
+        raise AssertionError("a host synchronisation (.item()) in the optimiser step")
+    scaler.scale((p * torch.tensor([1.0, -1.0, 2.0])).sum()).backward()
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    scaler.step(opt)
+    monkeypatch.undo()
+    expected = torch.tensor([1.0, -2.0, 3.0]) * (1 - 0.05) - 0.1 * torch.tensor([1.0, -1.0, 1.0])
+    assert torch.equal(p.detach(), expected)
+    scaler.update()
+    before = p.detach().clone()
+    opt.zero_grad()
+    scaler.scale((p * torch.tensor([float("inf"), 1.0, 1.0])).sum()).backward()
+    scaler.step(opt)
+    assert torch.equal(p.detach(), before)  # the overflow step is skipped

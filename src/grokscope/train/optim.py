@@ -12,18 +12,29 @@ from torch import nn
 
 
 class SignSGD(torch.optim.Optimizer):
-    """w <- w * (1 - lr * wd) - lr * sign(g): the original TRM code's optimiser for its sparse puzzle embedding."""
+    """w <- w * (1 - lr * wd) - lr * sign(g): the original TRM code's optimiser for its sparse puzzle embedding.
+
+    Under fp16 the GradScaler hands it ``found_inf`` as a device tensor (``_step_supports_amp_scaling``) instead of
+    reading it with ``.item()``, a host synchronisation every step; an overflow step leaves the weights as they
+    were. The gradient's positive scale does not change its sign, so the scale itself is not needed."""
+
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, lr: float, weight_decay: float):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure=None):
+        found_inf = getattr(self, "found_inf", None)  # set by GradScaler.step for the duration of this call
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                p.mul_(1 - group["lr"] * group["weight_decay"]).add_(torch.sign(p.grad), alpha=-group["lr"])
+                if found_inf is None:
+                    p.mul_(1 - group["lr"] * group["weight_decay"]).add_(torch.sign(p.grad), alpha=-group["lr"])
+                else:
+                    new = p.mul(1 - group["lr"] * group["weight_decay"]).add_(torch.sign(p.grad), alpha=-group["lr"])
+                    p.copy_(torch.where(found_inf > 0, p, new))
 
 
 def make_optimizers(model, cfg, device: str = "cpu") -> list[torch.optim.Optimizer]:

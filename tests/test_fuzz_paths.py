@@ -279,6 +279,25 @@ def edited_cases() -> list[Case]:
                         ("job out outside the study", {"train x": {"out": "/", "status": "done"}}),
                         ("status unknown", {"train x": {"status": "sideways"}})):
         c.append(Case(f"edited: study.json {label}", study, needs=NEEDS, setup=manifest(jobs), codes=(2,)))
+    def old_layout(record: dict) -> Callable[[Path], None]:
+        def setup(r: Path) -> None:
+            _fake_study(None)(r)
+            data = json.loads((r / "study" / "study.json").read_text())
+            data["jobs"] = {"train x": {"status": "done", "record": record}}
+            (r / "study" / "study.json").write_text(json.dumps(data))
+        return setup
+    for label, record in (("record without a path", {"role": "pretrain", "model": "gpt", "regime": "natural"}),
+                          ("record path null", {"role": "pretrain", "model": "gpt", "regime": "natural",
+                                                "path": None}),
+                          ("fine-tune record without a checkpoint", {"role": "finetune", "regime": "natural",
+                                                                     "path": "x", "parent": "y"}),
+                          ("record is a list", [1, 2])):
+        c.append(Case(f"edited: report of a study.json whose {label}", lambda r: ["report", r / "study"],
+                      needs=NEEDS, setup=old_layout(record), codes=(2,)))
+    c.append(Case("edited: a damaged lens.parquet", lambda r: ["analyze", r / "run", "--steps", "last", "--probes",
+                                                               "iid", "--analyses", "lens"], needs=NEEDS,
+                  setup=lambda r: (r / "run" / "analysis" / "lens.parquet").write_text("garbage"), codes=(2,),
+                  expect="unreadable"))
     c += [Case("edited: study.json job output outside the study, then --fresh", lambda r: [
         "study", "--preset", "smoke", "--fresh", "--set", "data.nonsense=1", "--out", r / "s"], needs=NEEDS,
         setup=manifest({"train x": {"out": "../notes", "status": "done"}}), codes=(2,))]

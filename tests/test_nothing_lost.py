@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from grokscope import artifacts
+from grokscope.errors import GrokscopeError
 from grokscope.study.plan import Job, Manifest
 
 TINY = "max_steps=20,eval_every=10,eval_bridge_use=16"
@@ -312,6 +313,51 @@ def test_fresh_ignores_recorded_outputs_that_are_not_the_tools(tmp_path):
     (run / "config.yaml").write_text("x")
     (run / "metrics.jsonl").write_text("")
     (run / "notes.md").write_text("a user's notes in a run folder")
-    artifacts.remove_own(root, [root / "mydata", root / "analysis.ipynb", run])  # a hand-edited sweep.json
-    assert (root / "mydata" / "f").exists() and (root / "analysis.ipynb").exists()
-    assert not (run / "config.yaml").exists() and (run / "notes.md").exists()
+    with pytest.raises(GrokscopeError, match="notes.md"):  # it would block the re-run: refused, nothing removed
+        artifacts.remove_own(root, [root / "mydata", root / "analysis.ipynb", run])  # a hand-edited sweep.json
+    assert (run / "config.yaml").exists()
+    (run / "notes.md").unlink()
+    artifacts.remove_own(root, [root / "mydata", root / "analysis.ipynb", run])
+    assert (root / "mydata" / "f").exists() and (root / "analysis.ipynb").exists() and not run.exists()
+
+
+def test_a_kill_in_the_middle_of_force_never_loses_a_users_file(cli, tmp_path, monkeypatch):
+    """Killed after the old folder was moved aside (and before the user's files were moved into the new one): the
+    next write puts them back, whatever the next write is."""
+    import os as _os
+
+    out = tmp_path / "ds"
+    assert cli("data", "build", "--preset", "smoke", "--out", out)[0] == 0
+    (out / "NOTES.txt").write_text("mine")
+    real = _os.replace
+    calls = []
+
+    def killed_after_the_swap(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        if len(calls) == 2:  # old -> trash, new -> out: the kill comes now
+            raise KeyboardInterrupt
+    monkeypatch.setattr(artifacts.os, "replace", killed_after_the_swap)
+    assert cli("data", "build", "--preset", "smoke", "--seed", "1", "--out", out, "--force")[0] == 130
+    monkeypatch.undo()
+    assert not (out / "NOTES.txt").exists()  # for now it sits in the old folder, aside
+    assert cli("data", "build", "--preset", "smoke", "--seed", "2", "--out", out, "--force")[0] == 0
+    assert (out / "NOTES.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_leftovers_of_one_name_are_never_anothers(tmp_path):
+    (tmp_path / ".grokscope-tmp-ds-v2-abcdefgh").mkdir()  # another output's write in progress
+    (tmp_path / ".grokscope-tmp-ds-abcdefgh").mkdir()
+    artifacts.clean_leftovers(tmp_path, "ds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".grokscope-tmp-ds-v2-abcdefgh"]
+
+
+def test_fresh_keeps_a_users_plot_in_figures(tmp_path):
+    figures = tmp_path / "study" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "regimes_gpt.png").write_bytes(b"png")
+    (figures / "my_plot.png").write_bytes(b"mine")
+    (figures / artifacts.FIGURES_INDEX).write_text('["regimes_gpt.png"]')
+    artifacts.remove_own(tmp_path / "study", ["figures"])
+    assert sorted(p.name for p in figures.iterdir()) == ["my_plot.png"]

@@ -12,6 +12,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -225,28 +226,54 @@ def ensure_writable_dir(folder: Path) -> None:
         raise GrokscopeError(f"{folder}: not writable; choose a writable --out")
 
 
+def _leftover_pattern(name: str) -> re.Pattern:
+    """A temporary sibling of ``name`` exactly: ``<prefix><name>-<8 random>`` (a new folder being written) or
+    ``<prefix><name>-old-<pid>`` (the folder it replaces); never one of ``name-v2``, whatever characters ``name``
+    holds."""
+    return re.compile(re.escape(f"{TMP_PREFIX}{name}-") + r"(?:old-\d+|[A-Za-z0-9_]{8})$")
+
+
 def clean_leftovers(parent: Path, name: str) -> None:
-    """Remove temporary siblings that a killed atomic write of ``name`` left behind in ``parent``."""
-    for leftover in Path(parent).glob(f"{TMP_PREFIX}{name}-*"):
+    """Finish or undo what a killed write of ``name`` left in ``parent``. A new folder that never moved into place
+    is removed. The old folder of an interrupted swap is put back when ``name`` is missing, else the entries that
+    are missing from the new ``name`` (a user's files) are moved back into it, and the rest (superseded output)
+    removed: a kill at any point never loses a user's file."""
+    out, pattern = Path(parent) / name, _leftover_pattern(name)
+    leftovers = sorted(p for p in Path(parent).iterdir() if pattern.fullmatch(p.name)) if Path(parent).is_dir() \
+        else []
+    for leftover in [p for p in leftovers if "-old-" in p.name[len(TMP_PREFIX) + len(name):]]:
+        if not out.exists():
+            os.replace(leftover, out)
+            continue
+        for entry in leftover.iterdir():
+            if not (out / entry.name).exists() and not (out / entry.name).is_symlink():
+                os.replace(entry, out / entry.name)
         shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in leftovers:
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """Move the complete folder ``tmp`` to ``out``. An old ``out`` loses only the entries ``tmp`` replaces: everything
-    else in it (a user's notes, a notebook) is moved into the new folder first, then the old one is moved aside and
-    removed only after the new one is in place."""
+    """Move the complete folder ``tmp`` to ``out``. An old ``out`` loses only the entries ``tmp`` replaces: it is
+    moved aside, the new folder moved in, and then everything else of the old one (a user's notes, a notebook, the
+    held .lock) moved into the new one before the rest is removed. A kill at any step leaves what
+    ``clean_leftovers`` puts right: the user's files are never in the temporary folder that gets deleted."""
     out, tmp = Path(out), Path(tmp)
-    if out.exists():
-        written = {p.name for p in tmp.iterdir()}
-        for entry in out.iterdir():  # the held .lock stays: the folder is locked until the swap
-            if entry.name not in written and entry.name != ".lock":
-                os.replace(entry, tmp / entry.name)
-        trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
-        os.replace(out, trash)
+    if not out.exists():
         os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
+        return
+    trash = out.with_name(f"{TMP_PREFIX}{out.name}-old-{os.getpid()}")
+    os.replace(out, trash)
+    try:
         os.replace(tmp, out)
+    except OSError:
+        os.replace(trash, out)  # put the old folder back
+        raise
+    for entry in trash.iterdir():
+        if not (out / entry.name).exists() and not (out / entry.name).is_symlink():
+            os.replace(entry, out / entry.name)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 COMPARE_KIND = "grokscope compare"
@@ -272,11 +299,42 @@ def is_own_output(path: Path) -> bool:
     return is_comparison(path)
 
 
+FIGURES_INDEX = ".grokscope-figures.json"  # the files the report wrote in figures/
+FIGURE_NAME = re.compile(r"(regimes|grokking|bridge_use|b_decodable_at_r1|trace)_.+\.png$|transfer\.png$")
+
+
+def _remove_listed(folder: Path) -> None:
+    """Remove the files a folder's index lists (or, for a folder written before indexes, the files named like the
+    report's figures), the index, and the folder when nothing else is left."""
+    index = folder / FIGURES_INDEX
+    try:
+        listed = set(json.loads(index.read_text())) if index.is_file() else None
+    except (OSError, ValueError):
+        listed = None
+    for entry in folder.iterdir():
+        own = entry.name in listed if listed is not None else bool(FIGURE_NAME.fullmatch(entry.name))
+        if entry.is_file() and not entry.is_symlink() and (own or entry.name == FIGURES_INDEX):
+            entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _own_entry_names(folder: Path) -> tuple[str, ...]:
+    kind = owned_kind(folder)
+    return {"dataset": DATASET_ENTRIES}.get(kind, RUN_ENTRIES if kind in ("run", None) else OWNED.get(kind, ()))
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The entries of one of the tool's folders that the tool did not write (a user's notes)."""
+    names = _own_entry_names(folder)
+    return sorted(e.name for e in folder.iterdir()
+                  if e.name not in names and not e.name.startswith(TMP_PREFIX) and e.name != ".lock")
+
+
 def _remove_entries(folder: Path) -> None:
     """Remove what the tool writes in one of its folders, then the folder if nothing else (a user's notebook) is
     left in it."""
-    kind = owned_kind(folder)
-    names = {"dataset": DATASET_ENTRIES}.get(kind, RUN_ENTRIES if kind in ("run", None) else OWNED.get(kind, ()))
+    names = _own_entry_names(folder)
     for entry in folder.iterdir():
         if entry.name in names or entry.name.startswith(TMP_PREFIX) or entry.name == ".lock":
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
@@ -299,6 +357,7 @@ def write_owned_dir(out: Path, force: bool, kind: str, fill) -> Path:
     if out.exists() and not out.is_dir():
         raise GrokscopeError(f"{out}: exists and is a file, not a folder; choose another --out")
     ensure_writable_parent(out)
+    check_output_dir(out, force, kind)  # before the lock: a refusal leaves no .lock behind in someone's folder
     created = not out.exists()
     try:
         with FolderLock(out, kind):
@@ -323,7 +382,7 @@ def remove_own(root: Path, outputs) -> list[Path]:
     folders they leave empty; nothing else in ``root`` is touched, nor anything outside it. Returns what was
     removed."""
     root = Path(root).resolve()
-    removed = []
+    targets = []
     for item in dict.fromkeys(map(str, outputs)):
         named = not Path(item).is_absolute()  # a fixed name of the command's own (study.json, figures, ...)
         path = Path(item) if not named else root / item
@@ -332,8 +391,18 @@ def remove_own(root: Path, outputs) -> list[Path]:
             continue  # never outside the folder the command owns, never through a link
         if not named and not is_own_output(path):
             continue  # a recorded output (a manifest can be hand-edited) must look like the tool's own
+        targets.append((path, named))
+    # A run folder that keeps a user's file would block the re-run ("not a run"): refuse before removing anything.
+    blocked = [(p, foreign_entries(p)) for p, named in targets if p.is_dir() and not named]
+    blocked = [(p, f) for p, f in blocked if f]
+    if blocked:
+        path, names = blocked[0]
+        raise GrokscopeError(f"{path}: holds {', '.join(names[:3])}, which grokscope did not write; move it out of "
+                             f"the way and run --fresh again (nothing was removed)")
+    removed = []
+    for path, named in targets:
         if path.is_dir() and named:
-            shutil.rmtree(path)  # a folder of the command's own by name (figures/)
+            _remove_listed(path)  # a folder of the command's own by name (figures/): the files it lists
         elif path.is_dir():
             _remove_entries(path)
         elif path.exists():
@@ -349,9 +418,15 @@ def remove_own(root: Path, outputs) -> list[Path]:
 
 
 def new_tmp_dir(out: Path) -> Path:
+    """A temporary sibling of ``out`` for an atomic folder write, with the permissions a plain mkdir would give (a
+    shared folder stays readable by the group)."""
     out = Path(out)
     clean_leftovers(out.resolve().parent, out.name)
-    return Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}-", dir=out.resolve().parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}-", dir=out.resolve().parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
 
 
 # ------------------------------------------------------------------------------------------------ the run lock

@@ -146,6 +146,8 @@ def resolve_step(run: Path, step: str | int | None) -> int:
     steps = list_checkpoints(run)
     if not steps:
         raise GrokscopeError(f"{run}: has no complete checkpoint; train it first")
+    if isinstance(step, bool):
+        raise GrokscopeError(f"step {step!r} is not a number, 'last', 'sat' or 'grokked'")
     if step in (None, "last"):
         return steps[-1]
     if step in ("sat", "grokked"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -124,7 +125,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
                                      f"pass --fresh to start over")
         state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name,
                  "points": [p for p, _ in train_jobs],
-                 "outputs": [str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)]]}
+                 "outputs": sorted({*(() if fresh else _recorded_outputs(out)),
+                                    *(str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)])})}
         artifacts.write_json_atomic(out / "sweep.json", state)
         ex = make_executor(executor, address, runner, log)
 
@@ -148,6 +150,26 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             raise Interrupted(INTERRUPTED_MESSAGE) from None
 
 
+def _save_figure(fig, path: Path) -> None:
+    """Whole or not at all: a temporary sibling, then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _recorded_outputs(out: Path) -> list[str]:
+    """The outputs an earlier sweep in ``out`` recorded (kept, so that a later --fresh removes them too)."""
+    try:
+        old = json.loads((out / "sweep.json").read_text())
+    except (OSError, ValueError):
+        return []
+    outputs = old.get("outputs") if isinstance(old, dict) else None
+    return [o for o in outputs if isinstance(o, str)] if isinstance(outputs, list) else []
+
+
 def write_table(out: Path, grid: dict, train_jobs) -> Path:
     rows = []
     for point, job in train_jobs:
@@ -160,18 +182,18 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
                      "steps": summary["final_step"], "stop_reason": summary["stop_reason"],
                      "minutes": round(summary["wall_seconds"] / 60, 2)})
     df = pd.DataFrame(rows)
-    df.to_csv(out / "sweep.csv", index=False)
+    artifacts.write_text_atomic(out / "sweep.csv", df.to_csv(index=False))
     from grokscope.report import plots
 
     first = next(iter(grid))
     x = pd.to_numeric(df[first], errors="coerce")
     fig = plots.milestone_sweep(df.assign(**{first: x if x.notna().all() else df[first]}), first,
                                 f"steps to milestones vs {first}", by=[k for k in grid if k != first])
-    fig.savefig(out / "sweep.png", dpi=110)
+    _save_figure(fig, out / "sweep.png")
     plots.plt.close(fig)
     curves = {point_name(point): pd.DataFrame(artifacts.read_metrics(job.out)) for point, job in train_jobs}
     fig = plots.sweep_curves(curves, "curves of every grid point")
-    fig.savefig(out / "sweep_curves.png", dpi=110)
+    _save_figure(fig, out / "sweep_curves.png")
     plots.plt.close(fig)
     return out / "sweep.csv"
 

@@ -118,7 +118,11 @@ def id_compositions(ds: Dataset, n: int = TRACE_EXAMPLES) -> np.ndarray:
 
 def merge_table(path: Path, new: pd.DataFrame) -> None:
     if path.exists():
-        old = pd.read_parquet(path)
+        try:
+            old = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise GrokscopeError(f"{path}: unreadable ({type(exc).__name__}); move it aside and re-run `grokscope "
+                                 f"analyze` (it is rebuilt for the steps you analyse)") from None
         keys = set(zip(new["step"], new["probe_type"]))
         old = old[[k not in keys for k in zip(old["step"], old["probe_type"])]]
         new = pd.concat([old, new], ignore_index=True)

@@ -97,10 +97,34 @@ def load_study(root: Path) -> tuple[dict, dict, dict, dict]:
     spec = manifest.get("spec") or {}
     if not spec:
         raise GrokscopeError(f"{root / 'study.json'}: holds no study spec; re-run `grokscope study`")
+    check_manifest(manifest, root / "study.json")
     pre = {r["job"]: (r, run) for r in job_records(manifest, "pretrain") if (run := read_run(Path(r["path"])))}
     ft = {r["job"]: (r, run) for r in job_records(manifest, "finetune") + job_records(manifest, "control")
           if (run := read_run(Path(r["path"])))}
     return manifest, spec, pre, ft
+
+
+# The record keys the report reads, per role (a manifest written by an older grokscope, or edited by hand, may miss
+# some: that is one line naming the job, never a KeyError).
+RECORD_KEYS = {"pretrain": ("path", "model", "regime"), "finetune": ("path", "regime", "checkpoint", "parent"),
+               "control": ("path",), "compare": ("path", "regime_b"), "analysis": ("path",)}
+
+
+def check_manifest(manifest: dict, where: Path) -> None:
+    fix = "re-run `grokscope study` with the same preset to rewrite it"
+    jobs, spec = manifest.get("jobs"), manifest.get("spec")
+    if not isinstance(jobs, dict) or not all(isinstance(e, dict) and isinstance(e.get("record", {}), dict)
+                                             for e in jobs.values()):
+        raise GrokscopeError(f"{where}: its jobs are not a table of job records; {fix}")
+    models = spec.get("models") if isinstance(spec, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                               for m in models):
+        raise GrokscopeError(f"{where}: its spec has no list of named models; {fix}")
+    for name, entry in jobs.items():
+        record = entry.get("record", {})
+        missing = [k for k in RECORD_KEYS.get(record.get("role"), ()) if not isinstance(record.get(k), str)]
+        if missing:
+            raise GrokscopeError(f"{where}: job {name!r} has no {', '.join(missing)} in its record; {fix}")
 
 
 def study_findings(root: Path) -> list[dict]:
@@ -124,6 +148,7 @@ def build_report(root: Path) -> Path:
         tmp = artifacts.new_tmp_dir(root / "report")
         try:
             _write_report(tmp, manifest, spec, pre, ft)
+            artifacts.clean_leftovers(root, "figures")
             artifacts.replace_dir(tmp / "figures", root / "figures")
             for name in ("report.md", "report.html"):
                 os.replace(tmp / name, root / name)
@@ -138,6 +163,8 @@ def build_report(root: Path) -> Path:
 def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> None:
     figs = Figures(root / "figures")
     _figures(figs, spec, pre, ft)
+    # What the tool wrote in figures/, so that --fresh removes exactly these and keeps a user's own plots there.
+    artifacts.write_json_atomic(figs.dir / artifacts.FIGURES_INDEX, sorted(f for f, _, _ in figs.items))
     findings = _findings(spec, manifest, pre, ft)
     tables = {"checks": [row for f in findings for row in f.get("checks", [])], "compute": _compute_rows(pre),
               "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),

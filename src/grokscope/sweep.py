@@ -113,10 +113,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
     artifacts.ensure_writable_dir(out)
     with artifacts.FolderLock(out, "sweep"):
         spec = spec_dict(load_spec(preset))
-        old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over") \
-            if (out / "sweep.json").exists() and fresh else {}
         if fresh:  # the sweep's own outputs, by name: a user's files in the folder stay
-            paths = [*old.get("outputs", []), *(j.out for j in data_jobs), *(j.out for _, j in train_jobs)]
+            paths = [*_recorded_outputs(out), *(j.out for j in data_jobs), *(j.out for _, j in train_jobs)]
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
         elif (out / "sweep.json").exists():
             old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")

@@ -38,8 +38,10 @@ def clear_study(out: Path, jobs: list[Job]) -> None:
     job the old manifest or the new plan names); a user's notebook or notes anywhere in the folder stay."""
     out = Path(out)
     old = Manifest.open(out).data.get("jobs", {}) if (out / "study.json").exists() else {}
-    paths = [*(j.out for j in jobs), *(e.get("out") or e.get("record", {}).get("path") for e in old.values())]
-    artifacts.remove_own(out, [*STUDY_FILES, *(Path(p).resolve() for p in paths if p)])
+    recorded = [e.get("out") or (e.get("record") if isinstance(e.get("record"), dict) else {}).get("path")
+                for e in old.values()]
+    paths = [*(str(j.out) for j in jobs), *(p for p in recorded if isinstance(p, str) and p)]
+    artifacts.remove_own(out, [*STUDY_FILES, *(Path(p).resolve() for p in paths)])
 
 
 def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,

@@ -36,16 +36,17 @@ def checked(func):
     (None only where the annotation allows it), so an API caller's odd argument is one line, not a TypeError deep
     inside pathlib or the parser."""
     signature = inspect.signature(func)
+    # Read on first call, once: the annotations name classes defined further down this module (Run, Study).
+    hints = functools.cache(lambda: typing.get_type_hints(func))
 
     @functools.wraps(func)
     def verb(*args, **kwargs):
-        hints = typing.get_type_hints(func)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GrokscopeError(f"{func.__name__}(): {exc}") from None
         for name, value in bound.arguments.items():
-            _check_argument(func.__name__, name, value, hints.get(name))
+            _check_argument(func.__name__, name, value, hints().get(name))
         return func(*args, **kwargs)
     return verb
 
@@ -59,8 +60,7 @@ def _check_argument(verb: str, name: str, value, hint) -> None:
             raise GrokscopeError(f"{verb}(): {name} is required (got None)")
         return
     if Path in options:
-        if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise GrokscopeError(f"{verb}(): {name} must be a path (got {value!r})")
+        artifacts.as_path(value, f"{verb}(): {name}")
     elif str in options and not isinstance(value, str):
         raise GrokscopeError(f"{verb}(): {name} must be text (got {value!r})")
 
@@ -183,7 +183,6 @@ def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets
     from grokscope.train.loop import train as train_loop
 
     ds = load(data)
-    out = artifacts.as_path(out, "out")
     train_cfg, model_cfg = run_configs(model, preset, sets, ds.vocab.d_vocab)
     return train_loop(ds, data, model_cfg, train_cfg, out, resume=resume, force_config=force_config, device=device,
                       quiet=quiet)

@@ -245,13 +245,18 @@ def clean_leftovers(parent: Path, name: str) -> None:
         if not out.exists():
             os.replace(leftover, out)
             continue
-        for entry in leftover.iterdir():
-            if not (out / entry.name).exists() and not (out / entry.name).is_symlink():
-                os.replace(entry, out / entry.name)
+        _move_missing(leftover, out)
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in leftovers:
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _move_missing(src: Path, dst: Path) -> None:
+    """Move every entry of ``src`` that ``dst`` does not have (a user's files beside the tool's) into ``dst``."""
+    for entry in src.iterdir():
+        if not (dst / entry.name).exists() and not (dst / entry.name).is_symlink():
+            os.replace(entry, dst / entry.name)
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
@@ -270,9 +275,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
     except OSError:
         os.replace(trash, out)  # put the old folder back
         raise
-    for entry in trash.iterdir():
-        if not (out / entry.name).exists() and not (out / entry.name).is_symlink():
-            os.replace(entry, out / entry.name)
+    _move_missing(trash, out)
     shutil.rmtree(trash, ignore_errors=True)
 
 

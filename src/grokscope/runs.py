@@ -250,7 +250,8 @@ def prepare_run_dir(out: Path, config: dict, resume: bool, force_config: bool, k
                              f"settings, or pass --force-config to accept the changes")
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard", "analysis")
+# What a run writes in its folder (artifacts.RUN_ENTRIES without the lock and a fine-tune's data/, which stay).
+RUN_FILES = tuple(name for name in artifacts.RUN_ENTRIES if name not in (".lock", "data"))
 
 
 def clear_run(out: Path, keep: tuple[str, ...] = ()) -> None:

@@ -249,6 +249,11 @@ def _circuit_figures(figs: Figures, run: dict) -> None:
 def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
     """Findings 1 and 2 per seed (then across seeds); Finding 3 on the fine-tunes (the first seed's)."""
     tmodel = (spec.get("transfer") or {}).get("model") or spec["models"][0]["name"]
+    # The fine-tunes do not depend on the seed loop below: their curve distance is computed once.
+    ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
+    distance = None
+    if "natural" in ft_last and "both_full" in ft_last:
+        distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
     per_seed: dict[int, list[dict]] = {}
     for seed in spec.get("seeds") or [0]:
         runs_of = {regime: run for regime in ("natural", "both_full", "first_full", "second_full")
@@ -257,10 +262,6 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
                        for r in job_records(manifest, "compare")
                        if r.get("model") == tmodel and r.get("seed") == seed and Path(r["path"]).exists()}
         nat = runs_of.get("natural")
-        ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
-        distance = None
-        if "natural" in ft_last and "both_full" in ft_last:
-            distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
         f = {k: facts(v) for k, v in runs_of.items()}
         compare = (nat or {}).get("compare", {})
         per_seed[seed] = [

@@ -21,7 +21,7 @@ import torch
 
 from grokscope import artifacts, runs, runtime
 from grokscope.version import __version__
-from grokscope.data.encoding import training_set
+from grokscope.data.encoding import training_rows, training_set
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.metrics.milestones import milestones
@@ -92,6 +92,11 @@ def check_fits_memory(model_cfg, device: str) -> None:
                              f"GiB, over the {have / 2 ** 30:.1f} GiB of this {device}; lower d_model or n_layers")
 
 
+def kept_entries(finetune: FineTune | None) -> tuple[str, ...]:
+    """What a restart or a new run leaves in its folder: a fine-tune's derived transfer set (``data/``)."""
+    return ("data",) if finetune else ()
+
+
 @dataclass
 class RunRequest:
     """One run to train, checked and resolved before anything is written: what ``prepare`` returns."""
@@ -109,7 +114,7 @@ class RunRequest:
 
     @property
     def keep(self) -> tuple[str, ...]:
-        return ("data",) if self.finetune else ()
+        return kept_entries(self.finetune)
 
     def claim(self) -> None:
         """Called while holding the run's lock: only now may a run that must start over be cleared (a second
@@ -139,9 +144,9 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
         raise GrokscopeError(f"train.loss_positions={cfg.loss_positions} is not available for the {model_cls.family}; "
                              f"choose one of {', '.join(model_cls.loss_positions)}")
     out = Path(out)
-    budget(cfg, len(training_set(ds)))  # a budget the run cannot meet is refused before anything is written
+    budget(cfg, len(training_rows(ds)))  # a budget the run cannot meet is refused before anything is written
     config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
-    keep = ("data",) if finetune else ()
+    keep = kept_entries(finetune)
     if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):
         if (out / "summary.json").exists():  # a finished result is never replaced
             raise GrokscopeError(f"{out}: holds a finished run (summary.json) with no readable checkpoint; there is "

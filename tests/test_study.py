@@ -76,7 +76,7 @@ def test_study_outputs(study):
     assert (study / "report.html").stat().st_size > 10_000 and (study / "report.md").exists()
     figures = {p.name for p in (study / "figures").iterdir()}
     assert {"regimes_gpt.png", "grokking_gpt.png", "bridge_use_gpt_natural.png", "b_decodable_at_r1_gpt_natural.png",
-            "trace_gpt_natural.png", "transfer.png", "bridge_use_trm_natural.png"} <= figures
+            "trace_gpt_natural.png", "transfer_gpt.png", "bridge_use_trm_natural.png"} <= figures
     for run in ("gpt_natural", "gpt_both_full", "gpt_second_full", "trm_natural"):
         for f in ("config.yaml", "metrics.jsonl", "summary.json", "analysis/lens.parquet", "analysis/trace.parquet",
                   "analysis/bridge_use.parquet", "analysis/compare.json", "analysis/regime.json",
@@ -99,11 +99,14 @@ def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):
     from grokscope.report.build import study_findings
 
     findings = study_findings(study)
-    assert [f["finding"] for f in findings] == [1, 2, 3]
+    # He et al.'s model first; Finding 3 only for a model with fine-tunes (the smoke study fine-tunes the gpt)
+    assert [(f["model"], f["finding"]) for f in findings] == [("trm", 1), ("trm", 2), ("gpt", 1), ("gpt", 2),
+                                                               ("gpt", 3)]
+    assert findings[0]["scope"] == "He et al.'s model" and findings[2]["scope"].startswith("extension")
     assert all(outcome(f["verdict"]) == "not testable" for f in findings), [f["verdict"] for f in findings]
     md = (study / "report.md").read_text()
-    for n in (1, 2, 3):
-        assert re.search(rf"^\| {n} \| not testable", md, re.M), n
+    for model, n in (("trm", 1), ("trm", 2), ("gpt", 1), ("gpt", 2), ("gpt", 3)):
+        assert re.search(rf"^\| {n} \| {model} \(.*?\) \| not testable", md, re.M), (model, n)
 
 
 def test_study_resumes_by_skipping_and_continues_after_unfinished_changes(study, cli):

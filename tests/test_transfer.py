@@ -13,7 +13,7 @@ from grokscope import artifacts, runs
 from grokscope.data.store import Dataset, load
 from grokscope.data.vocab import Vocab
 from grokscope.models.registry import build_model, config_from_dict
-from grokscope.transfer import category_rows, transfer_summary
+from grokscope.transfer import FineTuneBudget, category_rows, transfer_summary
 
 
 def test_categories_on_hand_built_example():
@@ -37,7 +37,8 @@ def test_categories_on_hand_built_example():
                                 {"step": 250, "atomic_new": 0.995, "new_old": 0.95, "bridge_found_new_old": 1.0}],
                                {"new_old": 1, "atomic_new": 50})
     assert summary["steps_to_new_fact"] == 250 and summary["steps_to_new_old"] == 250
-    assert summary["final"]["new_old"] == {"exact_match": 0.95, "bridge_found": 1.0, "bridge_use": None, "n": 1}
+    assert summary["final"]["new_old"] == {"exact_match": 0.95, "bridge_found": 1.0, "bridge_use": None, "n": 1,
+                                           "retained": None, "n_retained": None, "retention": None}
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,63 @@ def test_mismatched_transfer_data_refused(cli, parent, smoke_data, tmp_path):
     code, _, err = cli("transfer", "--from", str(parent), "--data", smoke_data, "--out",
                        tmp_path / "ft")
     assert code == 2 and "not a transfer dataset" in err
+
+
+def _rows(new_fact: list[float], new_old: list[float], every: int = 100) -> list[dict]:
+    return [{"step": i * every, "atomic_new": a, "new_old_powered": b} for i, (a, b) in enumerate(zip(new_fact, new_old))]
+
+
+def test_budget_runs_five_times_the_new_fact_step_then_stops_when_new_old_is_flat():
+    budget = FineTuneBudget(new_fact_multiple=5, flat_evals=3, flat_tolerance=0.02)
+    # New facts reach 0.99 at step 200: nothing stops before step 1000, however flat new+old is.
+    flat = _rows([0.2, 0.7, 0.99] + [1.0] * 8, [0.1] * 11)
+    assert [budget.stop_reason(flat[:k]) for k in range(1, 10)] == [""] * 9  # up to step 800
+    assert budget.stop_reason(flat[:11]).startswith("new facts >= 0.99 at step 200; ran 5x")  # step 1000
+    # Still rising at step 1000: it goes on, and stops once the last 3 evaluations agree within 0.02.
+    rising = _rows([0.99] * 14, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.97, 0.975, 0.98])
+    assert budget.stop_reason(rising[:11]) == ""
+    assert [k for k in range(1, 15) if budget.stop_reason(rising[:k])][0] == 13
+    # Never learned: only max_steps ends it; 0 turns the rule off.
+    assert budget.stop_reason(_rows([0.5] * 40, [0.0] * 40)) == ""
+    assert FineTuneBudget(new_fact_multiple=0).stop_reason(flat) == ""
+    # A watched metric never measured never stops it.
+    assert budget.stop_reason([{"step": s, "atomic_new": 1.0} for s in range(0, 2000, 100)]) == ""
+
+
+def test_budget_problems_name_the_option():
+    assert FineTuneBudget().problems() == []
+    bad = FineTuneBudget(new_fact_multiple=-1, flat_evals=0, flat_tolerance=float("nan")).problems()
+    assert len(bad) == 3 and "--new-fact-multiple" in bad[0] and "--flat-evals" in bad[1]
+
+
+def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, cli):
+    """The stop rule is applied at an evaluation; the run checkpoints there, says why, and a finished fine-tune is
+    not resumed."""
+    class StopAt20(FineTuneBudget):
+        def stop_reason(self, rows):
+            return "test rule" if rows[-1]["step"] >= 20 else ""
+
+    from grokscope.transfer import run_transfer
+
+    out = tmp_path / "ft"
+    summary = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, quiet=True,
+                           budget=StopAt20())
+    assert summary["final_step"] == 20 and summary["stop_reason"] == "test rule"
+    assert runs.list_checkpoints(out)[-1] == 20
+    assert artifacts.read_config(out)["transfer"]["budget"]["new_fact_multiple"] == 5.0
+    rows = artifacts.read_metrics(out)
+    assert [r["step"] for r in rows] == [0, 10, 20]
+    # Mixed categories are also scored on the old hops the model still answers, with their n.
+    last = rows[-1]
+    for cat in ("new_old_powered", "old_new_powered"):
+        n, kept = last[f"n/retention_{cat}"], last[f"n/{cat}_retained"]
+        assert n == len(category_rows(load(out / "data"))[cat]) and kept == round(last[f"retention_{cat}"] * n)
+        assert (f"{cat}_retained" in last) == (kept > 0)
+    # Resumed at its last checkpoint (as after a kill before summary.json), it stops there again.
+    (out / "summary.json").unlink()
+    again = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, quiet=True,
+                         budget=StopAt20(), resume=True)
+    assert again["final_step"] == 20 and again["stop_reason"] == "test rule"
+    assert [r["step"] for r in artifacts.read_metrics(out)] == [0, 10, 20]
+    code, _, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "x", "--flat-evals", "0")
+    assert code == 2 and "flat_evals" in err and "Traceback" not in err

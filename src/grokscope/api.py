@@ -235,14 +235,18 @@ def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid
 @checked
 def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
              sets: list[str] | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
-             resume: bool = False) -> dict:
-    """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary."""
+             resume: bool = False, new_fact_multiple: float = 5.0, flat_evals: int = 4,
+             flat_tolerance: float = 0.02) -> dict:
+    """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary. It stops at ``max_steps``
+    or, earlier, once it has run ``new_fact_multiple`` times the steps its New Fact accuracy needed to reach 0.99 and
+    new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps)."""
     from grokscope.train.config import TrainConfig
-    from grokscope.transfer import run_transfer
+    from grokscope.transfer import FineTuneBudget, run_transfer
 
     overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]
     return run_transfer(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
-                        device=device, quiet=quiet, resume=resume)
+                        device=device, quiet=quiet, resume=resume,
+                        budget=FineTuneBudget(new_fact_multiple, flat_evals, flat_tolerance))
 
 
 COMPARE_KIND = artifacts.COMPARE_KIND

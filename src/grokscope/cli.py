@@ -184,13 +184,19 @@ def transfer_cmd(
     control: bool = typer.Option(False, "--control", help="Train the same architecture from scratch on the same "
                                                           "data (the control group)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune."),
+    new_fact_multiple: float = typer.Option(5.0, "--new-fact-multiple", help="Run at least this many times the steps "
+                                            "New Fact accuracy needed to reach 0.99 (0: always run to max_steps)."),
+    flat_evals: int = typer.Option(4, "--flat-evals", help="... and until new+old has not moved for this many "
+                                                          "evaluations; max_steps caps it."),
+    flat_tolerance: float = typer.Option(0.02, "--flat-tolerance", help="'Not moved': max - min at most this."),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
     from grokscope.transfer import print_transfer_summary
 
-    summary = api.transfer(parent, out, data, preset, overrides, control, device, quiet, resume)
+    summary = api.transfer(parent, out, data, preset, overrides, control, device, quiet, resume, new_fact_multiple,
+                           flat_evals, flat_tolerance)
     print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']})")
     print_transfer_summary(summary)
 

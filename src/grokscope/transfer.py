@@ -6,13 +6,19 @@ first hop, old second hop), old+new and new+new, each with exact match, He et al
 The mixed categories come both with the faithful filter (the old hop is a kept atomic fact that is also an
 ``id_atomic`` probe, as the authors' plotting code filters) and in the powered variant over all pre-training ID
 atomic facts (hundreds of queries at small N). Old probe types measure retention (so a fine-tune's ``train_acc``,
-the mean over the old training probe types, is retention too).
+the mean over the old training probe types, is retention too), and each mixed category is also scored on the
+queries whose old hop the fine-tuned model still answers (``<category>_retained``, with ``retention_<category>``).
+
+Budget (``FineTuneBudget``): a fine-tune runs until its New Fact accuracy has reached 0.99 and it has run
+``new_fact_multiple`` times that many steps, and new+old has not moved for ``flat_evals`` evaluations; ``max_steps``
+caps it. He et al.'s fine-tunes learn the new facts by about 2.9k steps and compose new+old from about 5.9k (§5).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,42 @@ TRANSFER_PRESETS = {
     # Scaled: evaluation every 250 steps; lr half the parent's, as the paper halves 4e-5 to 2e-5.
     "scaled": dict(eval_every=250, eval_every_epochs=0, max_epochs=0, max_steps=5000),
 }
+
+@dataclass(frozen=True)
+class FineTuneBudget:
+    """When a fine-tune stops before its ``max_steps`` cap (a function of its metrics rows, so resume is exact)."""
+
+    new_fact_multiple: float = 5.0  # run at least this many times the steps New Fact accuracy needed to reach 0.99
+    flat_evals: int = 4  # ... and until the watched category has not moved for this many evaluations
+    flat_tolerance: float = 0.02  # "not moved": max - min over those evaluations at most this
+    watch: str = "new_old_powered"
+
+    def problems(self) -> list[str]:
+        p = []
+        if not 0 <= self.new_fact_multiple <= 1e6:
+            p.append(f"new_fact_multiple (--new-fact-multiple) must be in [0, 1e6] (0 = run to max_steps; got "
+                     f"{self.new_fact_multiple})")
+        if not 1 <= self.flat_evals <= 10_000:
+            p.append(f"flat_evals (--flat-evals) must be in [1, 10000] (got {self.flat_evals})")
+        if not 0 <= self.flat_tolerance <= 1:
+            p.append(f"flat_tolerance (--flat-tolerance) must be in [0, 1] (got {self.flat_tolerance})")
+        return p
+
+    def stop_reason(self, rows: list[dict]) -> str:
+        """Why the fine-tune stops at the last of ``rows`` ("" = it goes on)."""
+        if self.new_fact_multiple <= 0 or not rows:
+            return ""
+        learned = first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE)
+        step = rows[-1]["step"]
+        if learned is None or step < max(self.new_fact_multiple * learned, 1):
+            return ""
+        recent = [r.get(self.watch) for r in rows[-self.flat_evals:]]
+        if len(recent) < self.flat_evals or any(v is None for v in recent) or \
+                max(recent) - min(recent) > self.flat_tolerance:
+            return ""
+        return (f"new facts >= {th.NEW_FACT_MILESTONE} at step {learned}; ran {self.new_fact_multiple:g}x that and "
+                f"{self.watch} moved <= {self.flat_tolerance:g} over the last {self.flat_evals} evaluations")
+
 
 CATEGORIES = {  # metric suffix -> (probe type, category code or None, faithful filter)
     "new_old": ("test_inferred_new_mix", 1, True),
@@ -65,7 +107,9 @@ def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
     category measure."""
     last = rows[-1] if rows else {}
     final = {name: {"exact_match": last.get(name), "bridge_found": last.get(f"bridge_found_{name}"),
-                    "bridge_use": last.get(f"bridge_use_{name}"), "n": counts.get(name)}
+                    "bridge_use": last.get(f"bridge_use_{name}"), "n": counts.get(name),
+                    "retained": last.get(f"{name}_retained"), "n_retained": last.get(f"n/{name}_retained"),
+                    "retention": last.get(f"retention_{name}")}
              for name in ["atomic_new", *CATEGORIES]}
     retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
                                           "test_inferred_ood")}
@@ -122,7 +166,9 @@ def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, contr
 
 def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
                  overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, budget: FineTuneBudget = FineTuneBudget()) -> dict:
+    if budget.problems():
+        raise GrokscopeError(budget.problems())
     parent_run, step_spec = Path(parent_ref[0]), parent_ref[1]
     parent_cfg = artifacts.read_config(parent_run)
     step = runs.resolve_step(parent_run, step_spec)
@@ -134,11 +180,11 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
     runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
     with artifacts.FolderLock(out, "run"):  # held from the derived data set to the end of training (re-entrant)
         return _transfer(parent_run, parent_cfg, step, train_cfg, model_cfg, out, given, control, preset, device,
-                         quiet, resume)
+                         quiet, resume, budget)
 
 
 def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cfg, out: Path, given, control: bool,
-              preset: str, device: str, quiet: bool, resume: bool) -> dict:
+              preset: str, device: str, quiet: bool, resume: bool, budget: FineTuneBudget) -> dict:
     runs.check_run_target(out, resume, keep=("data",))  # again under the lock: another process may have finished
     if resume:
         _check_same_parent(out, parent_run, step, control)
@@ -153,11 +199,14 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
     counts = {name: len(rows) for name, rows in cats.items()}
     counts["atomic_new"] = len(ds.probe("atomic_new"))
     record = {"parent_run": str(parent_run.resolve()), "parent_step": step,
-              "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset}
+              "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset,
+              "budget": asdict(budget)}
     finetune = FineTune(init_weights=init, record=record,
                         probes={**{t: ds.probe(t) for t in ds.probe_types}, **cats},
                         lens={"ood": "test_inferred_ood", **{name: name for name in cats}},
-                        summarise=lambda rows: transfer_summary(rows, counts))
+                        summarise=lambda rows: transfer_summary(rows, counts),
+                        mixed={name: code for name, (_, code, _) in CATEGORIES.items() if code},
+                        stop=budget.stop_reason)
     return train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
                  finetune=finetune)
 
@@ -183,7 +232,9 @@ def print_transfer_summary(summary: dict) -> None:
         return "n/a" if x is None else f"{x:.3f}"
 
     for name, v in t["final"].items():
+        kept = "" if v.get("retention") is None else \
+            f"  on old hops kept {fmt(v.get('retained'))} (n={v.get('n_retained')}, retention {fmt(v['retention'])})"
         print(f"  {name:<18} exact match {fmt(v['exact_match'])}  bridge found {fmt(v['bridge_found'])}  bridge use "
-              f"{fmt(v['bridge_use'])}  (n={v['n']})")
+              f"{fmt(v['bridge_use'])}  (n={v['n']}){kept}")
     print("  retention: " + json.dumps({k: (round(v, 3) if v is not None else None)
                                          for k, v in t["retention"].items()}))

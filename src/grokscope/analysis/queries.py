@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from grokscope import artifacts
-from grokscope.data.counterfactuals import bridge_donors
+from grokscope.data.counterfactuals import FORWARD, bridge_patches
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset
 from grokscope.metrics.records import TIDY_COLUMNS, aggregate
@@ -40,18 +40,24 @@ def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[
     for s, label in enumerate(stages):
         for p in range(T):
             frame[f"lens.{label}.{p}"] = argmax[s, :, p].numpy().astype(np.int32)
-    donor = torch.from_numpy(bridge_donors(ds, rows, seed=seed))
-    has = (donor[:, 0] >= 0).numpy()
-    frame["donor_t"] = donor[:, 2].numpy()
+    patches = bridge_patches(ds, rows, seed=seed)
+    has = patches["direction"] >= 0
+    expect = np.where(has, ds.vocab.entity_id(patches["expect"]), -1)
+    frame["patch_t"], frame["patch_direction"] = expect, patches["direction"]
+    for i, c in enumerate(("h", "r1", "r2")):
+        frame[f"patch_{c}"] = patches["other"][:, i]
     patch_labels = [label for label, _ in model.patch_stages()]
     outcome = np.full((len(patch_labels), B), -1, dtype=np.int8)
     if has.any():
         index = torch.from_numpy(np.flatnonzero(has)).to(prompt.device)
-        patched = interchange(model, prompt[index], donor.to(prompt.device)[index]).cpu()
-        outcome[:, has] = (patched == donor[has, 2].view(1, -1)).numpy().astype(np.int8)
+        partner = model.prompt(encode(ds, patches["other"][has]).to(model.device))
+        forward = torch.from_numpy(patches["direction"][has] == FORWARD).to(prompt.device).view(-1, 1)
+        query = prompt[index]
+        patched = interchange(model, torch.where(forward, partner, query), torch.where(forward, query, partner)).cpu()
+        outcome[:, has] = (patched.numpy() == expect[has][None]).astype(np.int8)
     for s, label in enumerate(patch_labels):
         frame[f"use.{label}"] = outcome[s]
-    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "stages": stages,
+    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "bridge_use_version": 2, "stages": stages,
               "patch_stages": patch_labels, "positions": T, "r1_position": R1,
               "bridge_found_mask": model.bridge_found_mask(S, T).tolist()}
     return pd.DataFrame(frame), schema

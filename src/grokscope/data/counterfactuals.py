@@ -2,10 +2,9 @@
 (as Wang et al.'s causal tracing does), so a query gets the same counterfactual in every run and checkpoint.
 
 - ``counterfactual_tokens``: Wang et al.'s causal tracing, one replacement token for h, r1 and r2 each.
-- ``bridge_donors``: the donor query of the interchange intervention that measures bridge use (``docs/methods.md``):
-  for a query (h, r1, r2) with bridge b and answer t, a pair (h', r1') whose bridge b' differs from b and for which
-  (b', r2) is a known fact with answer t' != t. Both donor hops are ID facts, so the donor (h', r1', r2) is itself an
-  ID composition.
+- ``bridge_patches``: the other query of the interchange intervention that measures bridge use (``docs/methods.md``):
+  a donor whose r1 state goes into an ID query (forward), or a recipient that takes the r1 state of a query whose
+  first or second hop is OOD or new (reverse); never a trained composition where a memoriser could look one up.
 """
 
 from __future__ import annotations
@@ -55,30 +54,80 @@ def counterfactual_tokens(ds: Dataset, rows: np.ndarray, seed: int = 0, tries: i
     return out
 
 
-def bridge_donors(ds: Dataset, rows: np.ndarray, seed: int = 0, tries: int = 64) -> np.ndarray:
-    """[n, 3] donor (h', r1', t') as token ids for each composition (h, r1, r2, b, t); -1 where none exists.
+# Direction of a bridge-use patch (``bridge_patches``).
+FORWARD, REVERSE, NO_PATCH = 0, 1, -1
 
-    b' = tail(h', r1') != b, and t' = tail(b', r2) exists and differs from t."""
+
+def trained_compositions(ds: Dataset) -> set[tuple[int, int, int]]:
+    """Every (h, r1, r2) a model of ``ds`` was trained on: its own training compositions, plus the parent's for a
+    transfer set (a fine-tune starts from a model that saw them)."""
+    rows = [ds.arrays["train_inferred"]]
+    if "pretrain_inferred" in ds.arrays:
+        rows.append(ds.arrays["pretrain_inferred"])
+    keys = np.concatenate([r[:, :3] for r in rows]).astype(np.int64)
+    return set(map(tuple, keys.tolist()))
+
+
+def first_hop_is_id(ds: Dataset, rows: np.ndarray) -> np.ndarray:
+    """[n] whether both hops of each composition are ID facts of the pre-training graph (neither OOD nor new)."""
     tail = id_tail_table(ds)
+    rows = np.asarray(rows, dtype=np.int64)
+    first = tail[rows[:, 0], rows[:, 1]] == rows[:, 3]
+    second = tail[rows[:, 3].clip(0), rows[:, 2].clip(0)] == rows[:, 4]
+    return first & second & (rows[:, 2] >= 0)
+
+
+def bridge_patches(ds: Dataset, rows: np.ndarray, seed: int = 0, trained: set | None = None) -> dict[str, np.ndarray]:
+    """The other query of each composition's bridge-use patch (``docs/methods.md``, "Bridge use"), as entity and
+    relation indices.
+
+    Both hops ID -> FORWARD: a donor (h', r1', r2) with b' = tail(h', r1') != b and t' = tail(b', r2) != t, whose
+    composition (h', r1', r2) was never trained; its r1 state goes into the query, and the patch succeeds when the
+    query's answer becomes t'.
+    Otherwise (the first or second hop is OOD or new) -> REVERSE: a recipient (h*, r1*, r2*) with an ID first hop
+    b* = tail(h*, r1*) != b, an ID fact (b, r2*) -> t*, tail(b*, r2*) != t*, and (h, r1, r2*) never trained; the
+    query's r1 state goes into the recipient, and the patch succeeds when the recipient's answer becomes t* (the
+    query's r1 state carried b, which the recipient's second hop read).
+
+    In both directions the composition a memoriser would look up after the patch (the patched state's first hop with
+    the receiving query's r2) was never trained, so a model whose r1 state carries only the identity of (h, r1) and
+    answers from a table of trained compositions cannot pass. Returns arrays ``other`` [n, 5] (rows in storage
+    layout, -1 where no patch exists), ``expect`` [n] (t' or t*, an entity index, -1 where none) and ``direction``
+    [n] (FORWARD, REVERSE or NO_PATCH)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    tail = id_tail_table(ds)
+    trained = trained_compositions(ds) if trained is None else trained
     facts = np.argwhere(tail >= 0)  # [F, 2] (h', r1') of every ID fact
     bridges = tail[facts[:, 0], facts[:, 1]]
-    out = np.full((len(rows), 3), -1, dtype=np.int64)
-    for i, (_h, _r1, r2, b, t) in enumerate(np.asarray(rows).tolist()):
-        if r2 < 0:
+    forward = first_hop_is_id(ds, rows)
+    n = len(rows)
+    other = np.full((n, 5), -1, dtype=np.int64)
+    expect = np.full(n, -1, dtype=np.int64)
+    direction = np.full(n, NO_PATCH, dtype=np.int64)
+    for i, (h, r1, r2, b, t) in enumerate(rows.tolist()):
+        if r2 < 0 or b < 0:
             continue
         rng = np.random.default_rng([seed, i])
-        pick = -1
-        for j in rng.integers(0, len(facts), size=tries):  # a few random tries find one almost always ...
-            b2 = bridges[j]
-            if b2 != b and tail[b2, r2] >= 0 and tail[b2, r2] != t:
-                pick = int(j)
-                break
-        if pick < 0:  # ... else the exhaustive filter decides
-            ok = np.flatnonzero((bridges != b) & (tail[bridges, r2] >= 0) & (tail[bridges, r2] != t))
-            if len(ok) == 0:
+        if forward[i]:
+            t2 = tail[bridges, r2]
+            ok = np.flatnonzero((bridges != b) & (t2 >= 0) & (t2 != t))
+            ok = [j for j in rng.permutation(ok)[:256].tolist()
+                  if (int(facts[j, 0]), int(facts[j, 1]), r2) not in trained]
+            if ok:
+                j = ok[0]
+                other[i] = (facts[j, 0], facts[j, 1], r2, bridges[j], t2[j])
+                expect[i], direction[i] = t2[j], FORWARD
+            continue
+        # REVERSE: r2* among b's ID relations, (h, r1, r2*) untrained; then a recipient first hop for it.
+        for r2s in rng.permutation(np.flatnonzero(tail[b] >= 0)).tolist():
+            if (h, r1, r2s) in trained:
                 continue
-            pick = int(rng.choice(ok))
-        h2, r1b = facts[pick]
-        out[i] = (ds.vocab.entity_id(int(h2)), ds.vocab.relation_id(int(r1b)),
-                  ds.vocab.entity_id(int(tail[bridges[pick], r2])))
-    return out
+            ts = tail[b, r2s]
+            rec = tail[bridges, r2s]
+            ok = np.flatnonzero((bridges != b) & (rec >= 0) & (rec != ts))
+            if len(ok):
+                j = int(rng.choice(ok))
+                other[i] = (facts[j, 0], facts[j, 1], r2s, bridges[j], rec[j])
+                expect[i], direction[i] = ts, REVERSE
+                break
+    return {"other": other, "expect": expect, "direction": direction}

@@ -184,6 +184,8 @@ def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
         "train_atomic.is_new": np.r_[np.zeros(len(kept_atomic_rows), bool), np.ones(len(new_rows), bool)],
         "train_inferred": train_inf[kept_item],
         "train_inferred.source": parent.arrays["train_inferred.source"][kept_item],
+        # Every composition the parent's model was trained on: bridge use never patches towards one of these.
+        "pretrain_inferred": train_inf,
         "valid": parent.arrays["valid"],
         **{k: v for k, v in parent.arrays.items() if k.startswith("probe.")},
         "probe.atomic_new": new_rows,

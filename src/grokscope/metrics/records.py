@@ -6,8 +6,9 @@ Measures (``docs/methods.md``):
 - ``bridge_found`` / ``target_found``: He et al.'s logit-lens rates, b (t) the argmax at any counted stage and
   position; ``bridge_found@<stage>`` per stage;
 - ``b_decodable_at_r1@<stage>``: Wang et al.'s top-1 share of b at the r1 position (descriptive);
-- ``bridge_use@<stage>`` and ``bridge_use`` (the maximum over stages): share of queries whose answer became the
-  donor's t' when the r1 state was interchanged (causal), over the queries that have a donor (``n_use``);
+- ``bridge_use@<stage>`` and ``bridge_use`` (the maximum over stages): share of patches whose answer became the
+  expected one when the r1 state was interchanged (causal; forward for ID queries, reverse for OOD and new hops,
+  ``data/counterfactuals.bridge_patches``), over the queries that have a patch (``n_use``);
 - ``bridge_given_correct``: of the ``n_correct`` correctly answered queries, the share with the bridge by the
   family's measure (bridge use at some stage for the gpt, bridge found for the trm).
 """
@@ -70,7 +71,8 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     for i, s in enumerate(stages):
         out[f"bridge_found@{s}"] = float(hit_b[i].any(0).mean())
         out[f"b_decodable_at_r1@{s}"] = float((lens[i, r1] == b).mean())
-    has = frame["donor_t"].to_numpy() >= 0
+    # Bridge use v2 records name the expected answer patch_t; records written before it, donor_t.
+    has = frame["patch_t" if "patch_t" in frame else "donor_t"].to_numpy() >= 0
     out["n_use"] = int(has.sum())
     uses = [float((frame.loc[has, f"use.{s}"] == 1).mean()) if has.any() else float("nan")
             for s in schema["patch_stages"]]

@@ -42,6 +42,9 @@ class ModelFamily(HookedModule):
     grokked: ClassVar[GrokDefinition] = GrokDefinition()
     loss_positions: ClassVar[tuple[str, ...]] = ("default", "answer", "answer_end")
     token_offset: int = 0  # index of token position 0 inside hook activations (a prefix shifts it)
+    # True for a family that carries its states across updates and re-injects the clean input at each (the trm): a
+    # bridge-use patch at one stage then also replaces the position's state at every later stage (models/readout.py).
+    carried_patch: ClassVar[bool] = False
 
     # ------------------------------------------------------------------------------------------------ training
     def forward_batch(self, batch) -> Any:

@@ -4,11 +4,13 @@ readout stage and the interchange intervention that measures bridge use. They wo
 - Logit lens (Wang et al.; He et al. §3): decode every stage's state at every token position through the
   model's own unembedding. He et al.'s "bridge found" / "target found": b / t is the argmax at any stage and any
   position that the family's ``bridge_found_mask`` counts.
-- Bridge use (interchange intervention, ``docs/methods.md``): for a query (h, r1, r2) with bridge b and answer t,
-  and a donor (h', r1', r2) whose bridge b' gives the answer t' != t, replace the state at the r1 position at one
-  stage with the donor's and read the answer. Bridge use at that stage = the share of queries whose answer becomes
-  t'. A model that resolves b at r1 and reads the second hop from that state scores near 1; one that never routes
-  the answer through the r1 state scores near 0.
+- Bridge use (interchange intervention, ``docs/methods.md``): move the state at the r1 position at one stage from a
+  source prompt into a target prompt and read the target's answer. Forward (ID queries): the source is a donor
+  (h', r1', r2) whose bridge b' gives t' != t, the target the query; reverse (OOD or new hops): the source is the
+  query, the target a recipient (h*, r1*, r2*) for which (b, r2*) -> t*. Bridge use at that stage = the share of
+  patched runs that answer t' (t*). A model that resolves b at r1 and reads the second hop from that state scores
+  near 1; one that never routes the answer through the r1 state, or whose r1 state carries only the identity of
+  (h, r1), scores near 0.
 """
 
 from __future__ import annotations
@@ -52,38 +54,37 @@ def answers(model, tokens: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     return torch.cat([model.answer_logits(tokens[i:i + chunk]).argmax(-1) for i in range(0, len(tokens), chunk)])
 
 
-def donor_prompts(clean: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
-    """The donor query (h', r1', r2) in the clean prompt's layout; ``donor`` [B, 3] holds (h', r1', t') ids."""
-    out = clean.clone()
-    out[:, 0], out[:, R1] = donor[:, 0], donor[:, 1]
-    return out
-
-
 @torch.no_grad()
-def interchange(model, clean: torch.Tensor, donor: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """[S, B] answers after replacing the r1 state at each patch stage with the donor query's (``donor_prompts``)."""
-    stages = [hook for _, hook in model.patch_stages()]
-    pos = model.token_offset + R1
-    out = torch.empty(len(stages), len(clean), dtype=torch.long, device=clean.device)
-    for i in range(0, len(clean), chunk):
-        tokens = clean[i:i + chunk]
-        _, cache = model.run_with_cache(donor_prompts(tokens, donor[i:i + chunk]), names_filter=stages)
-        for s, name in enumerate(stages):
-            state = cache[name][:, pos]
+def interchange(model, source: torch.Tensor, target: torch.Tensor, position: int = R1, chunk: int = 1024
+                ) -> torch.Tensor:
+    """[S, B] answers of the ``target`` prompts after the state at ``position`` at each patch stage is replaced by
+    the ``source`` prompt's state there (both in the model's prompt layout).
 
-            def patch(act, hook, state=state):
+    A family whose state is carried and re-injected (``model.carried_patch``, the trm) has the position's state
+    replaced at that stage *and every later one*: a single patch would be overwritten by the next update, which
+    recomputes the position from the clean input."""
+    stages = [hook for _, hook in model.patch_stages()]
+    pos = model.token_offset + position
+    carried = getattr(model, "carried_patch", False)
+    out = torch.empty(len(stages), len(target), dtype=torch.long, device=target.device)
+    for i in range(0, len(target), chunk):
+        tokens = target[i:i + chunk]
+        _, cache = model.run_with_cache(source[i:i + chunk], names_filter=stages)
+        for s in range(len(stages)):
+            def patch(act, hook):
                 act = act.clone()
-                act[:, pos] = state.to(act.dtype)
+                act[:, pos] = cache[hook.name][:, pos].to(act.dtype)
                 return act
 
-            with model.hooks([(name, patch)]):
+            with model.hooks([(name, patch) for name in (stages[s:] if carried else stages[s:s + 1])]):
                 out[s, i:i + chunk] = model.answer_logits(tokens).argmax(-1)
     return out
 
 
-def bridge_use_rates(model, patched: torch.Tensor, donor_answer: torch.Tensor) -> dict[str, float]:
-    """Per-stage share of queries whose patched answer is the donor's t', and the maximum over stages."""
-    per_stage = (patched == donor_answer.view(1, -1)).float().mean(1)
+def bridge_use_rates(model, patched: torch.Tensor, expect: torch.Tensor) -> dict[str, float]:
+    """Per-stage share of patched runs whose answer is the expected one (t' forward, t* reverse), and the maximum
+    over stages."""
+    per_stage = (patched == expect.view(1, -1)).float().mean(1)
     out = {"bridge_use": float(per_stage.max()) if len(per_stage) else 0.0}
     for (label, _), rate in zip(model.patch_stages(), per_stage.tolist()):
         out[f"bridge_use@{label}"] = rate

@@ -197,6 +197,8 @@ MAX_BLOCK_APPLICATIONS = 4096  # 100x the paper's recursion: beyond it a step ne
 class TRM(ModelFamily):
     family = "trm"
     bridge_metric = "bridge_found"  # He et al.'s measure; no output slot of the trm is trained to emit b
+    # The clean input is re-injected at every L-update: a patched slot must stay patched (models/readout.py).
+    carried_patch = True
     # He et al.'s TRM groks on OOD compositions and plateaus at 0.66-0.70 (§4, Fig. 2A): OOD >= 0.5 counts.
     grokked = GROKKED_BY_FAMILY["trm"]
     loss_positions = ("default", "answer", "answer_end", "all")
@@ -353,7 +355,9 @@ class TRM(ModelFamily):
         return [(name, f"stage.{name}") for name in self.cfg.stage_names()]
 
     def patch_stages(self) -> list[tuple[str, str]]:
-        return self.readout_stages()[1:]  # init is a constant carry: patching it is a no-op
+        # Not init (a constant carry: patching it is a no-op) and not the last commit: the head reads each slot on its
+        # own, so the last commit's r1 slot cannot reach the answer slot.
+        return self.readout_stages()[1:-1]
 
     def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return self(tokens)[:, ANSWER_SLOT]

@@ -208,14 +208,27 @@ def _figures(figs: Figures, spec: dict, pre: dict, ft: dict) -> None:
                      f"Grokking curve ({name}, natural)",
                      "Wang et al. Fig. 1 analogue: training, ID test and OOD test exact match vs step.")
             _circuit_figures(figs, nat)
-    if ft:
-        grid = {Path(r["path"]).name[3:]: run["metrics"] for r, run in ft.values()}
-        metric = next(iter(ft.values()))[1]["summary"].get("bridge_metric", "bridge_use")
-        figs.add(plots.transfer_grid(grid, MIX_COLUMNS, "fine-tuning on new facts", metric), "transfer",
-                 "Transfer to new facts",
-                 "He et al. Fig. 3/4 analogue: rows = starting checkpoints (regime and checkpoint, or the from-scratch "
-                 "control), columns = composition categories (faithful filter); New Fact accuracy, exact match and "
-                 "the bridge measure.")
+    for model in models_in_order(spec):
+        mine = [(r, run) for r, run in ft.values() if r.get("model", model["name"]) == model["name"]]
+        if not mine:
+            continue
+        name = model["name"]
+        grid = {f"{r['regime']} ({r['checkpoint']})" if r["role"] == "finetune" else "control": run["metrics"]
+                for r, run in mine}
+        metric = mine[0][1]["summary"].get("bridge_metric", "bridge_use")
+        final = (mine[0][1]["summary"].get("transfer") or {}).get("final", {})
+        columns = []
+        for cat, label in MIX_COLUMNS:  # the powered set where the faithful one is too small, as the findings do
+            kind = pick_category(final, cat)[1]
+            columns.append((cat, label) if kind == "faithful" else (f"{cat}_powered", f"{label} (powered)"))
+        extension = model.get("family") != "trm"
+        title = f"{name}: fine-tuning on new facts" + (" (extension: He et al. fine-tune the trm)" if extension else "")
+        figs.add(plots.transfer_grid(grid, columns, title, metric), f"transfer_{name}",
+                 f"Transfer to new facts ({name}{', extension' if extension else ''})",
+                 f"He et al. Fig. 3/4 {'extended to the ' + name if extension else 'analogue'}: rows = the last "
+                 f"checkpoint of each regime, and the from-scratch control; columns = composition categories (the "
+                 f"faithful set, or the powered one where the faithful set is too small); New Fact accuracy, exact "
+                 f"match and the bridge measure ({metric.replace('_', ' ')}) vs fine-tuning step.")
 
 
 def _circuit_figures(figs: Figures, run: dict) -> None:
@@ -246,9 +259,32 @@ def _circuit_figures(figs: Figures, run: dict) -> None:
                  "first and the last analysed checkpoint.")
 
 
+def models_in_order(spec: dict) -> list[dict]:
+    """The study's models, He et al.'s (the trm) first: the findings are theirs; other families are extensions."""
+    models = [m for m in spec.get("models", []) if isinstance(m, dict)]
+    return sorted(models, key=lambda m: m.get("family") != "trm")
+
+
+def scope_of(model: dict) -> str:
+    """How the report labels a model's findings and figures."""
+    return "He et al.'s model" if model.get("family") == "trm" else "extension (not the paper's model)"
+
+
 def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
-    """Findings 1 and 2 per seed (then across seeds); Finding 3 on the fine-tunes (the first seed's)."""
-    tmodel = (spec.get("transfer") or {}).get("model") or spec["models"][0]["name"]
+    """Per model (the trm first): Findings 1 and 2 per seed (then across seeds), and Finding 3 on that model's
+    fine-tunes (the first seed's). Each finding records its model and scope."""
+    out = []
+    for model in models_in_order(spec):
+        name = model["name"]
+        if not any(r.get("model") == name for r, _ in pre.values()):
+            continue
+        mine = {job: pair for job, pair in ft.items() if pair[0].get("model", name) == name}
+        found = _model_findings(spec, manifest, pre, mine, name)
+        out += [{**f, "model": name, "scope": scope_of(model)} for f in found]
+    return out
+
+
+def _model_findings(spec: dict, manifest: dict, pre: dict, ft: dict, tmodel: str) -> list[dict]:
     # The fine-tunes do not depend on the seed loop below: their curve distance is computed once.
     ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
     distance = None
@@ -269,7 +305,7 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
                       compare.get("sat_vs_grokked"), distance, f.get("first_full")),
             finding_2(f.get("second_full"), f.get("both_full"), _correct_with_bridge(runs_of.get("second_full")))]
     overall = [across_seeds({s: results[i] for s, results in per_seed.items()}) for i in range(2)]
-    return overall + [finding_3(_finetune_facts(ft))]
+    return overall + ([finding_3(_finetune_facts(ft))] if ft else [])
 
 
 def _correct_with_bridge(run: dict | None) -> Rate | None:
@@ -303,6 +339,12 @@ def _finetune_facts(ft: dict) -> list[FineTuneFacts]:
             key = cat if kind == "faithful" else f"{cat}_powered"
             kinds[cat], keys[cat] = kind, key
             rates[cat] = final_rate(run["rows"], key, n=chosen.get("n"))
+            # A mixed category is judged on the queries whose old hop the model still answers (forgetting an old
+            # fact fails the composition for that reason, not for lack of a circuit); retention is shown beside it.
+            if any(f"{key}_retained" in row for row in run["rows"]):
+                rates[cat] = final_rate(run["rows"], f"{key}_retained")
+                rates[f"retention_{cat}"] = final_rate(run["rows"], f"retention_{key}")
+                kinds[cat] = f"{kind}, old hop kept"
             rates[f"bridge_{cat}"] = final_rate(run["rows"], f"{bridge}_{key}", n=chosen.get("n"))
         if control is not None and control["rows"] and control["rows"][0].get("step") == 0:
             first = control["rows"][0]
@@ -435,7 +477,8 @@ def _cell(v) -> str:
 
 
 def _finding_rows(findings: list[dict]) -> list[dict]:
-    return [{"finding": f["finding"], "verdict": f["verdict"], "measured in this study": f["measured"],
+    return [{"finding": f["finding"], "model": f"{f.get('model', '')} ({f.get('scope', '')})",
+             "verdict": f["verdict"], "measured in this study": f["measured"],
              "paper": f["paper"], "decision rule": f["rule"]} for f in findings]
 
 

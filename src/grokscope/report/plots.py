@@ -66,6 +66,7 @@ def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str
             ax = axes[r][c]
             _curve(ax, df, f"{bridge_metric}_{cat}", bridge_metric.replace("_", " "), COLORS["bridge"], "o")
             _curve(ax, df, cat, "composition exact match", COLORS["comp"], "s")
+            _curve(ax, df, f"{cat}_retained", "exact match, old hop kept", COLORS["comp"], None, "--")
             _curve(ax, df, "atomic_new", "New Fact acc", COLORS["new"], "^")
             ax.set_ylim(-0.02, 1.05)
             if r == 0:

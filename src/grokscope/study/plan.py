@@ -24,7 +24,7 @@ from pathlib import Path
 
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
-from grokscope.study.spec import StudySpec, data_sets, model_sets, spec_dict, transfer_sets
+from grokscope.study.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
 from grokscope.train.config import TrainConfig
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
@@ -92,8 +92,8 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                 jobs.append(job)
                 jobs.append(analyze_job(run, spec.analysis.probes, spec.analysis.steps, job.record))
                 pretrain[(model.name, regime, seed)] = run
-    if spec.transfer is not None:
-        jobs += _transfer_jobs(spec, run_root, pretrain)
+    for entry in spec.transfer:
+        jobs += _transfer_jobs(spec, entry, run_root, pretrain)
     for model in spec.models:
         regimes = spec.regimes_of(model)
         # Finding 1: the natural model against the both-hop-full one (He et al. §3), and first-hop full when present.
@@ -112,10 +112,11 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     return jobs
 
 
-def _transfer_jobs(spec: StudySpec, run_root: Path, pretrain: dict) -> list[Job]:
-    t, jobs = spec.transfer, []
+def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: dict) -> list[Job]:
+    jobs = []
     model = spec.model(t.model)
-    common = ["--preset", t.preset, "--quiet", *set_args(transfer_sets(spec))]
+    common = ["--preset", t.preset, "--quiet", *set_args(transfer_sets(t)), "--new-fact-multiple",
+              f"{t.new_fact_multiple:g}", "--flat-evals", str(t.flat_evals), "--flat-tolerance", f"{t.flat_tolerance:g}"]
     seed = spec.seeds[0]
     for regime in t.from_:
         parent = pretrain[(model.name, regime, seed)]

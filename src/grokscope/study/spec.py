@@ -19,7 +19,7 @@ from grokscope.data.config import DATA_PRESETS, REGIMES, DataConfig, resolve_dat
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
 from grokscope.train.config import TrainConfig, resolve_train_config
-from grokscope.transfer import TRANSFER_PRESETS
+from grokscope.transfer import TRANSFER_PRESETS, FineTuneBudget
 
 CHECKPOINT_NAMES = ("sat", "grokked", "last")
 PROBE_NAMES = ("ood", "iid", "train", "test_inferred_ood", "test_inferred_iid", "train_inferred", "id_atomic",
@@ -55,7 +55,11 @@ class TransferSpec:
     checkpoints: list[str] = field(default_factory=lambda: ["last"])  # sat | grokked | last | a step
     control: bool = False  # plus the same architecture from scratch on the natural transfer set
     preset: str = "scaled"
-    set: dict[str, Any] = field(default_factory=dict)  # train overrides of the fine-tunes
+    set: dict[str, Any] = field(default_factory=dict)  # train overrides of the fine-tunes (max_steps is the cap)
+    # When a fine-tune stops before its cap (transfer.FineTuneBudget; 0: always run to max_steps).
+    new_fact_multiple: float = 5.0
+    flat_evals: int = 4
+    flat_tolerance: float = 0.02
 
 
 @dataclass
@@ -66,7 +70,9 @@ class StudySpec:
     regimes: list[str]
     models: list[ModelSpec]
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
-    transfer: TransferSpec | None = None
+    # Fine-tunes on new facts: one entry per fine-tuned model (He et al. §5 fine-tune the trm; a gpt entry is an
+    # extension). A single mapping in a YAML file is read as a list of one.
+    transfer: list[TransferSpec] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])  # one pre-training run per model, regime and seed
 
     def model(self, name: str) -> ModelSpec:
@@ -126,15 +132,26 @@ def apply_study_sets(raw: dict, items: list[str] | None) -> dict:
                 for key, value in routed[section].items():
                     model.setdefault("set", {})[f"{section}.{key}"] = value
     if routed["transfer"]:
-        if not isinstance(raw.get("transfer"), dict):
+        entries = raw.get("transfer")
+        if not entries or not all(isinstance(e, dict) for e in entries):
             raise GrokscopeError("--set transfer.KEY needs a study with a transfer section")
-        raw["transfer"].setdefault("set", {}).update(routed["transfer"])
+        for entry in entries:  # every fine-tuned model
+            entry.setdefault("set", {}).update(routed["transfer"])
+    return raw
+
+
+def transfer_as_list(raw: dict) -> dict:
+    """A study whose ``transfer`` is one mapping (the form before several fine-tuned models) as a list of one."""
+    if isinstance(raw, dict) and isinstance(raw.get("transfer"), dict):
+        raw = {**raw, "transfer": [raw["transfer"]]}
+    elif isinstance(raw, dict) and raw.get("transfer", ()) is None:
+        raw = {**raw, "transfer": []}
     return raw
 
 
 def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
     """Read, override and validate a study; every problem of every entry is reported at once."""
-    spec = from_dict(StudySpec, apply_study_sets(read_preset(preset), overrides), "study")
+    spec = from_dict(StudySpec, apply_study_sets(transfer_as_list(read_preset(preset)), overrides), "study")
     problems = validate(spec)
     if problems:
         raise GrokscopeError(problems)
@@ -150,9 +167,9 @@ def data_sets(spec: StudySpec) -> dict:
     return route_sets(list(spec.data.set.items()), {"data": DataConfig})["data"]
 
 
-def transfer_sets(spec: StudySpec) -> dict:
-    """The transfer ``set`` with bare train keys."""
-    return route_sets(list(spec.transfer.set.items()), {"train": TrainConfig})["train"] if spec.transfer else {}
+def transfer_sets(entry: TransferSpec) -> dict:
+    """A transfer entry's ``set`` with bare train keys."""
+    return route_sets(list(entry.set.items()), {"train": TrainConfig})["train"]
 
 
 def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]:
@@ -215,8 +232,11 @@ def validate(spec: StudySpec) -> list[str]:
                 p += _errors(lambda m=model, r=regime: _check_model(m, r), f"{where}.per_regime.{regime}")
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
     p += [f"study.analysis.steps: {x}" for x in _step_problems(spec.analysis.steps.split(","), allow_all=True)]
-    if spec.transfer is not None:
-        p += _transfer_problems(spec, data_ok)
+    fine_tuned = [t.model for t in spec.transfer]
+    if len(set(fine_tuned)) != len(fine_tuned):
+        p.append(f"study.transfer: one entry per model (got {fine_tuned})")
+    for i, entry in enumerate(spec.transfer):
+        p += _transfer_problems(spec, entry, f"study.transfer[{i}]", data_ok)
     return p
 
 
@@ -247,27 +267,28 @@ def _step_problems(items: list[str], allow_all: bool = False) -> list[str]:
     return [f"{', '.join(bad)}: not a checkpoint; use {', '.join(names)} or a step number"] if bad else []
 
 
-def _transfer_problems(spec: StudySpec, data_ok: bool) -> list[str]:
-    """Problems of the transfer entry alone: problems it inherits (a bad model or data entry) are reported there."""
-    t, p = spec.transfer, []
+def _transfer_problems(spec: StudySpec, t: TransferSpec, where: str, data_ok: bool) -> list[str]:
+    """Problems of one transfer entry alone: problems it inherits (a bad model or data entry) are reported there."""
+    p = []
     names = [m.name for m in spec.models]
     if t.model not in names:
-        return [f"study.transfer.model {t.model!r}: not a model of the study ({', '.join(names)})"]
+        return [f"{where}.model {t.model!r}: not a model of the study ({', '.join(names)})"]
     model = spec.model(t.model)
     missing = [r for r in t.from_ if r not in spec.regimes_of(model)]
     if missing or not t.from_:
-        p.append(f"study.transfer.from {t.from_}: choose regimes that {t.model} is trained on "
+        p.append(f"{where}.from {t.from_}: choose regimes that {t.model} is trained on "
                  f"({', '.join(spec.regimes_of(model))})")
     if t.control and "natural" not in spec.regimes_of(model):
-        p.append(f"study.transfer.control needs {t.model} trained on the natural regime")
-    p += [f"study.transfer.checkpoints: {x}" for x in _step_problems(t.checkpoints)]
+        p.append(f"{where}.control needs {t.model} trained on the natural regime")
+    p += [f"{where}.checkpoints: {x}" for x in _step_problems(t.checkpoints)]
     if t.preset not in TRANSFER_PRESETS:
-        p.append(f"study.transfer.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
+        p.append(f"{where}.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
+    p += [f"{where}.{x}" for x in FineTuneBudget(t.new_fact_multiple, t.flat_evals, t.flat_tolerance).problems()]
     if data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec))
                      .validate(transfer=True), "study.data (the transfer sets)")
     if model.family in FAMILIES and not _errors(lambda: _check_model(model), ""):
         p += _errors(lambda: resolve_train_config(model.family, model.preset, {**model_sets(model)[0],
-                                                                               **transfer_sets(spec)}),
-                     "study.transfer.set")
+                                                                               **transfer_sets(t)}),
+                     f"{where}.set")
     return p

@@ -42,6 +42,10 @@ class FineTune:
     probes: dict[str, np.ndarray]  # evaluation sets (rows), replacing the dataset's probe types
     lens: dict[str, str] = field(default_factory=dict)  # metric suffix -> probe set for lens rates and bridge use
     summarise: Callable[[list[dict]], dict] | None = None  # metrics rows -> summary["transfer"], written with it
+    mixed: dict[str, int] = field(default_factory=dict)  # probe name -> category code: also scored on old hops kept
+    # metrics rows so far -> why the fine-tune stops at this evaluation ("" = go on). A function of the rows alone,
+    # so a resumed fine-tune decides exactly as an uninterrupted one.
+    stop: Callable[[list[dict]], str] | None = None
 
 
 @dataclass
@@ -197,16 +201,18 @@ class Session:
         self.state = TrainState(model, cfg, len(self.train_set), device)
         probes = finetune.probes if finetune else {t: ds.probe(t) for t in ds.probe_types}
         lens = finetune.lens if finetune else LENS_SETS
-        self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use).to(device)
+        self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use, finetune.mixed if finetune else None
+                              ).to(device)
         self.resumed_at = self.state.restore(out) if request.resume else None
         if self.resumed_at is not None:
             old = artifacts.read_config(out)["train"]
             _reopen(self.state.loop, stop_rule_changed=old.get("stop_when") != cfg.stop_when)
             rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
-            artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows
-                                                                       if r["step"] <= self.resumed_at))
+            self.rows = [r for r in rows if r["step"] <= self.resumed_at]
+            artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
             print(f"resumed {out} at step {self.resumed_at}")
         else:
+            self.rows = []
             (out / "metrics.jsonl").write_text("")
         artifacts.write_yaml_atomic(out / "config.yaml", request.config)
         self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
@@ -216,6 +222,7 @@ class Session:
         self.session_start = (time.perf_counter(), self.state.loop.step)
         self.step, self.last_row = self.state.loop.step, {}
         self.summarise = finetune.summarise if finetune else None
+        self.finetune_stop = finetune.stop if finetune else None
 
     def boundary(self) -> bool:
         """Evaluate, checkpoint and check the stop conditions at the current step; True when the run stops here."""
@@ -227,7 +234,14 @@ class Session:
             self.last_row = _evaluate(state, self.sets, self.ds, self.cfg, self.out, step, len(self.train_set),
                                       self.t_start)
             self.progress.eval(step, self.last_row)
+            self.rows.append(self.last_row)
             stopping = _apply_rule(self.rule, state.loop, self.last_row, self.cfg, step, self.progress) or stopping
+        # A fine-tune's budget decides from the rows up to an evaluation at this step: a fresh one, or the one a
+        # resumed run stopped at (so a run killed after its last checkpoint stops where it would have).
+        if not stopping and self.finetune_stop is not None and self.rows and self.rows[-1]["step"] == step and \
+                (reason := self.finetune_stop(self.rows)):
+            state.loop.stop_reason, stopping = reason, True
+            self.progress.note(f"stopping at step {step}: {reason}")
         if fresh and (step in plan.checkpoints or stopping):
             state.loop.wall_seconds = time.perf_counter() - self.t_start
             state.save(self.out, step, plan.max_steps)

@@ -4,6 +4,8 @@ tiny trained models (a smoke gpt and a smoke trm) shared by the analysis, transf
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -65,3 +67,13 @@ def trained(tmp_path_factory, smoke_data):
         assert run_cli("train", "--data", smoke_data, "--model", family, "--preset", "smoke", "--quiet",
                        "--set", f"max_steps={steps},eval_every=100", "--out", root / family) == 0
     return root, load(smoke_data)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> None:
+    """Wait for ``condition`` (a file, a checkpoint, a process state) up to ``timeout`` seconds; fail naming ``what``
+    when it never holds, so a test never goes on with a state it did not reach."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)

@@ -156,7 +156,7 @@ def test_analyze_cli_writes_tables(cli, trained):
     records = sorted(p.name for p in (analysis / "queries").iterdir())
     assert "step_00000300.train_inferred.parquet" in records and "schema.json" in records
     frame = pd.read_parquet(analysis / "queries" / "step_00000300.train_inferred.parquet")
-    assert {"pred", "correct", "lens.L2.1", "use.L1", "patch_t", "patch_direction"} <= set(frame.columns)
+    assert {"pred", "correct", "lens.L2.1", "use.L1", "patch_t_token", "patch_direction"} <= set(frame.columns)
     compare = json.loads((analysis / "compare.json").read_text())
     assert compare["step0_vs_last"]["step_a"] == 0 and "regime (ood)" in out
     # re-running one step replaces its rows and keeps the others

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from grokscope.analysis.queries import query_records
 from grokscope.data.build import build_dataset
-from grokscope.data.config import DATA_PRESETS
+from grokscope.data.config import DATA_PRESETS, REGIMES
 from grokscope.data.counterfactuals import FORWARD, REVERSE, bridge_patches, id_tail_table, trained_compositions
 from grokscope.data.encoding import encode
 from grokscope.data.transfer import build_transfer
@@ -57,8 +57,10 @@ class TableModel(ModelFamily):
         self.register_buffer("tail", torch.from_numpy(all_tails(ds)))
         N, R = ds.vocab.num_entities, ds.vocab.num_relations
         memory = torch.full((N, R, R), -1, dtype=torch.long)
-        for h, r1, r2, _, t in ds.arrays["train_inferred"].tolist():
-            memory[h, r1, r2] = t
+        tail = all_tails(ds)
+        for h, r1, r2 in trained_compositions(ds):  # a fine-tune's parent's too
+            if tail[h, r1] >= 0 and tail[tail[h, r1], r2] >= 0:
+                memory[h, r1, r2] = tail[tail[h, r1], r2]
         self.register_buffer("memory", memory)
         self.stage = torch.nn.ModuleDict({"L0": HookPoint(), "L1": HookPoint(), "L2": HookPoint()})
         self.dummy = torch.nn.Parameter(torch.zeros(1))
@@ -244,10 +246,14 @@ def test_the_trm_family_carries_its_patch_and_skips_stages_that_cannot_reach_the
                                                  "puzzle_emb_len": 2, "forward_dtype": "float32"}, "test"))
     labels = [label for label, _ in model.patch_stages()]
     assert model.carried_patch and labels[0] == "H0_L0" and labels[-1] == "H1_L1" and "H1_commit" not in labels
-    tokens = torch.randint(1, 39, (8, 5))
+    torch.manual_seed(0)
+    tokens = torch.randint(1, 39, (64, 5))
     tokens[:, 3:] = 0
-    same = interchange(model, tokens, tokens)  # patching a prompt with itself changes nothing
-    assert (same == model.answer_logits(tokens).argmax(-1).view(1, -1)).all()
+    clean = model.answer_logits(tokens).argmax(-1).view(1, -1)
+    assert (interchange(model, tokens, tokens) == clean).all()  # patching a prompt with itself changes nothing
+    other = tokens.roll(1, 0)
+    moved = interchange(model, other, tokens)
+    assert (moved[0] != clean[0]).any()  # the carried patch reaches the answer slot from the first stage on
 
 
 @pytest.mark.parametrize("category", ["new_old_powered", "old_new_powered", "new_new"])
@@ -262,6 +268,27 @@ def test_new_fact_categories_are_reverse_patched(micro_transfer, category):
     composer, n = _use(TableModel(micro_transfer), micro_transfer, rows)
     memoriser, _ = _use(TableModel(micro_transfer, "memoriser"), micro_transfer, rows)
     assert n >= 0.9 * len(rows) and composer["bridge_use"] == 1.0 and memoriser["bridge_use@L1"] == 0.0
+    if category == "old_new_powered":  # an old first hop: without the guard the memoriser looks its answer up
+        model = TableModel(micro_transfer, "memoriser")
+        p = bridge_patches(micro_transfer, rows, trained=set())
+        keep = p["direction"] >= 0
+        query = model.prompt(encode(micro_transfer, rows[keep]))
+        recipient = model.prompt(encode(micro_transfer, p["other"][keep]))
+        expect = torch.from_numpy(micro_transfer.vocab.entity_id(p["expect"][keep]))
+        assert bridge_use_rates(model, interchange(model, query, recipient), expect)["bridge_use"] > 0.4
+
+
+def test_augmented_regimes_keep_a_reverse_patch_for_their_ood_queries(micro):
+    """Both-hop augmentation trains (h, r1) of OOD facts with every ID relation of b: the reverse patch then reads
+    the query's own second hop, and still no trained composition."""
+    both_full = build_dataset(dataclasses.replace(DATA_PRESETS["micro"], out_degree=19,
+                                                  **dataclasses.asdict(REGIMES["both_full"])))
+    rows = both_full.probe("test_inferred_ood")
+    p = bridge_patches(both_full, rows)
+    assert (p["direction"] == REVERSE).mean() > 0.95
+    rates, n = _use(TableModel(both_full), both_full, rows)
+    memoriser, _ = _use(TableModel(both_full, "memoriser"), both_full, rows)
+    assert rates["bridge_use"] == 1.0 and memoriser["bridge_use@L1"] == 0.0
 
 
 def test_gpt_trained_on_atomic_facts_only_scores_low(cli, tmp_path, smoke_dataset):

@@ -374,9 +374,6 @@ def run_cases() -> list[Case]:
     return c
 
 
-SMOKE_YAML = None
-
-
 def smoke_text() -> str:
     from importlib import resources
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -26,6 +25,7 @@ from collections.abc import Callable
 import pytest
 
 from grokscope.errors import GrokscopeError
+from conftest import wait_until
 from test_fuzz import _run  # the first corpus's in-process runner: an escaped exception counts as a traceback
 
 TINY = "max_steps=6,eval_every=3,eval_bridge_use=8"
@@ -536,10 +536,5 @@ def test_two_studies_started_together_then_ctrl_c(verb, tmp_path):
 
 
 def _first_to_exit(procs: list[subprocess.Popen], timeout: float) -> subprocess.Popen:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                return proc
-        time.sleep(0.05)
-    raise AssertionError("neither process exited")
+    wait_until(lambda: any(proc.poll() is not None for proc in procs), timeout, "one of the processes to exit")
+    return next(proc for proc in procs if proc.poll() is not None)

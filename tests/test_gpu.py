@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from grokscope import api, artifacts, runs
+from conftest import wait_until
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -48,9 +48,8 @@ def test_killed_run_resumes_on_cuda(data, tmp_path):
            "--device", "cuda", "--out", str(tmp_path / "r"), "--set",
            "max_steps=400,eval_every=50,ckpt_dense_every=25,ckpt_dense_until=400,precision=fp16,grokfast_lambda=2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(runs.list_checkpoints(tmp_path / "r")) < 4:
-        time.sleep(0.05)
+    wait_until(lambda: len(runs.list_checkpoints(tmp_path / "r")) >= 4 or proc.poll() is not None, 300,
+               "the run's fourth checkpoint")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)

@@ -67,27 +67,21 @@ def test_loop_backend_is_bit_identical_to_training_alone(regimes, alone, tmp_pat
         assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-def test_vmap_backend_agrees_within_tolerance(regimes, alone, tmp_path):
-    family, reference = alone
-    if EXTRA[family]:  # vmap cannot reproduce dropout: compare without it
-        pytest.skip("the vmap backend refuses dropout (tested below)")
-    summaries = api.train_group(_members(regimes, tmp_path, family, ()), backend="vmap")
-    assert [s["final_step"] for s in summaries] == [30, 30]
-    for i in range(2):
-        (_, wa, _), (_, wb, _) = _final(reference / f"s{i}"), _final(tmp_path / f"s{i}")
-        for k in wa:
-            torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-3)
-
-
-def test_vmap_backend_without_dropout_for_the_gpt(regimes, tmp_path):
-    members = _members(regimes, tmp_path, "gpt", ())
+@pytest.mark.parametrize("family", ["gpt", "trm"])
+def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path):
+    """vmap cannot reproduce dropout, so both families are compared with runs trained alone without it."""
+    members = _members(regimes, tmp_path, family, ())
     for i, kw in enumerate(members):
         api.train(**{**kw, "out": tmp_path / f"alone{i}"})
-    api.train_group(members, backend="vmap")
+    summaries = api.train_group(members, backend="vmap")
+    assert [s["final_step"] for s in summaries] == [30, 30]
     for i in range(2):
         (_, wa, _), (_, wb, _) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-3)
+
+
+def test_vmap_backend_refuses_dropout_before_writing(regimes, tmp_path):
     with pytest.raises(GrokscopeError, match="dropout"):
         api.train_group(_members(regimes, tmp_path / "drop", "gpt", EXTRA["gpt"]), backend="vmap")
     assert not list((tmp_path / "drop").rglob("config.yaml"))  # refused before any run was written

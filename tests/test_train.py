@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 from grokscope import artifacts, runs
 from grokscope.train.config import TrainConfig
 from grokscope.train.schedule import checkpoint_steps
+from conftest import wait_until
 
 VOLATILE = {"wall_seconds"}
 
@@ -71,9 +71,8 @@ def test_sigkill_then_resume_matches_straight_run(tmp_path, smoke_data):
     assert straight.returncode == 0, straight.stderr
     proc = subprocess.Popen(_train_proc(smoke_data, tmp_path / "killed", steps), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(runs.list_checkpoints(tmp_path / "killed")) < 4:
-        time.sleep(0.02)
+    wait_until(lambda: len(runs.list_checkpoints(tmp_path / "killed")) >= 4 or proc.poll() is not None, 120,
+               "the run's fourth checkpoint")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert runs.list_checkpoints(tmp_path / "killed")[-1] < steps, "the run finished before it was killed"
@@ -193,9 +192,7 @@ def test_second_process_is_refused_and_a_stale_lock_taken_over(tmp_path, smoke_d
     proc = subprocess.Popen(_train_proc(smoke_data, tmp_path / "r", 100_000), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not runs.list_checkpoints(tmp_path / "r"):
-            time.sleep(0.05)
+        wait_until(lambda: bool(runs.list_checkpoints(tmp_path / "r")), 120, "the first checkpoint")
         before = (tmp_path / "r" / "metrics.jsonl").read_text()
         code, _, err = cli(*_train_proc(smoke_data, tmp_path / "r", 100_000)[3:], "--resume")
         assert code == 2 and f"pid {proc.pid}" in err and "in use" in err
@@ -230,3 +227,21 @@ def test_resume_with_another_family_or_shape_is_refused(cli, tmp_path, smoke_dat
     assert code == 2 and "model.d_model" in err
     code, _, err = cli(*common, "--set", "max_steps=30,model.d_model=64", "--resume", "--force-config")
     assert code == 2 and "cannot be loaded into this model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_evaluation_is_written_as_tensorboard_scalars(cli, tmp_path, smoke_data):
+    """With tensorboard installed (the `track` extra), each evaluation's numbers are scalars in RUN/tensorboard/; a
+    resumed run drops what was logged after its checkpoint, as metrics.jsonl does."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = ["train", "--data", smoke_data, "--model", "gpt", "--preset", "smoke", "--quiet", "--out", tmp_path / "r"]
+    assert cli(*base, "--set", "max_steps=20,eval_every=10")[0] == 0
+    assert cli(*base, "--set", "max_steps=40,eval_every=10", "--resume")[0] == 0
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("test_inferred_iid")}
+    expected = {r["step"]: r["test_inferred_iid"] for r in artifacts.read_metrics(tmp_path / "r")}
+    assert sorted(logged) == sorted(expected) == [0, 10, 20, 30, 40]
+    assert all(abs(logged[s] - expected[s]) < 1e-6 for s in expected)
+    assert {"train_loss", "lr", "weight_norm", "n/test_inferred_iid"} <= set(events.Tags()["scalars"])

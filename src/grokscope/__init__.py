@@ -17,7 +17,7 @@ from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
            "to_transformer_lens", "build_data", "train", "train_group", "analyze", "transfer", "compare", "study",
-           "sweep", "report", "export_tl"]
+           "sweep", "plan_study", "plan_sweep", "report", "export_tl"]
 
 
 _API_NAMES = frozenset(__all__) - {"__version__"}

@@ -25,7 +25,7 @@ import pandas as pd
 
 from grokscope import artifacts
 from grokscope.config import route_sets, split_set_items
-from grokscope.data.store import Dataset, ProbeSet
+from grokscope.data.store import Dataset, ProbeSet, is_composition
 from grokscope.errors import GrokscopeError
 
 # torch is imported on first use (runs, models), so `grokscope data ...` and `--help` start fast.
@@ -344,6 +344,33 @@ def study(preset: str = "micro", out: Path | None = None, executor: str = "local
 
 
 @checked
+def plan_study(preset: str = "micro", out: Path | None = None, sets: list[str] | None = None,
+               device: str = "auto") -> list[dict]:
+    """Every job of a study with its step budget, parameters, training FLOPs and estimated time on ``device``;
+    runs and writes nothing (``grokscope study --plan``)."""
+    from grokscope.runtime import pick_device
+    from grokscope.study.estimate import plan_rows
+    from grokscope.study.plan import plan
+    from grokscope.study.spec import load_spec
+
+    out = Path(out) if out else Path("reports") / Path(preset).stem
+    return plan_rows(plan(load_spec(preset, sets), out), pick_device(device), log=lambda _msg: None)
+
+
+@checked
+def plan_sweep(grid: list[str], preset: str = "micro", out: Path | None = None, model: str | None = None,
+               device: str = "auto") -> list[dict]:
+    """Every job of a sweep with its budget and estimated cost; runs and writes nothing (``sweep --plan``)."""
+    from grokscope.runtime import pick_device
+    from grokscope.study.estimate import plan_rows
+    from grokscope.sweep import sweep_jobs
+
+    out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
+    _, data_jobs, train_jobs = sweep_jobs(preset, grid, out, model)
+    return plan_rows([*data_jobs, *(job for _, job in train_jobs)], pick_device(device), log=lambda _msg: None)
+
+
+@checked
 def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
           address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True,
           fresh: bool = False) -> Path:
@@ -398,7 +425,7 @@ def trace(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame
     from grokscope.data.encoding import encode
 
     probes = _probe_set(probes)
-    rows = sample_rows(probes.rows[probes.rows[:, 2] >= 0], TRACE_EXAMPLES)
+    rows = sample_rows(probes.rows[is_composition(probes.rows)], TRACE_EXAMPLES)
     return trace_table(model, encode(probes.dataset, rows), probes.dataset, rows, probes.name, run, step)
 
 

@@ -46,7 +46,8 @@ def data_build(
 ) -> None:
     """Build one dataset: a pre-training set, or with --transfer its fine-tuning set."""
     t0 = time.perf_counter()
-    ds = api.build_data(out, preset, regime, aug, overrides, transfer, seed, force)
+    ds = api.build_data(out=out, preset=preset, regime=regime, aug=aug, sets=overrides, transfer=transfer, seed=seed,
+                        force=force)
     _print_summary(ds, header=f"wrote {out} in {time.perf_counter() - t0:.2f} s")
 
 
@@ -63,7 +64,7 @@ def data_family(
 ) -> None:
     """Build the five regimes of He et al. Fig. 2 (and their transfer sets) on one graph."""
     t0 = time.perf_counter()
-    written = api.build_family(out, preset, overrides, seed, transfer, force)
+    written = api.build_family(out=out, preset=preset, sets=overrides, seed=seed, transfer=transfer, force=force)
     print(f"\nfamily of {len(written)} datasets in {time.perf_counter() - t0:.2f} s")
     _print_family_table({name: api.load_data(path) for name, path in written.items()})
 
@@ -76,7 +77,7 @@ def data_transfer(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Derive the transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
-    _print_summary(api.derive_transfer(parent, out, overrides, force), header=f"wrote {out}")
+    _print_summary(api.derive_transfer(parent=parent, out=out, sets=overrides, force=force), header=f"wrote {out}")
 
 
 @data_app.command("show")
@@ -102,7 +103,7 @@ def data_export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export."),
 ) -> None:
     """Write train/valid/test/vocab.json in the original authors' item format."""
-    api.export_data(path, out, fmt, force)
+    api.export_data(path=path, out=out, fmt=fmt, force=force)
     print(f"exported {path} -> {out} (train.json, valid.json, test.json, vocab.json, id_facts.json, "
           f"ood_facts.json)")
 
@@ -114,7 +115,7 @@ def data_import(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
-    _print_summary(api.import_data(folder, out, force), header=f"imported {folder} -> {out}")
+    _print_summary(api.import_data(folder=folder, out=out, force=force), header=f"imported {folder} -> {out}")
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -137,7 +138,8 @@ def train_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a dataset: checkpoints, metrics.jsonl, summary.json with milestones."""
-    summary = api.train(data, out, model, preset, overrides, resume, force_config, device, quiet)
+    summary = api.train(data=data, out=out, model=model, preset=preset, sets=overrides, resume=resume,
+                        force_config=force_config, device=device, quiet=quiet)
     ms = ", ".join(f"{k}={v}" for k, v in summary["milestones"].items() if v is not None) or "none reached"
     final = summary["final"]
     keys = ("train_acc", "test_inferred_iid", "test_inferred_ood", f"{summary['bridge_metric']}_ood")
@@ -167,7 +169,7 @@ def stack_cmd(
                             "preset": params["preset"], "sets": params["overrides"], "resume": params["resume"],
                             "force_config": params["force_config"], "device": params["device"],
                             "quiet": params["quiet"]})
-    for kw, summary in zip(runs_kwargs, api.train_group(runs_kwargs, backend)):
+    for kw, summary in zip(runs_kwargs, api.train_group(runs_kwargs=runs_kwargs, backend=backend)):
         print(f"done: {kw['out']} step {summary['final_step']} ({summary['stop_reason']})")
 
 
@@ -195,8 +197,9 @@ def transfer_cmd(
     """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
     from grokscope.transfer import print_transfer_summary
 
-    summary = api.transfer(parent, out, data, preset, overrides, control, device, quiet, resume, new_fact_multiple,
-                           flat_evals, flat_tolerance)
+    summary = api.transfer(parent=parent, out=out, data=data, preset=preset, sets=overrides, control=control,
+                           device=device, quiet=quiet, resume=resume, new_fact_multiple=new_fact_multiple,
+                           flat_evals=flat_evals, flat_tolerance=flat_tolerance)
     print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']})")
     print_transfer_summary(summary)
 
@@ -215,7 +218,7 @@ def analyze_cmd(
     device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
 ) -> None:
     """Logit lens, causal tracing, bridge use, path comparison and regime classification -> RUN/analysis/."""
-    result = api.analyze(run, steps, probes, analyses, data, device)
+    result = api.analyze(run=run, steps=steps, probes=probes, analyses=analyses, data=data, device=device)
     for key, rates in result.get("lens", {}).items():
         use = result.get("bridge_use", {}).get(key)
         print(f"lens {key}: bridge_found {rates['bridge_found']:.3f}, target_found {rates['target_found']:.3f}"
@@ -238,7 +241,7 @@ def compare_cmd(
     device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
 ) -> None:
     """Do two checkpoints (e.g. of two regimes) use the same inference path?"""
-    c = api.compare(a, b, probes, out, device)
+    c = api.compare(a=a, b=b, probes=probes, out=out, device=device)
     print(f"{c['a']} vs {c['b']} on {c['n_queries']} compositions: bridge profile r {_fmt(c['profile_corr'])}, "
           f"causal-map r {_fmt(c['causal_map_corr'])}, bridge levels {_fmt(c['level_a'])} / {_fmt(c['level_b'])} "
           f"-> {c['verdict']} ({c['why']})")
@@ -253,7 +256,7 @@ def export_tl_cmd(
                                help="With transformer-lens installed, build the TL model and compare logits."),
 ) -> None:
     """Write a gpt checkpoint in TransformerLens's layout (tl_model.safetensors + tl_config.json)."""
-    path, diff = api.export_tl(ref, out, force, check)
+    path, diff = api.export_tl(ref=ref, out=out, force=force, check=check)
     print(f"exported {ref} -> {path}" + (f"; TransformerLens logits agree to {diff:.1e}" if diff is not None else ""))
 
 
@@ -269,10 +272,15 @@ def study_cmd(
     fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the study in --out."),
     stack: bool = typer.Option(True, "--stack/--no-stack", help="Train runs of one architecture stacked in one "
                                                                 "process (grokscope stack)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print every job with its steps, parameters, training "
+                                                         "FLOPs and estimated time here; run and write nothing."),
 ) -> None:
     """Run a whole study (data, training, analyses, transfer) and write the report; resumes by default."""
+    if plan_only:
+        return _print_plan(api.plan_study(preset=preset, out=out, sets=overrides))
     t0 = time.perf_counter()
-    report = api.study(preset, out, executor, address, overrides, fresh, runner=run_in_process, stack=stack)
+    report = api.study(preset=preset, out=out, executor=executor, address=address, sets=overrides, fresh=fresh,
+                       runner=run_in_process, stack=stack)
     print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min: {report} (and {report.with_suffix('.md')})")
 
 
@@ -289,17 +297,29 @@ def sweep_cmd(
     stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "
                                                                 "stacked in one process."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the sweep in --out."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print every grid point with its steps, parameters, "
+                                                         "training FLOPs and estimated time here; run nothing."),
 ) -> None:
     """Train over a grid of config values and write a milestone table (CSV) and figures."""
-    csv = api.sweep(grid, preset, out, executor, address, model, runner=run_in_process, stack=stack, fresh=fresh)
+    if plan_only:
+        return _print_plan(api.plan_sweep(grid=grid, preset=preset, out=out, model=model))
+    csv = api.sweep(grid=grid, preset=preset, out=out, executor=executor, address=address, model=model,
+                    runner=run_in_process, stack=stack, fresh=fresh)
     print(csv.read_text())
     print(f"wrote {csv} and {csv.with_name('sweep.png')}")
+
+
+def _print_plan(rows: list[dict]) -> None:
+    from grokscope.study.estimate import print_table
+
+    print_table(rows)
+    print("nothing was run or written; drop --plan to run it")
 
 
 @app.command("report")
 def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope study --out).")) -> None:
     """Rebuild a study's report from its run folders (reads files only)."""
-    print(f"wrote {api.report(study)}")
+    print(f"wrote {api.report(path=study)}")
 
 
 # ------------------------------------------------------------------------------------------------ printing

@@ -73,7 +73,7 @@ def save_checkpoint(run: Path, step: int, model_weights: dict, state: dict, meta
     return final
 
 
-def clean_leftovers(run: Path) -> None:
+def clean_run_leftovers(run: Path) -> None:
     """Remove what killed writes left in a run folder: temporary checkpoint folders and half-written files. Only
     called by the process that holds the run's lock."""
     root = Path(run)
@@ -264,13 +264,3 @@ def clear_run(out: Path, keep: tuple[str, ...] = ()) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-
-
-def clear_unstarted_run(out: Path, keep: tuple[str, ...] = ()) -> bool:
-    """A run folder that holds no readable checkpoint (its process died before the first one) can only start over:
-    remove what the run wrote and keep ``keep``. Returns whether it did."""
-    out = Path(out)
-    if not (out / "config.yaml").exists() or has_readable_checkpoint(out):
-        return False
-    clear_run(out, keep)
-    return True

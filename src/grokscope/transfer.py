@@ -188,6 +188,7 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
     runs.check_run_target(out, resume, keep=("data",))  # again under the lock: another process may have finished
     if resume:
         _check_same_parent(out, parent_run, step, control)
+        budget = _recorded_budget(out, budget, quiet)
     init = None
     if not control:  # the weights the checkpoint evaluates with: EMA weights for the trm (a new EMA starts there)
         try:
@@ -209,6 +210,22 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
                         stop=budget.stop_reason)
     return train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
                  finetune=finetune)
+
+
+def _recorded_budget(out: Path, given: FineTuneBudget, quiet: bool) -> FineTuneBudget:
+    """A resumed fine-tune keeps the budget it started with, so it stops where it would have (one that started before
+    budgets were recorded ran to max_steps)."""
+    old = (artifacts.read_config(out).get("transfer") or {}).get("budget")
+    try:
+        recorded = FineTuneBudget(**old) if isinstance(old, dict) else FineTuneBudget(new_fact_multiple=0)
+    except TypeError:
+        raise GrokscopeError(f"{out}/config.yaml: its transfer.budget is not one this grokscope reads; start the "
+                             f"fine-tune over in another --out") from None
+    if asdict(recorded) == asdict(given):
+        return given
+    if not quiet:
+        print(f"note: {out} resumes with the budget it started with ({asdict(recorded)}), not {asdict(given)}")
+    return recorded
 
 
 def _check_same_parent(out: Path, parent_run: Path, step: int, control: bool) -> None:

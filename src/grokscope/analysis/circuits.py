@@ -14,6 +14,7 @@ from grokscope.analysis.patching import causal_strength
 from grokscope.analysis.queries import query_records
 from grokscope.data.counterfactuals import counterfactual_tokens
 from grokscope.data.encoding import encode
+from grokscope.data.store import is_composition
 from grokscope.errors import GrokscopeError
 from grokscope.metrics.paths import path_verdict
 from grokscope.metrics.records import aggregate
@@ -34,7 +35,7 @@ def compare_paths(model_a, model_b, ds, rows: np.ndarray, seed: int = 0) -> dict
                              f"{len(model_a.readout_stages())} vs {model_b.family} {len(model_b.readout_stages())} "
                              f"stages)")
     rows = np.asarray(rows)
-    rows = rows[rows[:, 2] >= 0]
+    rows = rows[is_composition(rows)]
     enc, cf = encode(ds, rows), counterfactual_tokens(ds, rows, seed=seed)
     maps, counts = [], []
     for model in (model_a, model_b):

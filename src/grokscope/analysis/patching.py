@@ -21,6 +21,7 @@ from grokscope.data.counterfactuals import counterfactual_tokens
 from grokscope.data.encoding import Encoded
 from grokscope.data.store import Dataset
 from grokscope.metrics.records import TIDY_COLUMNS
+from grokscope.models.readout import replace_at
 
 POSITIONS = ("h", "r1", "r2")
 
@@ -47,15 +48,8 @@ def causal_strength(model, enc: Encoded, counterfactual: np.ndarray) -> tuple[to
         prompt, corrupt = clean[keep], clean[keep].clone()
         corrupt[:, p] = cf_tok[keep]
         _, cf_cache = model.run_with_cache(corrupt, names_filter=names)
-        pos = model.token_offset + p
+        patch = replace_at(model.token_offset + p, cf_cache)
         for s, name in enumerate(names):
-            donor = cf_cache[name][:, pos]
-
-            def patch(act, hook, donor=donor, pos=pos):
-                act = act.clone()
-                act[:, pos] = donor
-                return act
-
             with model.hooks([(name, patch)]):
                 ok = model.answer_logits(prompt).argmax(-1) == target[keep]
             strength[s, p] = 1 - ok.float().mean().cpu()

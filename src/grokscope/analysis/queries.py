@@ -17,7 +17,8 @@ import torch
 from grokscope import artifacts
 from grokscope.data.counterfactuals import FORWARD, bridge_patches
 from grokscope.data.encoding import encode
-from grokscope.data.store import Dataset
+from grokscope.data.store import Dataset, is_composition
+from grokscope.metrics import thresholds as th
 from grokscope.metrics.records import TIDY_COLUMNS, aggregate
 from grokscope.models.readout import R1, answers, interchange, stage_argmax
 
@@ -26,7 +27,7 @@ from grokscope.models.readout import R1, answers, interchange, stage_argmax
 def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """The records frame of the compositions in ``rows`` and its schema."""
     rows = np.asarray(rows)
-    rows = rows[rows[:, 2] >= 0]
+    rows = rows[is_composition(rows)]
     enc = encode(ds, rows).to(model.device)
     prompt = model.prompt(enc)
     argmax = stage_argmax(model, prompt).cpu()  # [S, B, T]
@@ -43,7 +44,7 @@ def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[
     patches = bridge_patches(ds, rows, seed=seed)
     has = patches["direction"] >= 0
     expect = np.where(has, ds.vocab.entity_id(patches["expect"]), -1)
-    frame["patch_t"], frame["patch_direction"] = expect, patches["direction"]
+    frame["patch_t_token"], frame["patch_direction"] = expect, patches["direction"]
     for i, c in enumerate(("h", "r1", "r2")):
         frame[f"patch_{c}"] = patches["other"][:, i]
     patch_labels = [label for label, _ in model.patch_stages()]
@@ -57,7 +58,7 @@ def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[
         outcome[:, has] = (patched.numpy() == expect[has][None]).astype(np.int8)
     for s, label in enumerate(patch_labels):
         frame[f"use.{label}"] = outcome[s]
-    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "bridge_use_version": 2, "stages": stages,
+    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "bridge_use_version": th.BRIDGE_USE_VERSION, "stages": stages,
               "patch_stages": patch_labels, "positions": T, "r1_position": R1,
               "bridge_found_mask": model.bridge_found_mask(S, T).tolist()}
     return pd.DataFrame(frame), schema

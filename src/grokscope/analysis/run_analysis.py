@@ -24,7 +24,7 @@ from grokscope.analysis.logit_lens import lens_table
 from grokscope.analysis.patching import trace_table
 from grokscope.analysis.queries import bridge_use_table, query_records, write_records
 from grokscope.data.encoding import encode
-from grokscope.data.store import Dataset, load
+from grokscope.data.store import Dataset, is_composition, load
 from grokscope.errors import GrokscopeError
 from grokscope.metrics.milestones import classify_regime
 from grokscope.models.registry import family
@@ -172,10 +172,10 @@ def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str,
                 continue
             if "lens" in wanted:
                 lens_parts.append(lens_table(model, encode(ds, rows).to(model.device), pt, run.name, step))
-            if "trace" in wanted and (rows[:, 2] >= 0).any():
-                sample = sample_rows(rows[rows[:, 2] >= 0], TRACE_EXAMPLES)
+            if "trace" in wanted and is_composition(rows).any():
+                sample = sample_rows(rows[is_composition(rows)], TRACE_EXAMPLES)
                 trace_parts.append(trace_table(model, encode(ds, sample), ds, sample, pt, run.name, step))
-            if "queries" in wanted and (rows[:, 2] >= 0).any():
+            if "queries" in wanted and is_composition(rows).any():
                 frame, schema = query_records(model, ds, rows)
                 write_records(run, step, pt, frame, schema)
                 use_parts.append(bridge_use_table(frame, schema, pt, run.name, step))

@@ -83,10 +83,6 @@ def sample_cap(rng: np.random.Generator, n: int, cap: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def probe_rng(cfg: DataConfig) -> np.random.Generator:
-    return stream(cfg.seed, STREAM_PROBES)
-
-
 def cap_valid(cfg: DataConfig, ood_test: Paths) -> Paths:
     """valid.json = OOD test compositions sampled down to ``valid_cap``; also the OOD probes."""
     rng = stream(cfg.seed, STREAM_PROBES + 100)

@@ -1,5 +1,6 @@
 """Counterfactual queries for the causal analyses, drawn per example with a generator seeded by the example index
-(as Wang et al.'s causal tracing does), so a query gets the same counterfactual in every run and checkpoint.
+(as Wang et al.'s causal tracing does), so a query gets the same counterfactual in every checkpoint of a run (and,
+for causal tracing, in every run; bridge-use patches avoid each dataset's own trained compositions).
 
 - ``counterfactual_tokens``: Wang et al.'s causal tracing, one replacement token for h, r1 and r2 each.
 - ``bridge_patches``: the other query of the interchange intervention that measures bridge use (``docs/methods.md``):
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokscope.data.store import Dataset
+from grokscope.data.store import Dataset, is_composition
 
 
 def id_tail_table(ds: Dataset) -> np.ndarray:
@@ -68,13 +69,13 @@ def trained_compositions(ds: Dataset) -> set[tuple[int, int, int]]:
     return set(map(tuple, keys.tolist()))
 
 
-def first_hop_is_id(ds: Dataset, rows: np.ndarray) -> np.ndarray:
+def both_hops_id(ds: Dataset, rows: np.ndarray) -> np.ndarray:
     """[n] whether both hops of each composition are ID facts of the pre-training graph (neither OOD nor new)."""
     tail = id_tail_table(ds)
     rows = np.asarray(rows, dtype=np.int64)
     first = tail[rows[:, 0], rows[:, 1]] == rows[:, 3]
     second = tail[rows[:, 3].clip(0), rows[:, 2].clip(0)] == rows[:, 4]
-    return first & second & (rows[:, 2] >= 0)
+    return first & second & is_composition(rows)
 
 
 def bridge_patches(ds: Dataset, rows: np.ndarray, seed: int = 0, trained: set | None = None) -> dict[str, np.ndarray]:
@@ -87,7 +88,9 @@ def bridge_patches(ds: Dataset, rows: np.ndarray, seed: int = 0, trained: set | 
     Otherwise (the first or second hop is OOD or new) -> REVERSE: a recipient (h*, r1*, r2*) with an ID first hop
     b* = tail(h*, r1*) != b, an ID fact (b, r2*) -> t*, tail(b*, r2*) != t*, and (h, r1, r2*) never trained; the
     query's r1 state goes into the recipient, and the patch succeeds when the recipient's answer becomes t* (the
-    query's r1 state carried b, which the recipient's second hop read).
+    query's r1 state carried b, which the recipient's second hop read). Where every ID relation of b was trained
+    with (h, r1) (the hop-1 augmentation of both-hop regimes trains them all), r2* is the query's own r2 and t* = t:
+    (h, r1, r2) is the query itself, a test composition.
 
     In both directions the composition a memoriser would look up after the patch (the patched state's first hop with
     the receiving query's r2) was never trained, so a model whose r1 state carries only the identity of (h, r1) and
@@ -99,7 +102,7 @@ def bridge_patches(ds: Dataset, rows: np.ndarray, seed: int = 0, trained: set | 
     trained = trained_compositions(ds) if trained is None else trained
     facts = np.argwhere(tail >= 0)  # [F, 2] (h', r1') of every ID fact
     bridges = tail[facts[:, 0], facts[:, 1]]
-    forward = first_hop_is_id(ds, rows)
+    forward = both_hops_id(ds, rows)
     n = len(rows)
     other = np.full((n, 5), -1, dtype=np.int64)
     expect = np.full(n, -1, dtype=np.int64)
@@ -118,14 +121,14 @@ def bridge_patches(ds: Dataset, rows: np.ndarray, seed: int = 0, trained: set | 
                 other[i] = (facts[j, 0], facts[j, 1], r2, bridges[j], t2[j])
                 expect[i], direction[i] = t2[j], FORWARD
             continue
-        # REVERSE: r2* among b's ID relations, (h, r1, r2*) untrained; then a recipient first hop for it.
-        for r2s in rng.permutation(np.flatnonzero(tail[b] >= 0)).tolist():
-            if (h, r1, r2s) in trained:
-                continue
-            ts = tail[b, r2s]
+        # REVERSE: r2* among b's ID relations with (h, r1, r2*) untrained, else the query's own r2 (its composition
+        # is the query itself, a test item); then a recipient first hop whose bridge has r2* as an ID fact.
+        candidates = [r for r in rng.permutation(np.flatnonzero(tail[b] >= 0)).tolist() if (h, r1, r) not in trained]
+        for r2s in candidates + [r2]:
+            ts = t if r2s == r2 else tail[b, r2s]
             rec = tail[bridges, r2s]
             ok = np.flatnonzero((bridges != b) & (rec >= 0) & (rec != ts))
-            if len(ok):
+            if len(ok) and (h, r1, r2s) not in trained:
                 j = int(rng.choice(ok))
                 other[i] = (facts[j, 0], facts[j, 1], r2s, bridges[j], rec[j])
                 expect[i], direction[i] = ts, REVERSE

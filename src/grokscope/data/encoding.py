@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from grokscope.data.store import Dataset
+from grokscope.data.store import Dataset, is_composition
 
 IGNORE = -100  # label value that the losses skip
 
@@ -54,7 +54,7 @@ def encode(ds: Dataset, rows: np.ndarray) -> Encoded:
     vocab = ds.vocab
     rows = np.asarray(rows).reshape(-1, 5)
     seq = torch.from_numpy(vocab.encode(rows))
-    prompt_len = torch.from_numpy(np.where(rows[:, 2] < 0, 2, 3))
+    prompt_len = torch.from_numpy(np.where(is_composition(rows), 3, 2))
     pos = torch.arange(seq.shape[1])
     inputs = torch.where(pos < prompt_len[:, None], seq, vocab.pad_id)
     labels = torch.where(seq == vocab.pad_id, IGNORE, seq)

@@ -16,7 +16,7 @@ import numpy as np
 
 from grokscope.data.augment import SOURCE_AUG_HOP1, SOURCE_AUG_HOP2, SOURCE_NATURAL
 from grokscope import artifacts
-from grokscope.data.store import Dataset
+from grokscope.data.store import Dataset, is_composition
 from grokscope.data.transfer import fact_lookup
 from grokscope.data.vocab import TOKEN_RE, Vocab
 from grokscope.errors import GrokscopeError
@@ -106,12 +106,12 @@ def _import_original(folder: Path) -> Dataset:
             raise GrokscopeError(f"{folder / name}: not a list of items; re-export the dataset")
     vocab = Vocab(len(ent), len(rel))
     train_rows = _parse(train, "train.json", ent, rel)
-    is_atomic = train_rows[:, 2] < 0
+    is_atomic = ~is_composition(train_rows)
     atomic = train_rows[is_atomic]
     lookup = fact_lookup(atomic, vocab.num_entities, vocab.num_relations)
 
     def with_bridge(rows: np.ndarray, where: str) -> np.ndarray:
-        inferred = rows[:, 2] >= 0
+        inferred = is_composition(rows)
         f1 = lookup[rows[inferred, 0], rows[inferred, 1]]
         if (f1 < 0).any():
             raise GrokscopeError(f"{where}: {int((f1 < 0).sum())} compositions have a first hop that is not an "

@@ -32,6 +32,12 @@ COLUMNS = ("h", "r1", "r2", "b", "t")
 BASE_PROBE_TYPES = ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid", "test_inferred_ood")
 TRANSFER_PROBE_TYPES = ("atomic_new", "test_inferred_new", "test_inferred_new_mix", "test_inferred_new_mix_powered")
 MIX_CATEGORIES = {1: "new+old", 2: "old+new"}
+R2 = COLUMNS.index("r2")
+
+
+def is_composition(rows: np.ndarray) -> np.ndarray:
+    """[n] whether each stored row is a two-hop composition (atomic facts have r2 = -1)."""
+    return np.asarray(rows)[:, R2] >= 0
 
 
 @dataclass

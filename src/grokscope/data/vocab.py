@@ -52,10 +52,6 @@ class Vocab:
         """Token string of every id, index = id."""
         return [PAD] + self.original_tokens()
 
-    def entity_slice(self) -> slice:
-        """Ids of the entity tokens: analyses restrict rankings to these."""
-        return slice(1, 1 + self.num_entities)
-
     def to_json(self) -> dict:
         return {"tokens": self.tokens(), "pad_id": self.pad_id, "end_id": self.end_id,
                 "num_entities": self.num_entities, "num_relations": self.num_relations,

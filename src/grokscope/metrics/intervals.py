@@ -48,11 +48,15 @@ class Rate:
             return BELOW
         return UNDECIDED
 
-    def text(self, digits: int = 2) -> str:
+    def text(self, digits: int = 2, compact: bool = False) -> str:
+        """``0.91 [0.86, 0.95] (n=162, mean of 3 evaluations)``; ``compact``: ``0.91 [0.86, 0.95] n=162`` (tables that
+        say once how many evaluations are averaged)."""
         ci = self.interval
         body = f"{self.value:.{digits}f}"
         if ci is not None:
             body += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+        if compact:
+            return f"{body} n={self.n}" if self.n else f"{body} n unknown"
         extra = [f"n={self.n}" if self.n else "n unknown"]
         if self.evals > 1:
             extra.append(f"mean of {self.evals} evaluations")

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
 
 # The tidy long format of every analysis table (lens, causal tracing, bridge use): one row per measurement.
 TIDY_COLUMNS = ["run", "step", "probe_type", "stage", "stage_index", "position", "metric", "value", "n"]
@@ -71,8 +72,10 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     for i, s in enumerate(stages):
         out[f"bridge_found@{s}"] = float(hit_b[i].any(0).mean())
         out[f"b_decodable_at_r1@{s}"] = float((lens[i, r1] == b).mean())
-    # Bridge use v2 records name the expected answer patch_t; records written before it, donor_t.
-    has = frame["patch_t" if "patch_t" in frame else "donor_t"].to_numpy() >= 0
+    # Records of an older bridge-use measure (v1: donors could be trained compositions; OOD was measured forward)
+    # count as not measured: a memoriser could pass them. Re-running `grokscope analyze` measures them anew.
+    current = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION
+    has = (frame["patch_t_token"].to_numpy() >= 0) if current and "patch_t_token" in frame else np.zeros(n, bool)
     out["n_use"] = int(has.sum())
     uses = [float((frame.loc[has, f"use.{s}"] == 1).mean()) if has.any() else float("nan")
             for s in schema["patch_stages"]]
@@ -88,7 +91,8 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     else:
         present = hit_b.any((0, 1))
     out["n_correct"] = int(correct.sum())
-    out["bridge_given_correct"] = float(present[correct].mean()) if correct.any() else float("nan")
+    measured = current or schema.get("bridge_metric") != "bridge_use"
+    out["bridge_given_correct"] = float(present[correct].mean()) if correct.any() and measured else float("nan")
     return out
 
 

@@ -28,3 +28,7 @@ COMPOSES = 0.75  # a category composes when its exact-match interval lies above 
 #                  halfway between full composition (He et al. Fig. 4 rows A-C: 1.0) and a coin flip
 BRIDGE_PRESENT = 0.5  # a fine-tune's bridge is found when its interval lies above this, absent when below
 FAITHFUL_MIN_N = 20  # below this many faithful mixed queries the report uses the powered set, and says so
+
+# The bridge-use measure (docs/methods.md, "Bridge use"): 2 = untrained donors forward, the reverse patch for OOD and
+# new hops, the carried patch for the trm. Runs and records measured with an older version show it as not measured.
+BRIDGE_USE_VERSION = 2

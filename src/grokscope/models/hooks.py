@@ -5,8 +5,7 @@ names them from their module path (``blocks.3.hook_resid_post``, ``stage.H1_comm
 
 - ``hooks(fwd_hooks)``: a context manager that attaches ``(name_or_filter, fn)`` pairs and always removes them,
   also when the body raises. ``fn(tensor, hook)`` may return a replacement tensor (patching) or None (reading).
-- ``run_with_hooks(*args, fwd_hooks=...)`` and ``run_with_cache(*args, names_filter=...)``: the latter caches only
-  the activations asked for.
+- ``run_with_cache(*args, names_filter=...)``: caches only the activations asked for.
 
 With nothing attached a hook point is a plain module call that returns its input; the idle cost is measured by
 ``benchmarks/bench_model.py`` (target: at most 3% of a training step).
@@ -102,15 +101,6 @@ class HookedModule(nn.Module):
         finally:
             for hp, fn in reversed(added):
                 hp.remove(fn)
-
-    def reset_hooks(self) -> None:
-        """Remove every hook (a safety net; ``hooks()`` already cleans up after itself)."""
-        for hp in self.hook_dict.values():
-            hp._fns.clear()
-
-    def run_with_hooks(self, *args, fwd_hooks=(), **kwargs):
-        with self.hooks(fwd_hooks):
-            return self(*args, **kwargs)
 
     def run_with_cache(self, *args, names_filter: NameFilter = None, detach: bool = True, **kwargs):
         """Run the model and return ``(output, cache)`` with only the activations ``names_filter`` selects."""

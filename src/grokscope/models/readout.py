@@ -54,6 +54,17 @@ def answers(model, tokens: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     return torch.cat([model.answer_logits(tokens[i:i + chunk]).argmax(-1) for i in range(0, len(tokens), chunk)])
 
 
+def replace_at(pos: int, states: dict[str, torch.Tensor]):
+    """A hook that replaces the state at token position ``pos`` with the one ``states`` (another run's cache, keyed by
+    hook name) holds there: the one patching step of bridge use and causal tracing."""
+    def patch(act, hook):
+        act = act.clone()
+        act[:, pos] = states[hook.name][:, pos].to(act.dtype)
+        return act
+
+    return patch
+
+
 @torch.no_grad()
 def interchange(model, source: torch.Tensor, target: torch.Tensor, position: int = R1, chunk: int = 1024
                 ) -> torch.Tensor:
@@ -70,12 +81,8 @@ def interchange(model, source: torch.Tensor, target: torch.Tensor, position: int
     for i in range(0, len(target), chunk):
         tokens = target[i:i + chunk]
         _, cache = model.run_with_cache(source[i:i + chunk], names_filter=stages)
+        patch = replace_at(pos, cache)
         for s in range(len(stages)):
-            def patch(act, hook):
-                act = act.clone()
-                act[:, pos] = cache[hook.name][:, pos].to(act.dtype)
-                return act
-
             with model.hooks([(name, patch) for name in (stages[s:] if carried else stages[s:s + 1])]):
                 out[s, i:i + chunk] = model.answer_logits(tokens).argmax(-1)
     return out

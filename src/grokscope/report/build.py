@@ -22,7 +22,7 @@ from grokscope import artifacts
 from grokscope.version import __version__
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.intervals import Rate, final_rate
+from grokscope.metrics.intervals import FINAL_EVALS, Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.report import plots
@@ -38,9 +38,12 @@ def read_run(path: Path) -> dict | None:
     path = Path(path)
     if not (path / "summary.json").exists():
         return None
-    rows = artifacts.read_metrics(path)
+    rows, summary = artifacts.read_metrics(path), artifacts.read_summary(path)
+    if summary.get("bridge_use_version", 1) < th.BRIDGE_USE_VERSION:
+        # Bridge use measured by an older version (a memoriser could pass it): shown as not measured.
+        rows = [{k: v for k, v in r.items() if not k.startswith(("bridge_use", "n/bridge_use"))} for r in rows]
     info = {"path": path, "name": path.name, "config": artifacts.read_config(path),
-            "summary": artifacts.read_summary(path), "rows": rows, "metrics": pd.DataFrame(rows)}
+            "summary": summary, "rows": rows, "metrics": pd.DataFrame(rows)}
     analysis = path / "analysis"
     info["compare"] = artifacts.read_json(analysis / "compare.json", "re-run `grokscope analyze`") \
         if (analysis / "compare.json").exists() else {}
@@ -167,7 +170,7 @@ def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -
     artifacts.write_json_atomic(figs.dir / artifacts.FIGURES_INDEX, sorted(f for f, _, _ in figs.items))
     findings = _findings(spec, manifest, pre, ft)
     tables = {"checks": [row for f in findings for row in f.get("checks", [])], "compute": _compute_rows(pre),
-              "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
+              "transfer": _transfer_rows(spec, pre, ft), "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
               "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
     provenance = {"grokscope": __version__,
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
@@ -267,7 +270,7 @@ def models_in_order(spec: dict) -> list[dict]:
 
 def scope_of(model: dict) -> str:
     """How the report labels a model's findings and figures."""
-    return "He et al.'s model" if model.get("family") == "trm" else "extension (not the paper's model)"
+    return "He et al.'s model" if model.get("family") == "trm" else "extension"
 
 
 def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
@@ -341,8 +344,12 @@ def _finetune_facts(ft: dict) -> list[FineTuneFacts]:
             rates[cat] = final_rate(run["rows"], key, n=chosen.get("n"))
             # A mixed category is judged on the queries whose old hop the model still answers (forgetting an old
             # fact fails the composition for that reason, not for lack of a circuit); retention is shown beside it.
-            if any(f"{key}_retained" in row for row in run["rows"]):
-                rates[cat] = final_rate(run["rows"], f"{key}_retained")
+            if any(f"retention_{key}" in row for row in run["rows"]):
+                # Measured only while some old hop is kept: when the last evaluations did not all measure it, it is
+                # "not measured" rather than an older value.
+                recent = run["rows"][-FINAL_EVALS:]
+                kept = all(f"{key}_retained" in row for row in recent)
+                rates[cat] = final_rate(recent, f"{key}_retained") if kept else None
                 rates[f"retention_{cat}"] = final_rate(run["rows"], f"retention_{key}")
                 kinds[cat] = f"{kind}, old hop kept"
             rates[f"bridge_{cat}"] = final_rate(run["rows"], f"{bridge}_{key}", n=chosen.get("n"))
@@ -436,6 +443,43 @@ def _worth_rows(pre: dict, ft: dict) -> list[dict]:
     return rows
 
 
+def _transfer_rows(spec: dict, pre: dict, ft: dict) -> list[dict]:
+    """Every fine-tune: where it stopped and why, its learning rate against its parent's, and each category's final
+    rate (mean of the last 3 evaluations, 95% interval, n): exact match on all queries and on those whose old hop the
+    model still answers, with that retention, and bridge use (v2) and bridge found; plus old-fact retention."""
+    scope = {m.get("name"): scope_of(m) for m in models_in_order(spec)}
+    rows = []
+    order = [m.get("name") for m in models_in_order(spec)]
+    rank = {name: i for i, name in enumerate(order)}
+    for record, run in sorted(ft.values(), key=lambda pair: (rank.get(pair[0].get("model"), len(order)),
+                                                             pair[1]["name"])):
+        s, cfg, data = run["summary"], run["config"], run["rows"]
+        t = s.get("transfer") or {}
+        parent = next((p for r, p in pre.values() if r.get("path") == record.get("parent")), None)
+        lr, parent_lr = cfg["train"].get("lr"), (parent or {}).get("config", {}).get("train", {}).get("lr")
+        ratio = f" = {lr / parent_lr:.2g}x the parent's {parent_lr:g}" if lr and parent_lr else ""
+
+        def cell(metric, n=None):
+            rate = final_rate(data, metric, n=n)
+            return "-" if rate is None else rate.text(compact=True)
+
+        row = {"run": run["name"], "model": f"{record.get('model')}, {scope.get(record.get('model'), '')}",
+               "steps": s["final_step"], "stopped": s["stop_reason"],
+               "New Fact >= 0.99 at": t.get("steps_to_new_fact") if t.get("steps_to_new_fact") is not None else "-",
+               "lr": f"{lr:g}{ratio}" if lr else "-", "New Fact": cell("atomic_new")}
+        final = t.get("final", {})
+        for cat, label in MIX_COLUMNS:
+            key = cat if pick_category(final, cat)[1] == "faithful" else f"{cat}_powered"
+            parts = [f"EM {cell(key)}"]
+            if any(f"retention_{key}" in r for r in data):
+                parts.append(f"old hop kept {cell(f'retention_{key}')}, EM there {cell(f'{key}_retained')}")
+            parts.append(f"bridge use {cell(f'bridge_use_{key}')}, found {cell(f'bridge_found_{key}')}")
+            row[label + ("" if key == cat else " (powered)")] = "; ".join(parts)
+        row["retained old facts / compositions"] = f"{cell('id_atomic')} / {cell('train_inferred')}"
+        rows.append(row)
+    return rows
+
+
 def _deviation_rows(pre: dict, ft: dict) -> list[dict]:
     rows = []
     for _, r in list(pre.values()) + list(ft.values()):
@@ -477,13 +521,20 @@ def _cell(v) -> str:
 
 
 def _finding_rows(findings: list[dict]) -> list[dict]:
-    return [{"finding": f["finding"], "model": f"{f.get('model', '')} ({f.get('scope', '')})",
+    return [{"finding": f["finding"], "model": f"{f.get('model', '')}, {f.get('scope', '')}",
              "verdict": f["verdict"], "measured in this study": f["measured"],
              "paper": f["paper"], "decision rule": f["rule"]} for f in findings]
 
 
 # Why the recipes deviate: said once under the deviations table, in both renderings.
 SECTION_NOTES = {
+    "transfer": "He et al. §5 fine-tune the trm; fine-tunes of other models are an extension. A fine-tune stops at "
+                "its step cap, or once it has run the stated multiple of the steps its New Fact accuracy needed to "
+                "reach 0.99 and new+old has not moved for the stated number of evaluations. With the scaled recipe its "
+                "lr is half the parent's, as He et al. fine-tune at 2e-5 after pre-training at 4e-5 (the lr column "
+                "says what each used); the control trains from scratch at the pre-training lr. 'old hop kept': the share of a category's queries whose old hop the model "
+                "still answers, and the exact match on those (what Finding 3 reads). Bridge use: the reverse patch "
+                "(docs/methods.md, 'Bridge use').",
     "checks": "Each row is one number a verdict reads: the mean of the last 3 evaluations (or of the evaluations "
               "named), its 95% Wilson interval over the n queries it was measured on, its value at step 0 (the chance "
               "floor), and the side of the threshold the rule needs. 'undecided' means the interval straddles the "
@@ -497,7 +548,9 @@ SECTION_NOTES = {
                   "steps; an EMA of 0.999 averages over a twelfth of the run).",
 }
 SECTIONS = (("checks", "Findings: every gated number, its 95% interval, n and chance floor"),
-            ("compute", "Compute"), ("worth", "Was waiting for grokking worth it?"),
+            ("compute", "Compute"),
+            ("transfer", "Fine-tunes on new facts: where each stopped and why, and every category's final rates"),
+            ("worth", "Was waiting for grokking worth it?"),
             ("bridge", "Bridge use per checkpoint (per-query records)"),
             ("deviations", "Recipes: deviations from the papers"), ("skipped", "Jobs not run"))
 

@@ -16,6 +16,7 @@ Layout of a study folder::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import time
@@ -24,8 +25,12 @@ from pathlib import Path
 
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
+from grokscope.config import apply_overrides, route_sets, to_dict
+from grokscope.data.config import resolve_data_config
+from grokscope.models.registry import FAMILIES, model_config
 from grokscope.study.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
-from grokscope.train.config import TrainConfig
+from grokscope.train.config import SIZED_FROM_DATA, TrainConfig, resolve_train_config
+from grokscope.transfer import TRANSFER_PRESETS
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
 MANIFEST_SCHEMA = 1
@@ -41,6 +46,50 @@ class Job:
     record: dict = field(default_factory=dict)  # role, model, family, regime, seed, checkpoint, parent, ...
     resumable: bool = False  # an interrupted job continues with --resume
     needs: list[str] = field(default_factory=list)  # names of jobs whose outputs it reads
+    # Every setting the job runs with, resolved from its presets and overrides to typed values: what decides
+    # whether a finished job would change (a preset edit counts; lr 1e-3 and 0.001 are the same value).
+    resolved: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- resolved settings
+def _plain(value):
+    """A resolved setting as JSON would hold it (tuples as lists), so recorded and new values compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def resolved_data(preset: str, regime: str, sets: dict) -> dict:
+    return _plain({"data": to_dict(resolve_data_config(preset, regime, None, sets))})
+
+
+def resolved_train(family: str, preset: str, sets: dict) -> dict:
+    """The train and model config a training job resolves to (model fields sized from the dataset left out: the
+    data job's own settings decide those)."""
+    over = route_sets(list(sets.items()), {"train": TrainConfig, "model": FAMILIES[family].config_cls})
+    cfg = resolve_train_config(family, preset, over["train"])
+    model = to_dict(model_config(family, cfg.model_config, d_vocab=128, overrides=over["model"]))
+    return _plain({"train": to_dict(cfg), "model": {k: v for k, v in model.items() if k not in SIZED_FROM_DATA}})
+
+
+def resolved_overrides(sets: dict) -> dict:
+    """Train overrides as the typed values they set (a fine-tune's config is its parent's with these on top)."""
+    cfg = apply_overrides(TrainConfig(), sets, what="train") if sets else TrainConfig()
+    return _plain({k: getattr(cfg, k) for k in sets})
+
+
+def settings_hash(resolved: dict) -> str:
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every resolved setting that differs (nested keys joined by dots)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def set_args(values: dict) -> list[str]:
@@ -51,7 +100,8 @@ def set_args(values: dict) -> list[str]:
 def data_job(preset: str, regime: str, out: Path, sets: dict, name: str | None = None) -> Job:
     return Job(name or f"data {regime}", "data", ["data", "build", "--preset", preset, "--regime", regime, "--out",
                                                   str(out), "--force", *set_args(sets)],
-               out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)})
+               out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)},
+               resolved=resolved_data(preset, regime, sets))
 
 
 def train_job(model_name: str, family: str, preset: str, data_dir: Path, run: Path, sets: dict, record: dict,
@@ -59,13 +109,14 @@ def train_job(model_name: str, family: str, preset: str, data_dir: Path, run: Pa
     return Job(f"train {run.name}", "train", ["train", "--data", str(data_dir), "--model", family, "--preset", preset,
                                               "--out", str(run), "--quiet", *set_args(sets)],
                run, run / "summary.json", {"role": "pretrain", "model": model_name, "family": family, **record,
-                                           "path": str(run)}, resumable=True, needs=needs)
+                                           "path": str(run)}, resumable=True, needs=needs,
+               resolved={"data": str(data_dir), **resolved_train(family, preset, sets)})
 
 
 def analyze_job(run: Path, probes: str, steps: str, record: dict) -> Job:
     return Job(f"analyze {run.name}", "analyze", ["analyze", str(run), "--probes", probes, "--steps", steps], run,
                run / "analysis" / "summary.json", {**record, "role": "analysis", "path": str(run)},
-               needs=[f"train {run.name}"])
+               needs=[f"train {run.name}"], resolved={"probes": probes, "steps": steps})
 
 
 def plan(spec: StudySpec, root: Path) -> list[Job]:
@@ -108,15 +159,24 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                                 {"role": "compare", "model": model.name, "family": model.family, "seed": seed,
                                  "a": str(a), "b": str(b), "regime_a": "natural", "regime_b": other,
                                  "checkpoint": "last", "path": str(out)},
-                                needs=[f"train {a.name}", f"train {b.name}"]))
+                                needs=[f"train {a.name}", f"train {b.name}"],
+                                resolved={"a": f"{a}@last", "b": f"{b}@last"}))
     return jobs
 
 
 def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: dict) -> list[Job]:
     jobs = []
     model = spec.model(t.model)
-    common = ["--preset", t.preset, "--quiet", *set_args(transfer_sets(t)), "--new-fact-multiple",
-              f"{t.new_fact_multiple:g}", "--flat-evals", str(t.flat_evals), "--flat-tolerance", f"{t.flat_tolerance:g}"]
+    common = ["--preset", t.preset, "--quiet", *set_args(transfer_sets(t))]
+    defaults = TransferSpec(model=t.model)
+    for flag, key in (("--new-fact-multiple", "new_fact_multiple"), ("--flat-evals", "flat_evals"),
+                      ("--flat-tolerance", "flat_tolerance")):
+        if getattr(t, key) != getattr(defaults, key):  # the defaults are the CLI's: older command lines stay valid
+            common += [flag, f"{getattr(t, key):g}"]
+    resolved = _plain({"preset": t.preset, "recipe": TRANSFER_PRESETS[t.preset],
+                       "set": resolved_overrides(transfer_sets(t)),
+                       "budget": {"new_fact_multiple": float(t.new_fact_multiple), "flat_evals": t.flat_evals,
+                                  "flat_tolerance": float(t.flat_tolerance)}})
     seed = spec.seeds[0]
     for regime in t.from_:
         parent = pretrain[(model.name, regime, seed)]
@@ -127,7 +187,8 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                             run, run / "summary.json",
                             {"role": "finetune", "model": model.name, "family": model.family, "regime": regime,
                              "seed": seed, "checkpoint": ckpt, "parent": str(parent), "path": str(run)},
-                            resumable=True, needs=[f"train {parent.name}"]))
+                            resumable=True, needs=[f"train {parent.name}"],
+                            resolved={**resolved, "from": f"{parent}@{ckpt}"}))
     if t.control:
         parent = pretrain[(model.name, "natural", seed)]
         run = run_root / f"ft_{model.name}_control"
@@ -136,7 +197,7 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                         run, run / "summary.json",
                         {"role": "control", "model": model.name, "family": model.family, "regime": "natural",
                          "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run)},
-                        resumable=True, needs=[f"train {parent.name}"]))
+                        resumable=True, needs=[f"train {parent.name}"], resolved={**resolved, "control": str(parent)}))
     return jobs
 
 
@@ -192,13 +253,22 @@ class Manifest:
     def status(self, job: Job) -> str:
         return self.data["jobs"].get(job.name, {}).get("status", "pending")
 
+    def changes(self, job: Job) -> list[str]:
+        """How the job's resolved settings differ from the recorded ones (``key: old -> new``); a manifest written
+        before settings were recorded is compared by command line."""
+        old = self.data["jobs"].get(job.name) or {}
+        if isinstance(old.get("resolved"), dict):
+            return differences(old["resolved"], job.resolved)
+        return [] if old.get("argv") in (None, job.argv) else ["command line"]
+
     def changed_finished(self, jobs: list[Job]) -> list[str]:
-        """Finished jobs whose command would now differ: continuing would mix two configurations."""
+        """Finished jobs whose resolved settings would now differ (continuing would mix two configurations), each
+        with the settings that differ."""
         out = []
         for job in jobs:
             old = self.data["jobs"].get(job.name)
-            if old and old.get("status") == "done" and old.get("argv") != job.argv and job.done.exists():
-                out.append(job.name)
+            if old and old.get("status") == "done" and job.done.exists() and (diff := self.changes(job)):
+                out.append(f"{job.name} ({'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
         return out
 
     def update(self, spec: StudySpec, jobs: list[Job]) -> None:
@@ -206,18 +276,22 @@ class Manifest:
         recorded = self.data["jobs"]
         for job in jobs:
             old = recorded.get(job.name, {})
+            stale = bool(old) and old.get("status") != "done" and bool(self.changes(job))
             entry = {**old, "stage": job.stage, "argv": job.argv, "record": job.record, "needs": job.needs,
-                     "out": str(job.out)}
-            if old.get("argv") not in (None, job.argv) and old.get("status") != "done":
+                     "out": str(job.out), "resolved": job.resolved, "settings_hash": settings_hash(job.resolved)}
+            if stale:
                 entry["status"] = "stale"  # changed before it finished: its partial output is cleared
             recorded[job.name] = entry
         for name in [n for n in recorded if n not in {j.name for j in jobs}]:
             del recorded[name]  # jobs the new spec no longer has (never finished ones: changed_finished checked)
         self.save()
 
-    def mark(self, job: Job, status: str, seconds: float | None = None, note: str | None = None) -> None:
+    def mark(self, job: Job, status: str, seconds: float | None = None, note: str | None = None,
+             ran_with: dict | None = None) -> None:
         entry = self.data["jobs"].setdefault(job.name, {})
         entry.update(status=status, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        if ran_with:
+            entry["ran_with"] = ran_with
         if seconds is not None:
             entry["seconds"] = round(seconds, 2)
         if note:

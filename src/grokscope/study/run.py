@@ -113,13 +113,27 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
                 manifest.mark(member, "interrupted")
             raise StudyInterrupted(INTERRUPTED_MESSAGE)
         for member in members[job.name]:
-            manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]))
+            manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]),
+                          ran_with=ran_with(member) if code == 0 else None)
         if code != 0:
             raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
                                  f"finished jobs are kept and skipped")
 
     ex.run([(job, argv) for job, argv, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
+
+
+def ran_with(job: Job) -> dict | None:
+    """What a finished training or fine-tuning job actually ran with, from its own files: seed, device, versions."""
+    if job.stage not in ("train", "transfer") or not (job.out / "summary.json").exists():
+        return None
+    try:
+        cfg, summary = artifacts.read_config(job.out), artifacts.read_summary(job.out)
+    except GrokscopeError:
+        return None
+    return {"seed": (cfg.get("train") or {}).get("seed"), "device": summary.get("device"),
+            "threads": summary.get("threads"), "grokscope": cfg.get("grokscope_version"),
+            "git_commit": cfg.get("git_commit"), "torch": cfg.get("torch_version")}
 
 
 INTERRUPTED = (130, -2)  # Ctrl-C: the in-process CLI exits 130; a subprocess killed by SIGINT returns -2

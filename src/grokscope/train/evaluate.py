@@ -12,7 +12,7 @@ import torch
 
 from grokscope.data.counterfactuals import FORWARD, bridge_patches
 from grokscope.data.encoding import Encoded, encode
-from grokscope.data.store import Dataset
+from grokscope.data.store import Dataset, is_composition
 from grokscope.models.family import LossSpec
 from grokscope.models.readout import bridge_use_rates, found_rates, interchange, stage_argmax
 
@@ -63,7 +63,7 @@ class EvalSets:
 
 def bridge_use_set(ds: Dataset, model, rows: np.ndarray, cap: int) -> BridgeUseSet:
     """The first ``cap`` compositions of ``rows`` (probe sets are already random samples) that have a patch."""
-    rows = rows[rows[:, 2] >= 0][:cap]
+    rows = rows[is_composition(rows)][:cap]
     patches = bridge_patches(ds, rows)
     keep = patches["direction"] >= 0
     rows, other = rows[keep], patches["other"][keep]
@@ -90,7 +90,7 @@ def eval_sets(ds: Dataset, model, probes: dict[str, np.ndarray], lens: dict[str,
     use = {}
     if bridge_use_cap > 0:
         for suffix, name in lens.items():
-            if len(probes.get(name, ())) and (probes[name][:, 2] >= 0).any():
+            if len(probes.get(name, ())) and is_composition(probes[name]).any():
                 use[suffix] = bridge_use_set(ds, model, probes[name], bridge_use_cap)
     retained = {name: RetainedSet(sets[name], encode(ds, old_hop_rows(probes[name], code)))
                 for name, code in (mixed or {}).items() if len(probes.get(name, ()))}

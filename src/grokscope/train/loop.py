@@ -24,11 +24,13 @@ from grokscope.version import __version__
 from grokscope.data.encoding import training_rows, training_set
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import milestones
 from grokscope.models.registry import build_model, family_of
 from grokscope.train.config import MAX_STEPS, TrainConfig, parse_rule, recipe_deviations, rule_holds
 from grokscope.train.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
 from grokscope.train.progress import Progress
+from grokscope.train.scalars import ScalarLog
 from grokscope.train.schedule import checkpoint_steps, lr_at
 from grokscope.train.state import NonFiniteLoss, TrainState
 
@@ -66,7 +68,7 @@ def budget(cfg: TrainConfig, n_train: int) -> Budget:
 
 
 def run_config(data_dir: Path, ds: Dataset, model_cfg, cfg: TrainConfig, extra: dict) -> dict:
-    return {"grokscope_version": __version__, "git_commit": runs.git_commit(),
+    return {"grokscope_version": __version__, "git_commit": runs.git_commit(), "torch_version": str(torch.__version__),
             "data": {"path": str(Path(data_dir).resolve()), "fingerprint": ds.meta["fingerprint"],
                      "name": ds.meta["name"], "kind": ds.meta["kind"]},
             "model": {"family": family_of(model_cfg).name, "config": asdict(model_cfg)},
@@ -123,7 +125,7 @@ class RunRequest:
     def claim(self) -> None:
         """Called while holding the run's lock: only now may a run that must start over be cleared (a second
         process that fails to take the lock must never delete a live run's files)."""
-        runs.clean_leftovers(self.out)
+        runs.clean_run_leftovers(self.out)
         if self.restart:
             print(f"note: {self.out} has no readable checkpoint (its process died before the first one); starting "
                   f"over")
@@ -215,6 +217,7 @@ class Session:
             self.rows = []
             (out / "metrics.jsonl").write_text("")
         artifacts.write_yaml_atomic(out / "config.yaml", request.config)
+        self.scalars = ScalarLog(out / "tensorboard", self.resumed_at)
         self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
         self.progress = Progress(self.plan.max_steps, start=self.state.loop.step, quiet=request.quiet,
                                  label=out.name, bridge_key=f"{model.bridge_metric}_ood")
@@ -234,6 +237,7 @@ class Session:
             self.last_row = _evaluate(state, self.sets, self.ds, self.cfg, self.out, step, len(self.train_set),
                                       self.t_start)
             self.progress.eval(step, self.last_row)
+            self.scalars.write(self.last_row)
             self.rows.append(self.last_row)
             stopping = _apply_rule(self.rule, state.loop, self.last_row, self.cfg, step, self.progress) or stopping
         # A fine-tune's budget decides from the rows up to an evaluation at this step: a fresh one, or the one a
@@ -256,6 +260,7 @@ class Session:
 
     def finish(self) -> dict:
         self.progress.close()
+        self.scalars.close()
         return _summarise(self, self.last_row)
 
 
@@ -282,6 +287,7 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
                     stopped = session.boundary()
             except NonFiniteLoss as exc:
                 session.progress.close()
+                session.scalars.close()
                 last = runs.list_checkpoints(session.out)
                 failed.add(id(session))
                 failures.append(f"{session.out}: training loss became {exc.value}; the last good checkpoint is step "
@@ -408,6 +414,7 @@ def _summarise(session: Session, last_row: dict) -> dict:
         "stop_reason": state.loop.stop_reason,
         "cut_short": state.loop.cut_short,
         "bridge_metric": model.bridge_metric,
+        "bridge_use_version": th.BRIDGE_USE_VERSION,
         "grokked": {"metric": model.grokked.metric, "threshold": model.grokked.threshold},
         "milestones": milestones(rows, cfg.sat_threshold, cfg.thresholds(), model.bridge_metric, model.grokked),
         "thresholds": {"sat": cfg.sat_threshold, "milestones": cfg.thresholds()},

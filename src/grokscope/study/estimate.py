@@ -1,0 +1,172 @@
+"""``study --plan`` and ``sweep --plan``: every job's budget, size and cost before anything runs (He et al.'s own
+question: what does waiting for grokking cost?).
+
+For each training and fine-tuning job: its step budget (the most it can run; stop rules may end it sooner), its
+parameters, its training FLOPs (the model's ``flops_per_step``, the estimate the report uses) and an estimated time
+on this device. The time comes from a short timed probe of each architecture: a warm-up step and a few timed
+optimiser steps at a reduced batch where the full one would be slow, scaled linearly to the full batch and the
+budget. Evaluation, analyses and data building are not in the estimate (the table says so). Datasets are built in
+memory (a fraction of a second even at paper scale) to know each run's training-set size; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from grokscope.config import from_dict
+from grokscope.data.build import build_dataset
+from grokscope.data.config import DataConfig
+from grokscope.data.encoding import encode, training_rows
+from grokscope.data.store import Dataset
+from grokscope.data.transfer import build_transfer
+from grokscope.models.registry import FAMILIES, build_model
+from grokscope.study.plan import Job
+from grokscope.train.config import TrainConfig
+from grokscope.train.loop import budget
+from grokscope.transfer import transfer_config
+
+PROBE_FLOPS = 2e10  # the probe batch is the largest power of two (at most the full batch) under this per step
+PROBE_STEPS = 3
+
+
+@dataclass
+class Cost:
+    steps: int
+    params: int
+    flops_per_step: float
+    seconds_per_step: float | None
+    how: str
+
+    @property
+    def flops(self) -> float:
+        return self.steps * self.flops_per_step
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.seconds_per_step is None else self.steps * self.seconds_per_step
+
+
+class Estimator:
+    """Costs of training jobs, with one dataset build per data job and one timed probe per architecture."""
+
+    def __init__(self, jobs: list[Job], device: str):
+        self.device = device
+        self.data_cfg = {str(j.out): from_dict(DataConfig, j.resolved["data"], j.name) for j in jobs
+                         if j.stage == "data"}
+        self.datasets: dict = {}
+        self.transfer_sets: dict = {}
+        self.probes: dict[str, float] = {}
+
+    def dataset(self, path) -> Dataset:
+        path = str(path)
+        if path not in self.datasets:
+            self.datasets[path] = build_dataset(self.data_cfg[path])
+        return self.datasets[path]
+
+    def transfer_set(self, path) -> Dataset:
+        path = str(path)
+        if path not in self.transfer_sets:
+            self.transfer_sets[path] = build_transfer(self.dataset(path), self.data_cfg[path])
+        return self.transfer_sets[path]
+
+    def cost(self, family: str, model_dict: dict, cfg: TrainConfig, ds: Dataset) -> Cost:
+        seq_len = encode(ds, training_rows(ds)[:1]).seq.shape[1]
+        model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, seq_len) \
+            .for_precision(cfg.precision)
+        with torch.device("meta"):  # sizes and FLOPs without allocating the weights
+            meta = build_model(model_cfg)
+        rows = training_rows(ds)
+        steps = budget(cfg, len(rows)).max_steps
+        per_step = meta.flops_per_step(cfg.batch_size)
+        probe_batch = cfg.batch_size
+        while probe_batch > 1 and meta.flops_per_step(probe_batch) > PROBE_FLOPS:
+            probe_batch //= 2
+        key = json.dumps([family, model_dict, cfg.precision, probe_batch, ds.vocab.d_vocab], sort_keys=True,
+                         default=str)
+        if key not in self.probes:
+            self.probes[key] = self._probe(model_cfg, replace(cfg, batch_size=probe_batch), ds, rows)
+        seconds = self.probes[key] * cfg.batch_size / probe_batch
+        how = (f"{PROBE_STEPS} timed steps at batch {probe_batch} on {self.device}"
+               + (f", scaled x{cfg.batch_size // probe_batch} to batch {cfg.batch_size}" if probe_batch != cfg.batch_size
+                  else ""))
+        return Cost(steps, meta.num_params(), per_step, seconds, how)
+
+    def _probe(self, model_cfg, cfg: TrainConfig, ds: Dataset, rows) -> float:
+        """Seconds per optimiser step at ``cfg.batch_size`` on this device (median of the timed steps)."""
+        from grokscope.train.loop import make_train_step
+        from grokscope.train.state import TrainState
+
+        torch.manual_seed(0)
+        model = build_model(model_cfg).to(self.device).train()
+        state = TrainState(model, cfg, len(rows), self.device)
+        step = make_train_step(state, cfg, self.device)
+        batch = encode(ds, rows[:cfg.batch_size]).to(self.device)
+        times = []
+        for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, compilation on CUDA)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step(batch, i)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def plan_rows(jobs: list[Job], device: str, log=print) -> list[dict]:
+    """One row per job (training and fine-tuning jobs with their cost), then the totals."""
+    est = Estimator(jobs, device)
+    by_name = {j.name: j for j in jobs}
+    rows, total_flops, total_seconds = [], 0.0, 0.0
+    for job in jobs:
+        row = {"job": job.name, "role": job.record.get("role", job.stage), "steps (at most)": "-", "parameters": "-",
+               "GFLOP/step": "-", "training FLOP": "-", "est. time": "-", "how": "not estimated (minor)"}
+        cost = None
+        if job.stage == "train":
+            family = job.record["family"]
+            cfg = from_dict(TrainConfig, job.resolved["train"], job.name)
+            cost = est.cost(family, job.resolved["model"], cfg, est.dataset(job.resolved["data"]))
+        elif job.stage == "transfer":
+            parent = by_name[f"train {Path(job.record['parent']).name}"]
+            # The fine-tune's recipe exactly as `grokscope transfer` derives it from its parent's.
+            cfg = transfer_config({"train": parent.resolved["train"]}, job.resolved["preset"], job.resolved["set"],
+                                  control=job.record.get("role") == "control")
+            cost = est.cost(parent.record["family"], parent.resolved["model"], cfg,
+                            est.transfer_set(parent.resolved["data"]))
+        if cost is not None:
+            log(f"  estimated {job.name}")
+            total_flops += cost.flops
+            total_seconds += cost.seconds or 0.0
+            row.update({"steps (at most)": f"{cost.steps:,}", "parameters": f"{cost.params:,}",
+                        "GFLOP/step": f"{cost.flops_per_step / 1e9:.3g}", "training FLOP": f"{cost.flops:.3g}",
+                        "est. time": _duration(cost.seconds), "how": cost.how})
+        rows.append(row)
+    rows.append({"job": "total", "role": "", "steps (at most)": "", "parameters": "", "GFLOP/step": "",
+                 "training FLOP": f"{total_flops:.3g}", "est. time": _duration(total_seconds),
+                 "how": "training steps only: evaluation, analyses and data building are not included"})
+    return rows
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def print_table(rows: list[dict], out=print) -> None:
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols if c != "how"}
+    out("  ".join(c.ljust(widths[c]) if c != "how" else c for c in cols))
+    for r in rows:
+        out("  ".join(str(r[c]).ljust(widths[c]) if c != "how" else str(r[c]) for c in cols))

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[dev,interp]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[dev,interp,track]"
 	@touch $(STAMP)
 
 # The main job: the micro study on this CPU (data, training, analyses, transfer, report) -> reports/micro/.

@@ -8,7 +8,7 @@ Rows (median of the timed steps after warm-up, one process, the same device):
 2. gpt ``wang`` (8 x 768, batch 512, fp16 + GradScaler): the grokscope trainer step vs HF GPT2LMHeadModel of the
    same size (needs the ``hf`` extra);
 3. the micro gpt in the full trainer (evaluations included): steps/s;
-4. K micro gpt runs stacked in one process (``train/stack.py``) vs one run: aggregate steps/s and the ratio.
+4. K micro gpt runs stacked in one process (``training/stack.py``) vs one run: aggregate steps/s and the ratio.
 
     python benchmarks/bench_gpu.py [--device cuda] [--quick] [--authors-ms MS] [--stack-k 16]
 
@@ -34,8 +34,8 @@ from grokscope import api  # noqa: E402
 from grokscope.data.encoding import training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
 from grokscope.models import build_model  # noqa: E402
-from grokscope.train.loop import make_train_step  # noqa: E402
-from grokscope.train.state import TrainState  # noqa: E402
+from grokscope.training.loop import make_train_step  # noqa: E402
+from grokscope.training.state import TrainState  # noqa: E402
 
 
 def sync(device: str) -> None:

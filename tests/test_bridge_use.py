@@ -30,7 +30,7 @@ from grokscope.metrics.records import aggregate
 from grokscope.models.family import ModelFamily
 from grokscope.models.hooks import HookPoint
 from grokscope.models.readout import R1, bridge_use_rates, interchange
-from grokscope.train.evaluate import bridge_use_set
+from grokscope.training.evaluate import bridge_use_set
 
 
 def all_tails(ds) -> np.ndarray:
@@ -260,7 +260,7 @@ def test_the_trm_family_carries_its_patch_and_skips_stages_that_cannot_reach_the
 def test_new_fact_categories_are_reverse_patched(micro_transfer, category):
     """New+old, old+new and new+new compositions are measured by the reverse patch; a composer that knows the new
     facts scores 1, the memoriser 0."""
-    from grokscope.transfer import category_rows
+    from grokscope.finetuning import category_rows
 
     rows = category_rows(micro_transfer)[category][:200]
     p = bridge_patches(micro_transfer, rows)

@@ -15,8 +15,8 @@ from grokscope.config import apply_overrides, coerce, from_dict, route_sets, spl
 from grokscope.data.config import DataConfig
 from grokscope.errors import GrokscopeError
 from grokscope.models.gpt import GPTConfig
-from grokscope.study.spec import load_spec
-from grokscope.train.config import TrainConfig
+from grokscope.studies.spec import load_spec
+from grokscope.training.config import TrainConfig
 
 
 def test_coerce_types_and_refusals():

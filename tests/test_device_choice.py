@@ -57,7 +57,7 @@ def test_precision_is_checked_against_the_device(monkeypatch):
 
 
 def test_a_cpu_stacked_run_never_touches_cuda(monkeypatch):
-    from grokscope.train import stack
+    from grokscope.training import stack
 
     def no_cuda(*_a, **_k):
         raise AssertionError("a CPU run created a CUDA context")
@@ -71,9 +71,9 @@ def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():
     """A GradScaler step skipped for an overflow must not put its inf loss into the mean that the next evaluation
     checks (which would stop the run as non-finite); a run whose every step overflows still stops."""
     from grokscope.models.registry import build_model, model_config
-    from grokscope.train.config import TrainConfig
-    from grokscope.train.loop import apply_gradients
-    from grokscope.train.state import NonFiniteLoss, TrainState
+    from grokscope.training.config import TrainConfig
+    from grokscope.training.loop import apply_gradients
+    from grokscope.training.state import NonFiniteLoss, TrainState
 
     model = build_model(model_config("gpt", "smoke", d_vocab=20))
     cfg = TrainConfig(precision="fp32")
@@ -119,7 +119,7 @@ def _model_with_grads(seed: int):
 def test_grokfast_and_ema_take_a_few_multi_tensor_ops_with_the_same_bits():
     """Grokfast (without a GradScaler) and the EMA run a few multi-tensor ops instead of a few per tensor, and give
     the same bits as the per-tensor formulas."""
-    from grokscope.train.optim import EMA, Grokfast
+    from grokscope.training.optim import EMA, Grokfast
 
     fast, ref = Grokfast(0.9, 2.0), Grokfast(0.9, 2.0)
     a, b = _model_with_grads(0), _model_with_grads(0)
@@ -149,13 +149,13 @@ def test_grokfast_and_ema_take_a_few_multi_tensor_ops_with_the_same_bits():
 def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monkeypatch):
     """The epoch's shorter last batch must not turn the compiled step into a dynamic-shape graph for the full
     batches that follow (recorded with a compile backend that notes every graph's input shapes)."""
-    from grokscope.train import loop
+    from grokscope.training import loop
     from grokscope.data.encoding import training_set
     from grokscope.data.build import build_dataset
     from grokscope.data.config import DATA_PRESETS
     from grokscope.models.registry import build_model, model_config
-    from grokscope.train.config import TrainConfig
-    from grokscope.train.state import TrainState
+    from grokscope.training.config import TrainConfig
+    from grokscope.training.state import TrainState
 
     graphs = []
 
@@ -182,7 +182,7 @@ def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monk
 def test_signsgd_under_a_grad_scaler_never_syncs_and_skips_an_overflow(monkeypatch):
     """The trm's puzzle vector is trained by SignSGD; under fp16 the GradScaler used to read found_inf with .item()
     every step (SignSGD had no scaler-aware path). Shown with the CPU GradScaler, which takes the same path."""
-    from grokscope.train.optim import SignSGD
+    from grokscope.training.optim import SignSGD
 
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
     opt = SignSGD([p], lr=0.1, weight_decay=0.5)

@@ -37,6 +37,9 @@ class MLPConfig:
     def problems(self) -> list[str]:
         return [] if self.d_model > 0 else ["d_model must be positive"]
 
+    def draws_random(self) -> bool:
+        return False
+
 
 class MLP(ModelFamily):
     """Embeddings of (h, r1, r2) -> two residual layers that mix all positions -> tied unembedding; the answer is

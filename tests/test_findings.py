@@ -10,7 +10,7 @@ import pytest
 from grokscope.metrics.intervals import Rate, final_rate, wilson
 from grokscope.metrics.milestones import classify_regime, milestones
 from grokscope.metrics.paths import moved_path_control, path_verdict
-from grokscope.report.findings import (FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1, finding_2,
+from grokscope.reporting.findings import (FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1, finding_2,
                                        finding_3, outcome)
 
 

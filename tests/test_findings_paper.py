@@ -17,7 +17,7 @@ import pytest
 
 from grokscope.metrics.intervals import Rate
 from grokscope.metrics.milestones import GrokDefinition
-from grokscope.report.findings import FineTuneFacts, RunFacts, finding_1, finding_2, finding_3, outcome
+from grokscope.reporting.findings import FineTuneFacts, RunFacts, finding_1, finding_2, finding_3, outcome
 
 STEPS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000, 1_000_000, 1_250_000]
 FIG2 = {  # He et al. Fig. 2: (training acc, bridge found, OOD target-found) at STEPS

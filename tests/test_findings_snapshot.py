@@ -20,7 +20,7 @@ import pytest
 import test_findings as unit
 import test_findings_paper as paper
 from grokscope.metrics.intervals import Rate
-from grokscope.report import findings as fx
+from grokscope.reporting import findings as fx
 
 SNAPSHOT = Path(__file__).parent / "data" / "findings_snapshot.json"
 

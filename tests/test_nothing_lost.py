@@ -14,7 +14,7 @@ import pytest
 
 from grokscope import artifacts
 from grokscope.errors import GrokscopeError
-from grokscope.study.plan import Job, Manifest
+from grokscope.studies.plan import Job, Manifest
 
 TINY = "max_steps=20,eval_every=10,eval_bridge_use=16"
 
@@ -128,7 +128,7 @@ def _fake_job(root: Path, name: str, stage: str = "train") -> Job:
 
 
 def test_4_study_fresh_removes_only_the_studys_outputs(tmp_path):
-    from grokscope.study.run import clear_study
+    from grokscope.studies.run import clear_study
 
     root = tmp_path / "study"
     job = _fake_job(root, "gpt_natural")
@@ -170,7 +170,7 @@ def test_4c_remove_own_never_leaves_its_folder(tmp_path):
 
 
 def test_5_sweep_points_of_different_keys_get_different_folders(cli, tmp_path):
-    from grokscope.sweep import parse_grid, point_name
+    from grokscope.sweeps import parse_grid, point_name
 
     assert point_name({"train.seed": "1"}) != point_name({"data.seed": "1"})
     assert point_name({"train.seed": "1", "data.phi": "9"}) == "train.seed=1_data.phi=9"
@@ -206,7 +206,7 @@ def test_7b_negative_init_scale_is_refused(cli, smoke_data, tmp_path):
 
 
 def test_8_a_users_analysis_file_does_not_mark_the_studys_job_done(tmp_path):
-    from grokscope.study.run import _run_stage
+    from grokscope.studies.run import _run_stage
 
     root = tmp_path / "study"
     job = Job("analyze r", "analyze", ["analyze", "r"], root / "r", root / "r" / "analysis" / "summary.json", {})
@@ -228,7 +228,7 @@ def test_8_a_users_analysis_file_does_not_mark_the_studys_job_done(tmp_path):
 
 def test_9_ctrl_c_in_a_study_job_is_an_interruption_not_a_failure(tmp_path, capsys):
     from grokscope.cli import main
-    from grokscope.study.run import StudyInterrupted, _run_stage
+    from grokscope.studies.run import StudyInterrupted, _run_stage
 
     root = tmp_path / "study"
     root.mkdir()

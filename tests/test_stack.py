@@ -68,12 +68,14 @@ def test_loop_backend_is_bit_identical_to_training_alone(regimes, alone, tmp_pat
 
 
 @pytest.mark.parametrize("family", ["gpt", "trm"])
-def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path):
+def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path, capsys):
     """vmap cannot reproduce dropout, so both families are compared with runs trained alone without it."""
     members = _members(regimes, tmp_path, family, ())
     for i, kw in enumerate(members):
         api.train(**{**kw, "out": tmp_path / f"alone{i}"})
+    capsys.readouterr()
     summaries = api.train_group(members, backend="vmap")
+    assert "runs stacked (vmap)" in capsys.readouterr().out  # really stacked, not one run after the other
     assert [s["final_step"] for s in summaries] == [30, 30]
     for i in range(2):
         (_, wa, _), (_, wb, _) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")

@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-from grokscope.report.findings import outcome
-from grokscope.study.plan import STAGES, plan
-from grokscope.study.spec import load_spec
+from grokscope.reporting.findings import outcome
+from grokscope.studies.plan import STAGES, plan
+from grokscope.studies.spec import load_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -51,7 +51,7 @@ def test_plan_covers_every_stage_with_roles(tmp_path):
 def _spec_with(tmp_path, **changes):
     import yaml
 
-    from grokscope.study.spec import read_preset
+    from grokscope.studies.spec import read_preset
 
     raw = {**read_preset("smoke"), **changes}
     path = tmp_path / "spec.yaml"
@@ -96,7 +96,7 @@ def test_study_outputs(study):
 
 
 def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):
-    from grokscope.report.build import study_findings
+    from grokscope.reporting.build import study_findings
 
     findings = study_findings(study)
     # He et al.'s model first; Finding 3 only for a model with fine-tunes (the smoke study fine-tunes the gpt)
@@ -112,7 +112,7 @@ def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):
 def test_a_changed_preset_value_is_named_and_the_same_value_written_otherwise_is_no_change(study, cli,
                                                                                           monkeypatch, tmp_path):
     """Finished jobs are compared by the settings they resolve to, not by their command lines."""
-    from grokscope.train import config as train_config
+    from grokscope.training import config as train_config
 
     manifest = json.loads((study / "study.json").read_text())
     entry = manifest["jobs"]["train gpt_natural"]
@@ -241,6 +241,20 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     assert (tmp_path / "sw" / "sweep.png").stat().st_size > 5_000
     assert (tmp_path / "sw" / "sweep_curves.png").stat().st_size > 5_000
     assert len(list((tmp_path / "sw" / "datasets").iterdir())) == 2  # one dataset per distinct data point
+    # An edited training preset would reuse finished points under values they were not trained with: named, refused.
+    from grokscope.training import config as train_config
+
+    original = train_config.TRAIN_PRESETS[("gpt", "smoke")]
+    train_config.TRAIN_PRESETS[("gpt", "smoke")] = {**original, "warmup_steps": 11}
+    try:
+        code, _, err = cli("sweep", "--preset", "smoke", "--grid", "train.weight_decay=0.1,0.3",
+                           "--grid", "data.phi=2,3", "--out", tmp_path / "sw")
+    finally:
+        train_config.TRAIN_PRESETS[("gpt", "smoke")] = original
+    assert code == 2 and "finished points would change" in err and "train.warmup_steps: 10 -> 11" in err, err
+    code, printed, err = cli("sweep", "--preset", "smoke", "--grid", "train.weight_decay=0.1,0.3", "--plan",
+                             "--out", tmp_path / "planned")
+    assert code == 0 and "train train.weight_decay=0.3" in printed and not (tmp_path / "planned").exists(), err
     code, _, err = cli("sweep", "--preset", "smoke", "--grid", "lr=1,2", "--out", tmp_path / "bad")
     assert code == 2 and "data.KEY" in err
     code, _, err = cli("sweep", "--preset", "smoke", "--grid", "train.lr=1,nan", "--out", tmp_path / "bad")
@@ -304,12 +318,12 @@ def test_plan_prints_every_job_with_its_cost_and_writes_nothing(cli, tmp_path):
     from grokscope import api
 
     out = tmp_path / "planned"
-    rows = api.plan_study("smoke", out)
+    rows = api.plan_study("smoke", out, device="cpu")
     assert not out.exists()
     by_job = {r["job"]: r for r in rows}
     gpt = by_job["train gpt_natural"]
     assert gpt["steps (at most)"] == "60" and int(gpt["parameters"].replace(",", "")) > 1000
-    assert float(gpt["GFLOP/step"]) > 0 and "timed steps at batch 64 on cpu" in gpt["how"]
+    assert float(gpt["GFLOP/step"]) > 0 and "timed eager steps at batch 64 on cpu" in gpt["how"]
     ft = by_job["transfer ft_gpt_natural_last"]
     assert ft["steps (at most)"] == "20" and ft["est. time"] != "-"
     assert by_job["analyze gpt_natural"]["how"].startswith("not estimated")
@@ -340,3 +354,36 @@ def test_transfer_entries_are_a_list_and_a_single_mapping_still_reads():
     jobs = {j.name: j for j in plan(micro, "/tmp/x")}
     assert "transfer ft_trm_control" in jobs and "transfer ft_gpt_natural_sat" in jobs
     assert "--new-fact-multiple" not in jobs["transfer ft_trm_natural_last"].argv  # the defaults stay implicit
+
+
+def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests_still_read(tmp_path):
+    from grokscope.studies.plan import Manifest, resume_argv
+
+    spec = load_spec("smoke")
+    jobs = {j.name: j for j in plan(spec, tmp_path)}
+    manifest = Manifest.open(tmp_path)
+    manifest.update(spec, list(jobs.values()))
+    run = jobs["train gpt_natural"]
+    manifest.mark(run, "running")
+    changed = load_spec("smoke", ["train.lr=0.002"])
+    manifest.update(changed, plan(changed, tmp_path))
+    assert manifest.status(run) == "stale"
+    run.out.mkdir(parents=True)
+    (run.out / "config.yaml").write_text("x: 1\n")
+    (run.out / "notes.txt").write_text("mine")
+    argv = resume_argv(run, stale=True)  # cleared and started over, not resumed on the new settings
+    assert "--resume" not in argv and not (run.out / "config.yaml").exists() and (run.out / "notes.txt").exists()
+    # A manifest written before resolved settings were recorded is compared by command line; the fine-tuning
+    # budget flags its command lines once carried at their defaults are no change.
+    data = json.loads((tmp_path / "study.json").read_text())
+    ft = jobs["transfer ft_gpt_control"]
+    entry = {k: v for k, v in data["jobs"][ft.name].items() if k not in ("resolved", "settings_hash")}
+    entry["argv"] = [*ft.argv, "--new-fact-multiple", "5", "--flat-evals", "4", "--flat-tolerance", "0.02"]
+    older = Manifest(tmp_path, {**data, "jobs": {ft.name: entry}})
+    assert older.changes(ft) == []
+    entry["argv"] = [*ft.argv, "--flat-evals", "9"]
+    assert older.changes(ft) == ["command line"]
+    # A setting added later, at its default, is no change of a job recorded before it existed.
+    recorded = {**data["jobs"][run.name], "resolved": {**jobs[run.name].resolved}}
+    recorded["resolved"]["train"] = {k: v for k, v in recorded["resolved"]["train"].items() if k != "grad_clip"}
+    assert Manifest(tmp_path, {**data, "jobs": {run.name: recorded}}).changes(run) == []

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from grokscope import artifacts, runs
-from grokscope.train.config import TrainConfig
-from grokscope.train.schedule import checkpoint_steps
+from grokscope.training.config import TrainConfig
+from grokscope.training.schedule import checkpoint_steps
 from conftest import wait_until
 
 VOLATILE = {"wall_seconds"}

@@ -14,9 +14,9 @@ from grokscope.data.vocab import Vocab
 from grokscope.models import build_model, model_config
 from grokscope.models.family import LossSpec
 from grokscope.models.losses import log_stablemax, sequence_mean_loss
-from grokscope.train.batches import BatchOrder
-from grokscope.train.config import TrainConfig
-from grokscope.train.optim import EMA, Grokfast, SignSGD, make_optimizers
+from grokscope.training.batches import BatchOrder
+from grokscope.training.config import TrainConfig
+from grokscope.training.optim import EMA, Grokfast, SignSGD, make_optimizers
 
 
 class _DS:
@@ -185,7 +185,7 @@ def test_flops_per_step_counts_the_matmuls():
 def test_resume_keeps_this_devices_fused_optimiser():
     """A checkpoint from an unfused optimiser (the CPU) resumed by a fused one (CUDA) stays fused: load_state_dict
     would put the saved fused=False back (shown here with CPU AdamW, which has a fused kernel too)."""
-    from grokscope.train.optim import load_optimizer_tensors, optimizer_tensors
+    from grokscope.training.optim import load_optimizer_tensors, optimizer_tensors
 
     model = torch.nn.Linear(4, 3)
     saved = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -199,3 +199,39 @@ def test_resume_keeps_this_devices_fused_optimiser():
     model(torch.randn(2, 4)).sum().backward()
     resumed.step()  # the fused kernel runs on the restored state
     assert int(resumed.state[model.weight]["step"]) == 2
+
+
+def test_scalar_log_writes_every_number_of_an_evaluation(monkeypatch, tmp_path):
+    """ScalarLog against a stand-in SummaryWriter (the real one is tested where tensorboard is installed): every finite
+    number of a row, at its step; a resumed run purges what came after its checkpoint; nothing without tensorboard."""
+    import sys
+    import types
+
+    from grokscope.training.scalars import ScalarLog
+
+    calls = []
+
+    class Writer:
+        def __init__(self, folder, purge_step=None):
+            calls.append(("open", folder, purge_step))
+
+        def add_scalar(self, key, value, step):
+            calls.append((key, value, step))
+
+        def flush(self):
+            calls.append(("flush",))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    log = ScalarLog(tmp_path / "tb", resumed_at=40)
+    log.write({"step": 50, "train_loss": 1.5, "n/id_atomic": 20, "lr": float("nan"), "cut": True, "name": "x"})
+    log.close()
+    assert calls == [("open", str(tmp_path / "tb"), 41), ("train_loss", 1.5, 50), ("n/id_atomic", 20, 50),
+                     ("flush",), ("close",)]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: import fails
+    quiet = ScalarLog(tmp_path / "none", resumed_at=None)
+    quiet.write({"step": 0, "train_loss": 1.0})
+    quiet.close()
+    assert quiet.writer is None and not (tmp_path / "none").exists()

@@ -13,7 +13,7 @@ from grokscope import artifacts, runs
 from grokscope.data.store import Dataset, load
 from grokscope.data.vocab import Vocab
 from grokscope.models.registry import build_model, config_from_dict
-from grokscope.transfer import FineTuneBudget, category_rows, transfer_summary
+from grokscope.finetuning import FineTuneBudget, category_rows, transfer_summary
 
 
 def test_categories_on_hand_built_example():
@@ -128,7 +128,7 @@ def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, 
         def stop_reason(self, rows):
             return "test rule" if rows[-1]["step"] >= 20 else ""
 
-    from grokscope.transfer import run_transfer
+    from grokscope.finetuning import run_transfer
 
     out = tmp_path / "ft"
     summary = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, quiet=True,

@@ -32,17 +32,20 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(example, "README.md", "exec"), {})
 
 
-def test_api_verbs_are_functions_after_their_subpackages_are_imported():
-    # `train`, `study`, `report`, `transfer` and `sweep` are also subpackages; importing one sets it as an attribute
-    # of the package, which once made `gs.train(...)` fail with "'module' object is not callable" in CI.
+def test_api_verbs_are_functions_after_the_subpackages_are_imported():
+    # The verbs once shared their names with subpackages: importing one made `gs.train(...)` fail with "'module'
+    # object is not callable". The subpackages now have their own names, and a dotted import works.
     import grokscope as gs
+    import grokscope.training.loop as loop
     from grokscope import api
-    from grokscope.report import build  # noqa: F401
-    from grokscope.study import plan  # noqa: F401
-    from grokscope.train import loop  # noqa: F401
-    import grokscope.sweep  # noqa: F401
-    import grokscope.transfer  # noqa: F401
+    from grokscope.reporting import build  # noqa: F401
+    from grokscope.studies import plan  # noqa: F401
+    import grokscope.sweeps  # noqa: F401
+    import grokscope.finetuning  # noqa: F401
 
     for name in ("train", "study", "report", "transfer", "sweep", "open_run", "lens"):
         assert getattr(gs, name) is getattr(api, name), name
-    assert callable(gs.train)
+    assert callable(gs.train) and callable(loop.train)
+    assert type(gs) is type(loop)  # a plain module: no class swap
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        gs.nonexistent

@@ -10,9 +10,6 @@ report``; ``study`` runs them all. From Python::
 The public API (``api.py``) is imported on first use, so ``import grokscope`` stays cheap.
 """
 
-import sys
-import types
-
 from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
@@ -23,22 +20,16 @@ __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "tra
 _API_NAMES = frozenset(__all__) - {"__version__"}
 
 
-class _Package(types.ModuleType):
-    """The package object: the API's verbs win over the subpackages that share their names.
+def __getattr__(name: str):
+    """The API's verbs, imported on first use. No subpackage shares a verb's name (``training``, ``studies``,
+    ``reporting``, ``finetuning``, ``sweeps``), so ``gs.train`` is always the function and ``import
+    grokscope.training.loop`` always the module."""
+    if name in _API_NAMES:
+        from grokscope import api
 
-    ``train``, ``study``, ``report``, ``transfer`` and ``sweep`` are both API functions and subpackages. Importing a
-    subpackage (``from grokscope.train.loop import ...``, which the API itself does) makes Python set it as an
-    attribute of this package, which would turn ``gs.train`` into a module after the first call of any verb. Looking
-    the API up first keeps ``gs.train`` the function however the subpackages were imported; code that needs a
-    subpackage imports it by its dotted path (``from grokscope.train import loop``), which never reads this attribute.
-    """
-
-    def __getattribute__(self, name: str):
-        if name in _API_NAMES:
-            from grokscope import api
-
-            return getattr(api, name)
-        return super().__getattribute__(name)
+        return getattr(api, name)
+    raise AttributeError(f"module 'grokscope' has no attribute {name!r}")
 
 
-sys.modules[__name__].__class__ = _Package
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API_NAMES])

@@ -180,7 +180,7 @@ def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets
           resume: bool = False, force_config: bool = False, device: str = "auto", quiet: bool = False) -> dict:
     """Train (or resume) a run; returns its summary."""
     from grokscope.data.store import load
-    from grokscope.train.loop import train as train_loop
+    from grokscope.training.loop import train as train_loop
 
     ds = load(data)
     train_cfg, model_cfg = run_configs(model, preset, sets, ds.vocab.d_vocab)
@@ -190,10 +190,10 @@ def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets
 
 def train_group(runs_kwargs: list[dict], backend: str = "auto") -> list[dict]:
     """Train several runs (each given by ``train``'s keyword arguments) stacked in one process when they share an
-    architecture (``train/stack.py``); each keeps its own run folder. Returns their summaries."""
+    architecture (``training/stack.py``); each keeps its own run folder. Returns their summaries."""
     from grokscope.data.store import load
-    from grokscope.train.loop import prepare
-    from grokscope.train.stack import BACKENDS, train_group as train_stacked
+    from grokscope.training.loop import prepare
+    from grokscope.training.stack import BACKENDS, train_group as train_stacked
 
     if backend not in BACKENDS:
         raise GrokscopeError(f"unknown stacking backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -214,7 +214,7 @@ def train_group(runs_kwargs: list[dict], backend: str = "auto") -> list[dict]:
 def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: int):
     """(train config, model config) from a family, a training preset and ``--set`` items (train.K / model.K)."""
     from grokscope.models.registry import family, model_config
-    from grokscope.train.config import TrainConfig, resolve_train_config
+    from grokscope.training.config import TrainConfig, resolve_train_config
 
     fam = family(family_name)
     routed = route_sets(split_set_items(sets), {"train": TrainConfig, "model": fam.config_cls})
@@ -240,8 +240,8 @@ def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "sc
     """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary. It stops at ``max_steps``
     or, earlier, once it has run ``new_fact_multiple`` times the steps its New Fact accuracy needed to reach 0.99 and
     new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps)."""
-    from grokscope.train.config import TrainConfig
-    from grokscope.transfer import FineTuneBudget, run_transfer
+    from grokscope.training.config import TrainConfig
+    from grokscope.finetuning import FineTuneBudget, run_transfer
 
     overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]
     return run_transfer(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
@@ -336,7 +336,7 @@ def study(preset: str = "micro", out: Path | None = None, executor: str = "local
           sets: list[str] | None = None, fresh: bool = False, runner=None, log=print, stack: bool = True) -> Path:
     """Run a whole study and write its report; returns the report's path. Runs of one architecture are trained
     stacked in one process unless ``stack=False``."""
-    from grokscope.study.run import run_study
+    from grokscope.studies.run import run_study
 
     out = Path(out) if out else Path("reports") / Path(preset).stem
     return run_study(preset, out, executor=executor, address=address, overrides=sets, fresh=fresh, log=log,
@@ -349,9 +349,9 @@ def plan_study(preset: str = "micro", out: Path | None = None, sets: list[str] |
     """Every job of a study with its step budget, parameters, training FLOPs and estimated time on ``device``;
     runs and writes nothing (``grokscope study --plan``)."""
     from grokscope.runtime import pick_device
-    from grokscope.study.estimate import plan_rows
-    from grokscope.study.plan import plan
-    from grokscope.study.spec import load_spec
+    from grokscope.studies.estimate import plan_rows
+    from grokscope.studies.plan import plan
+    from grokscope.studies.spec import load_spec
 
     out = Path(out) if out else Path("reports") / Path(preset).stem
     return plan_rows(plan(load_spec(preset, sets), out), pick_device(device), log=lambda _msg: None)
@@ -362,8 +362,8 @@ def plan_sweep(grid: list[str], preset: str = "micro", out: Path | None = None, 
                device: str = "auto") -> list[dict]:
     """Every job of a sweep with its budget and estimated cost; runs and writes nothing (``sweep --plan``)."""
     from grokscope.runtime import pick_device
-    from grokscope.study.estimate import plan_rows
-    from grokscope.sweep import sweep_jobs
+    from grokscope.studies.estimate import plan_rows
+    from grokscope.sweeps import sweep_jobs
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
     _, data_jobs, train_jobs = sweep_jobs(preset, grid, out, model)
@@ -376,7 +376,7 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
           fresh: bool = False) -> Path:
     """Train over a grid of config values (stacked where the points share an architecture); returns the path of
     sweep.csv."""
-    from grokscope.sweep import run_sweep
+    from grokscope.sweeps import run_sweep
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
     return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack, fresh=fresh)
@@ -384,7 +384,7 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
 
 @checked
 def report(path: Path) -> Path:
-    from grokscope.report.build import build_report
+    from grokscope.reporting.build import build_report
 
     path = Path(path)
     if not (path / "study.json").is_file():
@@ -430,8 +430,9 @@ def trace(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame
 
 
 def bridge_use(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
-    """The bridge-use table (as ``analysis/bridge_use.parquet``): per stage, the share of compositions whose answer
-    follows the donor's bridge when the r1 state is interchanged."""
+    """The bridge-use table (as ``analysis/bridge_use.parquet``): per stage, the share of interchanges of the r1 state
+    (forward from an untrained donor for ID queries, reverse into a recipient for OOD and new hops) whose answer
+    follows the moved bridge (``docs/methods.md``, "Bridge use")."""
     from grokscope.analysis.queries import bridge_use_table, query_records
 
     probes = _probe_set(probes)
@@ -551,7 +552,7 @@ class Study:
     @property
     def findings(self) -> pd.DataFrame:
         """The findings table of the report, recomputed from the files."""
-        from grokscope.report.build import study_findings
+        from grokscope.reporting.build import study_findings
 
         return pd.DataFrame(study_findings(self.path))
 

@@ -195,7 +195,7 @@ def transfer_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
-    from grokscope.transfer import print_transfer_summary
+    from grokscope.finetuning import print_transfer_summary
 
     summary = api.transfer(parent=parent, out=out, data=data, preset=preset, sets=overrides, control=control,
                            device=device, quiet=quiet, resume=resume, new_fact_multiple=new_fact_multiple,
@@ -310,7 +310,7 @@ def sweep_cmd(
 
 
 def _print_plan(rows: list[dict]) -> None:
-    from grokscope.study.estimate import print_table
+    from grokscope.studies.estimate import print_table
 
     print_table(rows)
     print("nothing was run or written; drop --plan to run it")
@@ -382,7 +382,15 @@ def _click_exceptions():
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line each and exit code 2; usage errors print typer's
-    usage message and exit 2; Ctrl-C exits 130."""
+    usage message and exit 2; Ctrl-C exits 130, also when it lands while another outcome is being reported."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None) -> None:
     exc_types = _click_exceptions()
     args = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from grokscope.data.store import Dataset, is_composition
+from grokscope.data.store import COLUMNS, Dataset, is_composition
 
 IGNORE = -100  # label value that the losses skip
+SEQ_LEN = 5  # every example is [h, r1, r2, t, </a>] (atomic facts: [h, r, t, </a>, pad])
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Encoded:
 
 def encode(ds: Dataset, rows: np.ndarray) -> Encoded:
     vocab = ds.vocab
-    rows = np.asarray(rows).reshape(-1, 5)
+    rows = np.asarray(rows).reshape(-1, len(COLUMNS))
     seq = torch.from_numpy(vocab.encode(rows))
     prompt_len = torch.from_numpy(np.where(is_composition(rows), 3, 2))
     pos = torch.arange(seq.shape[1])

@@ -65,6 +65,11 @@ class GPTConfig:
     def for_precision(self, precision: str) -> "GPTConfig":
         return self  # autocast handles the gpt's precision
 
+    def draws_random(self) -> bool:
+        """Whether a training forward pass draws random numbers (dropout): stacked runs then need their own streams,
+        which the vmap backend cannot give them."""
+        return self.dropout > 0
+
     def problems(self) -> list[str]:
         p = []
         for key in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads"):

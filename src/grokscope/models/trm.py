@@ -86,6 +86,10 @@ class TRMConfig:
             names += [f"H{i}_L{j}" for j in range(self.L_cycles)] + [f"H{i}_commit"]
         return names
 
+    def draws_random(self) -> bool:
+        """The trm's forward pass is deterministic (no dropout)."""
+        return False
+
     def problems(self) -> list[str]:
         p = []
         for key in ("d_vocab", "seq_len", "d_model", "n_layers", "H_cycles", "L_cycles", "num_puzzle_ids"):

@@ -14,9 +14,9 @@ from pathlib import Path
 from grokscope import artifacts, runs
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
-from grokscope.study.executors import EXECUTORS, Runner, make_executor
-from grokscope.study.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
-from grokscope.study.spec import load_spec
+from grokscope.studies.executors import EXECUTORS, Runner, make_executor
+from grokscope.studies.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
+from grokscope.studies.spec import load_spec
 
 
 def check_study_dir(out: Path) -> None:
@@ -47,7 +47,7 @@ def clear_study(out: Path, jobs: list[Job]) -> None:
 def run_study(preset: str, out: Path, executor: str = "local", address: str | None = None,
               overrides: list[str] | None = None, fresh: bool = False, log=print, runner: Runner | None = None,
               stack: bool = True) -> Path:
-    from grokscope.report.build import build_report
+    from grokscope.reporting.build import build_report
 
     spec = load_spec(preset, overrides)
     if executor not in EXECUTORS:
@@ -86,7 +86,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
         # too) never marks a job the study has not run as done.
         if job.done.exists() and status in ("done", "running"):
             if status != "done":
-                manifest.mark(job, "done")
+                manifest.mark(job, "done", ran_with=ran_with(job))
             continue
         if status == "skipped":
             continue

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from grokscope.errors import GrokscopeError
-from grokscope.study.plan import Job
+from grokscope.studies.plan import Job
 
 Runner = Callable[[list[str]], int]
 EXECUTORS = ("local", "ray")

@@ -32,8 +32,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import first_step
 from grokscope.models.registry import config_from_dict
-from grokscope.train.config import TrainConfig
-from grokscope.train.loop import FineTune, train
+from grokscope.training.config import TrainConfig
+from grokscope.training.loop import FineTune, train
 
 # Fine-tuning recipes, applied on top of the parent's training config.
 TRANSFER_PRESETS = {

@@ -25,8 +25,8 @@ from grokscope.metrics import thresholds as th
 from grokscope.metrics.intervals import FINAL_EVALS, Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
-from grokscope.report import plots
-from grokscope.report.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1,
+from grokscope.reporting import plots
+from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1,
                                        finding_2, finding_3, pick_category)
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]

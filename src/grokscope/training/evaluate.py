@@ -12,7 +12,7 @@ import torch
 
 from grokscope.data.counterfactuals import FORWARD, bridge_patches
 from grokscope.data.encoding import Encoded, encode
-from grokscope.data.store import Dataset, is_composition
+from grokscope.data.store import COLUMNS, Dataset, is_composition
 from grokscope.models.family import LossSpec
 from grokscope.models.readout import bridge_use_rates, found_rates, interchange, stage_argmax
 
@@ -76,7 +76,7 @@ def bridge_use_set(ds: Dataset, model, rows: np.ndarray, cap: int) -> BridgeUseS
 def old_hop_rows(rows: np.ndarray, category: int) -> np.ndarray:
     """The old hop of each mixed composition as an atomic row: (b, r2, t) for new+old (category 1), (h, r1, b) for
     old+new (category 2)."""
-    out = np.full((len(rows), 5), -1, dtype=rows.dtype)
+    out = np.full((len(rows), len(COLUMNS)), -1, dtype=rows.dtype)
     h, r, t = (3, 2, 4) if category == 1 else (0, 1, 3)
     out[:, 0], out[:, 1], out[:, 4] = rows[:, h], rows[:, r], rows[:, t]
     return out

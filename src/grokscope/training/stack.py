@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 from grokscope import artifacts
 from grokscope.data.encoding import Encoded
 from grokscope.errors import GrokscopeError
-from grokscope.train.loop import (RunRequest, Session, apply_gradients, drive, drive_alone, make_train_step,
+from grokscope.training.loop import (RunRequest, Session, apply_gradients, drive, drive_alone, make_train_step,
                                   set_learning_rates, train_request)
 
 BACKENDS = ("auto", "loop", "vmap")
@@ -45,7 +45,7 @@ def stack_key(request: RunRequest) -> str:
 def choose_backend(requests: list[RunRequest], backend: str) -> str:
     if backend != "auto":
         return backend
-    dropout = any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests)
+    dropout = any(r.model_cfg.draws_random() for r in requests)
     return "vmap" if requests[0].device == "cuda" and not dropout else "loop"
 
 
@@ -60,7 +60,7 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
                 "another")
         return [train_request(r) for r in requests]
     backend = choose_backend(requests, backend)
-    if backend == "vmap" and any(getattr(r.model_cfg, "dropout", 0.0) > 0 for r in requests):
+    if backend == "vmap" and any(r.model_cfg.draws_random() for r in requests):
         raise GrokscopeError("the vmap backend cannot reproduce dropout's random draws; use --backend loop")
     with contextlib.ExitStack() as locks:
         for request in requests:

@@ -4,8 +4,8 @@ question: what does waiting for grokking cost?).
 For each training and fine-tuning job: its step budget (the most it can run; stop rules may end it sooner), its
 parameters, its training FLOPs (the model's ``flops_per_step``, the estimate the report uses) and an estimated time
 on this device. The time comes from a short timed probe of each architecture: a warm-up step and a few timed
-optimiser steps at a reduced batch where the full one would be slow, scaled linearly to the full batch and the
-budget. Evaluation, analyses and data building are not in the estimate (the table says so). Datasets are built in
+optimiser steps (eager: a compiled run on CUDA is faster) at a reduced batch where the full one would be slow,
+scaled linearly to the full batch and the budget. Evaluation, analyses and data building are not in the estimate (the table says so). Datasets are built in
 memory (a fraction of a second even at paper scale) to know each run's training-set size; nothing is written.
 """
 
@@ -21,14 +21,14 @@ import torch
 from grokscope.config import from_dict
 from grokscope.data.build import build_dataset
 from grokscope.data.config import DataConfig
-from grokscope.data.encoding import encode, training_rows
+from grokscope.data.encoding import SEQ_LEN, encode, training_rows
 from grokscope.data.store import Dataset
 from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
-from grokscope.study.plan import Job
-from grokscope.train.config import TrainConfig
-from grokscope.train.loop import budget
-from grokscope.transfer import transfer_config
+from grokscope.studies.plan import Job
+from grokscope.training.config import TrainConfig
+from grokscope.training.loop import budget
+from grokscope.finetuning import transfer_config
 
 PROBE_FLOPS = 2e10  # the probe batch is the largest power of two (at most the full batch) under this per step
 PROBE_STEPS = 3
@@ -75,8 +75,7 @@ class Estimator:
         return self.transfer_sets[path]
 
     def cost(self, family: str, model_dict: dict, cfg: TrainConfig, ds: Dataset) -> Cost:
-        seq_len = encode(ds, training_rows(ds)[:1]).seq.shape[1]
-        model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, seq_len) \
+        model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, SEQ_LEN) \
             .for_precision(cfg.precision)
         with torch.device("meta"):  # sizes and FLOPs without allocating the weights
             meta = build_model(model_cfg)
@@ -91,31 +90,39 @@ class Estimator:
         if key not in self.probes:
             self.probes[key] = self._probe(model_cfg, replace(cfg, batch_size=probe_batch), ds, rows)
         seconds = self.probes[key] * cfg.batch_size / probe_batch
-        how = (f"{PROBE_STEPS} timed steps at batch {probe_batch} on {self.device}"
+        how = (f"{PROBE_STEPS} timed eager steps at batch {probe_batch} on {self.device}"
                + (f", scaled x{cfg.batch_size // probe_batch} to batch {cfg.batch_size}" if probe_batch != cfg.batch_size
                   else ""))
         return Cost(steps, meta.num_params(), per_step, seconds, how)
 
     def _probe(self, model_cfg, cfg: TrainConfig, ds: Dataset, rows) -> float:
         """Seconds per optimiser step at ``cfg.batch_size`` on this device (median of the timed steps)."""
-        from grokscope.train.loop import make_train_step
-        from grokscope.train.state import TrainState
+        from grokscope.training.loop import make_train_step
+        from grokscope.training.state import TrainState
 
+        from grokscope import runtime
+
+        runtime.configure(self.device, cfg.threads)  # the threads, TF32 and allocator settings training uses
         torch.manual_seed(0)
         model = build_model(model_cfg).to(self.device).train()
         state = TrainState(model, cfg, len(rows), self.device)
-        step = make_train_step(state, cfg, self.device)
+        step = make_train_step(state, replace(cfg, compile=False), self.device)  # eager: no compile time
         batch = encode(ds, rows[:cfg.batch_size]).to(self.device)
         times = []
-        for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, compilation on CUDA)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
+        for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, kernel selection)
+            _synchronize(self.device)
             t0 = time.perf_counter()
             step(batch, i)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
+            _synchronize(self.device)
             times.append(time.perf_counter() - t0)
         return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
 
 
 def plan_rows(jobs: list[Job], device: str, log=print) -> list[dict]:

@@ -22,10 +22,10 @@ from grokscope.config import route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
-from grokscope.study.executors import Runner, make_executor
-from grokscope.study.plan import Job, data_job, resume_argv, stacked, train_job
-from grokscope.study.spec import data_sets, load_spec, model_sets, spec_dict
-from grokscope.train.config import TrainConfig, resolve_train_config
+from grokscope.studies.executors import Runner, make_executor
+from grokscope.studies.plan import Job, data_job, differences, resume_argv, stacked, train_job
+from grokscope.studies.spec import data_sets, load_spec, model_sets, spec_dict
+from grokscope.training.config import TrainConfig, resolve_train_config
 
 
 def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
@@ -121,8 +121,13 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             if (old.get("spec"), old.get("model")) != (spec, model_name):
                 raise GrokscopeError(f"{out}: holds a sweep of another preset or model; choose another --out or "
                                      f"pass --fresh to start over")
+            changed = _changed_points(old.get("resolved"), [*data_jobs, *(j for _, j in train_jobs)])
+            if changed:
+                raise GrokscopeError(f"{out}: finished points would change ({', '.join(changed[:3])}"
+                                     f"{' ...' if len(changed) > 3 else ''}); choose another --out or pass --fresh")
         state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name,
                  "points": [p for p, _ in train_jobs],
+                 "resolved": {j.name: j.resolved for j in [*data_jobs, *(j for _, j in train_jobs)]},
                  "outputs": sorted({*(() if fresh else _recorded_outputs(out)),
                                     *(str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)])})}
         artifacts.write_json_atomic(out / "sweep.json", state)
@@ -146,6 +151,19 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             return write_table(out, grid, train_jobs)
         except KeyboardInterrupt:  # Ctrl-C between jobs: the same one line as inside a job
             raise Interrupted(INTERRUPTED_MESSAGE) from None
+
+
+def _changed_points(recorded, jobs: list[Job]) -> list[str]:
+    """Finished jobs whose resolved settings differ from those the sweep recorded (an edited training preset too),
+    each with what differs. A sweep recorded before settings were recorded is compared by spec only."""
+    if not isinstance(recorded, dict):
+        return []
+    out = []
+    for job in jobs:
+        old = recorded.get(job.name)
+        if isinstance(old, dict) and job.done.exists() and (diff := differences(old, job.resolved)):
+            out.append(f"{job.name} ({'; '.join(diff[:2])})")
+    return out
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -181,7 +199,7 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
                      "minutes": round(summary["wall_seconds"] / 60, 2)})
     df = pd.DataFrame(rows)
     artifacts.write_text_atomic(out / "sweep.csv", df.to_csv(index=False))
-    from grokscope.report import plots
+    from grokscope.reporting import plots
 
     first = next(iter(grid))
     x = pd.to_numeric(df[first], errors="coerce")

@@ -21,18 +21,18 @@ import torch
 
 from grokscope import artifacts, runs, runtime
 from grokscope.version import __version__
-from grokscope.data.encoding import training_rows, training_set
+from grokscope.data.encoding import SEQ_LEN, training_rows, training_set
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import milestones
 from grokscope.models.registry import build_model, family_of
-from grokscope.train.config import MAX_STEPS, TrainConfig, parse_rule, recipe_deviations, rule_holds
-from grokscope.train.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
-from grokscope.train.progress import Progress
-from grokscope.train.scalars import ScalarLog
-from grokscope.train.schedule import checkpoint_steps, lr_at
-from grokscope.train.state import NonFiniteLoss, TrainState
+from grokscope.training.config import MAX_STEPS, TrainConfig, parse_rule, recipe_deviations, rule_holds
+from grokscope.training.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
+from grokscope.training.progress import Progress
+from grokscope.training.scalars import ScalarLog
+from grokscope.training.schedule import checkpoint_steps, lr_at
+from grokscope.training.state import NonFiniteLoss, TrainState
 
 
 @dataclass
@@ -79,9 +79,9 @@ def check_fits_dataset(model_cfg, ds: Dataset) -> None:
     if model_cfg.d_vocab != ds.vocab.d_vocab:
         raise GrokscopeError(f"model d_vocab {model_cfg.d_vocab} does not match the dataset's {ds.vocab.d_vocab}; "
                              f"drop the d_vocab override (it is read from dataset.json)")
-    if model_cfg.context_length < 5:
-        raise GrokscopeError(f"model sequence length {model_cfg.context_length} is shorter than the dataset's 5 "
-                             f"tokens; drop the n_ctx/seq_len override")
+    if model_cfg.context_length < SEQ_LEN:
+        raise GrokscopeError(f"model sequence length {model_cfg.context_length} is shorter than the dataset's "
+                             f"{SEQ_LEN} tokens; drop the n_ctx/seq_len override")
 
 
 TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
@@ -187,7 +187,7 @@ class Session:
     """One run being trained: its state, evaluation sets, schedule, progress line and files.
 
     ``boundary()`` does what is due at the current step (evaluate, checkpoint, stop); the optimiser step itself is
-    taken by the caller (``make_train_step`` for one run, ``train/stack.py`` for several in lockstep)."""
+    taken by the caller (``make_train_step`` for one run, ``training/stack.py`` for several in lockstep)."""
 
     def __init__(self, request: RunRequest):
         ds, cfg, out, device, finetune = request.ds, request.cfg, request.out, request.device, request.finetune

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from grokscope.train.config import TrainConfig
+from grokscope.training.config import TrainConfig
 
 
 def lr_at(step: int, cfg: TrainConfig, base_lr: float | None = None) -> float:

@@ -26,11 +26,11 @@ from pathlib import Path
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.config import apply_overrides, route_sets, to_dict
-from grokscope.data.config import resolve_data_config
+from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.models.registry import FAMILIES, model_config
-from grokscope.study.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
-from grokscope.train.config import SIZED_FROM_DATA, TrainConfig, resolve_train_config
-from grokscope.transfer import TRANSFER_PRESETS
+from grokscope.studies.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
+from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.finetuning import TRANSFER_PRESETS
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
 MANIFEST_SCHEMA = 1
@@ -62,12 +62,12 @@ def resolved_data(preset: str, regime: str, sets: dict) -> dict:
 
 
 def resolved_train(family: str, preset: str, sets: dict) -> dict:
-    """The train and model config a training job resolves to (model fields sized from the dataset left out: the
-    data job's own settings decide those)."""
+    """The train and model config a training job resolves to (the vocabulary size left out: the data job's own
+    settings decide it)."""
     over = route_sets(list(sets.items()), {"train": TrainConfig, "model": FAMILIES[family].config_cls})
     cfg = resolve_train_config(family, preset, over["train"])
     model = to_dict(model_config(family, cfg.model_config, d_vocab=128, overrides=over["model"]))
-    return _plain({"train": to_dict(cfg), "model": {k: v for k, v in model.items() if k not in SIZED_FROM_DATA}})
+    return _plain({"train": to_dict(cfg), "model": {k: v for k, v in model.items() if k != "d_vocab"}})
 
 
 def resolved_overrides(sets: dict) -> dict:
@@ -80,15 +80,40 @@ def settings_hash(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _defaults() -> dict:
+    """Default values of the config sections a resolved record holds (a setting added in a later version, at its
+    default, is not a change of a job recorded before it existed)."""
+    return _plain({"train": to_dict(TrainConfig()), "data": to_dict(DataConfig())})
+
+
+def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
     """``key: old -> new`` for every resolved setting that differs (nested keys joined by dots)."""
+    defaults = _defaults() if defaults is None else defaults
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{key}.", defaults.get(key) if isinstance(defaults.get(key), dict)
+                               else {})
+        elif key not in old and key in defaults and b == defaults[key]:
+            continue
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+# Fine-tuning flags that study command lines once always carried at their default values.
+_DEFAULT_FLAGS = {("--new-fact-multiple", "5"), ("--flat-evals", "4"), ("--flat-tolerance", "0.02")}
+
+
+def _without_default_flags(argv: list) -> list:
+    out, i = [], 0
+    while i < len(argv):
+        if i + 1 < len(argv) and (argv[i], argv[i + 1]) in _DEFAULT_FLAGS:
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
     return out
 
 
@@ -259,7 +284,8 @@ class Manifest:
         old = self.data["jobs"].get(job.name) or {}
         if isinstance(old.get("resolved"), dict):
             return differences(old["resolved"], job.resolved)
-        return [] if old.get("argv") in (None, job.argv) else ["command line"]
+        argv = old.get("argv")
+        return [] if argv is None or _without_default_flags(argv) == job.argv else ["command line"]
 
     def changed_finished(self, jobs: list[Job]) -> list[str]:
         """Finished jobs whose resolved settings would now differ (continuing would mix two configurations), each

@@ -18,8 +18,8 @@ from grokscope.config import apply_overrides, from_dict, route_sets, split_set_i
 from grokscope.data.config import DATA_PRESETS, REGIMES, DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
-from grokscope.train.config import TrainConfig, resolve_train_config
-from grokscope.transfer import TRANSFER_PRESETS, FineTuneBudget
+from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
 
 CHECKPOINT_NAMES = ("sat", "grokked", "last")
 PROBE_NAMES = ("ood", "iid", "train", "test_inferred_ood", "test_inferred_iid", "train_inferred", "id_atomic",
@@ -56,7 +56,7 @@ class TransferSpec:
     control: bool = False  # plus the same architecture from scratch on the natural transfer set
     preset: str = "scaled"
     set: dict[str, Any] = field(default_factory=dict)  # train overrides of the fine-tunes (max_steps is the cap)
-    # When a fine-tune stops before its cap (transfer.FineTuneBudget; 0: always run to max_steps).
+    # When a fine-tune stops before its cap (finetuning.FineTuneBudget; 0: always run to max_steps).
     new_fact_multiple: float = 5.0
     flat_evals: int = 4
     flat_tolerance: float = 0.02

@@ -16,8 +16,8 @@ import torch
 
 from grokscope import runs
 from grokscope.errors import GrokscopeError
-from grokscope.train.batches import BatchOrder
-from grokscope.train.optim import EMA, Grokfast, load_optimizer_tensors, make_optimizers, optimizer_tensors
+from grokscope.training.batches import BatchOrder
+from grokscope.training.optim import EMA, Grokfast, load_optimizer_tensors, make_optimizers, optimizer_tensors
 
 
 @dataclass

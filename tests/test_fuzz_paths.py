@@ -465,8 +465,11 @@ def _cli(args: list, unbuffered: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
+    # Ctrl-C as a terminal delivers it: a test runner started in the background inherits SIGINT ignored, and Python
+    # then never turns it into KeyboardInterrupt, so the child gets the default disposition back.
     return subprocess.Popen([sys.executable, "-m", "grokscope.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 CONCURRENT = {

@@ -387,3 +387,27 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
     recorded = {**data["jobs"][run.name], "resolved": {**jobs[run.name].resolved}}
     recorded["resolved"]["train"] = {k: v for k, v in recorded["resolved"]["train"].items() if k != "grad_clip"}
     assert Manifest(tmp_path, {**data, "jobs": {run.name: recorded}}).changes(run) == []
+
+
+def test_critical_range_comes_out_each_way():
+    import pandas as pd
+
+    from grokscope.reporting.plots import critical_range
+
+    def table(hits):
+        return pd.DataFrame({"data.phi": [3.6, 7.2, 12.0], "t_id90": hits, "steps": [20000, 20000, 20000]})
+
+    assert critical_range(table([None, 9000, 5000]), "data.phi") == "critical value between 3.6 (missed) and 7.2 (reached)"
+    assert critical_range(table([12000, 9000, 5000]), "data.phi").startswith("every value reached t_id90: critical value below 3.6")
+    assert critical_range(table([None, None, None]), "data.phi") == "no value reached t_id90 within its step cap"
+    assert "no single threshold" in critical_range(table([5000, None, 4000]), "data.phi")
+
+
+def test_a_numeric_sweep_draws_the_phase_diagram(cli, tmp_path):
+    code, _, err = cli("sweep", "--preset", "smoke", "--grid", "data.phi=2,3", "--out", tmp_path / "ph")
+    assert code == 0, err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "ph" / "sweep.csv")
+    assert {"t_id90_epochs", "id_delayed"} <= set(table.columns)
+    assert (tmp_path / "ph" / "phase.png").stat().st_size > 5_000

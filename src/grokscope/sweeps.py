@@ -20,6 +20,8 @@ import pandas as pd
 from grokscope import artifacts
 from grokscope.config import route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.milestones import first_step, is_delayed
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
@@ -191,7 +193,8 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
     for point, job in train_jobs:
         summary = artifacts.read_summary(job.out)
         final = summary["final"]
-        rows.append({**point, **summary["milestones"], "final_train": final.get("train_acc"),
+        metrics = artifacts.read_metrics(job.out)
+        rows.append({**point, **summary["milestones"], **_id_phase(metrics), "final_train": final.get("train_acc"),
                      "final_iid": final.get("test_inferred_iid"), "final_ood": final.get("test_inferred_ood"),
                      f"final_{summary.get('bridge_metric', 'bridge_use')}_ood":
                          final.get(f"{summary.get('bridge_metric', 'bridge_use')}_ood"),
@@ -211,5 +214,23 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
     fig = plots.sweep_curves(curves, "curves of every grid point")
     _save_figure(fig, out / "sweep_curves.png")
     plots.plt.close(fig)
+    if x.notna().all() and len(grid) == 1:  # one numeric key: Wang et al.'s phase diagram over it
+        by_value = {float(v): pd.DataFrame(artifacts.read_metrics(job.out))
+                    for v, (_, job) in zip(x, train_jobs)}
+        fig = plots.phase_diagram(by_value, df.assign(**{first: x}), first,
+                                  f"ID generalisation against {first} (Wang et al. Fig. 2)")
+        _save_figure(fig, out / "phase.png")
+        plots.plt.close(fig)
     return out / "sweep.csv"
+
+
+def _id_phase(rows: list[dict]) -> dict:
+    """When ID generalisation came: first ID >= 0.9 in steps and epochs, first ID >= 0.5, and whether that came
+    with a delay after saturation (the regime rule: ``metrics.milestones.is_delayed``)."""
+    t_sat = first_step(rows, "train_acc", th.SATURATION)
+    t_gen = first_step(rows, "test_inferred_iid", th.GENERALISED)
+    t_90 = first_step(rows, "test_inferred_iid", th.GROKKED)
+    epoch = {r["step"]: r.get("epoch") for r in rows}
+    return {"t_id90_epochs": epoch.get(t_90) if t_90 is not None else None,
+            "id_delayed": is_delayed(t_sat, t_gen) if t_gen is not None else None}
 

@@ -155,5 +155,61 @@ def sweep_curves(curves: dict[str, pd.DataFrame], title: str,
     return fig
 
 
-__all__ = ["regime_panels", "grokking_curve", "transfer_grid", "lens_profiles", "causal_heatmaps",
-           "milestone_sweep", "sweep_curves"]
+def phase_diagram(curves: dict[float, pd.DataFrame], table: pd.DataFrame, x: str, title: str,
+                  metric: str = "test_inferred_iid", milestone: str = "t_id90"):
+    """Wang et al. Fig. 2 at any scale: ID test curves per swept value against steps and against epochs, and the
+    steps (and epochs) to ``milestone`` against the value. A value whose run never reached it is marked at its step
+    cap; the caption line names the range where the critical value lies."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    cmap = plt.get_cmap("viridis")
+    values = sorted(curves)
+    for i, value in enumerate(values):
+        df = curves[value]
+        color = cmap(i / max(len(values) - 1, 1))
+        if metric in df:
+            axes[0].plot(df["step"], df[metric], color=color, label=f"{x.split('.')[-1]} {value:g}", linewidth=1.2)
+            if "epoch" in df:
+                axes[1].plot(df["epoch"], df[metric], color=color, linewidth=1.2)
+    for ax, xlabel in ((axes[0], "step"), (axes[1], "epoch")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_ylabel(metric)
+    axes[0].legend(fontsize=6)
+    table = table.sort_values(x)
+    reached = table[table[milestone].notna()]
+    missed = table[table[milestone].isna()]
+    ax = axes[2]
+    ax.plot(reached[x], reached[milestone], "o-", color=COLORS["iid"], label=f"steps to {milestone}")
+    if not missed.empty:
+        ax.plot(missed[x], missed["steps"], "x", color=COLORS["ood"], markersize=8, label="not reached (step cap)")
+    if "t_id90_epochs" in reached and reached["t_id90_epochs"].notna().any():
+        twin = ax.twinx()
+        twin.plot(reached[x], reached["t_id90_epochs"], "s--", color=COLORS["train"], markersize=3,
+                  label="epochs")
+        twin.set_ylabel("epochs", color=COLORS["train"])
+    ax.set_xlabel(x)
+    ax.set_ylabel("steps")
+    ax.legend(fontsize=6, loc="upper right")
+    ax.set_title(critical_range(table, x, milestone), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def critical_range(table: pd.DataFrame, x: str, milestone: str = "t_id90") -> str:
+    """Where the critical value lies: between the largest value that never reached the milestone and the smallest
+    that did (on the swept grid and within the step cap)."""
+    hit = table.loc[table[milestone].notna(), x]
+    miss = table.loc[table[milestone].isna(), x]
+    if hit.empty:
+        return f"no value reached {milestone} within its step cap"
+    if miss.empty:
+        return f"every value reached {milestone}: critical value below {hit.min():g}"
+    below = miss[miss < hit.min()]
+    if below.empty:
+        return f"{milestone} missed at {', '.join(f'{v:g}' for v in miss)} but reached below: no single threshold"
+    return f"critical value between {below.max():g} (missed) and {hit.min():g} (reached)"
+
+
+__all__ = ["regime_panels", "grokking_curve", "transfer_grid", "lens_profiles", "causal_heatmaps", "phase_diagram",
+           "critical_range", "milestone_sweep", "sweep_curves"]

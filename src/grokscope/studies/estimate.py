@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from grokscope import runtime
 from grokscope.config import from_dict
 from grokscope.data.build import build_dataset
 from grokscope.data.config import DataConfig
@@ -27,7 +28,8 @@ from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
 from grokscope.studies.plan import Job
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import budget
+from grokscope.training.loop import budget, make_train_step
+from grokscope.training.state import TrainState
 from grokscope.finetuning import transfer_config
 
 PROBE_FLOPS = 2e10  # the probe batch is the largest power of two (at most the full batch) under this per step
@@ -97,11 +99,6 @@ class Estimator:
 
     def _probe(self, model_cfg, cfg: TrainConfig, ds: Dataset, rows) -> float:
         """Seconds per optimiser step at ``cfg.batch_size`` on this device (median of the timed steps)."""
-        from grokscope.training.loop import make_train_step
-        from grokscope.training.state import TrainState
-
-        from grokscope import runtime
-
         runtime.configure(self.device, cfg.threads)  # the threads, TF32 and allocator settings training uses
         torch.manual_seed(0)
         model = build_model(model_cfg).to(self.device).train()

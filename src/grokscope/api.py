@@ -27,6 +27,7 @@ from grokscope import artifacts
 from grokscope.config import route_sets, split_set_items
 from grokscope.data.store import Dataset, ProbeSet, is_composition
 from grokscope.errors import GrokscopeError
+from grokscope.analysis import defaults
 
 # torch is imported on first use (runs, models), so `grokscope data ...` and `--help` start fast.
 
@@ -223,8 +224,8 @@ def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: 
 
 
 @checked
-def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
-            analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None,
+def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBES,
+            analyses: str = defaults.ANALYSES, data: Path | None = None,
             device: str = "auto") -> dict:
     from grokscope import runtime
     from grokscope.analysis.run_analysis import analyze as analyze_run
@@ -267,7 +268,7 @@ def check_compare_target(out: Path) -> None:
 
 
 @checked
-def compare(a: str, b: str, probes: str = "iid,train", out: Path | None = None, device: str = "auto") -> dict:
+def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | None = None, device: str = "auto") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
     from grokscope import runs, runtime
     from grokscope.analysis.circuits import compare_paths

@@ -17,6 +17,7 @@ import typer
 
 from grokscope import api
 from grokscope.errors import GrokscopeError, Interrupted
+from grokscope.analysis import defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grokking and generalization circuits in transformers on two-hop reasoning.")
@@ -207,11 +208,11 @@ def transfer_cmd(
 @app.command("analyze")
 def analyze_cmd(
     run: Path = typer.Argument(..., help="Run folder."),
-    steps: str = typer.Option("0,sat,grokked,last", help="all, last, sat (first checkpoint at training saturation), "
+    steps: str = typer.Option(defaults.STEPS, help="all, last, sat (first checkpoint at training saturation), "
                                                          "grokked (first at ID test >= 0.9) or STEP,STEP,..."),
-    probes: str = typer.Option("ood,iid,train", help="Probe types: ood, iid, train, new, mix, mix_powered or "
+    probes: str = typer.Option(defaults.PROBES, help="Probe types: ood, iid, train, new, mix, mix_powered or "
                                                      "full names."),
-    analyses: str = typer.Option("lens,trace,queries,compare,regime",
+    analyses: str = typer.Option(defaults.ANALYSES,
                                  help="Any of lens, trace, queries (per-query records and bridge use), compare, "
                                       "regime."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder if it moved since training."),
@@ -236,7 +237,7 @@ def analyze_cmd(
 def compare_cmd(
     a: str = typer.Argument(..., help="RUN@STEP of the first checkpoint."),
     b: str = typer.Argument(..., help="RUN@STEP of the second checkpoint."),
-    probes: str = typer.Option("iid,train", help="Composition probes to compare on (from A's dataset)."),
+    probes: str = typer.Option(defaults.COMPARE_PROBES, help="Composition probes to compare on (from A's dataset)."),
     out: Optional[Path] = typer.Option(None, help="Write the comparison as JSON here."),
     device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
 ) -> None:

@@ -28,6 +28,7 @@ from grokscope.data.store import Dataset, is_composition, load
 from grokscope.errors import GrokscopeError
 from grokscope.metrics.milestones import classify_regime
 from grokscope.models.registry import family
+from grokscope.analysis import defaults
 
 PROBE_ALIASES = {"ood": "test_inferred_ood", "iid": "test_inferred_iid", "train": "train_inferred",
                  "new": "test_inferred_new", "mix": "test_inferred_new_mix",
@@ -131,8 +132,8 @@ def merge_table(path: Path, new: pd.DataFrame) -> None:
     tmp.replace(path)
 
 
-def analyze(run: Path, steps: str = "0,sat,grokked,last", probes: str = "ood,iid,train",
-            analyses: str = "lens,trace,queries,compare,regime", data: Path | None = None, device: str = "cpu",
+def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBES,
+            analyses: str = defaults.ANALYSES, data: Path | None = None, device: str = "cpu",
             log=print) -> dict:
     run = Path(run)
     wanted = resolve_analyses(analyses)

@@ -20,6 +20,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
+from grokscope.analysis import defaults
 
 CHECKPOINT_NAMES = ("sat", "grokked", "last")
 PROBE_NAMES = ("ood", "iid", "train", "test_inferred_ood", "test_inferred_iid", "train_inferred", "id_atomic",
@@ -44,8 +45,8 @@ class ModelSpec:
 
 @dataclass
 class AnalysisSpec:
-    probes: str = "ood,iid,train"
-    steps: str = "0,sat,grokked,last"
+    probes: str = defaults.PROBES
+    steps: str = defaults.STEPS
 
 
 @dataclass

@@ -534,7 +534,9 @@ def test_two_studies_started_together_then_ctrl_c(verb, tmp_path):
     assert line.startswith("["), line
     winner.send_signal(signal.SIGINT)
     _, err = winner.communicate(timeout=90)
-    assert winner.returncode == 130 and "Traceback" not in err, err
+    # Exit 130, as a shell reports it: the process exits 130, or (when the interpreter re-raises the signal on its
+    # way out) ends by SIGINT, which a shell also shows as 130.
+    assert winner.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted; re-run the same command to continue", err
 
 

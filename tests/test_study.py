@@ -397,8 +397,10 @@ def test_critical_range_comes_out_each_way():
     def table(hits):
         return pd.DataFrame({"data.phi": [3.6, 7.2, 12.0], "t_id90": hits, "steps": [20000, 20000, 20000]})
 
-    assert critical_range(table([None, 9000, 5000]), "data.phi") == "critical value between 3.6 (missed) and 7.2 (reached)"
-    assert critical_range(table([12000, 9000, 5000]), "data.phi").startswith("every value reached t_id90: critical value below 3.6")
+    assert critical_range(table([None, 9000, 5000]), "data.phi") == \
+        "critical value between 3.6 (missed) and 7.2 (reached)"
+    assert critical_range(table([12000, 9000, 5000]), "data.phi") == \
+        "every value reached t_id90: critical value below 3.6"
     assert critical_range(table([None, None, None]), "data.phi") == "no value reached t_id90 within its step cap"
     assert "no single threshold" in critical_range(table([5000, None, 4000]), "data.phi")
 

@@ -95,7 +95,8 @@ def test_mismatched_transfer_data_refused(cli, parent, smoke_data, tmp_path):
 
 
 def _rows(new_fact: list[float], new_old: list[float], every: int = 100) -> list[dict]:
-    return [{"step": i * every, "atomic_new": a, "new_old_powered": b} for i, (a, b) in enumerate(zip(new_fact, new_old))]
+    return [{"step": i * every, "atomic_new": a, "new_old_powered": b}
+            for i, (a, b) in enumerate(zip(new_fact, new_old))]
 
 
 def test_budget_runs_five_times_the_new_fact_step_then_stops_when_new_old_is_flat():

@@ -268,7 +268,8 @@ def check_compare_target(out: Path) -> None:
 
 
 @checked
-def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | None = None, device: str = "auto") -> dict:
+def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | None = None,
+            device: str = "auto") -> dict:
     """Do two checkpoints (of one run, or of two runs on the same graph) use the same inference path?"""
     from grokscope import runs, runtime
     from grokscope.analysis.circuits import compare_paths

@@ -58,7 +58,8 @@ def query_records(model, ds: Dataset, rows: np.ndarray, seed: int = 0) -> tuple[
         outcome[:, has] = (patched.numpy() == expect[has][None]).astype(np.int8)
     for s, label in enumerate(patch_labels):
         frame[f"use.{label}"] = outcome[s]
-    schema = {"family": model.family, "bridge_metric": model.bridge_metric, "bridge_use_version": th.BRIDGE_USE_VERSION, "stages": stages,
+    schema = {"family": model.family, "bridge_metric": model.bridge_metric,
+              "bridge_use_version": th.BRIDGE_USE_VERSION, "stages": stages,
               "patch_stages": patch_labels, "positions": T, "r1_position": R1,
               "bridge_found_mask": model.bridge_found_mask(S, T).tolist()}
     return pd.DataFrame(frame), schema

@@ -530,11 +530,12 @@ def _finding_rows(findings: list[dict]) -> list[dict]:
 SECTION_NOTES = {
     "transfer": "He et al. §5 fine-tune the trm; fine-tunes of other models are an extension. A fine-tune stops at "
                 "its step cap, or once it has run the stated multiple of the steps its New Fact accuracy needed to "
-                "reach 0.99 and new+old has not moved for the stated number of evaluations. With the scaled recipe its "
-                "lr is half the parent's, as He et al. fine-tune at 2e-5 after pre-training at 4e-5 (the lr column "
-                "says what each used); the control trains from scratch at the pre-training lr. 'old hop kept': the share of a category's queries whose old hop the model "
-                "still answers, and the exact match on those (what Finding 3 reads). Bridge use: the reverse patch "
-                "(docs/methods.md, 'Bridge use').",
+                "reach 0.99 and new+old has not moved for the stated number of evaluations. With the scaled recipe "
+                "its lr is half the parent's, as He et al. fine-tune at 2e-5 after pre-training at 4e-5 (the lr "
+                "column says what each used); the control trains from scratch at the pre-training lr. 'old hop "
+                "kept': the share of a category's queries whose old hop the model still answers, and the exact "
+                "match on those (what Finding 3 reads). Bridge use: the reverse patch (docs/methods.md, 'Bridge "
+                "use').",
     "checks": "Each row is one number a verdict reads: the mean of the last 3 evaluations (or of the evaluations "
               "named), its 95% Wilson interval over the n queries it was measured on, its value at step 0 (the chance "
               "floor), and the side of the threshold the rule needs. 'undecided' means the interval straddles the "

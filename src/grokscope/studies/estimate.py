@@ -5,8 +5,9 @@ For each training and fine-tuning job: its step budget (the most it can run; sto
 parameters, its training FLOPs (the model's ``flops_per_step``, the estimate the report uses) and an estimated time
 on this device. The time comes from a short timed probe of each architecture: a warm-up step and a few timed
 optimiser steps (eager: a compiled run on CUDA is faster) at a reduced batch where the full one would be slow,
-scaled linearly to the full batch and the budget. Evaluation, analyses and data building are not in the estimate (the table says so). Datasets are built in
-memory (a fraction of a second even at paper scale) to know each run's training-set size; nothing is written.
+scaled linearly to the full batch and the budget. Evaluation, analyses and data building are not in the estimate
+(the table says so). Datasets are built in memory (a fraction of a second even at paper scale) to know each run's
+training-set size; nothing is written.
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ class Estimator:
         if key not in self.probes:
             self.probes[key] = self._probe(model_cfg, replace(cfg, batch_size=probe_batch), ds, rows)
         seconds = self.probes[key] * cfg.batch_size / probe_batch
-        how = (f"{PROBE_STEPS} timed eager steps at batch {probe_batch} on {self.device}"
-               + (f", scaled x{cfg.batch_size // probe_batch} to batch {cfg.batch_size}" if probe_batch != cfg.batch_size
-                  else ""))
+        how = f"{PROBE_STEPS} timed eager steps at batch {probe_batch} on {self.device}"
+        if probe_batch != cfg.batch_size:
+            how += f", scaled x{cfg.batch_size // probe_batch} to batch {cfg.batch_size}"
         return Cost(steps, meta.num_params(), per_step, seconds, how)
 
     def _probe(self, model_cfg, cfg: TrainConfig, ds: Dataset, rows) -> float:

@@ -35,6 +35,7 @@ from grokscope.data.encoding import training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
 from grokscope.models import build_model  # noqa: E402
 from grokscope.training.loop import make_train_step  # noqa: E402
+from grokscope.training.runspec import RunSpec  # noqa: E402
 from grokscope.training.state import TrainState  # noqa: E402
 
 
@@ -60,7 +61,8 @@ def timed_steps(step, device: str, warmup: int, repeats: int) -> float:
 def trainer_step_time(family: str, preset: str, data: Path, device: str, compile_: bool, sets: list[str],
                       warmup: int, repeats: int) -> float:
     ds = load(data)
-    cfg, mcfg = api.run_configs(family, preset, [*sets, f"train.compile={str(compile_).lower()}"], ds.vocab.d_vocab)
+    cfg, mcfg = RunSpec.build(data, "-", family, preset, [*sets, f"train.compile={str(compile_).lower()}"]).configs(
+        ds.vocab.d_vocab)
     if cfg.precision == "fp16" and device != "cuda":
         cfg = type(cfg)(**{**cfg.__dict__, "precision": "bf16"})
     torch.manual_seed(0)
@@ -120,8 +122,8 @@ def stacked_rate(data: Path, root: Path, device: str, k: int, steps: int) -> tup
     api.train(data, root / "alone", "gpt", "micro", sets, device=device, quiet=True)
     alone = steps / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    api.train_group([{"data": data, "out": root / f"k{i}", "model": "gpt", "preset": "micro", "device": device,
-                      "quiet": True, "sets": [*sets, f"train.seed={i}"]} for i in range(k)])
+    api.train(spec=[RunSpec.build(data, root / f"k{i}", "gpt", "micro", [*sets, f"train.seed={i}"], device=device,
+                                  quiet=True) for i in range(k)])
     return k * steps / (time.perf_counter() - t0), alone
 
 

@@ -17,6 +17,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.models.gpt import GPTConfig
 from grokscope.studies.spec import load_spec
 from grokscope.training.config import TrainConfig
+from grokscope.training.runspec import RunSpec
 
 
 def test_coerce_types_and_refusals():
@@ -105,7 +106,7 @@ def _valid_or_refused(fn) -> None:
 @settings(max_examples=150, deadline=None)
 @given(key=st.sampled_from(TRAIN_KEYS + ["model.d_model", "model.n_heads", "colour"]), value=VALUES)
 def test_train_set_values_parse_or_are_refused(key, value):
-    _valid_or_refused(lambda: api.run_configs("gpt", "smoke", [f"{key}={value}"], d_vocab=77)[0])
+    _valid_or_refused(lambda: RunSpec.build("d", "o", "gpt", "smoke", [f"{key}={value}"]).configs(d_vocab=77)[0])
 
 
 @settings(max_examples=150, deadline=None)

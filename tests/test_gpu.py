@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from grokscope import api, artifacts, runs
+from grokscope.training.runspec import RunSpec
 from conftest import wait_until
 
 pytestmark = [pytest.mark.gpu,
@@ -61,9 +62,7 @@ def test_killed_run_resumes_on_cuda(data, tmp_path):
 
 
 def test_smoke_study_on_cuda(tmp_path):
-    from grokscope.cli import run_in_process
-
-    report = api.study("smoke", out=tmp_path / "s", runner=run_in_process)
+    report = api.study("smoke", out=tmp_path / "s")
     assert report.exists()
     assert all(json.loads(p.read_text())["device"] == "cuda" for p in (tmp_path / "s" / "runs").glob("*/summary.json"))
 
@@ -71,7 +70,7 @@ def test_smoke_study_on_cuda(tmp_path):
 def test_stacked_vmap_runs_on_cuda(data, tmp_path):
     members = [{"data": data, "out": tmp_path / f"k{i}", "model": "gpt", "preset": "smoke", "device": "cuda",
                 "quiet": True, "sets": ["train.max_steps=40", f"train.seed={i}"]} for i in range(4)]
-    summaries = api.train_group(members, backend="vmap")
+    summaries = api.train(spec=[RunSpec.build(**m) for m in members], backend="vmap")
     assert [s["final_step"] for s in summaries] == [40] * 4
 
 

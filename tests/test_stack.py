@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from grokscope import api, artifacts, runs
 from grokscope.errors import GrokscopeError
+from grokscope.training.runspec import RunSpec
 
 VOLATILE = {"wall_seconds"}
 
@@ -20,6 +21,11 @@ def _kwargs(data, out, family, seed, extra=()):
     sets = ["train.max_steps=30", "train.eval_every=10", "train.threads=1", f"train.seed={seed}", *extra]
     sets += ["model.forward_dtype=float32"] if family == "trm" else ["train.precision=fp32"]
     return {"data": data, "out": out, "model": family, "preset": "smoke", "sets": sets, "quiet": True}
+
+
+def _train_stacked(members, **kwargs):
+    """``api.train`` with a list of resolved specs (a stack), from ``train``'s keyword arguments per run."""
+    return api.train(spec=[RunSpec.build(**m) for m in members], **kwargs)
 
 
 def _final(run):
@@ -60,7 +66,7 @@ def alone(request, regimes, tmp_path_factory):
 
 def test_loop_backend_is_bit_identical_to_training_alone(regimes, alone, tmp_path):
     family, reference = alone
-    api.train_group(_members(regimes, tmp_path, family, EXTRA[family]), backend="loop")
+    _train_stacked(_members(regimes, tmp_path, family, EXTRA[family]), backend="loop")
     for i in range(2):
         (sa, wa, ta), (sb, wb, tb) = _final(reference / f"s{i}"), _final(tmp_path / f"s{i}")
         assert sa == sb == 30 and _rows(reference / f"s{i}") == _rows(tmp_path / f"s{i}")
@@ -74,7 +80,7 @@ def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path, capsys)
     for i, kw in enumerate(members):
         api.train(**{**kw, "out": tmp_path / f"alone{i}"})
     capsys.readouterr()
-    summaries = api.train_group(members, backend="vmap")
+    summaries = _train_stacked(members, backend="vmap")
     assert "runs stacked (vmap)" in capsys.readouterr().out  # really stacked, not one run after the other
     assert [s["final_step"] for s in summaries] == [30, 30]
     for i in range(2):
@@ -85,15 +91,15 @@ def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path, capsys)
 
 def test_vmap_backend_refuses_dropout_before_writing(regimes, tmp_path):
     with pytest.raises(GrokscopeError, match="dropout"):
-        api.train_group(_members(regimes, tmp_path / "drop", "gpt", EXTRA["gpt"]), backend="vmap")
+        _train_stacked(_members(regimes, tmp_path / "drop", "gpt", EXTRA["gpt"]), backend="vmap")
     assert not list((tmp_path / "drop").rglob("config.yaml"))  # refused before any run was written
 
 
 def test_stacked_runs_resume_and_stop_independently(regimes, tmp_path):
     members = [_kwargs(regimes / "natural", tmp_path / "s0", "gpt", 0),
                _kwargs(regimes / "natural", tmp_path / "s1", "gpt", 1, ("train.max_steps=20",))]
-    api.train_group([{**m, "sets": [*m["sets"], "train.max_steps=10"]} for m in members], backend="loop")
-    api.train_group([{**m, "resume": True} for m in members], backend="loop")  # to 30 and 20: stops apart
+    _train_stacked([{**m, "sets": [*m["sets"], "train.max_steps=10"]} for m in members], backend="loop")
+    _train_stacked([{**m, "resume": True} for m in members], backend="loop")  # to 30 and 20: stops apart
     api.train(**{**members[0], "out": tmp_path / "straight"})
     assert _rows(tmp_path / "straight") == _rows(tmp_path / "s0")
     assert json.loads((tmp_path / "s1" / "summary.json").read_text())["final_step"] == 20
@@ -104,7 +110,7 @@ def test_stacked_runs_resume_and_stop_independently(regimes, tmp_path):
 def test_runs_of_different_architectures_train_one_after_another(regimes, tmp_path, capsys):
     members = [_kwargs(regimes / "natural", tmp_path / "a", "gpt", 0),
                _kwargs(regimes / "natural", tmp_path / "b", "gpt", 0, ("model.d_model=64",))]
-    api.train_group(members)
+    _train_stacked(members)
     assert "one after another" in capsys.readouterr().out
     assert all((tmp_path / n / "summary.json").exists() for n in "ab")
 

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -65,6 +66,7 @@ def test_the_study_seed_is_the_run_seed(tmp_path):
     one = {j.name: j for j in plan(_spec_with(tmp_path, seeds=[1]), tmp_path)}
     job = one["train gpt_natural"]
     assert job.record["seed"] == 1 and "train.seed=1" in " ".join(map(str, job.argv))
+    assert job.call["kwargs"]["spec"]["train"]["seed"] == 1  # what runs is the resolved spec, not the command line
     zero = {j.name: j for j in plan(load_spec("smoke"), tmp_path)}
     assert "train.seed" not in " ".join(map(str, zero["train gpt_natural"].argv))
     from grokscope.errors import GrokscopeError
@@ -223,11 +225,35 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     assert shot.exists() and shot.stat().st_size > 20_000
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep')")
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
 def test_smoke_study_on_local_ray(tmp_path, cli):
+    """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
+    specs, and one such file re-runs its job by hand."""
     code, out, err = cli("study", "--preset", "smoke", "--out", tmp_path / "ray", "--executor", "ray")
     assert code == 0, err
     assert (tmp_path / "ray" / "report.html").exists()
+    specs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ray" / "jobs").glob("*.json")}
+    train = [c for c in specs.values() if c["verb"] == "train"]
+    assert train and all(isinstance(c["kwargs"]["spec"], (dict, list)) for c in train)
+    assert {c["verb"] for c in specs.values()} >= {"build_data", "train", "analyze", "transfer"}
+    analyze = next(p for p in (tmp_path / "ray" / "jobs").glob("analyze*.json"))
+    rerun = subprocess.run([sys.executable, "-m", "grokscope.worker", str(analyze)], capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_the_worker_refuses_a_bad_spec_file_in_one_line(tmp_path):
+    bad = tmp_path / "spec.json"
+    bad.write_text(json.dumps({"verb": "rm", "kwargs": {}}))
+    for args, says in (([str(bad)], "not a job spec"), ([str(tmp_path / "none.json")], "none.json"), ([], "usage")):
+        proc = subprocess.run([sys.executable, "-m", "grokscope.worker", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    train = {"verb": "train", "kwargs": {"spec": {"data": "d", "out": "o", "family": "rnn", "train": {}, "model": {}}}}
+    bad.write_text(json.dumps(train))
+    proc = subprocess.run([sys.executable, "-m", "grokscope.worker", str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "unknown family 'rnn'" in proc.stderr, proc.stderr
 
 
 def test_sweep_writes_milestone_table(cli, tmp_path):
@@ -357,7 +383,7 @@ def test_transfer_entries_are_a_list_and_a_single_mapping_still_reads():
 
 
 def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests_still_read(tmp_path):
-    from grokscope.studies.plan import Manifest, resume_argv
+    from grokscope.studies.plan import Manifest, resume_call
 
     spec = load_spec("smoke")
     jobs = {j.name: j for j in plan(spec, tmp_path)}
@@ -371,8 +397,11 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
     run.out.mkdir(parents=True)
     (run.out / "config.yaml").write_text("x: 1\n")
     (run.out / "notes.txt").write_text("mine")
-    argv = resume_argv(run, stale=True)  # cleared and started over, not resumed on the new settings
-    assert "--resume" not in argv and not (run.out / "config.yaml").exists() and (run.out / "notes.txt").exists()
+    (run.out / "config.yaml").write_text("x: 1\n")
+    assert resume_call(run)["kwargs"]["spec"]["resume"] is True  # an interrupted run continues
+    call = resume_call(run, stale=True)  # cleared and started over, not resumed on the new settings
+    assert call["kwargs"]["spec"]["resume"] is False and not (run.out / "config.yaml").exists()
+    assert (run.out / "notes.txt").exists()
     # A manifest written before resolved settings were recorded is compared by command line; the fine-tuning
     # budget flags its command lines once carried at their defaults are no change.
     data = json.loads((tmp_path / "study.json").read_text())

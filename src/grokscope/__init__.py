@@ -13,7 +13,7 @@ The public API (``api.py``) is imported on first use, so ``import grokscope`` st
 from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
-           "to_transformer_lens", "build_data", "train", "train_group", "analyze", "transfer", "compare", "study",
+           "to_transformer_lens", "build_data", "train", "RunSpec", "analyze", "transfer", "compare", "study",
            "sweep", "plan_study", "plan_sweep", "report", "export_tl"]
 
 
@@ -24,6 +24,10 @@ def __getattr__(name: str):
     """The API's verbs, imported on first use. No subpackage shares a verb's name (``training``, ``studies``,
     ``reporting``, ``finetuning``, ``sweeps``), so ``gs.train`` is always the function and ``import
     grokscope.training.loop`` always the module."""
+    if name == "RunSpec":  # the resolved unit of work ``train`` and the study executors take
+        from grokscope.training.runspec import RunSpec
+
+        return RunSpec
     if name in _API_NAMES:
         from grokscope import api
 

@@ -177,50 +177,41 @@ def data_config(preset: str, regime: str | None = None, aug: str | None = None, 
 
 
 @checked
-def train(data: Path, out: Path, model: str = "gpt", preset: str = "micro", sets: list[str] | None = None,
-          resume: bool = False, force_config: bool = False, device: str = "auto", quiet: bool = False) -> dict:
-    """Train (or resume) a run; returns its summary."""
+def train(data: Path | None = None, out: Path | None = None, model: str = "gpt", preset: str = "micro",
+          sets: list[str] | None = None, resume: bool = False, force_config: bool = False, device: str = "auto",
+          quiet: bool = False, spec=None, backend: str = "auto") -> dict | list[dict]:
+    """Train (or resume) a run given by keywords, or by a resolved ``RunSpec``; returns its summary. A list of specs
+    is a stack: runs of one architecture trained in one process (``training/stack.py``), each in its own folder and
+    resumable alone; returns their summaries."""
     from grokscope.data.store import load
-    from grokscope.training.loop import train as train_loop
+    from grokscope.training.loop import prepare, train_request
+    from grokscope.training.runspec import RunSpec
+    from grokscope.training.stack import BACKENDS, train_group
 
-    ds = load(data)
-    train_cfg, model_cfg = run_configs(model, preset, sets, ds.vocab.d_vocab)
-    return train_loop(ds, data, model_cfg, train_cfg, out, resume=resume, force_config=force_config, device=device,
-                      quiet=quiet)
-
-
-def train_group(runs_kwargs: list[dict], backend: str = "auto") -> list[dict]:
-    """Train several runs (each given by ``train``'s keyword arguments) stacked in one process when they share an
-    architecture (``training/stack.py``); each keeps its own run folder. Returns their summaries."""
-    from grokscope.data.store import load
-    from grokscope.training.loop import prepare
-    from grokscope.training.stack import BACKENDS, train_group as train_stacked
-
+    if spec is None:
+        if data is None or out is None:
+            raise GrokscopeError("train(): give data and out, or a spec")
+        spec = RunSpec.build(data, out, model, preset, sets, resume=resume, force_config=force_config,
+                             device=device, quiet=quiet)
+    elif data is not None or out is not None:
+        raise GrokscopeError("train(): give either a spec or data and out, not both")
+    specs = [spec] if isinstance(spec, RunSpec) else list(spec)
+    if not specs or not all(isinstance(s, RunSpec) for s in specs):
+        raise GrokscopeError("train(): spec must be a RunSpec or a non-empty list of them (RunSpec.build)")
     if backend not in BACKENDS:
         raise GrokscopeError(f"unknown stacking backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    outs = [Path(kw["out"]).resolve() for kw in runs_kwargs]
+    outs = [Path(s.out).resolve() for s in specs]
     if len(set(outs)) != len(outs):
         raise GrokscopeError("two stacked runs write to the same --out; give each run its own folder")
     requests = []
-    for kw in runs_kwargs:
-        kw = {"model": "gpt", "preset": "micro", "sets": None, "resume": False, "force_config": False,
-              "device": "auto", "quiet": False, **kw}
-        ds = load(kw["data"])
-        train_cfg, model_cfg = run_configs(kw["model"], kw["preset"], kw["sets"], ds.vocab.d_vocab)
-        requests.append(prepare(ds, kw["data"], model_cfg, train_cfg, kw["out"], kw["resume"], kw["force_config"],
-                                kw["device"], kw["quiet"]))
-    return train_stacked(requests, backend)
-
-
-def run_configs(family_name: str, preset: str, sets: list[str] | None, d_vocab: int):
-    """(train config, model config) from a family, a training preset and ``--set`` items (train.K / model.K)."""
-    from grokscope.models.registry import family, model_config
-    from grokscope.training.config import TrainConfig, resolve_train_config
-
-    fam = family(family_name)
-    routed = route_sets(split_set_items(sets), {"train": TrainConfig, "model": fam.config_cls})
-    train_cfg = resolve_train_config(family_name, preset, routed["train"])
-    return train_cfg, model_config(family_name, train_cfg.model_config, d_vocab=d_vocab, overrides=routed["model"])
+    for s in specs:
+        ds = load(s.data)
+        train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
+        requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume, s.force_config,
+                                s.device, s.quiet))
+    if isinstance(spec, RunSpec):
+        return train_request(requests[0])
+    return train_group(requests, backend)
 
 
 @checked
@@ -337,12 +328,13 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
 def study(preset: str = "micro", out: Path | None = None, executor: str = "local", address: str | None = None,
           sets: list[str] | None = None, fresh: bool = False, runner=None, log=print, stack: bool = True) -> Path:
     """Run a whole study and write its report; returns the report's path. Runs of one architecture are trained
-    stacked in one process unless ``stack=False``."""
+    stacked in one process unless ``stack=False``. The local executor runs each job with ``runner`` (default
+    :func:`execute`, in this process)."""
     from grokscope.studies.run import run_study
 
     out = Path(out) if out else Path("reports") / Path(preset).stem
     return run_study(preset, out, executor=executor, address=address, overrides=sets, fresh=fresh, log=log,
-                     runner=runner, stack=stack)
+                     runner=runner or execute, stack=stack)
 
 
 @checked
@@ -381,7 +373,31 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
     from grokscope.sweeps import run_sweep
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
-    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner, stack=stack, fresh=fresh)
+    return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner or execute, stack=stack,
+                     fresh=fresh)
+
+
+def execute(call: dict) -> int:
+    """Run one study job in this process: ``{"verb": "train", "kwargs": {"spec": ...}}`` as a study plan or a job's
+    ``spec.json`` holds it (the verbs: build_data, train, transfer, analyze, compare). Returns the exit code: 0, 2
+    after a user error (printed one line each), 130 when interrupted."""
+    from grokscope import errors
+    from grokscope.training.runspec import RunSpec
+
+    verbs = {"build_data": build_data, "train": train, "transfer": transfer, "analyze": analyze, "compare": compare}
+    try:
+        if not isinstance(call, dict) or call.get("verb") not in verbs or not isinstance(call.get("kwargs"), dict):
+            raise GrokscopeError(f"not a job spec: {str(call)[:80]!r}; expected {{'verb': one of "
+                                 f"{', '.join(verbs)}, 'kwargs': {{...}}}}")
+        kwargs = dict(call["kwargs"])
+        if "spec" in kwargs:  # a training job: one resolved spec, or a list of them (a stack)
+            specs = kwargs["spec"]
+            kwargs["spec"] = [RunSpec.from_dict(s) for s in specs] if isinstance(specs, list) \
+                else RunSpec.from_dict(specs)
+        verbs[call["verb"]](**kwargs)
+    except (GrokscopeError, OSError, errors.Interrupted, KeyboardInterrupt) as exc:
+        return errors.report(exc)
+    return 0
 
 
 @checked

@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from grokscope import api
+from grokscope import errors
 from grokscope.errors import GrokscopeError, Interrupted
 from grokscope.analysis import defaults
 
@@ -157,21 +158,21 @@ def stack_cmd(
 ) -> None:
     """Train several runs of one architecture stacked in one process (seeds, regimes, grid points); each run keeps
     its own folder, data order, optimiser and checkpoints, and can be resumed alone with `grokscope train`."""
-    import shlex
+    import shlex  # the user's quoted commands; a study passes resolved specs (grokscope.worker), never command lines
+
+    from grokscope.training.runspec import RunSpec
 
     train_command = typer.main.get_command(app).get_command(None, "train")  # type: ignore[union-attr]
-    runs_kwargs = []
+    specs = []
     for command in commands:
         argv = shlex.split(command)
         if not argv or argv[0] != "train":
             raise GrokscopeError(f"stacked command {command!r} must be a train command: 'train --data D --out RUN'")
-        params = train_command.make_context("train", argv[1:]).params
-        runs_kwargs.append({"data": params["data"], "out": params["out"], "model": params["model"],
-                            "preset": params["preset"], "sets": params["overrides"], "resume": params["resume"],
-                            "force_config": params["force_config"], "device": params["device"],
-                            "quiet": params["quiet"]})
-    for kw, summary in zip(runs_kwargs, api.train_group(runs_kwargs=runs_kwargs, backend=backend)):
-        print(f"done: {kw['out']} step {summary['final_step']} ({summary['stop_reason']})")
+        p = train_command.make_context("train", argv[1:]).params
+        specs.append(RunSpec.build(p["data"], p["out"], p["model"], p["preset"], p["overrides"], resume=p["resume"],
+                                   force_config=p["force_config"], device=p["device"], quiet=p["quiet"]))
+    for spec, summary in zip(specs, api.train(spec=specs, backend=backend)):
+        print(f"done: {spec.out} step {summary['final_step']} ({summary['stop_reason']})")
 
 
 @app.command("transfer")
@@ -281,7 +282,7 @@ def study_cmd(
         return _print_plan(api.plan_study(preset=preset, out=out, sets=overrides))
     t0 = time.perf_counter()
     report = api.study(preset=preset, out=out, executor=executor, address=address, sets=overrides, fresh=fresh,
-                       runner=run_in_process, stack=stack)
+                       stack=stack)
     print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min: {report} (and {report.with_suffix('.md')})")
 
 
@@ -305,7 +306,7 @@ def sweep_cmd(
     if plan_only:
         return _print_plan(api.plan_sweep(grid=grid, preset=preset, out=out, model=model))
     csv = api.sweep(grid=grid, preset=preset, out=out, executor=executor, address=address, model=model,
-                    runner=run_in_process, stack=stack, fresh=fresh)
+                    stack=stack, fresh=fresh)
     print(csv.read_text())
     print(f"wrote {csv} and {csv.with_name('sweep.png')}")
 
@@ -364,15 +365,6 @@ def _print_family_table(datasets: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def run_in_process(argv: list[str]) -> int:
-    """Run one grokscope command in this process and return its exit code (what the local executor uses)."""
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
-
-
 def _click_exceptions():
     try:
         from typer._click import exceptions  # typer >= 0.20 vendors its own click
@@ -396,10 +388,6 @@ def _main(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=args, standalone_mode=False, prog_name="grokscope")
-    except GrokscopeError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
     except exc_types.NoArgsIsHelpError:  # a bare `grokscope` (or command group): typer printed the help
         sys.exit(2)
     except exc_types.ClickException as exc:  # unknown command / option, bad value type, missing argument
@@ -407,18 +395,13 @@ def _main(argv: list[str] | None) -> None:
             from typer import rich_utils
 
             rich_utils.rich_format_error(exc)
-        except ImportError:  # pragma: no cover - typer without rich
+        except ImportError:  # pragma: no cover - older typer uses the click package
             exc.show()
         sys.exit(exc.exit_code)
-    except OSError as exc:  # the place itself refused (a name too long, no space left): one line, not a traceback
-        where = exc.filename if exc.filename is not None else "a file"
-        print(f"error: {where}: {exc.strerror or exc}; choose another path or free the space", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as exc:  # a study or sweep stopped by the user says how to continue
-        print(str(exc), file=sys.stderr)
-        sys.exit(130)
-    except (KeyboardInterrupt, typer.Abort):
+    except typer.Abort:
         code = 130
+    except (GrokscopeError, OSError, Interrupted, KeyboardInterrupt) as exc:  # one line each, never a traceback
+        sys.exit(errors.report(exc))
     if code == 130:
         print("interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

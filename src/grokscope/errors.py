@@ -21,3 +21,28 @@ INTERRUPTED_MESSAGE = "interrupted; re-run the same command to continue"
 class Interrupted(Exception):
     """The user stopped a study or sweep (Ctrl-C in one of its jobs): nothing failed. The CLI prints the message
     ("interrupted; re-run the same command to continue") and exits 130."""
+
+
+def report(exc: BaseException, print_line=None) -> int | None:
+    """Print a user-facing outcome as one line each and return its exit code: 2 for a user error or a place that
+    refused a write, 130 for Ctrl-C. None for anything else (a bug: the caller lets it raise, with its traceback)."""
+    import sys
+
+    def say(line: str) -> None:
+        (print_line or (lambda text: print(text, file=sys.stderr)))(line)
+
+    if isinstance(exc, GrokscopeError):
+        for problem in exc.problems:
+            say(f"error: {problem}")
+        return 2
+    if isinstance(exc, Interrupted):  # a study or sweep stopped by the user says how to continue
+        say(str(exc))
+        return 130
+    if isinstance(exc, KeyboardInterrupt):
+        say("interrupted")
+        return 130
+    if isinstance(exc, OSError):  # the place itself refused (a name too long, no space left)
+        where = exc.filename if exc.filename is not None else "a file"
+        say(f"error: {where}: {exc.strerror or exc}; choose another path or free the space")
+        return 2
+    return None

@@ -25,7 +25,7 @@ from grokscope.metrics.milestones import first_step, is_delayed
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
-from grokscope.studies.plan import Job, data_job, differences, resume_argv, stacked, train_job
+from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job
 from grokscope.studies.spec import data_sets, load_spec, model_sets, spec_dict
 from grokscope.training.config import TrainConfig, resolve_train_config
 
@@ -55,7 +55,7 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
     return grid
 
 
-SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep.png", "sweep_curves.png")
+SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep.png", "sweep_curves.png", "phase.png", "jobs")
 
 
 def point_name(point: dict[str, str]) -> str:
@@ -133,7 +133,7 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
                  "outputs": sorted({*(() if fresh else _recorded_outputs(out)),
                                     *(str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)])})}
         artifacts.write_json_atomic(out / "sweep.json", state)
-        ex = make_executor(executor, address, runner, log)
+        ex = make_executor(executor, out / "jobs", address, runner, log)
 
         def on_done(job: Job, code: int, seconds: float) -> None:
             if code in (130, -2):  # Ctrl-C: the user stopped it; finished points are kept
@@ -143,13 +143,13 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
                                      f"finished points are kept")
 
         try:
-            todo = [(j, j.argv) for j in data_jobs if not j.done.exists()]
+            todo = [(j, j.call) for j in data_jobs if not j.done.exists()]
             if todo:
                 ex.run(todo, on_done)
-            todo = [(j, resume_argv(j)) for _, j in train_jobs if not j.done.exists()]
-            grouped = stacked(todo) if stack else [(job, argv, [job]) for job, argv in todo]
+            todo = [(j, resume_call(j)) for _, j in train_jobs if not j.done.exists()]
+            grouped = stacked(todo) if stack else [(job, call, [job]) for job, call in todo]
             if grouped:
-                ex.run([(job, argv) for job, argv, _ in grouped], on_done)
+                ex.run([(job, call) for job, call, _ in grouped], on_done)
             return write_table(out, grid, train_jobs)
         except KeyboardInterrupt:  # Ctrl-C between jobs: the same one line as inside a job
             raise Interrupted(INTERRUPTED_MESSAGE) from None

@@ -1,30 +1,49 @@
 """Where study and sweep jobs run.
 
 - ``local``: on a CPU (or one GPU), one job at a time in this process, so no job pays for a fresh interpreter and
-  torch import (about 3 s each); with several GPUs, one job per GPU in parallel subprocesses.
+  torch import (about 3 s each); with several GPUs, one job per GPU in parallel worker processes.
 - ``ray``: each job as a Ray task on a cluster (``--address``) or a local Ray instance (extra ``sweep``).
 
-A job is a ``grokscope`` command line; a runner turns it into an exit code. The in-process runner is supplied by
-the caller (the CLI), since this package sits below it.
+A job is an API call (``{"verb": ..., "kwargs": ...}``, a training job's kwargs holding its resolved ``RunSpec``).
+Every executor writes it to ``<study>/jobs/<job>.json`` before it runs (a record, and a way to re-run one job by
+hand); a worker process reads that file (``python -m grokscope.worker SPEC.json``), a Ray task gets the same
+mapping and writes it to a file on its own node. Nothing is turned into a command line and parsed back. The
+in-process runner (``api.execute``) is supplied by the caller, since this package sits below the API.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from grokscope import artifacts
 from grokscope.errors import GrokscopeError
 from grokscope.studies.plan import Job
 
-Runner = Callable[[list[str]], int]
+Runner = Callable[[dict], int]
 EXECUTORS = ("local", "ray")
 
 
-def subprocess_runner(argv: list[str], env: dict | None = None) -> int:
-    return subprocess.call([sys.executable, "-m", "grokscope.cli", *argv], env=env)
+def worker_command(spec_file: Path) -> list[str]:
+    return [sys.executable, "-m", "grokscope.worker", str(spec_file)]
+
+
+def spec_file(spec_dir: Path, job: Job) -> Path:
+    """Where a job's call is written: one file per job, named after it."""
+    return Path(spec_dir) / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', job.name)[:150]}.json"
+
+
+def write_spec(spec_dir: Path, job: Job, call: dict) -> Path:
+    path = spec_file(spec_dir, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(path, call)
+    return path
 
 
 def gpu_count() -> int:
@@ -36,30 +55,37 @@ def gpu_count() -> int:
         return 0
 
 
-class LocalExecutor:
-    """One job at a time through ``runner`` (in-process by default); one subprocess per GPU on a multi-GPU host."""
+def subprocess_runner(spec_path: Path, env: dict | None = None) -> int:
+    return subprocess.call(worker_command(spec_path), env=env)
 
-    def __init__(self, runner: Runner | None = None, log=print):
-        self.runner, self.log = runner or subprocess_runner, log
+
+class LocalExecutor:
+    """One job at a time through ``runner`` (in this process when given, else a worker process each); one worker per
+    GPU on a multi-GPU host."""
+
+    def __init__(self, spec_dir: Path, runner: Runner | None = None, log=print):
+        self.spec_dir, self.runner, self.log = Path(spec_dir), runner, log
         self.gpus = gpu_count()
 
-    def run(self, jobs: list[tuple[Job, list[str]]], on_done) -> None:
-        """Run (job, argv) pairs; ``on_done(job, code, seconds)`` is called as each one ends."""
+    def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
+        """Run (job, call) pairs; ``on_done(job, code, seconds)`` is called as each one ends."""
         if self.gpus > 1:
             return self._run_parallel(jobs, on_done)
-        for job, argv in jobs:
+        for job, call in jobs:
             self.log(f"[{job.stage}] {job.name}")
+            path = write_spec(self.spec_dir, job, call)
             t0 = time.time()
-            on_done(job, self.runner(argv), time.time() - t0)
+            code = self.runner(call) if self.runner is not None else subprocess_runner(path)
+            on_done(job, code, time.time() - t0)
 
     def _run_parallel(self, jobs, on_done) -> None:
         pending, free, active = list(jobs), list(range(self.gpus)), []
         while pending or active:
             while pending and free:
-                (job, argv), gpu = pending.pop(0), free.pop(0)
+                (job, call), gpu = pending.pop(0), free.pop(0)
                 self.log(f"[{job.stage}] {job.name} (GPU {gpu})")
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
-                proc = subprocess.Popen([sys.executable, "-m", "grokscope.cli", *argv], env=env)
+                proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)), env=env)
                 active.append((proc, job, time.time(), gpu))
             for entry in list(active):
                 proc, job, t0, gpu = entry
@@ -77,35 +103,41 @@ class LocalExecutor:
             time.sleep(0.2)
 
 
+def run_call_in_worker(call: dict) -> tuple[int, float]:
+    """What a Ray task does: write the call to a spec file on its own node and run a worker process on it."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="grokscope-job-") as tmp:
+        path = Path(tmp) / "spec.json"
+        artifacts.write_json_atomic(path, call)
+        return subprocess_runner(path), time.time() - t0
+
+
 class RayExecutor:
     """Each job as a Ray task on an existing cluster (``address``) or a local Ray instance."""
 
-    def __init__(self, address: str | None = None, log=print):
+    def __init__(self, spec_dir: Path, address: str | None = None, log=print):
         try:
             import ray
         except ImportError:
             raise GrokscopeError("the ray executor needs ray: pip install 'grokscope[sweep]'") from None
-        self.ray, self.log = ray, log
+        self.ray, self.spec_dir, self.log = ray, Path(spec_dir), log
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        self._remote = ray.remote(num_gpus=1 if ray.cluster_resources().get("GPU") else 0)(run_call_in_worker)
 
-        @ray.remote(num_gpus=1 if ray.cluster_resources().get("GPU") else 0)
-        def run_job(argv):
-            t0 = time.time()
-            return subprocess_runner(argv), time.time() - t0
-
-        self._remote = run_job
-
-    def run(self, jobs: list[tuple[Job, list[str]]], on_done) -> None:
-        refs = [(self._remote.remote(argv), job) for job, argv in jobs]
+    def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
+        refs = []
+        for job, call in jobs:
+            write_spec(self.spec_dir, job, call)  # the record on the driver; the task ships the same mapping
+            refs.append((self._remote.remote(call), job))
         for ref, job in refs:
             code, seconds = self.ray.get(ref)
             on_done(job, code, seconds)
 
 
-def make_executor(name: str, address: str | None = None, runner: Runner | None = None, log=print):
+def make_executor(name: str, spec_dir: Path, address: str | None = None, runner: Runner | None = None, log=print):
     if name == "local":
-        return LocalExecutor(runner, log)
+        return LocalExecutor(spec_dir, runner, log)
     if name == "ray":
-        return RayExecutor(address, log)
+        return RayExecutor(spec_dir, address, log)
     raise GrokscopeError(f"unknown executor {name!r}; choose local or ray")

@@ -1,9 +1,11 @@
 """The job plan of a study, and its manifest ``study.json``.
 
-Every job is a ``grokscope`` command line (so a job is exactly what a user could type) plus a structured record
-of what it is: its role (data, pretrain, analysis, finetune, control, compare), model, family, regime, seed,
-checkpoint reference, parent and output folder. The report reads roles from these records and never parses run
-names. ``sweep`` builds its jobs with the same builders.
+Every job is an API call (``{"verb": ..., "kwargs": ...}``; a training job's kwargs hold its resolved ``RunSpec``)
+that an executor runs in this process or ships as ``spec.json`` to a worker (``python -m grokscope.worker``), plus
+a structured record of what it is: its role (data, pretrain, analysis, finetune, control, compare), model, family,
+regime, seed, checkpoint reference, parent and output folder. The report reads roles from these records and never
+parses run names. The equivalent ``grokscope`` command line is kept for people to read. ``sweep`` builds its jobs
+with the same builders.
 
 Layout of a study folder::
 
@@ -18,18 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
-from grokscope.config import apply_overrides, route_sets, to_dict
+from grokscope.config import apply_overrides, to_dict
 from grokscope.data.config import DataConfig, resolve_data_config
-from grokscope.models.registry import FAMILIES, model_config
 from grokscope.studies.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
-from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.training.config import TrainConfig
+from grokscope.training.runspec import RunSpec, plain
 from grokscope.finetuning import TRANSFER_PRESETS
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
@@ -40,7 +41,7 @@ MANIFEST_SCHEMA = 1
 class Job:
     name: str  # unique within the study, e.g. "train gpt_natural"
     stage: str
-    argv: list[str]  # the grokscope command line, without the program name
+    argv: list[str]  # the equivalent grokscope command line, without the program name (for people to read)
     out: Path  # the folder (or file) the job writes
     done: Path  # exists when the job's outputs are complete
     record: dict = field(default_factory=dict)  # role, model, family, regime, seed, checkpoint, parent, ...
@@ -49,31 +50,23 @@ class Job:
     # Every setting the job runs with, resolved from its presets and overrides to typed values: what decides
     # whether a finished job would change (a preset edit counts; lr 1e-3 and 0.001 are the same value).
     resolved: dict = field(default_factory=dict)
+    call: dict = field(default_factory=dict)  # what runs: {"verb": an api function, "kwargs": its keywords}
 
 
 # ----------------------------------------------------------------------------------------------- resolved settings
-def _plain(value):
-    """A resolved setting as JSON would hold it (tuples as lists), so recorded and new values compare equal."""
-    return json.loads(json.dumps(value, default=str))
+def api_call(verb: str, **kwargs) -> dict:
+    """A job's work as the API call a worker makes (``api.execute``), in JSON-plain values."""
+    return {"verb": verb, "kwargs": plain(kwargs)}
 
 
 def resolved_data(preset: str, regime: str, sets: dict) -> dict:
-    return _plain({"data": to_dict(resolve_data_config(preset, regime, None, sets))})
-
-
-def resolved_train(family: str, preset: str, sets: dict) -> dict:
-    """The train and model config a training job resolves to (the vocabulary size left out: the data job's own
-    settings decide it)."""
-    over = route_sets(list(sets.items()), {"train": TrainConfig, "model": FAMILIES[family].config_cls})
-    cfg = resolve_train_config(family, preset, over["train"])
-    model = to_dict(model_config(family, cfg.model_config, d_vocab=128, overrides=over["model"]))
-    return _plain({"train": to_dict(cfg), "model": {k: v for k, v in model.items() if k != "d_vocab"}})
+    return plain({"data": to_dict(resolve_data_config(preset, regime, None, sets))})
 
 
 def resolved_overrides(sets: dict) -> dict:
     """Train overrides as the typed values they set (a fine-tune's config is its parent's with these on top)."""
     cfg = apply_overrides(TrainConfig(), sets, what="train") if sets else TrainConfig()
-    return _plain({k: getattr(cfg, k) for k in sets})
+    return plain({k: getattr(cfg, k) for k in sets})
 
 
 def settings_hash(resolved: dict) -> str:
@@ -83,7 +76,7 @@ def settings_hash(resolved: dict) -> str:
 def _defaults() -> dict:
     """Default values of the config sections a resolved record holds (a setting added in a later version, at its
     default, is not a change of a job recorded before it existed)."""
-    return _plain({"train": to_dict(TrainConfig()), "data": to_dict(DataConfig())})
+    return plain({"train": to_dict(TrainConfig()), "data": to_dict(DataConfig())})
 
 
 def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
@@ -126,22 +119,27 @@ def data_job(preset: str, regime: str, out: Path, sets: dict, name: str | None =
     return Job(name or f"data {regime}", "data", ["data", "build", "--preset", preset, "--regime", regime, "--out",
                                                   str(out), "--force", *set_args(sets)],
                out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)},
-               resolved=resolved_data(preset, regime, sets))
+               resolved=resolved_data(preset, regime, sets),
+               call=api_call("build_data", out=out, preset=preset, regime=regime,
+                             sets=[f"{k}={v}" for k, v in sets.items()] or None, force=True))
 
 
 def train_job(model_name: str, family: str, preset: str, data_dir: Path, run: Path, sets: dict, record: dict,
               needs: list[str]) -> Job:
+    """A training run: its ``RunSpec`` is resolved here, once (preset and overrides applied), and is what runs."""
+    spec = RunSpec.build(data_dir, run, family, preset, sets, quiet=True)
     return Job(f"train {run.name}", "train", ["train", "--data", str(data_dir), "--model", family, "--preset", preset,
                                               "--out", str(run), "--quiet", *set_args(sets)],
                run, run / "summary.json", {"role": "pretrain", "model": model_name, "family": family, **record,
                                            "path": str(run)}, resumable=True, needs=needs,
-               resolved={"data": str(data_dir), **resolved_train(family, preset, sets)})
+               resolved=plain(spec.settings()), call=api_call("train", spec=spec.to_dict()))
 
 
 def analyze_job(run: Path, probes: str, steps: str, record: dict) -> Job:
     return Job(f"analyze {run.name}", "analyze", ["analyze", str(run), "--probes", probes, "--steps", steps], run,
                run / "analysis" / "summary.json", {**record, "role": "analysis", "path": str(run)},
-               needs=[f"train {run.name}"], resolved={"probes": probes, "steps": steps})
+               needs=[f"train {run.name}"], resolved={"probes": probes, "steps": steps},
+               call=api_call("analyze", run=run, probes=probes, steps=steps))
 
 
 def plan(spec: StudySpec, root: Path) -> list[Job]:
@@ -185,7 +183,8 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                                  "a": str(a), "b": str(b), "regime_a": "natural", "regime_b": other,
                                  "checkpoint": "last", "path": str(out)},
                                 needs=[f"train {a.name}", f"train {b.name}"],
-                                resolved={"a": f"{a}@last", "b": f"{b}@last"}))
+                                resolved={"a": f"{a}@last", "b": f"{b}@last"},
+                                call=api_call("compare", a=f"{a}@last", b=f"{b}@last", out=out)))
     return jobs
 
 
@@ -198,10 +197,13 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                       ("--flat-tolerance", "flat_tolerance")):
         if getattr(t, key) != getattr(defaults, key):  # the defaults are the CLI's: older command lines stay valid
             common += [flag, f"{getattr(t, key):g}"]
-    resolved = _plain({"preset": t.preset, "recipe": TRANSFER_PRESETS[t.preset],
+    resolved = plain({"preset": t.preset, "recipe": TRANSFER_PRESETS[t.preset],
                        "set": resolved_overrides(transfer_sets(t)),
                        "budget": {"new_fact_multiple": float(t.new_fact_multiple), "flat_evals": t.flat_evals,
                                   "flat_tolerance": float(t.flat_tolerance)}})
+    kwargs = {"preset": t.preset, "sets": [f"{k}={v}" for k, v in transfer_sets(t).items()] or None, "quiet": True,
+              "new_fact_multiple": float(t.new_fact_multiple), "flat_evals": t.flat_evals,
+              "flat_tolerance": float(t.flat_tolerance)}
     seed = spec.seeds[0]
     for regime in t.from_:
         parent = pretrain[(model.name, regime, seed)]
@@ -213,7 +215,8 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                             {"role": "finetune", "model": model.name, "family": model.family, "regime": regime,
                              "seed": seed, "checkpoint": ckpt, "parent": str(parent), "path": str(run)},
                             resumable=True, needs=[f"train {parent.name}"],
-                            resolved={**resolved, "from": f"{parent}@{ckpt}"}))
+                            resolved={**resolved, "from": f"{parent}@{ckpt}"},
+                            call=api_call("transfer", parent=f"{parent}@{ckpt}", out=run, **kwargs)))
     if t.control:
         parent = pretrain[(model.name, "natural", seed)]
         run = run_root / f"ft_{model.name}_control"
@@ -222,37 +225,44 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                         run, run / "summary.json",
                         {"role": "control", "model": model.name, "family": model.family, "regime": "natural",
                          "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run)},
-                        resumable=True, needs=[f"train {parent.name}"], resolved={**resolved, "control": str(parent)}))
+                        resumable=True, needs=[f"train {parent.name}"], resolved={**resolved, "control": str(parent)},
+                        call=api_call("transfer", parent=str(parent), out=run, control=True, **kwargs)))
     return jobs
 
 
-def stacked(jobs: list[tuple[Job, list[str]]]) -> list[tuple[Job, list[str], list[Job]]]:
-    """Group (job, argv) pairs of training jobs that share a ``stack_group`` into one ``grokscope stack`` job each;
-    returns (job to run, its argv, the member jobs it stands for)."""
-    groups: dict[str, list[tuple[Job, list[str]]]] = {}
-    for job, argv in jobs:
-        groups.setdefault(job.record.get("stack_group") or job.name, []).append((job, argv))
+def stacked(jobs: list[tuple[Job, dict]]) -> list[tuple[Job, dict, list[Job]]]:
+    """Group (job, call) pairs of training jobs that share a ``stack_group`` into one stacked training call each
+    (``api.train`` with a list of specs); returns (job to run, its call, the member jobs it stands for)."""
+    groups: dict[str, list[tuple[Job, dict]]] = {}
+    for job, call in jobs:
+        groups.setdefault(job.record.get("stack_group") or job.name, []).append((job, call))
     out = []
     for members in groups.values():
         if len(members) == 1:
             out.append((members[0][0], members[0][1], [members[0][0]]))
             continue
         names = [job.out.name for job, _ in members]
-        group = Job(f"stack {' '.join(names)}", "train", ["stack", *[shlex.join(argv) for _, argv in members]],
-                    members[0][0].out, members[0][0].done, {"role": "stack", "members": names})
-        out.append((group, group.argv, [job for job, _ in members]))
+        call = api_call("train", spec=[c["kwargs"]["spec"] for _, c in members])
+        group = Job(f"stack {' '.join(names)}", "train", ["stack", *names], members[0][0].out, members[0][0].done,
+                    {"role": "stack", "members": names}, call=call)
+        out.append((group, call, [job for job, _ in members]))
     return out
 
 
-def resume_argv(job: Job, stale: bool = False) -> list[str]:
-    """The job's command, with --resume for an interrupted run (the trainer starts it over when it died before its
-    first checkpoint); a ``stale`` run, whose settings changed before it finished, is cleared and starts over."""
+def resume_call(job: Job, stale: bool = False) -> dict:
+    """The job's call, resuming an interrupted run (the trainer starts it over when it died before its first
+    checkpoint); a ``stale`` run, whose settings changed before it finished, is cleared and starts over."""
     if not job.resumable or not (job.out / "config.yaml").exists():
-        return job.argv
+        return job.call
     if stale:
         runs.clear_run(job.out, keep=("data",))
-        return job.argv
-    return [*job.argv, "--resume"]
+        return job.call
+    kwargs = dict(job.call["kwargs"])
+    if "spec" in kwargs:
+        kwargs["spec"] = {**kwargs["spec"], "resume": True}
+    else:
+        kwargs["resume"] = True
+    return {**job.call, "kwargs": kwargs}
 
 
 # ----------------------------------------------------------------------------------------------- the manifest
@@ -303,7 +313,8 @@ class Manifest:
         for job in jobs:
             old = recorded.get(job.name, {})
             stale = bool(old) and old.get("status") != "done" and bool(self.changes(job))
-            entry = {**old, "stage": job.stage, "argv": job.argv, "record": job.record, "needs": job.needs,
+            entry = {**old, "stage": job.stage, "argv": job.argv, "call": job.call, "record": job.record,
+                     "needs": job.needs,
                      "out": str(job.out), "resolved": job.resolved, "settings_hash": settings_hash(job.resolved)}
             if stale:
                 entry["status"] = "stale"  # changed before it finished: its partial output is cleared

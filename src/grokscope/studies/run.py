@@ -15,7 +15,7 @@ from grokscope import artifacts, runs
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
 from grokscope.studies.executors import EXECUTORS, Runner, make_executor
-from grokscope.studies.plan import STAGES, Job, Manifest, plan, resume_argv, stacked
+from grokscope.studies.plan import STAGES, Job, Manifest, plan, resume_call, stacked
 from grokscope.studies.spec import load_spec
 
 
@@ -30,7 +30,7 @@ def check_study_dir(out: Path) -> None:
     artifacts.ensure_writable_dir(out)
 
 
-STUDY_FILES = ("study.json", "report.html", "report.md", "figures")
+STUDY_FILES = ("study.json", "report.html", "report.md", "figures", "jobs")
 
 
 def clear_study(out: Path, jobs: list[Job]) -> None:
@@ -65,7 +65,7 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
                                  f"{' ...' if len(changed) > 4 else ''}); choose another --out or pass --fresh to "
                                  f"start over")
         manifest.update(spec, jobs)
-        ex = make_executor(executor, address, runner, log)
+        ex = make_executor(executor, out / "jobs", address, runner, log)
         try:
             for stage in STAGES:
                 _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log, stack)
@@ -95,14 +95,14 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
             log(f"[{stage}] {job.name}: skipped ({skip})")
             manifest.mark(job, "skipped", note=skip)
             continue
-        todo.append((job, resume_argv(job, stale=status == "stale")))
+        todo.append((job, resume_call(job, stale=status == "stale")))
     skipped = len(jobs) - len(todo)
     if skipped:
         log(f"[{stage}] {skipped} job(s) already complete or skipped")
     if not todo:
         return
     t0 = time.time()
-    grouped = stacked(todo) if stack and stage == "train" else [(job, argv, [job]) for job, argv in todo]
+    grouped = stacked(todo) if stack and stage == "train" else [(job, call, [job]) for job, call in todo]
     members = {job.name: group for job, _, group in grouped}
     for job, _ in todo:
         manifest.mark(job, "running")
@@ -119,7 +119,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
             raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
                                  f"finished jobs are kept and skipped")
 
-    ex.run([(job, argv) for job, argv, _ in grouped], on_done)
+    ex.run([(job, call) for job, call, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
 
 

@@ -1,0 +1,97 @@
+"""``RunSpec``: one training run, fully resolved, as the unit of work a study, a sweep or a worker passes around.
+
+A spec is built once, from a family, a training preset and ``--set`` items: the preset's recipe and every override
+are applied then, and what is stored is every resolved setting as a typed value (``lr`` 1e-3 and 0.001 are the
+same float). Everything downstream (the stacked trainer, a subprocess worker reading ``spec.json``, a Ray task,
+the study manifest deciding whether a finished run changed) reads the resolved values, never the command line.
+
+The model config is stored without the vocabulary size, which the dataset decides: :meth:`RunSpec.configs` sizes it
+for the dataset the run trains on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grokscope.config import from_dict, route_sets, split_set_items, to_dict
+from grokscope.errors import GrokscopeError
+from grokscope.models.registry import FAMILIES, config_from_dict, family, model_config
+from grokscope.training.config import TrainConfig, resolve_train_config
+
+# A placeholder vocabulary size while resolving a model config that no dataset has sized yet (dropped again).
+_UNSIZED_VOCAB = 128
+
+
+def plain(value):
+    """A value as JSON holds it (tuples as lists), so a spec read back from a file equals the one written."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one training run is: its data, family, resolved model and train configs, output folder, and how to
+    run it (resume, device, verbosity). Frozen, JSON-round-trippable (``to_dict`` / ``from_dict``)."""
+
+    data: str
+    out: str
+    family: str
+    train: dict  # every TrainConfig field, resolved
+    model: dict  # every model config field, resolved; d_vocab only where the user set it
+    resume: bool = False
+    force_config: bool = False
+    device: str = "auto"
+    quiet: bool = False
+    # Settings a caller adds for its own bookkeeping that do not change the run (e.g. the study's stack group).
+    tags: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, data: Path | str, out: Path | str, model: str = "gpt", preset: str = "micro",
+              sets: list[str] | dict | None = None, **flags) -> "RunSpec":
+        """Apply the preset and the ``--set`` items (``train.K=V``, ``model.K=V``, bare keys routed to the section
+        that has them, or a ``{"train.K": V}`` mapping) once, and keep the resolved values. The arguments are
+        ``api.train``'s, so ``RunSpec.build(**train_kwargs)`` works; ``model`` names the family."""
+        family_name = model
+        fam = family(family_name)
+        items = list(sets.items()) if isinstance(sets, dict) else split_set_items(sets)
+        routed = route_sets(items, {"train": TrainConfig, "model": fam.config_cls})
+        train_cfg = resolve_train_config(family_name, preset, routed["train"])
+        model_cfg = model_config(family_name, train_cfg.model_config, d_vocab=_UNSIZED_VOCAB,
+                                 overrides=routed["model"])
+        # The vocabulary is the dataset's unless the user set it (then the trainer checks it against the dataset).
+        model = {k: v for k, v in to_dict(model_cfg).items() if k != "d_vocab" or "d_vocab" in routed["model"]}
+        return cls(data=str(data), out=str(out), family=family_name, train=plain(to_dict(train_cfg)),
+                   model=plain(model), **flags)
+
+    def configs(self, d_vocab: int):
+        """(TrainConfig, model config) as typed dataclasses, the model sized for a dataset of ``d_vocab`` tokens (the
+        sequence length was sized when the spec was built; a size the user set is kept, for the trainer to check)."""
+        train_cfg = from_dict(TrainConfig, self.train, f"{self.out}: train config")
+        model_cfg = config_from_dict(self.family, {"d_vocab": d_vocab, **self.model}, f"{self.out}: model config")
+        return train_cfg, model_cfg
+
+    def settings(self) -> dict:
+        """What the run computes from: a study decides from these whether a finished run would change."""
+        return {"data": self.data, "train": self.train, "model": self.model}
+
+    def with_flags(self, **flags) -> "RunSpec":
+        return dataclasses.replace(self, **flags)
+
+    def to_dict(self) -> dict:
+        return plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "run spec") -> "RunSpec":
+        if not isinstance(data, dict):
+            raise GrokscopeError(f"{where}: not a run spec (a mapping with data, out, family, train, model)")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(data) - names), [n for n in ("data", "out", "family", "train", "model")
+                                                       if n not in data]
+        if unknown or missing:
+            raise GrokscopeError(f"{where}: " + "; ".join([*(f"unknown key {k!r}" for k in unknown),
+                                                          *(f"missing key {k!r}" for k in missing)]))
+        if data["family"] not in FAMILIES:
+            raise GrokscopeError(f"{where}: unknown family {data['family']!r}; choose one of {', '.join(FAMILIES)}")
+        return cls(**data)

@@ -19,6 +19,7 @@ from grokscope import api
 from grokscope import errors
 from grokscope.errors import GrokscopeError, Interrupted
 from grokscope.analysis import defaults
+from grokscope.reporting.console import print_dataset_summary, print_family_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grokking and generalization circuits in transformers on two-hop reasoning.")
@@ -50,7 +51,7 @@ def data_build(
     t0 = time.perf_counter()
     ds = api.build_data(out=out, preset=preset, regime=regime, aug=aug, sets=overrides, transfer=transfer, seed=seed,
                         force=force)
-    _print_summary(ds, header=f"wrote {out} in {time.perf_counter() - t0:.2f} s")
+    print_dataset_summary(ds, header=f"wrote {out} in {time.perf_counter() - t0:.2f} s")
 
 
 @data_app.command("family")
@@ -68,7 +69,7 @@ def data_family(
     t0 = time.perf_counter()
     written = api.build_family(out=out, preset=preset, sets=overrides, seed=seed, transfer=transfer, force=force)
     print(f"\nfamily of {len(written)} datasets in {time.perf_counter() - t0:.2f} s")
-    _print_family_table({name: api.load_data(path) for name, path in written.items()})
+    print_family_table({name: api.load_data(path) for name, path in written.items()})
 
 
 @data_app.command("transfer")
@@ -79,7 +80,8 @@ def data_transfer(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Derive the transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
-    _print_summary(api.derive_transfer(parent=parent, out=out, sets=overrides, force=force), header=f"wrote {out}")
+    tds = api.derive_transfer(parent=parent, out=out, sets=overrides, force=force)
+    print_dataset_summary(tds, header=f"wrote {out}")
 
 
 @data_app.command("show")
@@ -94,7 +96,7 @@ def data_show(
                           "fingerprint": ds.meta["fingerprint"], "d_vocab": ds.vocab.d_vocab,
                           "config": ds.meta["config"], "warnings": ds.meta.get("warnings", [])}))
     else:
-        _print_summary(ds, header=str(path))
+        print_dataset_summary(ds, header=str(path))
 
 
 @data_app.command("export")
@@ -117,7 +119,7 @@ def data_import(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
-    _print_summary(api.import_data(folder=folder, out=out, force=force), header=f"imported {folder} -> {out}")
+    print_dataset_summary(api.import_data(folder=folder, out=out, force=force), header=f"imported {folder} -> {out}")
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -327,41 +329,6 @@ def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope
 # ------------------------------------------------------------------------------------------------ printing
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def _print_summary(ds, header: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{header}\n{ds.meta['name']} ({ds.meta['kind']}), fingerprint {ds.meta['fingerprint']}, "
-                        f"d_vocab {ds.vocab.d_vocab}", title_justify="left")
-    table.add_column("split / probe type")
-    table.add_column("items", justify="right")
-    for name, n in ds.meta["counts"].items():
-        table.add_row(name, f"{n:,}")
-    console = Console(width=max(100, Console().width))
-    console.print(table)
-    for w in ds.meta.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {w}")
-
-
-def _print_family_table(datasets: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    columns = {"train_atomic": "atomic", "train_inferred": "inferred", "train_inferred/aug_hop1": "+hop1",
-               "train_inferred/aug_hop2": "+hop2", "valid": "ood_test", "probe/test_inferred_iid": "iid_probe",
-               "probe/atomic_new": "new", "probe/test_inferred_new": "new+new",
-               "probe/test_inferred_new_mix": "mix", "probe/test_inferred_new_mix_powered": "mix_pow"}
-    present = [k for k in columns if any(k in ds.meta["counts"] for ds in datasets.values())]
-    table = Table(title="dataset family (items)", title_justify="left")
-    table.add_column("dataset", no_wrap=True)
-    for k in present:
-        table.add_column(columns[k], justify="right")
-    for name, ds in datasets.items():
-        c = ds.meta["counts"]
-        table.add_row(name, *[f"{c[k]:,}" if k in c else "-" for k in present])
-    Console(width=max(100, Console().width)).print(table)
 
 
 # ------------------------------------------------------------------------------------------------ entry points

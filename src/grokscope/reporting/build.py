@@ -459,8 +459,8 @@ def _transfer_rows(spec: dict, pre: dict, ft: dict) -> list[dict]:
         lr, parent_lr = cfg["train"].get("lr"), (parent or {}).get("config", {}).get("train", {}).get("lr")
         ratio = f" = {lr / parent_lr:.2g}x the parent's {parent_lr:g}" if lr and parent_lr else ""
 
-        def cell(metric, n=None):
-            rate = final_rate(data, metric, n=n)
+        def cell(metric, n=None, rows=data):
+            rate = final_rate(rows, metric, n=n)
             return "-" if rate is None else rate.text(compact=True)
 
         row = {"run": run["name"], "model": f"{record.get('model')}, {scope.get(record.get('model'), '')}",

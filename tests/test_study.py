@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 from importlib import resources
+from pathlib import Path
 import json
 import re
 import shutil
@@ -287,13 +288,13 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     assert code == 2 and "nan" in err and not (tmp_path / "bad").exists()
 
 
-KILL_POINTS = [  # (what, a path whose appearance means the study is there)
-    ("data building", "datasets/natural"),
-    ("training before its first checkpoint", "runs/gpt_natural/config.yaml"),
-    ("training after its first checkpoint", "runs/gpt_both_full/checkpoints/step_00000000"),
-    ("analyze", "runs/gpt_natural/analysis"),
-    ("transfer", "runs/ft_gpt_natural_last/config.yaml"),
-    ("report", "figures"),
+KILL_POINTS = [  # (what, where the study pauses for the kill: tests/helpers/paused_study.py)
+    ("data building", "data"),
+    ("training before its first checkpoint", "train_before_checkpoint"),
+    ("training after its first checkpoint", "train_after_checkpoint"),
+    ("analyze", "analyze"),
+    ("transfer", "transfer"),
+    ("report", "report"),
 ]
 
 
@@ -309,30 +310,29 @@ def _final_metrics(root):
 @pytest.mark.ci
 def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_path):
     """SIGKILL the smoke study at each stage in turn, re-run it without --fresh each time: it must finish, with the
-    final metrics of every run equal to those of the uninterrupted study."""
+    final metrics of every run equal to those of the uninterrupted study. Every kill lands at its stage."""
     import signal
-    import sys
 
     from conftest import wait_until
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "grokscope.cli", "study", "--preset", "smoke", "--out", str(out)]
-    killed_at, ended = [], []
-    for what, marker in KILL_POINTS:
-        err = tmp_path / f"stderr_{len(killed_at) + len(ended)}.txt"
+    study_args = ["study", "--preset", "smoke", "--out", str(out)]
+    helper = Path(__file__).parent / "helpers" / "paused_study.py"
+    for what, point in KILL_POINTS:
+        # The study pauses at the point (a wrapped function writes the marker and sleeps), so every kill lands there.
+        marker = tmp_path / f"paused_{point}"
+        err = tmp_path / f"stderr_{point}.txt"
         with err.open("w") as err_file:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
-            wait_until(lambda: proc.poll() is not None or (out / marker).exists(), 120, f"{marker} or the end",
-                       poll=0.005)
-            if proc.poll() is None:
+            proc = subprocess.Popen([sys.executable, str(helper), point, str(marker), *study_args],
+                                    stdout=subprocess.DEVNULL, stderr=err_file)
+            try:
+                wait_until(lambda: proc.poll() is not None or marker.exists(), 300, f"the study to reach {what}")
+                assert marker.exists(), f"the study ended (exit {proc.returncode}) before {what}: " \
+                                        f"{err.read_text()[-1500:]}"
+            finally:
                 proc.send_signal(signal.SIGKILL)
-                killed_at.append(what)
-            else:  # it ended on its own before the stage: it must have finished, not failed
-                ended.append((what, proc.returncode, err.read_text()[-1500:] if err.exists() else ""))
-            proc.wait()
-    assert all(code == 0 for _, code, _ in ended), ended  # a process that stopped by itself says why
-    # A kill misses only when the study passed the stage faster than the 5 ms poll; each miss is named above.
-    assert len(killed_at) >= 4, (killed_at, ended)  # the study was really interrupted, at most stages
+                proc.wait()
+    cmd = [sys.executable, "-m", "grokscope.cli", *study_args]
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     assert _final_metrics(out) == _final_metrics(study)

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grokscope import api  # noqa: E402
+from grokscope import api, runtime  # noqa: E402
 from grokscope.data.encoding import training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
 from grokscope.models import build_model  # noqa: E402
@@ -60,6 +60,11 @@ def timed_steps(step, device: str, warmup: int, repeats: int) -> float:
 
 def trainer_step_time(family: str, preset: str, data: Path, device: str, compile_: bool, sets: list[str],
                       warmup: int, repeats: int) -> float:
+    return timed_steps(trainer_step_fn(family, preset, data, device, compile_, sets), device, warmup, repeats)
+
+
+def trainer_step_fn(family: str, preset: str, data: Path, device: str, compile_: bool, sets: list[str]):
+    """One optimiser step of the grokscope trainer (its ``train_step``) on a fixed batch, as a callable."""
     ds = load(data)
     cfg, mcfg = RunSpec.build(data, "-", family, preset, [*sets, f"train.compile={str(compile_).lower()}"]).configs(
         ds.vocab.d_vocab)
@@ -74,10 +79,12 @@ def trainer_step_time(family: str, preset: str, data: Path, device: str, compile
     batch = batch_set.take(index)
     counter = {"step": 10_000}
 
+    runtime.configure(device, cfg.threads)  # the threads the trainer would use
+
     def step():
         step_fn(batch, counter["step"])
         counter["step"] += 1
-    return timed_steps(step, device, warmup, repeats)
+    return step
 
 
 def hf_gpt2_step_time(d_model: int, n_layers: int, n_heads: int, vocab: int, batch: int, device: str,

@@ -86,6 +86,13 @@ def memory_bytes(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def cpu_compiler_available() -> bool:
+    """Whether inductor can build CPU kernels here: it needs a C++ compiler ($CXX, else c++ or g++)."""
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++") if c)
+
+
 def configure(device: str, threads: int | None = None) -> None:
     """Per-process settings for a run on ``device``: CPU threads and the allocator; on CUDA, TF32 for the fp32
     matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full fp32 precision, several times slower)."""

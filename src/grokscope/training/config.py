@@ -71,7 +71,7 @@ class TrainConfig:
     ckpt_every: int = 10_000
     # --- machine
     threads: int | None = None  # CPU threads (None = every core this process may use)
-    compile: bool | None = None  # torch.compile the training step; None = on CUDA only
+    compile: bool | None = None  # torch.compile the forward + loss; None = on CUDA, and on a CPU where it pays
 
     def problems(self) -> list[str]:
         p = []
@@ -218,6 +218,11 @@ def resolve_train_config(family: str, preset: str, overrides: dict | None = None
 RECIPE_KEYS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decay_all", "warmup_steps", "grad_clip", "batch_size",
                "drop_last", "precision", "loss", "loss_positions", "q_halt_weight", "puzzle_lr", "puzzle_weight_decay",
                "ema_decay", "grokfast_alpha", "grokfast_lambda", "max_steps", "max_epochs")
+# torch.compile on a CPU when train.compile is unset: on for a family from this many budgeted steps, where
+# benchmarks/bench_compile_cpu.py measured the gain paying for a cold compile (2 threads, torch 2.13): the micro trm
+# step 1.36x faster, paying after about 3,400 steps (25 s to compile); the micro gpt 1.03x, paying only after about
+# 16,000, so it stays eager. docs/calibration.md §7.
+CPU_COMPILE_FROM_STEPS = {"trm": 5_000}
 SIZED_FROM_DATA = ("d_vocab", "n_ctx", "seq_len", "forward_dtype")
 
 

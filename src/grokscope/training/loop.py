@@ -27,7 +27,8 @@ from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import milestones
 from grokscope.models.registry import build_model, family_of
-from grokscope.training.config import MAX_STEPS, TrainConfig, parse_rule, recipe_deviations, rule_holds
+from grokscope.training.config import (CPU_COMPILE_FROM_STEPS, MAX_STEPS, TrainConfig, parse_rule, recipe_deviations,
+                                       rule_holds)
 from grokscope.training.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
 from grokscope.training.progress import Progress
 from grokscope.training.scalars import ScalarLog
@@ -179,7 +180,7 @@ def train_request(request: RunRequest) -> dict:
 
 
 def drive_alone(session: "Session") -> dict:
-    step_fn = make_train_step(session.state, session.cfg, session.device)
+    step_fn = make_train_step(session.state, session.cfg, session.device, session.plan.max_steps)
     return drive([session], lambda active: step_fn(active[0].next_batch(), active[0].step))[0]
 
 
@@ -306,15 +307,27 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
     return summaries
 
 
-def make_train_step(state: TrainState, cfg: TrainConfig, device: str):
-    """One optimiser step on a batch; the forward + loss is compiled on CUDA unless ``compile=false``."""
+def compiles(cfg: TrainConfig, device: str, family: str, max_steps: int) -> bool:
+    """Whether the forward + loss is compiled: as ``train.compile`` says; unset, on CUDA, and on a CPU for a family
+    whose measured gain pays for its cold compile within the run's budget (``CPU_COMPILE_FROM_STEPS``) when a C++
+    compiler is there for inductor."""
+    if cfg.compile is not None:
+        return cfg.compile
+    if device == "cuda":
+        return True
+    return device == "cpu" and max_steps >= CPU_COMPILE_FROM_STEPS.get(family, math.inf) and \
+        runtime.cpu_compiler_available()
+
+
+def make_train_step(state: TrainState, cfg: TrainConfig, device: str, max_steps: int = 0):
+    """One optimiser step on a batch; the forward + loss compiled where ``compiles`` says."""
     model, spec = state.model, cfg.loss_spec()
 
     def forward_loss(batch):
         with model.autocast(cfg.precision, device):
             return model.loss(batch, model.forward_batch(batch), spec)
 
-    if cfg.compile if cfg.compile is not None else device == "cuda":
+    if compiles(cfg, device, family_of(model.cfg).name, max_steps):
         # Static shapes: the epoch's last, shorter batch gets its own graph instead of turning every later full
         # batch into a dynamic-shape graph.
         forward_loss = torch.compile(forward_loss, dynamic=False)

@@ -107,7 +107,7 @@ class LoopSteps:
     """Each active run's optimiser step in turn, with its own RNG stream."""
 
     def __init__(self, sessions: list[Session]):
-        self.steps = {id(s): make_train_step(s.state, s.cfg, s.device) for s in sessions}
+        self.steps = {id(s): make_train_step(s.state, s.cfg, s.device, s.plan.max_steps) for s in sessions}
 
     def __call__(self, active: list[Session]) -> None:
         for session in active:

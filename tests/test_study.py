@@ -326,7 +326,8 @@ def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_p
             proc = subprocess.Popen([sys.executable, str(helper), point, str(marker), *study_args],
                                     stdout=subprocess.DEVNULL, stderr=err_file)
             try:
-                wait_until(lambda p=proc, m=marker: p.poll() is not None or m.exists(), 300, f"the study to reach {what}")
+                wait_until(lambda p=proc, m=marker: p.poll() is not None or m.exists(), 300,
+                           f"the study to reach {what}")
                 assert marker.exists(), f"the study ended (exit {proc.returncode}) before {what}: " \
                                         f"{err.read_text()[-1500:]}"
             finally:

@@ -48,4 +48,4 @@ def test_api_verbs_are_functions_after_the_subpackages_are_imported():
     assert callable(gs.train) and callable(loop.train)
     assert type(gs) is type(loop)  # a plain module: no class swap
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
-        getattr(gs, "nonexistent")
+        _ = gs.nonexistent

@@ -176,7 +176,7 @@ def train_request(request: RunRequest) -> dict:
     """Train one prepared run alone, holding its folder's lock."""
     with artifacts.FolderLock(request.out, "run"):
         request.claim()
-        return drive_alone(Session(request))
+        return drive_alone(Session(request).start())
 
 
 def drive_alone(session: "Session") -> dict:
@@ -191,8 +191,10 @@ class Session:
     taken by the caller (``make_train_step`` for one run, ``training/stack.py`` for several in lockstep)."""
 
     def __init__(self, request: RunRequest):
-        ds, cfg, out, device, finetune = request.ds, request.cfg, request.out, request.device, request.finetune
-        self.ds, self.cfg, self.out, self.device = ds, cfg, out, device
+        """The run in memory: threads, seed, model, optimiser state and evaluation sets. No file is read or written
+        (``start`` does that)."""
+        ds, cfg, device, finetune = request.ds, request.cfg, request.device, request.finetune
+        self.request, self.ds, self.cfg, self.out, self.device = request, ds, cfg, request.out, device
         runtime.configure(device, cfg.threads)
         self.train_set = training_set(ds).to(device)
         self.plan = budget(cfg, len(self.train_set))
@@ -206,32 +208,42 @@ class Session:
         lens = finetune.lens if finetune else LENS_SETS
         self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use, finetune.mixed if finetune else None
                               ).to(device)
-        self.resumed_at = self.state.restore(out) if request.resume else None
+        self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
+        self.summarise = finetune.summarise if finetune else None
+        self.finetune_stop = finetune.stop if finetune else None
+        self.resumed_at, self.rows, self.last_row = None, [], {}
+
+    def start(self) -> "Session":
+        """Restore the last checkpoint when resuming (else start the files afresh), write config.yaml, and open the
+        metrics, TensorBoard and progress outputs."""
+        request, out, state = self.request, self.out, self.state
+        self.resumed_at = state.restore(out) if request.resume else None
         if self.resumed_at is not None:
             old = artifacts.read_config(out)["train"]
-            _reopen(self.state.loop, stop_rule_changed=old.get("stop_when") != cfg.stop_when)
+            _reopen(state.loop, stop_rule_changed=old.get("stop_when") != self.cfg.stop_when)
             rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
             self.rows = [r for r in rows if r["step"] <= self.resumed_at]
             artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
             print(f"resumed {out} at step {self.resumed_at}")
         else:
-            self.rows = []
             (out / "metrics.jsonl").write_text("")
         artifacts.write_yaml_atomic(out / "config.yaml", request.config)
         self.scalars = ScalarLog(out / "tensorboard", self.resumed_at)
-        self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
-        self.progress = Progress(self.plan.max_steps, start=self.state.loop.step, quiet=request.quiet,
-                                 label=out.name, bridge_key=f"{model.bridge_metric}_ood")
-        self.t_start = time.perf_counter() - self.state.loop.wall_seconds
-        self.session_start = (time.perf_counter(), self.state.loop.step)
-        self.step, self.last_row = self.state.loop.step, {}
-        self.summarise = finetune.summarise if finetune else None
-        self.finetune_stop = finetune.stop if finetune else None
+        self.progress = Progress(self.plan.max_steps, start=state.loop.step, quiet=request.quiet,
+                                 label=out.name, bridge_key=f"{self.model.bridge_metric}_ood")
+        self.t_start = time.perf_counter() - state.loop.wall_seconds
+        self.session_start = (time.perf_counter(), state.loop.step)
+        state.keep_rng()  # the stream this run continues with (a stacked run switches to it before each step)
+        return self
+
+    @property
+    def step(self) -> int:
+        """The run's step: ``TrainState.loop.step`` is its one owner (checkpoints save it)."""
+        return self.state.loop.step
 
     def boundary(self) -> bool:
         """Evaluate, checkpoint and check the stop conditions at the current step; True when the run stops here."""
         state, step, plan = self.state, self.step, self.plan
-        state.loop.step = step
         stopping = _stop_check(state.loop, step, plan, self.cfg, time.perf_counter() - self.t_start)
         fresh = step != self.resumed_at  # a resumed step was evaluated and saved before the interruption
         if fresh and (step % plan.eval_every == 0 or stopping):
@@ -256,7 +268,7 @@ class Session:
         return self.train_set.take(self.state.order.next())
 
     def advance(self) -> None:
-        self.step += 1
+        self.state.loop.step += 1
         self.progress.advance(self.step)
 
     def finish(self) -> dict:
@@ -365,13 +377,7 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
         state.scaler.update()
     if state.ema is not None:
         state.ema.update(model)
-    value = loss.detach().double()
-    if state.scaler is not None:  # an overflow the scaler skipped is not a divergence: its loss stays out of the mean
-        finite = torch.isfinite(value)
-        state.skipped += (~finite).long()
-        value = torch.where(finite, value, torch.zeros_like(value))
-    state.loss_sum += value
-    state.loop.loss_count += 1
+    state.add_loss(loss)
 
 
 def _stop_check(loop, step: int, plan: Budget, cfg: TrainConfig, elapsed: float) -> bool:

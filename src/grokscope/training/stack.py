@@ -69,8 +69,7 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
             request.claim()
         sessions = []
         for request in requests:
-            sessions.append(Session(request))
-            sessions[-1].rng_state = _rng_state(request.device)  # the RNG stream this run continues with
+            sessions.append(Session(request).start())  # each keeps the RNG stream it continues with
         if len({s.step for s in sessions}) > 1:
             log("note: the resumed runs stand at different steps; training them one after another")
             return [drive_alone(s) for s in sessions]
@@ -80,26 +79,14 @@ def train_group(requests: list[RunRequest], backend: str = "auto", log=print) ->
 
 
 # ------------------------------------------------------------------------------------------------ RNG per run
-def _rng_state(device: str) -> tuple:
-    """The RNG streams a run on ``device`` draws from; a CPU run never touches CUDA (that would create a CUDA
-    context, and take GPU memory, on a GPU machine)."""
-    return torch.get_rng_state(), (torch.cuda.get_rng_state() if device == "cuda" else None)
-
-
-def _set_rng_state(state: tuple) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1])
-
-
 @contextlib.contextmanager
 def _session_rng(session: Session):
-    """Run with ``session``'s own RNG stream (checkpoints save it; dropout draws from it)."""
-    _set_rng_state(session.rng_state)
+    """Run with ``session``'s own RNG stream (checkpoints save it; dropout draws from it); ``TrainState`` holds it."""
+    session.state.use_rng()
     try:
         yield
     finally:
-        session.rng_state = _rng_state(session.device)
+        session.state.keep_rng()
 
 
 # ------------------------------------------------------------------------------------------------ backends

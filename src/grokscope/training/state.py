@@ -47,9 +47,49 @@ class TrainState:
         self.scaler = torch.amp.GradScaler("cuda") if (cfg.precision == "fp16" and device == "cuda") else None
         self.order = BatchOrder(n_train, cfg.batch_size, cfg.seed, cfg.drop_last, device=device)
         self.loop = LoopState()
-        # The train loss accumulates on the device and is read only at evaluations and checkpoints (no per-step sync).
+        # The train loss accumulates on the device and is folded into ``loop`` only at evaluations and checkpoints
+        # (no per-step sync); ``add_loss`` is the one place it is added, ``_fold_loss`` the one place it is merged.
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.skipped = torch.zeros((), dtype=torch.long, device=device)  # fp16 steps the GradScaler skipped
+        self.rng: tuple | None = None  # the RNG stream this run continues with (stacked runs each keep their own)
+
+    # ------------------------------------------------------------------------------------------------ the RNG
+    def capture_rng(self) -> tuple:
+        """The process's RNG states now: CPU, and CUDA on a GPU run only (a CPU run never touches CUDA, which would
+        create a CUDA context and take GPU memory on a GPU machine)."""
+        return torch.get_rng_state(), (torch.cuda.get_rng_state() if self.device == "cuda" else None)
+
+    def use_rng(self) -> None:
+        """Make this run's stream the process's (before a step or a boundary of a stacked run)."""
+        torch.set_rng_state(self.rng[0])
+        if self.rng[1] is not None:
+            torch.cuda.set_rng_state(self.rng[1])
+
+    def keep_rng(self) -> None:
+        """Remember where this run's stream stands (after a step or a boundary of a stacked run)."""
+        self.rng = self.capture_rng()
+
+    # ------------------------------------------------------------------------------------------------ the loss
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Count one optimiser step's loss (on the device: no sync). An fp16 overflow the GradScaler skipped is not a
+        divergence: its loss stays out of the mean."""
+        value = loss.detach().double()
+        if self.scaler is not None:
+            finite = torch.isfinite(value)
+            self.skipped += (~finite).long()
+            value = torch.where(finite, value, torch.zeros_like(value))
+        self.loss_sum += value
+        self.loop.loss_count += 1
+
+    def _fold_loss(self) -> None:
+        """Move the device's loss sum and skipped-step count into ``loop`` (one sync)."""
+        skipped = int(self.skipped)
+        if skipped:
+            self.loop.loss_skipped += skipped
+            self.loop.loss_count -= skipped
+            self.skipped.zero_()
+        self.loop.loss_sum += float(self.loss_sum)
+        self.loss_sum.zero_()
 
     # ------------------------------------------------------------------------------------------------ reading
     def eval_weights(self) -> dict:
@@ -63,28 +103,18 @@ class TrainState:
 
     def take_train_loss(self) -> float | None:
         """Mean train loss since the last call (None before any step); raises if it is not finite."""
-        self._merge_skipped()
-        total = float(self.loss_sum) + self.loop.loss_sum
-        count = self.loop.loss_count
+        self._fold_loss()
+        total, count = self.loop.loss_sum, self.loop.loss_count
         if (count and not math.isfinite(total)) or (not count and self.loop.loss_skipped):
             raise NonFiniteLoss(total if count else math.inf)  # every step since the last evaluation overflowed
-        self.loss_sum.zero_()
         self.loop.loss_sum, self.loop.loss_count, self.loop.loss_skipped = 0.0, 0, 0
         return total / count if count else None
 
-    def _merge_skipped(self) -> None:
-        """Move the device's count of skipped fp16 steps to the loop state (one sync, at evaluations and saves)."""
-        skipped = int(self.skipped)
-        if skipped:
-            self.loop.loss_skipped += skipped
-            self.loop.loss_count -= skipped
-            self.skipped.zero_()
-
     def check_finite(self) -> None:
         """Refuse to checkpoint weights trained on a non-finite loss."""
-        total = float(self.loss_sum) + self.loop.loss_sum
-        if not math.isfinite(total):
-            raise NonFiniteLoss(total)
+        self._fold_loss()
+        if not math.isfinite(self.loop.loss_sum):
+            raise NonFiniteLoss(self.loop.loss_sum)
 
     # ------------------------------------------------------------------------------------------------ persistence
     def save(self, run: Path, step: int, max_steps: int) -> None:
@@ -100,9 +130,6 @@ class TrainState:
         if self.device == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         self.loop.data = self.order.state()
-        self._merge_skipped()
-        self.loop.loss_sum += float(self.loss_sum)
-        self.loss_sum.zero_()
         meta = {"loop": asdict(self.loop), "param_groups": groups, "max_steps": max_steps,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
         runs.save_checkpoint(run, step, self.eval_weights(), tensors, meta)

@@ -57,14 +57,20 @@ def test_precision_is_checked_against_the_device(monkeypatch):
 
 
 def test_a_cpu_stacked_run_never_touches_cuda(monkeypatch):
-    from grokscope.training import stack
+    """A stacked run switches to its own RNG stream before each step: on a CPU run that stream has no CUDA part."""
+    from grokscope.models.registry import build_model, model_config
+    from grokscope.training.config import TrainConfig
+    from grokscope.training.state import TrainState
 
     def no_cuda(*_a, **_k):
         raise AssertionError("a CPU run created a CUDA context")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
     monkeypatch.setattr(torch.cuda, "get_rng_state", no_cuda)
-    state = stack._rng_state("cpu")
-    assert state[1] is None
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_cuda)
+    state = TrainState(build_model(model_config("gpt", "smoke", d_vocab=20)), TrainConfig(), 100, "cpu")
+    state.keep_rng()
+    state.use_rng()
+    assert state.rng[1] is None
 
 
 def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():

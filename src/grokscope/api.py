@@ -395,7 +395,7 @@ def execute(call: dict) -> int:
             kwargs["spec"] = [RunSpec.from_dict(s) for s in specs] if isinstance(specs, list) \
                 else RunSpec.from_dict(specs)
         verbs[call["verb"]](**kwargs)
-    except (GrokscopeError, OSError, errors.Interrupted, KeyboardInterrupt) as exc:
+    except errors.REPORTED as exc:
         return errors.report(exc)
     return 0
 

@@ -17,7 +17,7 @@ import typer
 
 from grokscope import api
 from grokscope import errors
-from grokscope.errors import GrokscopeError, Interrupted
+from grokscope.errors import GrokscopeError
 from grokscope.analysis import defaults
 from grokscope.reporting.console import print_dataset_summary, print_family_table
 
@@ -367,7 +367,7 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         code = 130
-    except (GrokscopeError, OSError, Interrupted, KeyboardInterrupt) as exc:  # one line each, never a traceback
+    except errors.REPORTED as exc:  # one line each, never a traceback
         sys.exit(errors.report(exc))
     if code == 130:
         print("interrupted", file=sys.stderr)

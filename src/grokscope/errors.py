@@ -23,6 +23,10 @@ class Interrupted(Exception):
     ("interrupted; re-run the same command to continue") and exits 130."""
 
 
+# What ``report`` turns into lines and an exit code: the CLI, ``api.execute`` and the worker catch exactly these.
+REPORTED = (GrokscopeError, Interrupted, KeyboardInterrupt, OSError)
+
+
 def report(exc: BaseException, print_line=None) -> int | None:
     """Print a user-facing outcome as one line each and return its exit code: 2 for a user error or a place that
     refused a write, 130 for Ctrl-C. None for anything else (a bug: the caller lets it raise, with its traceback)."""

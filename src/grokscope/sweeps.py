@@ -26,6 +26,7 @@ from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job
+from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import data_sets, load_spec, model_sets, spec_dict
 from grokscope.training.config import TrainConfig, resolve_train_config
 
@@ -136,7 +137,7 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
         ex = make_executor(executor, out / "jobs", address, runner, log)
 
         def on_done(job: Job, code: int, seconds: float) -> None:
-            if code in (130, -2):  # Ctrl-C: the user stopped it; finished points are kept
+            if code in INTERRUPTED:  # Ctrl-C: the user stopped it; finished points are kept
                 raise Interrupted(INTERRUPTED_MESSAGE)
             if code != 0:
                 raise GrokscopeError(f"sweep job '{job.name}' failed (exit {code}); fix the cause and re-run: "

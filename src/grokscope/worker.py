@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) != 1:
             raise GrokscopeError("usage: python -m grokscope.worker SPEC.json (a job file from <study>/jobs/)")
         call = artifacts.read_json(Path(args[0]), "point at a job file a study or sweep wrote (<out>/jobs/*.json)")
-    except (GrokscopeError, OSError) as exc:
+    except errors.REPORTED as exc:
         return errors.report(exc)
     return api.execute(call)
 

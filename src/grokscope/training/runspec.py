@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from grokscope.config import from_dict, route_sets, split_set_items, to_dict
@@ -44,8 +44,6 @@ class RunSpec:
     force_config: bool = False
     device: str = "auto"
     quiet: bool = False
-    # Settings a caller adds for its own bookkeeping that do not change the run (e.g. the study's stack group).
-    tags: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, data: Path | str, out: Path | str, model: str = "gpt", preset: str = "micro",
@@ -75,9 +73,6 @@ class RunSpec:
     def settings(self) -> dict:
         """What the run computes from: a study decides from these whether a finished run would change."""
         return {"data": self.data, "train": self.train, "model": self.model}
-
-    def with_flags(self, **flags) -> "RunSpec":
-        return dataclasses.replace(self, **flags)
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))

@@ -120,3 +120,17 @@ def test_data_set_values_parse_or_are_refused(key, value):
                             "data.num_entities", "typo.x"]), value=VALUES)
 def test_study_set_values_parse_or_are_refused(key, value):
     _valid_or_refused(lambda: load_spec("smoke", [f"{key}={value}"]).data)
+
+
+def test_run_spec_round_trips_and_reads_a_spec_an_older_version_wrote():
+    spec = RunSpec.build("d", "o", "trm", "micro", ["lr=2e-3", "q_halt_weight=0.5"])
+    assert spec.model["q_halt_weight"] == 0.5 and "q_halt_weight" not in spec.train  # the trm's own setting
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    old = spec.to_dict()  # 0.1.0 wrote the trm's settings under train
+    old["train"] = {**old["train"], **{k: old["model"].pop(k) for k in ("q_halt_weight", "puzzle_lr",
+                                                                       "puzzle_weight_decay")}}
+    assert RunSpec.from_dict(old) == spec
+    train_cfg, model_cfg = RunSpec.from_dict(old).configs(d_vocab=50)
+    assert model_cfg.q_halt_weight == 0.5 and train_cfg.lr == 2e-3
+    with pytest.raises(GrokscopeError, match="unknown key 'colour'"):
+        RunSpec.from_dict({**spec.to_dict(), "colour": 1})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ class MLPConfig:
     d_vocab: int = 100
     seq_len: int = 5
     d_model: int = 32
+    SIZED_FROM_DATA: ClassVar[tuple[str, ...]] = ("d_vocab", "seq_len")
 
     @property
     def context_length(self) -> int:

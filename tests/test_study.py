@@ -417,6 +417,19 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
     recorded = {**data["jobs"][run.name], "resolved": {**jobs[run.name].resolved}}
     recorded["resolved"]["train"] = {k: v for k, v in recorded["resolved"]["train"].items() if k != "grad_clip"}
     assert Manifest(tmp_path, {**data, "jobs": {run.name: recorded}}).changes(run) == []
+    # Settings an upgrade moved between sections (0.1.0 kept the trm's q-halt weight and puzzle lr/decay under
+    # train; the gpt's were inert) are no change; a changed value among them still is, under its new name.
+    for name in ("train gpt_natural", "train trm_natural"):
+        job = jobs[name]
+        old = {"train": {**job.resolved["train"], "q_halt_weight": 0.0, "puzzle_lr": 1e-4, "puzzle_weight_decay": 1.0},
+               "model": {k: v for k, v in job.resolved["model"].items()
+                         if k not in ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")}}
+        if name.endswith("trm_natural"):
+            old["train"]["q_halt_weight"] = job.resolved["model"]["q_halt_weight"]
+        entry = {**data["jobs"][name], "resolved": {**job.resolved, **old}}
+        assert Manifest(tmp_path, {**data, "jobs": {name: entry}}).changes(job) == []
+    entry["resolved"]["train"]["puzzle_lr"] = 5e-4
+    assert Manifest(tmp_path, {**data, "jobs": {name: entry}}).changes(job) == ["model.puzzle_lr: 0.0005 -> 0.0001"]
 
 
 def test_critical_range_comes_out_each_way():

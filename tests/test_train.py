@@ -108,6 +108,38 @@ def test_changed_config_refused_unless_forced(cli, tmp_path, smoke_data):
     assert runs.list_checkpoints(tmp_path / "r")[-1] == 30
 
 
+def test_a_run_recorded_with_the_trm_settings_under_train_resumes_and_equals_one_run(cli, tmp_path, smoke_data):
+    """Up to 0.1.0 a run's config.yaml kept the trm's q-halt weight and puzzle lr/decay under ``train``; they now
+    live in the trm's model config. A run recorded the old way reads (the keys moved, the gpt's dropped) and resumes
+    with no 'config changed', to the same weights as an uninterrupted run."""
+    import yaml
+
+    common = ["train", "--data", smoke_data, "--model", "trm", "--preset", "smoke", "--quiet",
+              "--set", "q_halt_weight=0.25,max_steps=40"]
+    assert cli(*common, "--out", tmp_path / "straight")[0] == 0
+    assert cli(*common[:-2], "--set", "q_halt_weight=0.25,max_steps=20", "--out", tmp_path / "run")[0] == 0
+    path = tmp_path / "run" / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["model"]["config"]["q_halt_weight"] == 0.25 and "q_halt_weight" not in cfg["train"]
+    for key in artifacts.LEGACY_TRAIN_KEYS:  # rewrite it as 0.1.0 did
+        cfg["train"][key] = cfg["model"]["config"].pop(key)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    read = artifacts.read_config(tmp_path / "run")
+    assert read["model"]["config"]["q_halt_weight"] == 0.25 and "puzzle_lr" not in read["train"]
+    code, out, err = cli(*common, "--resume", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert_same_run(tmp_path / "straight", tmp_path / "run")
+    # a gpt never used them: they are dropped, not moved
+    gpt = {"train": {"lr": 1e-3, "q_halt_weight": 0.0, "puzzle_lr": 1e-4}, "model": {"d_model": 8}}
+    assert artifacts.upgrade_settings("gpt", gpt["train"], gpt["model"]) == ({"lr": 1e-3}, {"d_model": 8})
+    # a value already in the model config wins over a stale one under train
+    assert artifacts.upgrade_settings("trm", {"puzzle_lr": 1.0}, {"puzzle_lr": 2.0}) == ({}, {"puzzle_lr": 2.0})
+    # the gpt has no such setting: one line, naming it
+    code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", "q_halt_weight=0.5",
+                       "--out", tmp_path / "gpt")
+    assert code == 2 and "q_halt_weight" in err and len(err.strip().splitlines()) == 1
+
+
 def test_bad_inputs(cli, tmp_path, smoke_data):
     base = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet"]
     code, _, err = cli(*base, "--set", "model.d_vocab=10", "--out", tmp_path / "a")

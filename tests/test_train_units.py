@@ -82,7 +82,8 @@ def test_stablemax_matches_definition():
 @pytest.mark.parametrize("family", ["gpt", "trm"])
 @torch.no_grad()
 def test_loss_positions_select_the_supervised_slots(family):
-    model = _model(family, **({"forward_dtype": "float32"} if family == "trm" else {}))
+    # (the trm without its q-halt term, which adds to every choice of positions)
+    model = _model(family, **({"forward_dtype": "float32", "q_halt_weight": 0.0} if family == "trm" else {}))
     enc = encode(_DS, np.array([[1, 2, 4, 3, 5], [2, 1, 3, 4, 6]]))
     out = model.forward_batch(enc)
     logits = out[0] if isinstance(out, tuple) else out
@@ -121,9 +122,13 @@ def test_optimiser_groups_per_family():
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
     assert sum(p.numel() for g in opts[0].param_groups for p in g["params"]) == gpt.num_params()
     trm = _model("trm")
-    opts = make_optimizers(trm, TrainConfig(weight_decay=1.0, decay_all=True, puzzle_lr=1e-4))
+    opts = make_optimizers(trm, TrainConfig(weight_decay=1.0, decay_all=True))
     assert len(opts) == 2 and isinstance(opts[1], SignSGD)
     assert opts[1].param_groups[0]["params"] == [trm.puzzle_emb]
+    # the puzzle vector's lr and decay are the trm's own settings (He et al.: 1e-4 and 1.0)
+    assert (opts[1].param_groups[0]["lr"], opts[1].param_groups[0]["weight_decay"]) == (1e-4, 1.0)
+    own = make_optimizers(_model("trm", puzzle_lr=3e-4, puzzle_weight_decay=0.5), TrainConfig())[1]
+    assert (own.param_groups[0]["lr"], own.param_groups[0]["weight_decay"]) == (3e-4, 0.5)
     assert all(p is not trm.puzzle_emb for p in opts[0].param_groups[0]["params"])
     assert len(opts[0].param_groups) == 1 and opts[0].param_groups[0]["weight_decay"] == 1.0  # decay_all
 

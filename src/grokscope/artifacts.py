@@ -115,10 +115,26 @@ def read_yaml(path: Path, fix: str, kind: type = dict):
 
 
 RUN_SECTIONS = ("data", "model", "train")
+# Settings that older versions (up to 0.1.0) recorded under ``train`` and that now belong to one family's model
+# config: the trm's q-halt weight and its puzzle vector's SignSGD lr and decay (the gpt never used them).
+MOVED_TO_MODEL = {"trm": ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")}
+LEGACY_TRAIN_KEYS = ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")
+
+
+def upgrade_settings(family: str, train: dict, model: dict) -> tuple[dict, dict]:
+    """A run's recorded (train, model) settings in today's layout: keys an older version kept under ``train`` move
+    to the family's model config (a value already there wins) or, for a family that never used them, are dropped.
+    Returns new dicts; nothing on disk is rewritten, so an older version can still read its own files."""
+    if not any(key in train for key in LEGACY_TRAIN_KEYS):
+        return train, model
+    moved = MOVED_TO_MODEL.get(family, ())
+    model = {**{k: train[k] for k in moved if k in train}, **model}
+    return {k: v for k, v in train.items() if k not in LEGACY_TRAIN_KEYS}, model
 
 
 def read_config(run: Path) -> dict:
-    """A run's ``config.yaml``, checked for the sections every stage relies on."""
+    """A run's ``config.yaml``, checked for the sections every stage relies on, in today's layout
+    (``upgrade_settings``)."""
     run = Path(run)
     if not run.is_dir():
         raise GrokscopeError(f"{run}: no such run folder; train one with `grokscope train --out {run}`")
@@ -135,6 +151,8 @@ def read_config(run: Path) -> dict:
             raise GrokscopeError(f"{path}: data.{key} is missing; {fix}")
     if not isinstance(cfg["model"].get("family"), str) or not isinstance(cfg["model"].get("config"), dict):
         raise GrokscopeError(f"{path}: model.family / model.config are missing; {fix}")
+    cfg["train"], cfg["model"]["config"] = upgrade_settings(cfg["model"]["family"], cfg["train"],
+                                                            cfg["model"]["config"])
     return cfg
 
 

@@ -23,11 +23,11 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class LossSpec:
-    """How a family's training loss is computed (the train config's loss settings)."""
+    """How a family's training loss is computed (the train config's loss settings; a family's own auxiliary loss,
+    such as the trm's q-halt BCE, is weighted in its model config)."""
 
     kind: str = "ce"  # ce | stablemax
     positions: str = "default"  # default (the family's paper recipe) | answer (t only) | answer_end (t and </a>) | all
-    aux_weight: float = 0.0  # weight of the family's auxiliary loss (the TRM's q-halt BCE), 0 = off
 
 
 class ModelFamily(HookedModule):
@@ -63,7 +63,8 @@ class ModelFamily(HookedModule):
 
     def param_groups(self, weight_decay: float, decay_all: bool) -> list[dict]:
         """Optimiser groups: weight decay on >= 2-D weights (all weights with ``decay_all``). A group may name
-        ``"optimizer": "signsgd"`` to be trained by SignSGD instead of AdamW."""
+        ``"optimizer": "signsgd"`` to be trained by SignSGD instead of AdamW (with its own ``lr`` and
+        ``weight_decay``)."""
         decay, no_decay = [], []
         for p in self.parameters():
             if p.requires_grad:

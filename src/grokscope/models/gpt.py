@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,8 @@ class GPTConfig:
     dropout: float = 0.0  # Wang/He: 0.1 on embeddings, attention and residual
     ln_eps: float = 1e-5
     init_std: float = 0.02
+    # Fields the dataset sizes (a recipe comparison skips them).
+    SIZED_FROM_DATA: ClassVar[tuple[str, ...]] = ("d_vocab", "n_ctx")
 
     @property
     def d_head(self) -> int:

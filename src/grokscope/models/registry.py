@@ -17,8 +17,9 @@ from grokscope.models.trm import TRM, TRM_CONFIGS, TRMConfig
 @dataclass(frozen=True)
 class Family:
     name: str
-    # A dataclass with d_vocab, for_dataset(d_vocab, seq_len), for_precision(p), problems() and draws_random() (does
-    # a training forward pass draw random numbers, e.g. dropout).
+    # A dataclass with d_vocab, for_dataset(d_vocab, seq_len), for_precision(p), problems(), draws_random() (does
+    # a training forward pass draw random numbers, e.g. dropout) and SIZED_FROM_DATA (the fields the dataset and
+    # the precision set, which a comparison of recipes skips).
     config_cls: type
     named_configs: dict[str, dict]
     model_cls: type[ModelFamily]
@@ -31,7 +32,8 @@ def register_family(name: str, config_cls: type, named_configs: dict[str, dict],
     """Make a model family available to every command (``--model NAME``) and to ``load_model``."""
     if not issubclass(model_cls, ModelFamily):
         raise TypeError(f"{model_cls.__name__} must derive from ModelFamily")
-    missing = [m for m in ("for_dataset", "for_precision", "problems", "draws_random") if not hasattr(config_cls, m)]
+    missing = [m for m in ("for_dataset", "for_precision", "problems", "draws_random", "SIZED_FROM_DATA")
+               if not hasattr(config_cls, m)]
     if missing:
         raise TypeError(f"{config_cls.__name__} must define {', '.join(missing)} (see models/registry.py: Family)")
     FAMILIES[name] = Family(name, config_cls, dict(named_configs), model_cls)

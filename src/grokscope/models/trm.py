@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,13 @@ class TRMConfig:
     forward_dtype: str | None = None  # bfloat16 | float32 | float16; None follows the train precision (bf16)
     quirk_token_norm_over_positions: bool = True
     quirk_vocab_offset: bool = True
+    # The trm's own training settings (He et al. App.): kept with the family, so the shared train config holds only
+    # what every family uses. ``--set q_halt_weight=0.5`` (or ``model.q_halt_weight``) reaches them.
+    q_halt_weight: float = 0.5  # weight of the auxiliary BCE(q_halt, whole sequence correct); 0 = off
+    puzzle_lr: float = 1e-4  # the puzzle vector's learning rate (SignSGD)
+    puzzle_weight_decay: float = 1.0  # and its decoupled weight decay
+    # Fields the dataset and the train precision size (a recipe comparison skips them).
+    SIZED_FROM_DATA: ClassVar[tuple[str, ...]] = ("d_vocab", "seq_len", "forward_dtype")
 
     @property
     def n_positions(self) -> int:
@@ -106,6 +114,9 @@ class TRMConfig:
             p.append(f"puzzle_emb_len must be >= 1 (the puzzle vector's slot; got {self.puzzle_emb_len})")
         if self.token_mlp_width is not None and self.token_mlp_width <= 0:
             p.append(f"token_mlp_width must be positive (got {self.token_mlp_width})")
+        for key in ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay"):
+            if not getattr(self, key) >= 0:
+                p.append(f"model {key} must be >= 0 (got {getattr(self, key)})")
         if self.forward_dtype is not None and self.forward_dtype not in DTYPES:
             p.append(f"forward_dtype must be one of {', '.join(DTYPES)} (got {self.forward_dtype!r})")
         return p
@@ -114,7 +125,8 @@ class TRMConfig:
 TRM_CONFIGS = {
     "paper": dict(d_model=1536),  # 44.56M parameters, He et al.'s configuration
     "mini": dict(d_model=512),
-    "micro": dict(d_model=64, L_cycles=2, puzzle_emb_len=1, token_mlp_width=32),  # docs/calibration.md
+    # docs/calibration.md: no q-halt loss at this width and budget
+    "micro": dict(d_model=64, L_cycles=2, puzzle_emb_len=1, token_mlp_width=32, q_halt_weight=0.0),
     "smoke": dict(d_model=32, L_cycles=2, puzzle_emb_len=4),
 }
 
@@ -303,10 +315,10 @@ class TRM(ModelFamily):
                 keep |= pos == batch.prompt_len[:, None] + 1
             labels = torch.where(keep, labels, IGNORE)
         loss = sequence_mean_loss(logits, labels, spec.kind)
-        if spec.aux_weight > 0:  # the q-halt head learns whether the whole sequence is right (BCE)
+        if self.cfg.q_halt_weight > 0:  # the q-halt head learns whether the whole sequence is right (BCE)
             with torch.no_grad():  # </a> per row as a tensor: no host read, so this also runs under vmap
                 correct = self.exact_match(batch, output, batch.targets[:, 1:2], spec.positions).float()
-            loss = loss + spec.aux_weight * F.binary_cross_entropy_with_logits(q, correct)
+            loss = loss + self.cfg.q_halt_weight * F.binary_cross_entropy_with_logits(q, correct)
         return loss
 
     def exact_match(self, batch, output, end_id, positions: str = "default") -> torch.Tensor:
@@ -336,8 +348,10 @@ class TRM(ModelFamily):
         for group in super().param_groups(weight_decay, decay_all):
             group["params"] = [p for p in group["params"] if p is not self.puzzle_emb]
             groups.append(group)
-        # The puzzle vector is the original's sparse embedding, trained by SignSGD.
-        return [g for g in groups if g["params"]] + [{"params": [self.puzzle_emb], "optimizer": "signsgd"}]
+        # The puzzle vector is the original's sparse embedding, trained by SignSGD at its own lr and decay.
+        return [g for g in groups if g["params"]] + [{"params": [self.puzzle_emb], "optimizer": "signsgd",
+                                                      "lr": self.cfg.puzzle_lr,
+                                                      "weight_decay": self.cfg.puzzle_weight_decay}]
 
     def flops_per_step(self, batch_size: int) -> float:
         c = self.cfg

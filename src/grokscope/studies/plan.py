@@ -95,6 +95,17 @@ def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = 
     return out
 
 
+def upgraded(resolved: dict, job: Job) -> dict:
+    """A training job's recorded settings in today's layout (``artifacts.upgrade_settings``): moving a setting
+    between sections in an upgrade is not a change of value."""
+    spec = (job.call.get("kwargs") or {}).get("spec") if isinstance(job.call, dict) else None
+    if not (isinstance(spec, dict) and isinstance(resolved.get("train"), dict)
+            and isinstance(resolved.get("model"), dict)):
+        return resolved
+    train, model = artifacts.upgrade_settings(spec.get("family", ""), resolved["train"], resolved["model"])
+    return {**resolved, "train": train, "model": model}
+
+
 # Fine-tuning flags that study command lines once always carried at their default values.
 _DEFAULT_FLAGS = {("--new-fact-multiple", "5"), ("--flat-evals", "4"), ("--flat-tolerance", "0.02")}
 
@@ -293,7 +304,7 @@ class Manifest:
         before settings were recorded is compared by command line."""
         old = self.data["jobs"].get(job.name) or {}
         if isinstance(old.get("resolved"), dict):
-            return differences(old["resolved"], job.resolved)
+            return differences(upgraded(old["resolved"], job), job.resolved)
         argv = old.get("argv")
         return [] if argv is None or _without_default_flags(argv) == job.argv else ["command line"]
 

@@ -41,9 +41,6 @@ class TrainConfig:
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler and needs CUDA)
     loss: str = "ce"  # ce | stablemax
     loss_positions: str = "default"  # default (family recipe) | answer (t only) | answer_end (t, </a>) | all
-    q_halt_weight: float = 0.0  # TRM auxiliary loss: weight of BCE(q_halt, whole sequence correct); 0 = off
-    puzzle_lr: float = 1e-4  # TRM puzzle vector, trained by SignSGD
-    puzzle_weight_decay: float = 1.0
     ema_decay: float = 0.0  # EMA of the weights used for evaluation and checkpoints (TRM: 0.999); 0 = off
     grokfast_alpha: float = 0.0  # Grokfast-EMA filter (Lee et al. 2024): ema = a*ema + (1-a)*g; g += lambda*ema
     grokfast_lambda: float = 0.0  # 0 = off
@@ -79,8 +76,7 @@ class TrainConfig:
             if getattr(self, key) <= 0:
                 p.append(f"train.{key} must be positive (got {getattr(self, key)})")
         for key in ("max_steps", "warmup_steps", "grad_clip", "weight_decay", "max_minutes", "stop_margin_steps",
-                    "max_epochs", "eval_every_epochs", "eval_bridge_use", "eps", "puzzle_lr",
-                    "puzzle_weight_decay", "q_halt_weight", "grokfast_lambda", "ckpt_dense_until",
+                    "max_epochs", "eval_every_epochs", "eval_bridge_use", "eps", "grokfast_lambda", "ckpt_dense_until",
                     "ckpt_log_per_decade", "ckpt_linear_from", "seed"):
             if getattr(self, key) < 0:
                 p.append(f"train.{key} must be >= 0 (got {getattr(self, key)})")
@@ -122,7 +118,7 @@ class TrainConfig:
         return [float(x) for x in self.milestone_thresholds.split(",") if x.strip()]
 
     def loss_spec(self) -> LossSpec:
-        return LossSpec(self.loss, self.loss_positions, self.q_halt_weight)
+        return LossSpec(self.loss, self.loss_positions)
 
 
 Condition = tuple[str, str, float]
@@ -166,10 +162,11 @@ _GPT_PAPER = dict(model_config="wang", lr=1e-4, beta1=0.9, beta2=0.999, weight_d
                   grad_clip=1.0, precision="fp16", max_steps=1_500_000, eval_every=2000, ckpt_dense_every=2000,
                   ckpt_dense_until=40_000, ckpt_linear_from=50_000, ckpt_every=50_000)
 # He et al.'s TRM recipe: AdamW (0.9, 0.95), wd 1.0 on every weight, lr 4e-5, 2k warm-up, SignSGD puzzle vector,
-# stablemax CE + 0.5 q-halt BCE, EMA 0.999, batch 512 drop-last, 1,100 epochs, evaluation every 5 epochs.
+# stablemax CE + 0.5 q-halt BCE, EMA 0.999, batch 512 drop-last, 1,100 epochs, evaluation every 5 epochs. (The
+# q-halt weight and the puzzle vector's lr 1e-4 and wd 1.0 are the trm's own settings: models/trm.py, TRMConfig.)
 _TRM_PAPER = dict(model_config="paper", lr=4e-5, beta1=0.9, beta2=0.95, weight_decay=1.0, decay_all=True,
                   warmup_steps=2000, grad_clip=0.0, drop_last=True, precision="bf16", loss="stablemax",
-                  q_halt_weight=0.5, puzzle_lr=1e-4, puzzle_weight_decay=1.0, ema_decay=0.999, max_epochs=1100,
+                  ema_decay=0.999, max_epochs=1100,
                   eval_every_epochs=5, ckpt_linear_from=50_000, ckpt_every=50_000)
 _SMOKE = dict(max_steps=60, eval_every=20, batch_size=64, warmup_steps=10, ckpt_dense_every=10, ckpt_dense_until=30,
               ckpt_linear_from=40, ckpt_every=20, eval_bridge_use=64)
@@ -190,9 +187,9 @@ TRAIN_PRESETS: dict[tuple[str, str], dict] = {
     ("trm", "mini"): {**_TRM_PAPER, "model_config": "mini", "lr": 1e-4, "warmup_steps": 1500, "max_epochs": 800},
     # The CPU trm (docs/calibration.md): the structure kept (two shared post-norm blocks, token and channel mixing,
     # H/L recursion with gradients through the last H-cycle, a puzzle prefix, an untied head) at width 64, with a
-    # recipe that learns on a CPU in minutes: lr 6e-3, wd 0.1 on every weight, CE, EMA 0.99, no q-halt loss.
+    # recipe that learns on a CPU in minutes: lr 6e-3, wd 0.1 on every weight, CE, EMA 0.99 (and no q-halt loss: model config micro).
     ("trm", "micro"): {**_TRM_PAPER, "model_config": "micro", "lr": 6e-3, "weight_decay": 0.1, "loss": "ce",
-                       "q_halt_weight": 0.0, "ema_decay": 0.99, "warmup_steps": 100, "batch_size": 256,
+                       "ema_decay": 0.99, "warmup_steps": 100, "batch_size": 256,
                        "max_epochs": 0, "max_steps": 12_000, "eval_every_epochs": 0,
                        "eval_every": 500, "ckpt_linear_from": 10_000, "ckpt_every": 10_000},
     ("trm", "smoke"): {**_TRM_PAPER, **_SMOKE, "model_config": "smoke", "lr": 1e-3, "max_epochs": 0,
@@ -216,14 +213,13 @@ def resolve_train_config(family: str, preset: str, overrides: dict | None = None
 
 
 RECIPE_KEYS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decay_all", "warmup_steps", "grad_clip", "batch_size",
-               "drop_last", "precision", "loss", "loss_positions", "q_halt_weight", "puzzle_lr", "puzzle_weight_decay",
-               "ema_decay", "grokfast_alpha", "grokfast_lambda", "max_steps", "max_epochs")
+               "drop_last", "precision", "loss", "loss_positions", "ema_decay", "grokfast_alpha", "grokfast_lambda",
+               "max_steps", "max_epochs")
 # torch.compile on a CPU when train.compile is unset: on for a family from this many budgeted steps, where
 # benchmarks/bench_compile_cpu.py measured the gain paying for a cold compile (2 threads, torch 2.13): the micro trm
 # step 1.36x faster, paying after about 3,400 steps (25 s to compile); the micro gpt 1.03x, paying only after about
 # 16,000, so it stays eager. docs/calibration.md §7.
 CPU_COMPILE_FROM_STEPS = {"trm": 5_000}
-SIZED_FROM_DATA = ("d_vocab", "n_ctx", "seq_len", "forward_dtype")
 
 
 def recipe_deviations(family_name: str, model_cfg, cfg: TrainConfig) -> dict[str, list]:
@@ -236,6 +232,6 @@ def recipe_deviations(family_name: str, model_cfg, cfg: TrainConfig) -> dict[str
     fam = model_family(family_name)
     paper_model = fam.config_cls(**fam.named_configs[paper.model_config])
     for f in dataclasses.fields(paper_model):
-        if f.name not in SIZED_FROM_DATA and getattr(paper_model, f.name) != getattr(model_cfg, f.name):
+        if f.name not in fam.config_cls.SIZED_FROM_DATA and getattr(paper_model, f.name) != getattr(model_cfg, f.name):
             out[f"model.{f.name}"] = [getattr(paper_model, f.name), getattr(model_cfg, f.name)]
     return out

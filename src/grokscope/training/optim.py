@@ -20,7 +20,7 @@ class SignSGD(torch.optim.Optimizer):
 
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, lr: float, weight_decay: float):
+    def __init__(self, params, lr: float = 1e-4, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
 
     @torch.no_grad()
@@ -38,8 +38,9 @@ class SignSGD(torch.optim.Optimizer):
 
 
 def make_optimizers(model, cfg, device: str = "cpu") -> list[torch.optim.Optimizer]:
-    """AdamW over the family's decay groups, plus SignSGD for groups that name it. On CUDA AdamW is fused (one
-    kernel for every parameter); on the CPU the default implementation keeps resume bit-identical."""
+    """AdamW over the family's decay groups, plus SignSGD for groups that name it (at the lr and decay the family
+    gives them). On CUDA AdamW is fused (one kernel for every parameter); on the CPU the default implementation
+    keeps resume bit-identical."""
     groups = model.param_groups(cfg.weight_decay, cfg.decay_all)
     adam = [g for g in groups if g.get("optimizer", "adamw") == "adamw"]
     sign = [g for g in groups if g.get("optimizer") == "signsgd"]
@@ -49,8 +50,7 @@ def make_optimizers(model, cfg, device: str = "cpu") -> list[torch.optim.Optimiz
     opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                                            eps=cfg.eps, **fused)]
     if sign:
-        opts.append(SignSGD([p for g in sign for p in g["params"]], lr=cfg.puzzle_lr,
-                            weight_decay=cfg.puzzle_weight_decay))
+        opts.append(SignSGD(sign))
     return opts
 
 

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from grokscope.artifacts import upgrade_settings
 from grokscope.config import from_dict, route_sets, split_set_items, to_dict
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, config_from_dict, family, model_config
@@ -89,4 +90,7 @@ class RunSpec:
                                                           *(f"missing key {k!r}" for k in missing)]))
         if data["family"] not in FAMILIES:
             raise GrokscopeError(f"{where}: unknown family {data['family']!r}; choose one of {', '.join(FAMILIES)}")
+        if isinstance(data["train"], dict) and isinstance(data["model"], dict):  # a spec file an older version wrote
+            train, model = upgrade_settings(data["family"], data["train"], data["model"])
+            data = {**data, "train": train, "model": model}
         return cls(**data)

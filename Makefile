@@ -28,6 +28,7 @@ study: setup
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -m gpu tests/test_gpu.py --device cpu --quick
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_data.py

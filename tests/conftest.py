@@ -1,5 +1,6 @@
 """Shared fixtures: tiny datasets built once per session, a CLI runner that returns (code, stdout, stderr), and
-tiny trained models (a smoke gpt and a smoke trm) shared by the analysis, transfer and interop tests."""
+tiny trained models (a smoke gpt and a smoke trm) shared by the analysis, transfer and interop tests; the
+``--device`` and ``--quick`` options of the device checks (tests/test_gpu.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ import pytest
 from grokscope.cli import main
 from grokscope.data.build import build_dataset
 from grokscope.data.config import DATA_PRESETS, REGIMES
+
+
+def pytest_addoption(parser):
+    """Options of the device checks (tests/test_gpu.py): ``pytest -m gpu tests/test_gpu.py --device cpu --quick``
+    runs every CUDA check on the CPU at small sizes, so its code path is exercised on a machine without a GPU."""
+    group = parser.getgroup("grokscope device checks")
+    group.addoption("--device", default="cuda", choices=("cuda", "cpu"),
+                    help="the device the gpu-marked tests run on (default cuda: skipped without CUDA)")
+    group.addoption("--quick", action="store_true", default=False,
+                    help="small step counts for the gpu-marked tests (a dry run of their code paths)")
 
 
 def run_cli(*args) -> int:

@@ -281,8 +281,7 @@ def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | N
         raise GrokscopeError("the two runs have different vocabularies; compare runs trained on the same graph")
     rows = sample_rows(np.concatenate([ds.probe(t) for t in resolve_probes(ds, probes)]), TRACE_EXAMPLES)
     result = {"kind": COMPARE_KIND, "a": f"{run_a}@{step_a}", "b": f"{run_b}@{step_b}", "step_a": step_a,
-              "step_b": step_b,
-              **compare_paths(model_a, model_b, ds, rows)}
+              "step_b": step_b, "device": device, **compare_paths(model_a, model_b, ds, rows)}
     if out is not None:  # one file, written whole by a rename (no lock: it would leave a .lock in a user's folder)
         check_compare_target(Path(out))  # again: another process may have written it meanwhile
         artifacts.write_json_atomic(Path(out), result)

@@ -124,7 +124,13 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
 
 
 def ran_with(job: Job) -> dict | None:
-    """What a finished training or fine-tuning job actually ran with, from its own files: seed, device, versions."""
+    """What a finished job actually ran with, from its own files: for a training or fine-tuning job the seed, device,
+    threads and versions; for an analysis or a comparison the device its models ran on."""
+    if job.stage in ("analyze", "compare"):
+        try:  # the analysis summary / the comparison file (older ones have no device: None)
+            return {"device": artifacts.read_json(job.done, "re-run the job").get("device")}
+        except GrokscopeError:
+            return None
     if job.stage not in ("train", "transfer") or not (job.out / "summary.json").exists():
         return None
     try:

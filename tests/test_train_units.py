@@ -240,3 +240,43 @@ def test_scalar_log_writes_every_number_of_an_evaluation(monkeypatch, tmp_path):
     quiet.write({"step": 0, "train_loss": 1.0})
     quiet.close()
     assert quiet.writer is None and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("family", ["gpt", "trm"])
+def test_stacked_runs_optimiser_and_ema_steps_taken_together_equal_one_by_one(family):
+    """The vmap backend steps every run's AdamW groups as one multi-tensor call per setting and every EMA as one
+    lerp per decay (loop.apply_gradients_together): weights, moments, step counters and EMA equal stepping each run
+    alone, bit for bit, with runs that share their settings and one that differs (its own call)."""
+    from grokscope.training.loop import apply_gradients, apply_gradients_together
+    from grokscope.training.state import TrainState
+
+    cfgs = [TrainConfig(ema_decay=0.9, grad_clip=1.0, precision="fp32", lr=lr) for lr in (1e-3, 1e-3, 3e-3)]
+
+    def runs():
+        out = []
+        for seed, cfg in enumerate(cfgs):
+            torch.manual_seed(seed)
+            out.append(TrainState(_model(family), cfg, 100, "cpu"))
+        return out
+    alone, together = runs(), runs()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [[torch.randn(p.shape, generator=gen) for p in s.model.parameters()] for s in alone]
+        losses = torch.rand(len(cfgs), generator=gen)
+        for states in (alone, together):
+            for state, gs in zip(states, grads):
+                for p, g in zip(state.model.parameters(), gs):
+                    p.grad = g.clone()
+        for k, (state, cfg) in enumerate(zip(alone, cfgs)):
+            apply_gradients(state, cfg, losses[k])
+        apply_gradients_together(together, cfgs, losses)
+    for a, b in zip(alone, together):
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.equal(x, y), name
+        for oa, ob in zip(a.optimizers, b.optimizers):
+            sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+        assert all(torch.equal(a.ema.shadow[k], b.ema.shadow[k]) for k in a.ema.shadow)
+        assert a.take_train_loss() == b.take_train_loss()
+    # the runs moved (a step that did nothing would pass the comparisons above)
+    assert not torch.equal(next(alone[0].model.parameters()), next(runs()[0].model.parameters()))

@@ -30,6 +30,7 @@ from grokscope.models.registry import build_model, family_of
 from grokscope.training.config import (CPU_COMPILE_FROM_STEPS, MAX_STEPS, TrainConfig, parse_rule, recipe_deviations,
                                        rule_holds)
 from grokscope.training.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
+from grokscope.training.optim import EMA, step_together
 from grokscope.training.progress import Progress
 from grokscope.training.scalars import ScalarLog
 from grokscope.training.schedule import checkpoint_steps, lr_at
@@ -378,6 +379,29 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
     if state.ema is not None:
         state.ema.update(model)
     state.add_loss(loss)
+
+
+def apply_gradients_together(states: list[TrainState], cfgs: list[TrainConfig], losses: torch.Tensor) -> None:
+    """``apply_gradients`` for runs stepped together (the vmap backend): each run's Grokfast filter and clipping,
+    then every run's optimiser steps as few multi-tensor calls (``optim.step_together``) and every run's EMA as one
+    lerp per decay, instead of a few launches per run. Equal to stepping the runs one by one, bit for bit. Runs with
+    a GradScaler (fp16) take the per-run path: each scaler decides its own step."""
+    if any(state.scaler is not None for state in states):
+        for k, (state, cfg) in enumerate(zip(states, cfgs)):
+            apply_gradients(state, cfg, losses[k])
+        return
+    for state, cfg in zip(states, cfgs):
+        if state.grokfast is not None:
+            state.grokfast.apply(state.model, guard=False)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    step_together([opt for state in states for opt in state.optimizers])
+    for state in states:
+        for opt in state.optimizers:
+            opt.zero_grad(set_to_none=True)
+    EMA.update_together([(state.ema, state.model) for state in states if state.ema is not None])
+    for k, state in enumerate(states):
+        state.add_loss(losses[k])
 
 
 def _stop_check(loop, step: int, plan: Budget, cfg: TrainConfig, elapsed: float) -> bool:

@@ -81,8 +81,52 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dic
     opt.load_state_dict({"state": state, "param_groups": [{**g, **impl} for g in groups]})
 
 
+# The settings under which two AdamW parameter groups' steps are one call of torch's ``adam`` (decoupled decay).
+_ADAM_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable",
+              "fused", "decoupled_weight_decay")
+
+
+@torch.no_grad()
+def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
+    """``opt.step()`` for every optimiser of several runs, the AdamW groups that agree on every setting (a stack of
+    seeds or regimes: all of them) as one multi-tensor call instead of one per run. Each run keeps its own state
+    (moments and step counters, initialised as AdamW does), and every tensor gets the arithmetic ``AdamW.step``
+    gives it, so the weights and checkpoints equal stepping the runs one by one, bit for bit. Other optimisers (the
+    trm's SignSGD) step on their own."""
+    from torch.optim.adam import adam
+
+    calls: dict[tuple, tuple[list, ...]] = {}
+    for opt in optimizers:
+        if type(opt) is not torch.optim.AdamW:
+            opt.step()
+            continue
+        for group in opt.param_groups:
+            lists: tuple[list, ...] = ([], [], [], [], [], [])
+            has_complex = opt._init_group(group, *lists)  # AdamW.step's own bookkeeping: lazy state, grads
+            merged = calls.setdefault((*(group[k] for k in _ADAM_KEYS), has_complex), ([], [], [], [], [], []))
+            for into, part in zip(merged, lists):
+                into.extend(part)
+    for key, lists in calls.items():
+        settings = dict(zip(_ADAM_KEYS, key[:-1]))
+        beta1, beta2 = settings.pop("betas")
+        adam(*lists, has_complex=key[-1], beta1=beta1, beta2=beta2, grad_scale=None, found_inf=None, **settings)
+
+
 class EMA:
     """Exponential moving average of the weights, updated after every optimiser step (He et al.'s TRM recipe)."""
+
+    @staticmethod
+    @torch.no_grad()
+    def update_together(pairs: list[tuple["EMA", nn.Module]]) -> None:
+        """``ema.update(model)`` for several runs: one multi-tensor lerp per decay value instead of one per run."""
+        by_decay: dict[float, tuple[list, list]] = {}
+        for ema, model in pairs:
+            weights = model.state_dict()
+            shadows, values = by_decay.setdefault(ema.decay, ([], []))
+            shadows.extend(ema.shadow.values())
+            values.extend(weights[k].float() for k in ema.shadow)
+        for decay, (shadows, values) in by_decay.items():
+            torch._foreach_lerp_(shadows, values, 1 - decay)
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay

@@ -28,8 +28,8 @@ from torch.func import functional_call, vmap
 from grokscope import artifacts
 from grokscope.data.encoding import Encoded
 from grokscope.errors import GrokscopeError
-from grokscope.training.loop import (RunRequest, Session, apply_gradients, drive, drive_alone, make_train_step,
-                                  set_learning_rates, train_request)
+from grokscope.training.loop import (RunRequest, Session, apply_gradients_together, drive, drive_alone,
+                                  make_train_step, set_learning_rates, train_request)
 
 BACKENDS = ("auto", "loop", "vmap")
 
@@ -120,7 +120,8 @@ class VmapSteps:
 
     Each run's parameters are views into one stacked tensor per parameter name (``param.data = stacked[k]``), so the
     runs' own optimisers update the stack in place and evaluation, checkpoints and EMA see every run's weights as
-    usual. The stack is rebuilt when a run stops. A step at which the runs' batches differ in size (an epoch ends
+    usual. The runs' optimiser and EMA steps are taken together (``loop.apply_gradients_together``: a few
+    multi-tensor calls for the whole stack, each run's state its own). The stack is rebuilt when a run stops. A step at which the runs' batches differ in size (an epoch ends
     sooner for a smaller training set) is taken run by run."""
 
     def __init__(self, sessions: list[Session]):
@@ -173,4 +174,4 @@ class VmapSteps:
             for name in self.names:
                 grad = leaves[name].grad
                 own[name].grad = None if grad is None else grad[k]
-            apply_gradients(session.state, session.cfg, losses[k])
+        apply_gradients_together([s.state for s in active], [s.cfg for s in active], losses)

@@ -430,6 +430,20 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
         assert Manifest(tmp_path, {**data, "jobs": {name: entry}}).changes(job) == []
     entry["resolved"]["train"]["puzzle_lr"] = 5e-4
     assert Manifest(tmp_path, {**data, "jobs": {name: entry}}).changes(job) == ["model.puzzle_lr: 0.0005 -> 0.0001"]
+    # the same for a sweep's recorded points: a sweep recorded by 0.1.0 continues without --fresh
+    from grokscope.sweeps import _changed_points, sweep_jobs
+
+    _, _, points = sweep_jobs("phase", ["data.phi=7.2"], tmp_path / "sw", "trm")
+    point = points[0][1]
+    point.done.parent.mkdir(parents=True, exist_ok=True)
+    point.done.write_text("{}")
+    legacy = {"train": {**point.resolved["train"], "puzzle_lr": 1e-4, "puzzle_weight_decay": 1.0,
+                        "q_halt_weight": 0.0},
+              "model": {k: v for k, v in point.resolved["model"].items()
+                        if k not in ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")}}
+    assert _changed_points({point.name: {**point.resolved, **legacy}}, [point]) == []
+    legacy["train"]["puzzle_lr"] = 5e-4
+    assert "model.puzzle_lr" in _changed_points({point.name: {**point.resolved, **legacy}}, [point])[0]
 
 
 def test_critical_range_comes_out_each_way():

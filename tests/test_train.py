@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from grokscope import artifacts, runs
+from grokscope.errors import GrokscopeError
 from grokscope.training.config import TrainConfig
 from grokscope.training.schedule import checkpoint_steps
 from conftest import wait_until
@@ -132,8 +133,13 @@ def test_a_run_recorded_with_the_trm_settings_under_train_resumes_and_equals_one
     # a gpt never used them: they are dropped, not moved
     gpt = {"train": {"lr": 1e-3, "q_halt_weight": 0.0, "puzzle_lr": 1e-4}, "model": {"d_model": 8}}
     assert artifacts.upgrade_settings("gpt", gpt["train"], gpt["model"]) == ({"lr": 1e-3}, {"d_model": 8})
-    # a value already in the model config wins over a stale one under train
-    assert artifacts.upgrade_settings("trm", {"puzzle_lr": 1.0}, {"puzzle_lr": 2.0}) == ({}, {"puzzle_lr": 2.0})
+    # the same value in both places is read once; two values is a hand-edited record: one line naming both
+    assert artifacts.upgrade_settings("trm", {"puzzle_lr": 2.0}, {"puzzle_lr": 2.0}) == ({}, {"puzzle_lr": 2.0})
+    with pytest.raises(GrokscopeError, match=r"train.puzzle_lr=1.0 vs model.puzzle_lr=2.0"):
+        artifacts.upgrade_settings("trm", {"puzzle_lr": 1.0}, {"puzzle_lr": 2.0})
+    # --set under its old section says where it lives now
+    code, _, err = cli(*common[:-2], "--set", "train.q_halt_weight=0.5", "--out", tmp_path / "moved")
+    assert code == 2 and "not a train setting but a model one: --set model.q_halt_weight=0.5" in err
     # the gpt has no such setting: one line, naming it
     code, _, err = cli("train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set", "q_halt_weight=0.5",
                        "--out", tmp_path / "gpt")

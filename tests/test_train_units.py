@@ -280,3 +280,41 @@ def test_stacked_runs_optimiser_and_ema_steps_taken_together_equal_one_by_one(fa
         assert a.take_train_loss() == b.take_train_loss()
     # the runs moved (a step that did nothing would pass the comparisons above)
     assert not torch.equal(next(alone[0].model.parameters()), next(runs()[0].model.parameters()))
+
+
+def test_stacked_steps_resume_from_a_checkpoints_groups():
+    """A checkpoint keeps the optimiser groups as JSON (betas come back as a list): a resumed stack steps together
+    like a fresh one, and a family's SignSGD group without its own lr and decay is refused."""
+    import json as json_
+
+    from grokscope.training.optim import load_optimizer_tensors, optimizer_tensors, step_together
+
+    def one_run():
+        torch.manual_seed(0)
+        model = _model("gpt")
+        return model, make_optimizers(model, TrainConfig())
+
+    (a, opts_a), (b, opts_b) = one_run(), one_run()
+    for model, opts in ((a, opts_a), (b, opts_b)):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opts[0].step()
+    tensors, groups = optimizer_tensors(opts_b[0], "adamw")
+    load_optimizer_tensors(opts_b[0], "adamw", tensors, json_.loads(json_.dumps(groups)))
+    assert isinstance(opts_b[0].param_groups[0]["betas"], list)  # as a resumed run holds them
+    for model in (a, b):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 0.5)
+    opts_a[0].step()
+    step_together(opts_b)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+    class NoOwnLr(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+
+        def param_groups(self, weight_decay, decay_all):
+            return [{"params": [self.w], "optimizer": "signsgd"}]
+    with pytest.raises(ValueError, match="own lr and weight_decay"):
+        make_optimizers(NoOwnLr(), TrainConfig())

@@ -115,19 +115,25 @@ def read_yaml(path: Path, fix: str, kind: type = dict):
 
 
 RUN_SECTIONS = ("data", "model", "train")
-# Settings that older versions (up to 0.1.0) recorded under ``train`` and that now belong to one family's model
-# config: the trm's q-halt weight and its puzzle vector's SignSGD lr and decay (the gpt never used them).
+# Settings that version 0.1.0 recorded under ``train`` and that from 0.2.0 belong to one family's model config: the
+# trm's q-halt weight and its puzzle vector's SignSGD lr and decay (the gpt never used them).
 MOVED_TO_MODEL = {"trm": ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")}
 LEGACY_TRAIN_KEYS = ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")
 
 
 def upgrade_settings(family: str, train: dict, model: dict) -> tuple[dict, dict]:
-    """A run's recorded (train, model) settings in today's layout: keys an older version kept under ``train`` move
-    to the family's model config (a value already there wins) or, for a family that never used them, are dropped.
-    Returns new dicts; nothing on disk is rewritten, so an older version can still read its own files."""
+    """A run's recorded (train, model) settings in today's layout: keys 0.1.0 kept under ``train`` move to the
+    family's model config or, for a family that never used them, are dropped. Returns new dicts (this reader
+    rewrites nothing; a resumed run writes its config.yaml anew, in today's layout). A key recorded in both places
+    with two values is an error: the record was edited by hand."""
     if not any(key in train for key in LEGACY_TRAIN_KEYS):
         return train, model
     moved = MOVED_TO_MODEL.get(family, ())
+    clash = [k for k in moved if k in train and k in model and train[k] != model[k]]
+    if clash:
+        both = ", ".join(f"train.{k}={train[k]!r} vs model.{k}={model[k]!r}" for k in clash)
+        raise GrokscopeError(f"{family} settings recorded twice with two values ({both}); keep the model one and "
+                             f"delete the other")
     model = {**{k: train[k] for k in moved if k in train}, **model}
     return {k: v for k, v in train.items() if k not in LEGACY_TRAIN_KEYS}, model
 

@@ -201,8 +201,13 @@ def route_sets(items: list[tuple[str, Any]], sections: dict[str, type | None]) -
         section, dot, name = key.partition(".")
         if dot and section in sections:
             if known[section] is not None and name not in known[section]:
-                problems.append(f"unknown {section} key {name!r} in --set {key}; valid keys: "
-                                f"{', '.join(sorted(known[section]))}")
+                elsewhere = [s for s, names in known.items() if names is not None and name in names]
+                if elsewhere:  # e.g. a setting a later version moved to another section (train -> model)
+                    problems.append(f"{name!r} is not a {section} setting but a {elsewhere[0]} one: --set "
+                                    f"{elsewhere[0]}.{name}={value}")
+                else:
+                    problems.append(f"unknown {section} key {name!r} in --set {key}; valid keys: "
+                                    f"{', '.join(sorted(known[section]))}")
                 continue
             routed[section][name] = value
             continue

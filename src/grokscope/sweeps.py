@@ -25,7 +25,7 @@ from grokscope.metrics.milestones import first_step, is_delayed
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
-from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job
+from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job, upgraded
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import data_sets, load_spec, model_sets, spec_dict
 from grokscope.training.config import TrainConfig, resolve_train_config
@@ -164,7 +164,8 @@ def _changed_points(recorded, jobs: list[Job]) -> list[str]:
     out = []
     for job in jobs:
         old = recorded.get(job.name)
-        if isinstance(old, dict) and job.done.exists() and (diff := differences(old, job.resolved)):
+        if isinstance(old, dict) and job.done.exists() and (diff := differences(upgraded(old, job),
+                                                                                  job.resolved)):
             out.append(f"{job.name} ({'; '.join(diff[:2])})")
     return out
 

@@ -187,7 +187,8 @@ TRAIN_PRESETS: dict[tuple[str, str], dict] = {
     ("trm", "mini"): {**_TRM_PAPER, "model_config": "mini", "lr": 1e-4, "warmup_steps": 1500, "max_epochs": 800},
     # The CPU trm (docs/calibration.md): the structure kept (two shared post-norm blocks, token and channel mixing,
     # H/L recursion with gradients through the last H-cycle, a puzzle prefix, an untied head) at width 64, with a
-    # recipe that learns on a CPU in minutes: lr 6e-3, wd 0.1 on every weight, CE, EMA 0.99 (and no q-halt loss: model config micro).
+    # recipe that learns on a CPU in minutes: lr 6e-3, wd 0.1 on every weight, CE, EMA 0.99 (and no q-halt loss:
+    # model config micro).
     ("trm", "micro"): {**_TRM_PAPER, "model_config": "micro", "lr": 6e-3, "weight_decay": 0.1, "loss": "ce",
                        "ema_decay": 0.99, "warmup_steps": 100, "batch_size": 256,
                        "max_epochs": 0, "max_steps": 12_000, "eval_every_epochs": 0,

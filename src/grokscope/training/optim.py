@@ -46,6 +46,10 @@ def make_optimizers(model, cfg, device: str = "cpu") -> list[torch.optim.Optimiz
     sign = [g for g in groups if g.get("optimizer") == "signsgd"]
     for g in adam + sign:
         g.pop("optimizer", None)
+    for g in sign:
+        if "lr" not in g or "weight_decay" not in g:
+            raise ValueError("a signsgd parameter group must carry its own lr and weight_decay (ModelFamily."
+                             "param_groups)")
     fused = {"fused": True} if device == "cuda" else {}
     opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                                            eps=cfg.eps, **fused)]
@@ -86,6 +90,11 @@ _ADAM_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "fore
               "fused", "decoupled_weight_decay")
 
 
+# From torch 2.7 AdamW is Adam with decoupled decay (its groups and ``_init_group`` are Adam's); before, its steps
+# are taken one optimiser at a time.
+_ADAMW_IS_ADAM = issubclass(torch.optim.AdamW, torch.optim.Adam)
+
+
 @torch.no_grad()
 def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
     """``opt.step()`` for every optimiser of several runs, the AdamW groups that agree on every setting (a stack of
@@ -97,13 +106,15 @@ def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
 
     calls: dict[tuple, tuple[list, ...]] = {}
     for opt in optimizers:
-        if type(opt) is not torch.optim.AdamW:
+        if type(opt) is not torch.optim.AdamW or not _ADAMW_IS_ADAM:
             opt.step()
             continue
         for group in opt.param_groups:
             lists: tuple[list, ...] = ([], [], [], [], [], [])
             has_complex = opt._init_group(group, *lists)  # AdamW.step's own bookkeeping: lazy state, grads
-            merged = calls.setdefault((*(group[k] for k in _ADAM_KEYS), has_complex), ([], [], [], [], [], []))
+            # (a group restored from a checkpoint holds betas as a list: JSON has no tuples)
+            key = tuple(tuple(group[k]) if k == "betas" else group[k] for k in _ADAM_KEYS)
+            merged = calls.setdefault((*key, has_complex), ([], [], [], [], [], []))
             for into, part in zip(merged, lists):
                 into.extend(part)
     for key, lists in calls.items():

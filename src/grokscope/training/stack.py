@@ -121,8 +121,9 @@ class VmapSteps:
     Each run's parameters are views into one stacked tensor per parameter name (``param.data = stacked[k]``), so the
     runs' own optimisers update the stack in place and evaluation, checkpoints and EMA see every run's weights as
     usual. The runs' optimiser and EMA steps are taken together (``loop.apply_gradients_together``: a few
-    multi-tensor calls for the whole stack, each run's state its own). The stack is rebuilt when a run stops. A step at which the runs' batches differ in size (an epoch ends
-    sooner for a smaller training set) is taken run by run."""
+    multi-tensor calls for the whole stack, each run's state its own). The stack is rebuilt when a run stops. A
+    step at which the runs' batches differ in size (an epoch ends sooner for a smaller training set) is taken run
+    by run."""
 
     def __init__(self, sessions: list[Session]):
         self.one_by_one = LoopSteps(sessions)

@@ -32,12 +32,15 @@ PresetOpt = typer.Option("micro", "--preset", "-p", help="Scale preset: smoke, m
 DataSetOpt = typer.Option(None, "--set", "-s", help="Override a generator parameter: --set data.num_entities=300 "
                                                     "(or num_entities=300).")
 SeedOpt = typer.Option(None, help="Random seed (default 0).", min=0)
+# Every --out is declared readable=False: click checks an existing path's readability with a second system call
+# after stat, which a concurrent command replacing that folder (an atomic swap) can fall between, giving a usage
+# box instead of one line. The API checks its output folder itself and reports a problem in one line.
 
 
 # ------------------------------------------------------------------------------------------------ data
 @data_app.command("build")
 def data_build(
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Dataset folder to write."),
     preset: str = PresetOpt,
     regime: Optional[str] = typer.Option(
         None, help="Augmentation regime: natural, both_full, both_half, first_full, second_full."),
@@ -56,7 +59,7 @@ def data_build(
 
 @data_app.command("family")
 def data_family(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to hold one dataset folder per regime."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Folder to hold one dataset folder per regime."),
     preset: str = PresetOpt,
     seed: Optional[int] = SeedOpt,
     overrides: Optional[list[str]] = DataSetOpt,
@@ -75,7 +78,7 @@ def data_family(
 @data_app.command("transfer")
 def data_transfer(
     parent: Path = typer.Argument(..., help="A pre-training dataset folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Transfer dataset folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Transfer dataset folder to write."),
     overrides: Optional[list[str]] = DataSetOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
@@ -102,7 +105,7 @@ def data_show(
 @data_app.command("export")
 def data_export(
     path: Path = typer.Argument(..., help="Dataset folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the original-format JSON files."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Folder for the original-format JSON files."),
     fmt: str = typer.Option("original", "--format", help="Export format (only 'original')."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export."),
 ) -> None:
@@ -115,7 +118,7 @@ def data_export(
 @data_app.command("import")
 def data_import(
     folder: Path = typer.Argument(..., help="Folder with train.json, valid.json, test.json, vocab.json."),
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Dataset folder to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
 ) -> None:
     """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
@@ -135,7 +138,7 @@ def train_cmd(
     overrides: Optional[list[str]] = typer.Option(
         None, "--set", "-s", help="Override a setting: --set train.lr=1e-3 --set model.d_model=64 (bare keys: the "
                                   "section that has them)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force_config: bool = typer.Option(False, "--force-config", help="Allow --resume with a changed config."),
     device: str = DeviceOpt,
@@ -181,7 +184,7 @@ def stack_cmd(
 def transfer_cmd(
     parent: str = typer.Option(..., "--from", help="Pre-trained RUN or RUN@STEP (STEP: a number, sat, grokked or "
                                                    "last; default last)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Fine-tune run folder."),
+    out: Path = typer.Option(..., "--out", "-o", readable=False, help="Fine-tune run folder."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Transfer dataset (default: built from the "
                                                                    "parent's own dataset into OUT/data)."),
     preset: str = typer.Option("scaled", "--preset", "-p", help="Recipe: paper (lr 2e-5, eval every 50 epochs) or "
@@ -254,7 +257,7 @@ def compare_cmd(
 @export_app.command("tl")
 def export_tl_cmd(
     ref: str = typer.Argument(..., help="RUN or RUN@STEP (default: the last checkpoint)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder (default RUN/export_tl_step_<STEP>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Folder (default RUN/export_tl_step_<STEP>)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="With transformer-lens installed, build the TL model and compare logits."),
@@ -268,7 +271,7 @@ def export_tl_cmd(
 @app.command("study")
 def study_cmd(
     preset: str = typer.Option("micro", "--preset", "-p", help="smoke, micro, mini, paper, or a YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default reports/<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Study folder (default reports/<preset>)."),
     executor: str = typer.Option("local", help="local (in-process on a CPU, one job per GPU) or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
@@ -295,7 +298,7 @@ def sweep_cmd(
     preset: str = typer.Option("micro", "--preset", "-p", help="Study preset whose data and model to use."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Which model of the preset (default: the "
                                                                     "first)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default reports/sweep_<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Sweep folder (default reports/sweep_<preset>)."),
     executor: str = typer.Option("local", help="local or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address."),
     stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "

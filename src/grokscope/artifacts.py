@@ -118,7 +118,7 @@ RUN_SECTIONS = ("data", "model", "train")
 # Settings that version 0.1.0 recorded under ``train`` and that from 0.2.0 belong to one family's model config: the
 # trm's q-halt weight and its puzzle vector's SignSGD lr and decay (the gpt never used them).
 MOVED_TO_MODEL = {"trm": ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")}
-LEGACY_TRAIN_KEYS = ("q_halt_weight", "puzzle_lr", "puzzle_weight_decay")
+LEGACY_TRAIN_KEYS = tuple(dict.fromkeys(key for keys in MOVED_TO_MODEL.values() for key in keys))
 
 
 def upgrade_settings(family: str, train: dict, model: dict) -> tuple[dict, dict]:

@@ -257,7 +257,8 @@ def compare_cmd(
 @export_app.command("tl")
 def export_tl_cmd(
     ref: str = typer.Argument(..., help="RUN or RUN@STEP (default: the last checkpoint)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Folder (default RUN/export_tl_step_<STEP>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+                                       help="Folder (default RUN/export_tl_step_<STEP>)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="With transformer-lens installed, build the TL model and compare logits."),
@@ -271,7 +272,8 @@ def export_tl_cmd(
 @app.command("study")
 def study_cmd(
     preset: str = typer.Option("micro", "--preset", "-p", help="smoke, micro, mini, paper, or a YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Study folder (default reports/<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+                                       help="Study folder (default reports/<preset>)."),
     executor: str = typer.Option("local", help="local (in-process on a CPU, one job per GPU) or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
@@ -298,7 +300,8 @@ def sweep_cmd(
     preset: str = typer.Option("micro", "--preset", "-p", help="Study preset whose data and model to use."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Which model of the preset (default: the "
                                                                     "first)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Sweep folder (default reports/sweep_<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+                                       help="Sweep folder (default reports/sweep_<preset>)."),
     executor: str = typer.Option("local", help="local or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address."),
     stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "

@@ -360,24 +360,28 @@ def set_learning_rates(state: TrainState, cfg: TrainConfig, step: int) -> None:
             group["lr"] = lr_at(step, cfg, base)
 
 
+def filter_gradients(state: TrainState, cfg: TrainConfig) -> None:
+    """Between backward (unscaled) and the optimiser step: the Grokfast filter, then global-norm clipping."""
+    if state.grokfast is not None:
+        # With a GradScaler it skips itself on an overflow step (the scaler skips that step too).
+        state.grokfast.apply(state.model, guard=state.scaler is not None)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+
+
 def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> None:
     """Everything after backward: unscale, Grokfast, clipping, the optimiser steps, EMA, the loss accumulator."""
-    model = state.model
     if state.scaler is not None:
         for opt in state.optimizers:
             state.scaler.unscale_(opt)
-    if state.grokfast is not None:
-        # With a GradScaler it skips itself on an overflow step (the scaler skips that step too).
-        state.grokfast.apply(model, guard=state.scaler is not None)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    filter_gradients(state, cfg)
     for opt in state.optimizers:
         state.scaler.step(opt) if state.scaler is not None else opt.step()
         opt.zero_grad(set_to_none=True)
     if state.scaler is not None:
         state.scaler.update()
     if state.ema is not None:
-        state.ema.update(model)
+        state.ema.update(state.model)
     state.add_loss(loss)
 
 
@@ -391,10 +395,7 @@ def apply_gradients_together(states: list[TrainState], cfgs: list[TrainConfig], 
             apply_gradients(state, cfg, losses[k])
         return
     for state, cfg in zip(states, cfgs):
-        if state.grokfast is not None:
-            state.grokfast.apply(state.model, guard=False)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        filter_gradients(state, cfg)
     step_together([opt for state in states for opt in state.optimizers])
     for state in states:
         for opt in state.optimizers:

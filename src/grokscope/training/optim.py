@@ -144,11 +144,9 @@ class EMA:
         self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()
                        if v.dtype.is_floating_point}
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """One multi-tensor kernel for every weight (a launch-bound small model paid one per tensor)."""
-        weights = model.state_dict()
-        torch._foreach_lerp_(list(self.shadow.values()), [weights[k].float() for k in self.shadow], 1 - self.decay)
+        EMA.update_together([(self, model)])
 
     def load(self, weights: dict, device) -> None:
         self.shadow = {k: weights[k].float().to(device).clone() for k in self.shadow}

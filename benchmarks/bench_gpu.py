@@ -11,9 +11,9 @@ Parts (``--parts``, default all; each prints its elapsed time when it finishes):
 - ``gpt``: gpt ``wang`` (8 x 768, batch 512, fp16 + GradScaler on CUDA): the grokscope trainer step against HF
   GPT2LMHeadModel of the same size (needs the ``hf`` extra), both eager. Ratio: HF ms / grokscope ms;
 - ``micro``: the micro gpt in the full trainer (evaluations included): steps/s;
-- ``stack``: K micro gpt runs stacked in one process against one run alone, both eager (``train.compile=false``:
-  the vmap backend runs eager, so the lone run must too to compare like with like). Ratio: aggregate steps/s of
-  the stack / steps/s alone.
+- ``stack``: K micro gpt runs stacked in one process against one run alone, like with like: both at the device's
+  default, compiled on CUDA (the vmap stack compiles one graph for all its runs), eager on a CPU; timed after a
+  warm-up that holds the compiles. Ratio: aggregate steps/s of the stack / steps/s alone.
 
 Every timed row: ms per step (median of 30 synchronised steps after 10 warm-up steps, which include compiling),
 peak memory (CUDA ``max_memory_allocated`` since the row began, building the model included; None on a CPU) and
@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import authors_trm  # noqa: E402
-from grokscope import api, runtime  # noqa: E402
+from grokscope import api, artifacts, runtime  # noqa: E402
 from grokscope.data.encoding import SEQ_LEN, training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
 from grokscope.errors import GrokscopeError  # noqa: E402
@@ -283,21 +283,27 @@ def part_micro(ctx: Context) -> list[dict]:
 
 
 def part_stack(ctx: Context) -> list[dict]:
-    """k stacked runs against one alone, evaluation only at the ends, both eager."""
-    k, steps = (2, 10) if ctx.quick else (ctx.stack_k, 300)
+    """k stacked runs against one alone, both at the device's default (compiled on CUDA, eager on a CPU), timed from
+    the evaluation after the warm-up (compiles included there) to the end."""
+    k, steps, warm = (2, 10, 5) if ctx.quick else (ctx.stack_k, 300, 100)
     data, root = ctx.dataset("micro"), ctx.root / "stack"
-    sets = [f"train.max_steps={steps}", f"train.eval_every={steps}", "train.eval_bridge_use=0", "train.compile=false"]
+    sets = [f"train.max_steps={steps}", f"train.eval_every={warm}", "train.eval_bridge_use=0"]
+
+    def steps_per_s(run: Path) -> float:
+        """Steps per second between the first evaluation after the warm-up and the last: every step in between
+        plus the evaluations there, no compile."""
+        wall = {r["step"]: r["wall_seconds"] for r in artifacts.read_metrics(run)}
+        return (steps - warm) / (wall[steps] - wall[warm])
     reset_peak(ctx.device)
-    t0 = time.perf_counter()
     api.train(data, root / "alone", "gpt", "micro", sets, device=ctx.device, quiet=True)
-    alone, alone_peak = steps / (time.perf_counter() - t0), peak_mib(ctx.device)
+    alone, alone_peak = steps_per_s(root / "alone"), peak_mib(ctx.device)
     reset_peak(ctx.device)
-    t0 = time.perf_counter()
     api.train(spec=[RunSpec.build(data, root / f"k{i}", "gpt", "micro", [*sets, f"train.seed={i}"],
                                   device=ctx.device, quiet=True) for i in range(k)])
-    aggregate = k * steps / (time.perf_counter() - t0)
+    aggregate = k * steps_per_s(root / "k0")  # the runs step in lockstep: one run's rate is the stack's step rate
     backend = "vmap" if ctx.device == "cuda" else "loop"  # the auto backend (training/stack.py)
-    note = "eager (train.compile=false) both: the vmap backend runs eager"
+    compiled = "compiled" if ctx.device == "cuda" else "eager"
+    note = f"{compiled} both (the device's default); timed from step {warm} to {steps}, evaluations included"
     shutil.rmtree(root, ignore_errors=True)
     return [row("stack", "gpt micro", "1 run alone", steps_per_s=alone, peak_mib=alone_peak, note=note),
             row("stack", "gpt micro", f"{k} runs stacked ({backend})", steps_per_s=aggregate,

@@ -40,11 +40,36 @@ def test_auto_is_the_default_and_picks_what_the_machine_has(monkeypatch, cli, tr
     assert cli("analyze", root / "gpt")[0] == 0 and seen["device"] == "cuda"
 
 
-def test_cuda_runs_allow_tf32(monkeypatch):
+def test_cuda_training_allows_tf32_and_restores_the_callers_setting(monkeypatch, tmp_path):
+    """TF32 for fp32 matmuls while a CUDA run trains, and the caller's setting back afterwards (analyses that follow
+    in one process compare with the CPU's full fp32; a notebook's own code keeps its precision), even when training
+    fails; the trainer, alone or stacked, trains inside it."""
+    from grokscope import api
+    from grokscope.training.runspec import RunSpec
+
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    runtime.configure("cuda")
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    with runtime.training_matmuls("cuda"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    with pytest.raises(KeyboardInterrupt), runtime.training_matmuls("cuda"):
+        raise KeyboardInterrupt
+    assert not torch.backends.cuda.matmul.allow_tf32
+    with runtime.training_matmuls("cpu"):
+        assert not torch.backends.cuda.matmul.allow_tf32  # a CPU run leaves CUDA's settings alone
+    entered = []
+    real = runtime.training_matmuls
+
+    def recording(device):
+        entered.append(device)
+        return real(device)
+    monkeypatch.setattr(runtime, "training_matmuls", recording)
+    api.build_data(tmp_path / "d", preset="smoke")
+    sets = ["train.max_steps=2", "train.eval_every=2", "train.threads=1"]
+    api.train(tmp_path / "d", tmp_path / "alone", "gpt", "smoke", sets, quiet=True)
+    api.train(spec=[RunSpec.build(tmp_path / "d", tmp_path / f"s{i}", "gpt", "smoke", [*sets, f"train.seed={i}"],
+                                  quiet=True) for i in range(2)])
+    assert entered == ["cpu", "cpu"]  # one run alone, one stack
 
 
 def test_precision_is_checked_against_the_device(monkeypatch):
@@ -150,6 +175,43 @@ def test_grokfast_and_ema_take_a_few_multi_tensor_ops_with_the_same_bits():
     weights = a.state_dict()
     assert all(torch.equal(ema.shadow[k], reference[k].lerp(weights[k].float(), 0.01)) for k in reference)
     assert ops.count <= 3 + len(reference)  # the state dict's views, then one lerp for every tensor
+
+
+def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_bits():
+    """Stacked runs (the vmap backend) filter their gradients together: Grokfast as three multi-tensor ops for
+    every run sharing (alpha, lambda), clipping as one multi-tensor norm for all and one scale per run. Each run's
+    gradients and average equal the per-run reference bit for bit: the guarded Grokfast formula and torch's
+    clip_grad_norm_, with one run clipped hard, one not at all and one with other Grokfast settings."""
+    from grokscope.training.optim import Grokfast, clip_together
+
+    settings = [(0.9, 2.0), (0.9, 2.0), (0.5, 1.0)]
+    max_norms = [0.05, 1e9, 1.0]
+    ours, ref = [_model_with_grads(k) for k in range(3)], [_model_with_grads(k) for k in range(3)]
+    fast, slow = [Grokfast(*a) for a in settings], [Grokfast(*a) for a in settings]
+    n_tensors = len(list(ours[0].parameters()))
+    for step in range(3):
+        gen = torch.Generator().manual_seed(step)
+        for a, b in zip(ours, ref):
+            for p, q in zip(a.parameters(), b.parameters()):
+                p.grad = torch.randn(p.shape, generator=gen)
+                q.grad = p.grad.clone()
+        with _CountOps() as ops:
+            Grokfast.apply_together([(f, {n: p.grad for n, p in m.named_parameters()}) for f, m in zip(fast, ours)])
+        if step:  # (the first step starts each average at its gradients: a copy per tensor)
+            assert ops.count <= 6 < n_tensors  # mul, add, add per (alpha, lambda): two settings
+        with _CountOps() as ops:
+            clip_together([list(m.parameters()) for m in ours], max_norms)
+        # one norm for all, the per-run totals and coefficients, then a view and a scale per run
+        assert ops.count <= 9 + 2 * len(ours) < n_tensors
+        for f, m, max_norm in zip(slow, ref, max_norms):
+            f.apply(m, guard=True)
+            torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+        for a, b in zip(ours, ref):
+            assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+    for f, g in zip(fast, slow):
+        assert all(torch.equal(f.ema[k], g.ema[k]) for k in g.ema)
+    norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])) for m in ours]
+    assert norms[0] < 0.051 and norms[1] > 1.0  # one run was clipped, one was not (the comparison saw both)
 
 
 def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monkeypatch):

@@ -5,9 +5,10 @@
 
 What they check: training of both families (fp16 + GradScaler + Grokfast for the gpt, the trm's recipe), the
 analyses and a fine-tune; a killed run resumed equals an uninterrupted one; the smoke study, its analyses on the
-device; stacked runs, vmap against loop; compiled against eager (gpt fp32, trm bf16); training steps from one
-checkpoint on the CPU, on the device eagerly and compiled, and the analysis tables on the CPU and on the device;
-no host synchronisation inside a training step (CUDA's sync-debug mode); no recompile after the first epoch.
+device; stacked runs, vmap against loop, eager and compiled; compiled against eager (gpt fp32, trm bf16); training
+steps from one checkpoint on the CPU, on the device eagerly and compiled, and the analysis tables on the CPU and on
+the device; no host synchronisation inside a training step or in drawing batches (CUDA's sync-debug mode); no
+recompile after the first epoch.
 
 On the CPU the dry run checks that the code runs, not the numbers of a GPU: there the "device" side is the CPU
 itself, so the comparisons hold trivially except compiled against eager; fp16 becomes bf16 (it needs CUDA's
@@ -53,8 +54,8 @@ LOSS_RTOL = {
     # fp32, compiled against eager: inductor fuses and reorders reductions (measured on the CPU: 1e-7 over 40 steps;
     # CUDA reductions split over thread blocks and TF32 matmuls differ more).
     "compiled_fp32": {"cpu": 1e-4, "cuda": 1e-3},
-    # fp32, CPU against CUDA: CUDA runs fp32 matmuls in TF32 (runtime.configure; a 10-bit mantissa, ~1e-3 relative
-    # per matmul); a few steps from one checkpoint stay well inside 5e-3.
+    # fp32, CPU against CUDA: CUDA trains fp32 matmuls in TF32 (runtime.training_matmuls; a 10-bit mantissa, ~1e-3
+    # relative per matmul); a few steps from one checkpoint stay well inside 5e-3.
     "devices_fp32": 5e-3,
     # bf16 (an 8-bit mantissa, 4e-3 per rounding): compiled kernels round at other points than eager ones, and the
     # difference grows over the steps of a run (measured on the CPU, trm: 3.7e-3 over 40 steps).
@@ -191,7 +192,7 @@ def no_sync_allowed(device: str):
 
 @contextlib.contextmanager
 def full_fp32(device: str):
-    """fp32 matmuls without TF32 on CUDA (training switched TF32 on for the process), restored afterwards."""
+    """fp32 matmuls without TF32 on CUDA, whatever the process had set, restored afterwards."""
     if device != "cuda":
         yield
         return
@@ -216,7 +217,8 @@ class Stepper:
         return self.train_set.take(self.state.order.next())
 
     def step(self, batch: Encoded | None = None) -> None:
-        self.step_fn(self.batch() if batch is None else batch, self.state.loop.step)
+        with runtime.training_matmuls(self.state.device):  # the matmul precision training uses (TF32 on CUDA)
+            self.step_fn(self.batch() if batch is None else batch, self.state.loop.step)
         self.state.loop.step += 1
 
 
@@ -351,8 +353,8 @@ def test_smoke_study_runs_its_analyses_on_the_device(tmp_path, device, monkeypat
 
 @pytest.mark.parametrize("family", ["gpt", "trm"])
 def test_stacked_vmap_and_loop_agree(data, tmp_path, device, quick, family, capsys):
-    """Three runs stacked by each backend, eager both (the vmap backend runs eager; the loop backend would compile on
-    CUDA, which is another comparison): the same losses and accuracies per run."""
+    """Three runs stacked by each backend, eager both (compiled stacks are the next check): the same losses and
+    accuracies per run."""
     steps = (10 if family == "trm" else 20) if quick else 60
     rows = {}
     for backend in ("loop", "vmap"):
@@ -366,6 +368,28 @@ def test_stacked_vmap_and_loop_agree(data, tmp_path, device, quick, family, caps
         rows[backend] = [artifacts.read_metrics(s.out) for s in specs]
     for loop_rows, vmap_rows in zip(rows["loop"], rows["vmap"]):
         assert_rows_close(loop_rows, vmap_rows, LOSS_RTOL["vmap"][device], SHARE_ATOL["near"])
+
+
+def test_compiled_vmap_stack_agrees_with_the_compiled_loop(data, tmp_path, device, quick, compiler, capsys):
+    """Three gpt runs (fp32) that stop at different steps, compiled by each backend: the vmap stack compiles one
+    graph for all the runs (keeping a stopped run's slot, training/stack.py) and gives each run the losses and
+    accuracies the loop backend gives it."""
+    steps = [8, 10, 12] if quick else [40, 50, 60]
+    rows = {}
+    for backend in ("loop", "vmap"):
+        specs = [RunSpec.build(data, tmp_path / f"{backend}{i}", "gpt", "smoke",
+                               ["train.precision=fp32", "train.compile=true", f"train.max_steps={n}",
+                                f"train.eval_every={steps[0] // 2}", f"train.seed={i}"], device=device, quiet=True)
+                 for i, n in enumerate(steps)]
+        graphs = compiled_graphs()
+        summaries = api.train(spec=specs, backend=backend)
+        assert [s["final_step"] for s in summaries] == steps
+        assert f"training 3 runs stacked ({backend})" in capsys.readouterr().out
+        assert compiled_graphs() > graphs  # this backend compiled its own graph
+        rows[backend] = [artifacts.read_metrics(s.out) for s in specs]
+    rtol = LOSS_RTOL["vmap"][device] + LOSS_RTOL["compiled_fp32"][device]  # both differences at once
+    for loop_rows, vmap_rows in zip(rows["loop"], rows["vmap"]):
+        assert_rows_close(loop_rows, vmap_rows, rtol, SHARE_ATOL["near"])
 
 
 def test_stacked_vmap_runs(data, tmp_path, device, quick):
@@ -461,13 +485,51 @@ SYNC_CASES = [*((family, precision, False) for family in ("gpt", "trm") for prec
               ("gpt", "fp32", True), ("trm", "bf16", True)]
 
 
+def test_a_new_epochs_batch_order_reaches_the_device_without_a_sync(device):
+    """Each epoch's order is drawn on the CPU (the same on every device) and copied from pinned memory, queued on
+    the stream: three epochs of batches drawn under the sync guard equal the CPU's."""
+    from grokscope.training.batches import BatchOrder
+
+    here, cpu = BatchOrder(10, 4, 3, False, device=device), BatchOrder(10, 4, 3, False)
+    with no_sync_allowed(device):
+        drawn = [here.next() for _ in range(9)]
+    assert [b.cpu().tolist() for b in drawn] == [cpu.next().tolist() for _ in range(9)]
+    assert here.epoch == 2 and all(b.device.type == torch.device(device).type for b in drawn)
+
+
+@pytest.mark.parametrize("family, precision", [("gpt", "fp32"), ("trm", "bf16")])
+def test_a_stacked_vmap_step_does_not_synchronise(data, tmp_path, device, monkeypatch, family, precision):
+    """Three runs on the vmap backend (eager), whose stacked steps after the first two run under the sync guard:
+    the batched forward and backward, the runs' gradient filters, optimiser and EMA steps taken together, and the
+    batches drawn (evaluations and checkpoints, between the steps, may synchronise)."""
+    from grokscope.training import stack
+
+    guarded, real_call = [], stack.VmapSteps.__call__
+
+    def call(self, active):
+        if len(guarded) < 2 and getattr(self, "warm", 0) >= 2:
+            with no_sync_allowed(device):
+                real_call(self, active)
+            guarded.append(len(active))
+        else:
+            real_call(self, active)
+        self.warm = getattr(self, "warm", 0) + 1
+    monkeypatch.setattr(stack.VmapSteps, "__call__", call)
+    sets = [f"train.precision={precision}", "train.compile=false", "train.max_steps=6", "train.eval_every=6",
+            "train.grad_clip=1.0", *(["train.grokfast_lambda=2"] if family == "gpt" else [])]
+    specs = [RunSpec.build(data, tmp_path / f"k{i}", family, "smoke", [*sets, f"train.seed={i}"], device=device,
+                           quiet=True) for i in range(3)]
+    assert [s["final_step"] for s in api.train(spec=specs, backend="vmap")] == [6] * 3
+    assert guarded == [3, 3]
+
+
 @pytest.mark.parametrize("family, precision, compiled", SYNC_CASES)
 def test_a_training_step_does_not_synchronise(data, device, request, family, precision, compiled):
     """Two trainer steps under CUDA's sync-debug mode "error", after two warm-up steps (compilation, the optimiser's
     state, the GradScaler's scale). Every family and precision eagerly: eager runs every synchronisation the Python
     code makes (a compiled graph can only remove some); compiled once per family, on graphs the other tests compile
-    too (each new graph costs a compile). The batch is drawn before the guard: a new epoch's batch order is copied
-    to the device once per epoch, a synchronisation by design. On the CPU fp16 runs as bf16, unguarded."""
+    too (each new graph costs a compile). The batch is drawn before the guard (drawing batches is checked on its
+    own above). On the CPU fp16 runs as bf16, unguarded."""
     if compiled:
         request.getfixturevalue("compiler")
     sets = [f"train.precision={precision}", *(["train.grokfast_lambda=2"] if family == "gpt" else [])]

@@ -127,3 +127,37 @@ def test_stack_cli(cli, regimes, tmp_path):
     code, _, err = cli("stack", f"train --data {data} --out {tmp_path / 'c'}", f"train --data {data} --out "
                                                                               f"{tmp_path / 'c'}")
     assert code == 2 and "same --out" in err
+
+
+def test_a_compiled_vmap_stack_keeps_stopped_runs_slots_until_half_are_idle(regimes, tmp_path, monkeypatch):
+    """A compiled graph is fixed to the stack's size (vmap specialises it), so a compiled stack rebuilds only when
+    half its slots are idle: five runs stopping one by one compile for 5 and 2 runs (the last run steps alone),
+    where the eager stack rebuilds at every stop. Both give the runs' own results (the idle slots' gradients are
+    left out): compiled with a recording backend that runs the captured graph as it is, the metrics and weights
+    equal the eager stack's bit for bit."""
+    from grokscope.training import stack
+
+    graphs, sizes = [], {"compiled": [], "eager": []}
+
+    def recording(gm, example_inputs):
+        graphs.append({x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()})
+        return gm.forward
+    real_compile, real_restack = torch.compile, stack.VmapSteps._restack
+    monkeypatch.setattr(stack.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
+    torch._dynamo.reset()
+    for mode in ("eager", "compiled"):
+        monkeypatch.setattr(stack, "compiles", lambda *a, compiled=mode == "compiled": compiled)
+        monkeypatch.setattr(stack.VmapSteps, "_restack",
+                            lambda self, active, mode=mode: (sizes[mode].append(len(active)),
+                                                             real_restack(self, active))[1])
+        members = [_kwargs(regimes / "natural", tmp_path / mode / f"s{i}", "gpt", i,
+                           (f"train.max_steps={6 + 2 * i}",)) for i in range(5)]
+        summaries = _train_stacked(members, backend="vmap")
+        assert [s["final_step"] for s in summaries] == [6, 8, 10, 12, 14]
+    torch._dynamo.reset()
+    assert sizes == {"eager": [5, 4, 3, 2], "compiled": [5, 2]}
+    assert graphs and all(g == {5} or g == {2} for g in graphs) and len(graphs) <= 4, graphs
+    for i in range(5):
+        (sa, wa, ta), (sb, wb, tb) = _final(tmp_path / "eager" / f"s{i}"), _final(tmp_path / "compiled" / f"s{i}")
+        assert sa == sb and _rows(tmp_path / "eager" / f"s{i}") == _rows(tmp_path / "compiled" / f"s{i}")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(torch.equal(ta[k], tb[k]) for k in ta)

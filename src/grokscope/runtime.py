@@ -10,6 +10,7 @@ the heap instead. This changes no numerics. On 2 cores, two multi-threaded torch
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -94,14 +95,26 @@ def cpu_compiler_available() -> bool:
 
 
 def configure(device: str, threads: int | None = None) -> None:
-    """Per-process settings for a run on ``device``: CPU threads and the allocator; on CUDA, TF32 for the fp32
-    matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full fp32 precision, several times slower)."""
+    """Per-process settings for a run on ``device``: CPU threads and the allocator."""
     if device == "cpu":
         set_threads(threads or None)
         tune_allocator()
-    elif device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def training_matmuls(device: str):
+    """While training on CUDA, TF32 for the fp32 matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full
+    fp32 precision, several times slower); the caller's setting is restored after, so the analyses that follow in
+    one process (compared with the CPU's at full fp32) and a notebook's own code keep theirs."""
+    if device != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def resolve_precision(precision: str, device: str) -> tuple[str, str | None]:

@@ -100,19 +100,20 @@ class Estimator:
 
     def _probe(self, model_cfg, cfg: TrainConfig, ds: Dataset, rows) -> float:
         """Seconds per optimiser step at ``cfg.batch_size`` on this device (median of the timed steps)."""
-        runtime.configure(self.device, cfg.threads)  # the threads, TF32 and allocator settings training uses
+        runtime.configure(self.device, cfg.threads)  # the threads and allocator settings training uses
         torch.manual_seed(0)
         model = build_model(model_cfg).to(self.device).train()
         state = TrainState(model, cfg, len(rows), self.device)
         step = make_train_step(state, replace(cfg, compile=False), self.device)  # eager: no compile time
         batch = encode(ds, rows[:cfg.batch_size]).to(self.device)
         times = []
-        for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, kernel selection)
-            _synchronize(self.device)
-            t0 = time.perf_counter()
-            step(batch, i)
-            _synchronize(self.device)
-            times.append(time.perf_counter() - t0)
+        with runtime.training_matmuls(self.device):  # and its matmul precision
+            for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, kernel selection)
+                _synchronize(self.device)
+                t0 = time.perf_counter()
+                step(batch, i)
+                _synchronize(self.device)
+                times.append(time.perf_counter() - t0)
         return sorted(times[1:])[len(times[1:]) // 2]
 
 

@@ -30,7 +30,7 @@ from grokscope.models.registry import build_model, family_of
 from grokscope.training.config import (CPU_COMPILE_FROM_STEPS, MAX_STEPS, TrainConfig, parse_rule, recipe_deviations,
                                        rule_holds)
 from grokscope.training.evaluate import LENS_SETS, EvalSets, eval_sets, evaluate
-from grokscope.training.optim import EMA, step_together
+from grokscope.training.optim import EMA, Grokfast, clip_together, step_together
 from grokscope.training.progress import Progress
 from grokscope.training.scalars import ScalarLog
 from grokscope.training.schedule import checkpoint_steps, lr_at
@@ -175,7 +175,7 @@ def train(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, r
 
 def train_request(request: RunRequest) -> dict:
     """Train one prepared run alone, holding its folder's lock."""
-    with artifacts.FolderLock(request.out, "run"):
+    with artifacts.FolderLock(request.out, "run"), runtime.training_matmuls(request.device):
         request.claim()
         return drive_alone(Session(request).start())
 
@@ -360,13 +360,21 @@ def set_learning_rates(state: TrainState, cfg: TrainConfig, step: int) -> None:
             group["lr"] = lr_at(step, cfg, base)
 
 
-def filter_gradients(state: TrainState, cfg: TrainConfig) -> None:
-    """Between backward (unscaled) and the optimiser step: the Grokfast filter, then global-norm clipping."""
-    if state.grokfast is not None:
-        # With a GradScaler it skips itself on an overflow step (the scaler skips that step too).
-        state.grokfast.apply(state.model, guard=state.scaler is not None)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+def filter_gradients(states: list[TrainState], cfgs: list[TrainConfig]) -> None:
+    """Between backward (unscaled) and the optimiser step, for one run or several stepped together: the Grokfast
+    filter, then global-norm clipping, each as a few multi-tensor calls for all the runs."""
+    plain = []
+    for state in states:
+        if state.grokfast is None:
+            continue
+        if state.scaler is not None:  # guarded: it skips itself on an overflow step (the scaler skips that step too)
+            state.grokfast.apply(state.model, guard=True)
+        else:
+            plain.append((state.grokfast, {n: p.grad for n, p in state.model.named_parameters() if p.grad is not None}))
+    Grokfast.apply_together(plain)
+    clipped = [(state, cfg) for state, cfg in zip(states, cfgs) if cfg.grad_clip > 0]
+    if clipped:
+        clip_together([list(state.model.parameters()) for state, _ in clipped], [cfg.grad_clip for _, cfg in clipped])
 
 
 def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> None:
@@ -374,7 +382,7 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
     if state.scaler is not None:
         for opt in state.optimizers:
             state.scaler.unscale_(opt)
-    filter_gradients(state, cfg)
+    filter_gradients([state], [cfg])
     for opt in state.optimizers:
         state.scaler.step(opt) if state.scaler is not None else opt.step()
         opt.zero_grad(set_to_none=True)
@@ -386,16 +394,15 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
 
 
 def apply_gradients_together(states: list[TrainState], cfgs: list[TrainConfig], losses: torch.Tensor) -> None:
-    """``apply_gradients`` for runs stepped together (the vmap backend): each run's Grokfast filter and clipping,
-    then every run's optimiser steps as few multi-tensor calls (``optim.step_together``) and every run's EMA as one
-    lerp per decay, instead of a few launches per run. Equal to stepping the runs one by one, bit for bit. Runs with
-    a GradScaler (fp16) take the per-run path: each scaler decides its own step."""
+    """``apply_gradients`` for runs stepped together (the vmap backend): every run's Grokfast filter and clipping
+    (``filter_gradients``), optimiser steps (``optim.step_together``) and EMA as a few multi-tensor calls for the
+    whole stack instead of a few per run. Equal to stepping the runs one by one, bit for bit. Runs with a
+    GradScaler (fp16) take the per-run path: each scaler decides its own step."""
     if any(state.scaler is not None for state in states):
         for k, (state, cfg) in enumerate(zip(states, cfgs)):
             apply_gradients(state, cfg, losses[k])
         return
-    for state, cfg in zip(states, cfgs):
-        filter_gradients(state, cfg)
+    filter_gradients(states, cfgs)
     step_together([opt for state in states for opt in state.optimizers])
     for state in states:
         for opt in state.optimizers:

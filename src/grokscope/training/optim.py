@@ -123,6 +123,29 @@ def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
         adam(*lists, has_complex=key[-1], beta1=beta1, beta2=beta2, grad_scale=None, found_inf=None, **settings)
 
 
+@torch.no_grad()
+def clip_together(params: list[list[torch.Tensor]], max_norms: list[float]) -> None:
+    """``torch.nn.utils.clip_grad_norm_(run's parameters, max_norm)`` for several runs: one multi-tensor norm for
+    every gradient of every run and one scale per run, instead of a few calls per run; no host synchronisation. Runs
+    whose gradients are all of one device and dtype and equal in number (a stack) take the batched norm, with
+    torch's own arithmetic, so the gradients equal clipping the runs one by one, bit for bit; others are clipped by
+    torch one by one."""
+    grads = [[p.grad for p in run if p.grad is not None] for run in params]
+    flat = [g for run in grads for g in run]
+    counts = {len(run) for run in grads}
+    if not flat or len(counts) > 1 or len({(g.device, g.dtype) for g in flat}) > 1:
+        for run, max_norm in zip(params, max_norms):
+            torch.nn.utils.clip_grad_norm_(run, max_norm)
+        return
+    norms = torch.stack(torch._foreach_norm(flat, 2.0)).view(len(grads), counts.pop())
+    totals = torch.linalg.vector_norm(norms, 2.0, dim=1)  # each run's global norm, as clip_grad_norm_ takes it
+    limits = torch.tensor(max_norms, dtype=totals.dtype, device=totals.device)
+    # max_norm / (total + 1e-6), written as torch evaluates a number over a tensor (reciprocal, then the product)
+    coefs = torch.clamp((totals + 1e-6).reciprocal() * limits, max=1.0)
+    for k, run in enumerate(grads):
+        torch._foreach_mul_(run, coefs[k])
+
+
 class EMA:
     """Exponential moving average of the weights, updated after every optimiser step (He et al.'s TRM recipe)."""
 
@@ -186,15 +209,31 @@ class Grokfast:
         return finite
 
     def _apply_unguarded(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
-        names, values = list(grads), list(grads.values())
-        if not self.ema:
-            self.ema = {n: g.detach().clone() for n, g in grads.items()}
-        else:  # the same arithmetic as the guarded path, ema * a + g * (1 - a), so both give the same bits
-            emas = [self.ema[n] for n in names]
-            torch._foreach_mul_(emas, self.alpha)
-            torch._foreach_add_(emas, values, alpha=1 - self.alpha)
-        torch._foreach_add_(values, [self.ema[n] for n in names], alpha=self.lamb)
-        return torch.ones((), dtype=torch.bool, device=values[0].device)
+        Grokfast.apply_together([(self, grads)])
+        return torch.ones((), dtype=torch.bool, device=next(iter(grads.values())).device)
+
+    @staticmethod
+    @torch.no_grad()
+    def apply_together(pairs: list[tuple["Grokfast", dict[str, torch.Tensor]]]) -> None:
+        """The unguarded filter for several runs (``(filter, {name: grad})`` each): three multi-tensor calls per
+        (alpha, lambda) for all of them instead of three per run. A run's first step starts its average at its
+        gradients. The same arithmetic as the guarded path, ema * a + g * (1 - a), so both give the same bits."""
+        calls: dict[tuple[float, float], tuple[list, list]] = {}
+        for filt, grads in pairs:
+            if not grads:
+                continue
+            if not filt.ema:
+                filt.ema = {n: g.detach().clone() for n, g in grads.items()}
+                emas, values = [filt.ema[n] for n in grads], list(grads.values())
+                torch._foreach_add_(values, emas, alpha=filt.lamb)
+                continue
+            emas, values = calls.setdefault((filt.alpha, filt.lamb), ([], []))
+            emas.extend(filt.ema[n] for n in grads)
+            values.extend(grads.values())
+        for (alpha, lamb), (emas, values) in calls.items():
+            torch._foreach_mul_(emas, alpha)
+            torch._foreach_add_(emas, values, alpha=1 - alpha)
+            torch._foreach_add_(values, emas, alpha=lamb)
 
     def load(self, tensors: dict, device) -> None:
         self.ema = {k: v.to(device) for k, v in tensors.items()}

@@ -214,6 +214,33 @@ def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_
     assert norms[0] < 0.051 and norms[1] > 1.0  # one run was clipped, one was not (the comparison saw both)
 
 
+def test_a_stacks_fused_adamw_steps_together_with_each_runs_own_bits():
+    """On CUDA, AdamW is fused (make_optimizers) and a vmap stack steps every run's AdamW in one fused call
+    (optim.step_together). torch's fused AdamW also runs on the CPU, so the CUDA path shows here: weights, moments
+    and step counters equal each optimiser stepping alone, bit for bit."""
+    from grokscope.training.config import TrainConfig
+    from grokscope.training.optim import make_optimizers, step_together
+
+    alone, together = [_model_with_grads(k) for k in range(3)], [_model_with_grads(k) for k in range(3)]
+    opts = {id(m): make_optimizers(m, TrainConfig(lr=1e-2), "cuda") for m in alone + together}
+    assert all(o.defaults.get("fused") for group in opts.values() for o in group)
+    for step in range(3):
+        gen = torch.Generator().manual_seed(step)
+        for a, b in zip(alone, together):
+            for p, q in zip(a.parameters(), b.parameters()):
+                p.grad = torch.randn(p.shape, generator=gen)
+                q.grad = p.grad.clone()
+        for m in alone:
+            for o in opts[id(m)]:
+                o.step()
+        step_together([o for m in together for o in opts[id(m)]])
+    for a, b in zip(alone, together):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+        sa, sb = opts[id(a)][0].state_dict()["state"], opts[id(b)][0].state_dict()["state"]
+        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    assert not torch.equal(next(alone[0].parameters()), next(_model_with_grads(0).parameters()))  # they moved
+
+
 def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monkeypatch):
     """The epoch's shorter last batch must not turn the compiled step into a dynamic-shape graph for the full
     batches that follow (recorded with a compile backend that notes every graph's input shapes)."""

@@ -162,7 +162,7 @@ def fixed_batch(ds, batch_size: int, device: str):
 def trainer_step_fn(family: str, preset: str, data: Path, device: str, compile_: bool, sets: list[str]):
     """One optimiser step of the grokscope trainer (its ``train_step``) on a fixed batch, as a callable."""
     ds, cfg, mcfg = resolved(family, preset, data, device, compile_, sets)
-    runtime.configure(device, cfg.threads)  # the threads (and TF32) the trainer sets first
+    runtime.configure(device, cfg.threads)  # the threads the trainer sets first (TF32: main, for every code)
     torch.manual_seed(0)
     model = build_model(mcfg).to(device).train()
     state = TrainState(model, cfg, 10_000, device)
@@ -383,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for part in parts:
             t0 = time.perf_counter()
-            rows += PART_FUNCTIONS[part](ctx)
+            with runtime.training_matmuls(device):  # every code timed with the matmul precision training uses
+                rows += PART_FUNCTIONS[part](ctx)
             seconds[part] = round(time.perf_counter() - t0, 1)
             print(f"[{part}] {seconds[part]:.1f} s", flush=True)
     finally:

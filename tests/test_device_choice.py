@@ -43,20 +43,37 @@ def test_auto_is_the_default_and_picks_what_the_machine_has(monkeypatch, cli, tr
 def test_cuda_training_allows_tf32_and_restores_the_callers_setting(monkeypatch, tmp_path):
     """TF32 for fp32 matmuls while a CUDA run trains, and the caller's setting back afterwards (analyses that follow
     in one process compare with the CPU's full fp32; a notebook's own code keeps its precision), even when training
-    fails; the trainer, alone or stacked, trains inside it."""
+    fails, and whichever of torch's two APIs the caller used (reading the old flag raises after the new one was
+    set); the trainer, alone or stacked, trains inside it. torch keeps these flags on a CPU build too."""
     from grokscope import api
     from grokscope.training.runspec import RunSpec
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    matmul = torch.backends.cuda.matmul
+    key, on, off = ("fp32_precision", "tf32", "ieee") if hasattr(matmul, "fp32_precision") else \
+        ("allow_tf32", True, False)
+    monkeypatch.setattr(matmul, key, off)
     with runtime.training_matmuls("cuda"):
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert getattr(matmul, key) == on
+    assert getattr(matmul, key) == off
     with pytest.raises(KeyboardInterrupt), runtime.training_matmuls("cuda"):
         raise KeyboardInterrupt
-    assert not torch.backends.cuda.matmul.allow_tf32
+    assert getattr(matmul, key) == off
     with runtime.training_matmuls("cpu"):
-        assert not torch.backends.cuda.matmul.allow_tf32  # a CPU run leaves CUDA's settings alone
+        assert getattr(matmul, key) == off  # a CPU run leaves CUDA's settings alone
+    with runtime.matmul_precision("cuda", tf32=False):
+        assert getattr(matmul, key) == off
+    if key == "fp32_precision":  # a caller on the new, backend-wide API
+        before = torch.backends.fp32_precision
+        try:
+            torch.backends.fp32_precision = "tf32"
+            callers = matmul.fp32_precision
+            with runtime.training_matmuls("cuda"):
+                assert matmul.fp32_precision == "tf32"
+                with runtime.matmul_precision("cuda", tf32=False):
+                    assert matmul.fp32_precision == "ieee"
+            assert matmul.fp32_precision == callers
+        finally:
+            torch.backends.fp32_precision = before
     entered = []
     real = runtime.training_matmuls
 
@@ -181,37 +198,44 @@ def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_
     """Stacked runs (the vmap backend) filter their gradients together: Grokfast as three multi-tensor ops for
     every run sharing (alpha, lambda), clipping as one multi-tensor norm for all and one scale per run. Each run's
     gradients and average equal the per-run reference bit for bit: the guarded Grokfast formula and torch's
-    clip_grad_norm_, with one run clipped hard, one not at all and one with other Grokfast settings."""
+    clip_grad_norm_, with one run clipped, one not at all and one with other Grokfast settings; then runs with
+    limits of their own, and a run with a gradient missing (torch clips such runs one by one)."""
     from grokscope.training.optim import Grokfast, clip_together
 
     settings = [(0.9, 2.0), (0.9, 2.0), (0.5, 1.0)]
-    max_norms = [0.05, 1e9, 1.0]
+    scales = [10.0, 1e-4, 1.0]  # at max_norm 1: run 0 is clipped, run 1 is not
+    cases = [[1.0] * 3] * 3 + [[0.05, 1e9, 1.0], [0.5, 0.5, 2.0]]
     ours, ref = [_model_with_grads(k) for k in range(3)], [_model_with_grads(k) for k in range(3)]
     fast, slow = [Grokfast(*a) for a in settings], [Grokfast(*a) for a in settings]
     n_tensors = len(list(ours[0].parameters()))
-    for step in range(3):
+    for step, max_norms in enumerate(cases):
         gen = torch.Generator().manual_seed(step)
-        for a, b in zip(ours, ref):
+        for a, b, scale in zip(ours, ref, scales):
             for p, q in zip(a.parameters(), b.parameters()):
-                p.grad = torch.randn(p.shape, generator=gen)
+                p.grad = torch.randn(p.shape, generator=gen) * scale
                 q.grad = p.grad.clone()
+        if step == len(cases) - 1:
+            next(ours[1].parameters()).grad = next(ref[1].parameters()).grad = None
         with _CountOps() as ops:
-            Grokfast.apply_together([(f, {n: p.grad for n, p in m.named_parameters()}) for f, m in zip(fast, ours)])
+            Grokfast.apply_together([(f, {n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+                                     for f, m in zip(fast, ours)])
         if step:  # (the first step starts each average at its gradients: a copy per tensor)
             assert ops.count <= 6 < n_tensors  # mul, add, add per (alpha, lambda): two settings
         with _CountOps() as ops:
             clip_together([list(m.parameters()) for m in ours], max_norms)
-        # one norm for all, the per-run totals and coefficients, then a view and a scale per run
-        assert ops.count <= 9 + 2 * len(ours) < n_tensors
+        if step < 3:  # one norm for all, the per-run totals and coefficients, then a view and a scale per run
+            assert ops.count <= 9 + 2 * len(ours) < n_tensors
+        if step == 2:
+            norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])) for m in ours]
+            assert 0.999 < norms[0] < 1.001 and norms[1] < 0.5  # one run was clipped to 1, one was under it
         for f, m, max_norm in zip(slow, ref, max_norms):
             f.apply(m, guard=True)
             torch.nn.utils.clip_grad_norm_(m.parameters(), max_norm)
         for a, b in zip(ours, ref):
-            assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+            assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters())
+                       if q.grad is not None)
     for f, g in zip(fast, slow):
         assert all(torch.equal(f.ema[k], g.ema[k]) for k in g.ema)
-    norms = [torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters()])) for m in ours]
-    assert norms[0] < 0.051 and norms[1] > 1.0  # one run was clipped, one was not (the comparison saw both)
 
 
 def test_a_stacks_fused_adamw_steps_together_with_each_runs_own_bits():

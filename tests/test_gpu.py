@@ -190,20 +190,6 @@ def no_sync_allowed(device: str):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@contextlib.contextmanager
-def full_fp32(device: str):
-    """fp32 matmuls without TF32 on CUDA, whatever the process had set, restored afterwards."""
-    if device != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @dataclass
 class Stepper:
     """The trainer's own step (``make_train_step``) on a model and state built as the trainer builds them, driven one
@@ -470,7 +456,7 @@ def test_steps_from_one_checkpoint_agree_compiled_and_eager(data, checkpoint, de
 def test_analysis_tables_agree_on_cpu_and_device(checkpoint, device):
     """Logit lens, causal tracing (with n > 0 queries) and bridge use of one checkpoint, on the CPU and on the device.
     The analyses have no compiled path (they run hooks), so there is no third side."""
-    with full_fp32(device):
+    with runtime.matmul_precision(device, tf32=False):  # full fp32, as on the CPU
         cpu, here = analysis_tables(checkpoint, "cpu"), analysis_tables(checkpoint, device)
     assert (cpu["trace"].groupby("position")["n"].max() > 0).all(), "causal tracing saw no correctly answered query"
     assert (cpu["bridge_use"]["n"] > 0).all()
@@ -528,11 +514,12 @@ def test_a_training_step_does_not_synchronise(data, device, request, family, pre
     """Two trainer steps under CUDA's sync-debug mode "error", after two warm-up steps (compilation, the optimiser's
     state, the GradScaler's scale). Every family and precision eagerly: eager runs every synchronisation the Python
     code makes (a compiled graph can only remove some); compiled once per family, on graphs the other tests compile
-    too (each new graph costs a compile). The batch is drawn before the guard (drawing batches is checked on its
-    own above). On the CPU fp16 runs as bf16, unguarded."""
+    too (each new graph costs a compile). Clipping is on (and Grokfast for the gpt). The batch is drawn before the
+    guard (drawing batches is checked on its own above). On the CPU fp16 runs as bf16, unguarded."""
     if compiled:
         request.getfixturevalue("compiler")
-    sets = [f"train.precision={precision}", *(["train.grokfast_lambda=2"] if family == "gpt" else [])]
+    sets = [f"train.precision={precision}", "train.grad_clip=1.0",
+            *(["train.grokfast_lambda=2"] if family == "gpt" else [])]
     s = stepper(data, family, device, sets, compile_=compiled)
     batch = s.batch()
     for _ in range(2):

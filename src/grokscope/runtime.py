@@ -102,19 +102,28 @@ def configure(device: str, threads: int | None = None) -> None:
 
 
 @contextlib.contextmanager
-def training_matmuls(device: str):
-    """While training on CUDA, TF32 for the fp32 matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full
-    fp32 precision, several times slower); the caller's setting is restored after, so the analyses that follow in
-    one process (compared with the CPU's at full fp32) and a notebook's own code keep theirs."""
+def matmul_precision(device: str, tf32: bool):
+    """fp32 matmuls on CUDA in TF32 or at full fp32 precision for the duration, the caller's setting restored after.
+    Through torch's ``fp32_precision`` where it exists (2.9 on): reading the old ``allow_tf32`` flag raises once a
+    caller has used the new API."""
     if device != "cuda":
         yield
         return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    matmul = torch.backends.cuda.matmul
+    key = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, key)
+    setattr(matmul, key, ("tf32" if tf32 else "ieee") if key == "fp32_precision" else tf32)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        setattr(matmul, key, before)
+
+
+def training_matmuls(device: str):
+    """While training on CUDA, TF32 for the fp32 matmuls (an fp32 run otherwise runs Ampere+ tensor cores at full
+    fp32 precision, several times slower); the caller's setting comes back after, so the analyses that follow in one
+    process (compared with the CPU's at full fp32) and a notebook's own code keep theirs."""
+    return matmul_precision(device, tf32=True)
 
 
 def resolve_precision(precision: str, device: str) -> tuple[str, str | None]:

@@ -396,7 +396,7 @@ def apply_gradients(state: TrainState, cfg: TrainConfig, loss: torch.Tensor) -> 
 def apply_gradients_together(states: list[TrainState], cfgs: list[TrainConfig], losses: torch.Tensor) -> None:
     """``apply_gradients`` for runs stepped together (the vmap backend): every run's Grokfast filter and clipping
     (``filter_gradients``), optimiser steps (``optim.step_together``) and EMA as a few multi-tensor calls for the
-    whole stack instead of a few per run. Equal to stepping the runs one by one, bit for bit. Runs with a
+    whole stack instead of a few per run. Equal to stepping the runs one by one, bit for bit on the CPU. Runs with a
     GradScaler (fp16) take the per-run path: each scaler decides its own step."""
     if any(state.scaler is not None for state in states):
         for k, (state, cfg) in enumerate(zip(states, cfgs)):

@@ -128,8 +128,12 @@ def clip_together(params: list[list[torch.Tensor]], max_norms: list[float]) -> N
     """``torch.nn.utils.clip_grad_norm_(run's parameters, max_norm)`` for several runs: one multi-tensor norm for
     every gradient of every run and one scale per run, instead of a few calls per run; no host synchronisation. Runs
     whose gradients are all of one device and dtype and equal in number (a stack) take the batched norm, with
-    torch's own arithmetic, so the gradients equal clipping the runs one by one, bit for bit; others are clipped by
+    torch's own arithmetic, so the gradients equal clipping the runs one by one (bit for bit on the CPU; a GPU's
+    reduction over a row of the runs' norms may sum in another order than over one run's); others are clipped by
     torch one by one."""
+    if len(params) == 1:  # one run (training alone): torch's own
+        torch.nn.utils.clip_grad_norm_(params[0], max_norms[0])
+        return
     grads = [[p.grad for p in run if p.grad is not None] for run in params]
     flat = [g for run in grads for g in run]
     counts = {len(run) for run in grads}
@@ -139,9 +143,13 @@ def clip_together(params: list[list[torch.Tensor]], max_norms: list[float]) -> N
         return
     norms = torch.stack(torch._foreach_norm(flat, 2.0)).view(len(grads), counts.pop())
     totals = torch.linalg.vector_norm(norms, 2.0, dim=1)  # each run's global norm, as clip_grad_norm_ takes it
-    limits = torch.tensor(max_norms, dtype=totals.dtype, device=totals.device)
-    # max_norm / (total + 1e-6), written as torch evaluates a number over a tensor (reciprocal, then the product)
-    coefs = torch.clamp((totals + 1e-6).reciprocal() * limits, max=1.0)
+    # max_norm / (total + 1e-6), written as torch evaluates a number over a tensor (reciprocal, then the product);
+    # the limits stay Python numbers (a tensor of them would be a host-to-device copy, a synchronisation, per step)
+    inverse = (totals + 1e-6).reciprocal()
+    if len(set(max_norms)) == 1:
+        coefs = torch.clamp(inverse * max_norms[0], max=1.0)
+    else:
+        coefs = torch.stack([torch.clamp(inverse[k] * max_norm, max=1.0) for k, max_norm in enumerate(max_norms)])
     for k, run in enumerate(grads):
         torch._foreach_mul_(run, coefs[k])
 

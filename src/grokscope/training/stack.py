@@ -132,8 +132,8 @@ class VmapSteps:
     Where the step is compiled (``loop.compiles``: on CUDA by default), a graph is specialised to the stack's size
     (vmap fixes it), so a run that stops keeps its slot, computed and left unused, until half the slots are idle:
     then the stack is rebuilt from the active runs. A stack of R runs compiles for at most log2(R) sizes (two graphs
-    each with the epoch's last, shorter batch) and computes at most twice what its active runs need. Eager, the
-    stack is rebuilt whenever a run stops."""
+    each with the epoch's last, shorter batch), plus the single-run graph of the last run left, and computes at
+    most twice what its active runs need. Eager, the stack is rebuilt whenever a run stops."""
 
     def __init__(self, sessions: list[Session]):
         self.one_by_one = LoopSteps(sessions)
@@ -153,6 +153,7 @@ class VmapSteps:
             # turning every later full batch into a dynamic-shape graph.
             self.batched = torch.compile(self.batched, dynamic=False)
         # the graphs a stack may need (``_keeps_stack``), over dynamo's default limit of 8 per function for 16 runs
+        # (``cache_size_limit``: the name every torch since 2.4 knows; 2.7 renamed it recompile_limit)
         self.graph_limit = max(8, 2 * (len(sessions).bit_length() + 1))
         self._picked: tuple[tuple, list[int], torch.Tensor | None] = ((), [], None)
 
@@ -209,7 +210,8 @@ class VmapSteps:
         slot_batches = [own.get(id(s), batches[0]) for s in self.slots]
         tensors = [torch.stack([getattr(b, f.name) for b in slot_batches]) for f in dataclasses.fields(Encoded)]
         leaves = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
-        with torch._dynamo.config.patch(recompile_limit=self.graph_limit):
+        with torch._dynamo.config.patch(cache_size_limit=self.graph_limit) if self.compiled else \
+                contextlib.nullcontext():
             slot_losses = self.batched(leaves, self.buffers, *tensors)
         slots, pick = self._active_slots(active)
         losses = slot_losses if pick is None else slot_losses[pick]

@@ -2,16 +2,16 @@
 # Check a commit on a CUDA machine in one go and keep what it measured in one JSON file. Parts, in order:
 #
 #   tests  the gpu-marked tests (tests/test_gpu.py): both families trained, analysed and fine-tuned; a killed run
-#          resumed against an uninterrupted one; the smoke study; vmap against loop; compiled against eager; one
-#          checkpoint on the CPU and on the GPU; sync-debug mode; the recompile guard.
-#          Estimate on one H100: ~3 min (about ten graphs compiled at 10-20 s each, the rest smoke-sized training,
-#          evaluation and three CLI processes).
+#          resumed against an uninterrupted one; the smoke study; vmap against loop, eager and compiled; compiled
+#          against eager; one checkpoint on the CPU and on the GPU; sync-debug mode; the recompile guard.
+#          Estimate on one H100: ~3.5 min (about twelve graphs compiled at 10-20 s each, the rest smoke-sized
+#          training, evaluation and three CLI processes).
 #   bench  the speed table (benchmarks/bench_gpu.py), with the authors' TRM beside ours when
 #          $GROKSCOPE_AUTHORS_DIR names their TRM_model folder.
 #          Estimate on one H100: ~2.5 min (the paper trm compiled twice, ours and theirs, ~45 s each; the eager
-#          rows, HF GPT-2, the micro trainer (compiled) and 16 stacked runs about a minute together).
+#          rows, HF GPT-2, the micro trainer and 16 stacked runs, one graph each, about a minute together).
 #
-# Total under 6 minutes by estimate: no GPU has run it yet. Nothing is installed: the machine's torch is used, and
+# Total about 6 minutes by estimate: no GPU has run it yet. Nothing is installed: the machine's torch is used, and
 # this checkout's src/ is put on PYTHONPATH unless the importable grokscope is this checkout's.
 #
 #   bash benchmarks/gpu_check.sh [tests] [bench]         # the parts to run (default: both; or GPU_CHECK_PARTS)

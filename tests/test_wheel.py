@@ -25,6 +25,8 @@ def test_wheel_installs_and_runs_the_smoke_study(tmp_path):
 
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT], timeout=600)
     wheel = next((tmp_path / "dist").glob("grokscope-*.whl"))
+    from grokscope.version import __version__
+    assert wheel.name.startswith(f"grokscope-{__version__}-")  # the package's one version (src/grokscope/version.py)
     names = zipfile.ZipFile(wheel).namelist()
     assert {"grokscope/presets/smoke.yaml", "grokscope/presets/micro.yaml"} <= set(names)
     venv = tmp_path / "venv"

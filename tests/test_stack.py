@@ -107,6 +107,24 @@ def test_stacked_runs_resume_and_stop_independently(regimes, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_a_stacked_run_that_stops_writes_its_summary_while_the_others_train(regimes, tmp_path, monkeypatch):
+    """A run that stops (its budget, or a stop rule) is finished on disk at once: a stack cut later (a session's end,
+    a kill) leaves it with its summary, not looking like a run cut short."""
+    from grokscope.training import stack
+
+    seen, real_call = [], stack.LoopSteps.__call__
+
+    def call(self, active):
+        seen.append((len(active), (tmp_path / "s0" / "summary.json").exists()))
+        real_call(self, active)
+    monkeypatch.setattr(stack.LoopSteps, "__call__", call)
+    members = [_kwargs(regimes / "natural", tmp_path / "s0", "gpt", 0, ("train.max_steps=10",)),
+               _kwargs(regimes / "natural", tmp_path / "s1", "gpt", 1, ("train.max_steps=20",))]
+    _train_stacked(members, backend="loop")
+    assert (2, False) in seen and (1, True) in seen  # s0 was done and summarised while s1 trained on
+    assert json.loads((tmp_path / "s0" / "summary.json").read_text())["final_step"] == 10
+
+
 def test_runs_of_different_architectures_train_one_after_another(regimes, tmp_path, capsys):
     members = [_kwargs(regimes / "natural", tmp_path / "a", "gpt", 0),
                _kwargs(regimes / "natural", tmp_path / "b", "gpt", 0, ("model.d_model=64",))]

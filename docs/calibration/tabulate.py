@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from grokscope import artifacts  # noqa: E402
+from grokscope import artifacts, runs  # noqa: E402
 from grokscope.metrics import thresholds as th  # noqa: E402
 from grokscope.metrics.milestones import first_step, is_delayed  # noqa: E402
 from grokscope.reporting import plots  # noqa: E402
@@ -35,9 +35,16 @@ CURVE_COLUMNS = ("step", "epoch", "train_acc", "test_inferred_iid", "test_inferr
 
 
 def stop_reason(run: Path, rows: list[dict], cap: int) -> str:
+    """Why the run stopped: its summary's word, else the reason its last checkpoint recorded (a stacked run that had
+    stopped before its stack was cut, from versions that wrote a stack's summaries only at its end), else cut."""
     summary = run / "summary.json"
     if summary.exists():
         return json.loads(summary.read_text()).get("stop_reason", "finished")
+    steps = runs.list_checkpoints(run)
+    if steps and steps[-1] == rows[-1]["step"]:
+        meta = json.loads((runs.step_dir(run, steps[-1]) / "meta.json").read_text())
+        if meta.get("loop", {}).get("stop_reason"):
+            return meta["loop"]["stop_reason"]
     return f"cut at {rows[-1]['step']} (cap {cap:,})"
 
 

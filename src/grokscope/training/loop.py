@@ -290,9 +290,11 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
     """The loop. Every active run does what is due at its step, then ``step_all(active)`` takes one optimiser step
     for each run still active: ``max_steps + 1`` boundaries per run, so the last step always evaluates and saves.
     ``scope(session)`` is a context each run's boundary runs in (the stacked runs' own RNG streams). A run whose loss
-    becomes non-finite stops at its last good checkpoint; the others go on, and the failure is raised at the end."""
+    becomes non-finite stops at its last good checkpoint; the others go on, and the failure is raised at the end. A
+    run writes its summary when it stops, so a stacked run that finished is finished on disk even if the stack's
+    process is cut before the others end."""
     scope = scope or (lambda session: contextlib.nullcontext())
-    active, failed, failures = list(sessions), set(), []
+    active, failures, summaries = list(sessions), [], {}
     while active:
         still = []
         for session in active:
@@ -303,21 +305,21 @@ def drive(sessions: list[Session], step_all, scope=None) -> list[dict]:
                 session.progress.close()
                 session.scalars.close()
                 last = runs.list_checkpoints(session.out)
-                failed.add(id(session))
                 failures.append(f"{session.out}: training loss became {exc.value}; the last good checkpoint is step "
                                 f"{last[-1] if last else 'none'} (kept); lower lr or use precision=fp32")
                 continue
-            if not stopped:
+            if stopped:  # its summary now, not when the whole stack ends: a stack cut later leaves it finished
+                summaries[id(session)] = session.finish()
+            else:
                 still.append(session)
         active = still
         if active:
             step_all(active)
             for session in active:
                 session.advance()
-    summaries = [session.finish() for session in sessions if id(session) not in failed]
     if failures:
         raise GrokscopeError(failures)
-    return summaries
+    return [summaries[id(session)] for session in sessions]
 
 
 def compiles(cfg: TrainConfig, device: str, family: str, max_steps: int) -> bool:

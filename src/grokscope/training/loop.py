@@ -372,7 +372,7 @@ def filter_gradients(states: list[TrainState], cfgs: list[TrainConfig]) -> None:
         if state.scaler is not None:  # guarded: it skips itself on an overflow step (the scaler skips that step too)
             state.grokfast.apply(state.model, guard=True)
         else:
-            plain.append((state.grokfast, {n: p.grad for n, p in state.model.named_parameters() if p.grad is not None}))
+            plain.append((state.grokfast, state.model))
     Grokfast.apply_together(plain)
     clipped = [(state, cfg) for state, cfg in zip(states, cfgs) if cfg.grad_clip > 0]
     if clipped:

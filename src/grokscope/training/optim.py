@@ -203,11 +203,12 @@ class Grokfast:
         case neither the average nor the gradients were filtered. No host synchronisation: the decision stays on
         the device. ``guard=False`` (no GradScaler: a non-finite gradient stops the run anyway) takes the
         multi-tensor path, a few kernels for every gradient instead of a few per gradient."""
-        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        grads = Grokfast._gradients(model)
         if not grads:
             return torch.tensor(True)
         if not guard:
-            return self._apply_unguarded(grads)
+            Grokfast.apply_together([(self, model)])
+            return torch.ones((), dtype=torch.bool, device=next(iter(grads.values())).device)
         finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
         for name, g in grads.items():
             old = self.ema.get(name)
@@ -216,18 +217,19 @@ class Grokfast:
             g.add_(torch.where(finite, self.ema[name], torch.zeros_like(g)), alpha=self.lamb)
         return finite
 
-    def _apply_unguarded(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
-        Grokfast.apply_together([(self, grads)])
-        return torch.ones((), dtype=torch.bool, device=next(iter(grads.values())).device)
+    @staticmethod
+    def _gradients(model: nn.Module) -> dict[str, torch.Tensor]:
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
     @staticmethod
     @torch.no_grad()
-    def apply_together(pairs: list[tuple["Grokfast", dict[str, torch.Tensor]]]) -> None:
-        """The unguarded filter for several runs (``(filter, {name: grad})`` each): three multi-tensor calls per
+    def apply_together(pairs: list[tuple["Grokfast", nn.Module]]) -> None:
+        """The unguarded filter for several runs (``(filter, model)`` each): three multi-tensor calls per
         (alpha, lambda) for all of them instead of three per run. A run's first step starts its average at its
         gradients. The same arithmetic as the guarded path, ema * a + g * (1 - a), so both give the same bits."""
         calls: dict[tuple[float, float], tuple[list, list]] = {}
-        for filt, grads in pairs:
+        for filt, model in pairs:
+            grads = Grokfast._gradients(model)
             if not grads:
                 continue
             if not filt.ema:

@@ -1,17 +1,18 @@
-"""Verdict rules on hand-built numbers: every outcome of every finding is reachable (supported, partly supported,
-contradicted, undecided at this n, not testable), the negative controls can fail, intervals and the path statistic
-behave, and a run cut short is never judged. He et al.'s own numbers: ``tests/test_findings_paper.py``."""
+"""Verdict rules on hand-built numbers: every outcome of every finding and vote is reachable (supported, partly
+supported, contradicted, undecided at this n, not testable), the negative controls can fail, and the measures behave:
+intervals, sustained milestones, the path equivalence test and the transfer agreement. He et al.'s own numbers:
+``tests/test_findings_paper.py``; worlds the paper did not observe: ``tests/test_findings_worlds.py``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from grokscope.metrics.intervals import Rate, final_rate, wilson
-from grokscope.metrics.milestones import classify_regime, milestones
-from grokscope.metrics.paths import moved_path_control, path_verdict
-from grokscope.reporting.findings import (FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1, finding_2,
-                                       finding_3, outcome)
+from grokscope.metrics.intervals import Rate, curve_agreement, final_rate, wilson
+from grokscope.metrics.milestones import classify_regime, milestones, sustained_step
+from grokscope.metrics.paths import moved_path_control, path_verdict, stored_verdict
+from grokscope.reporting.findings import (FAILED, HELD, NOT_TESTABLE, OPEN, FineTuneFacts, RunFacts, Vote,
+                                          across_seeds, combine, finding_1, finding_2, finding_3, outcome)
 
 
 def curve(train, iid=None, ood=None, bridge=None, metric="bridge_use", n=None):
@@ -22,63 +23,75 @@ def curve(train, iid=None, ood=None, bridge=None, metric="bridge_use", n=None):
              **extra} for i, (a, b, c, d) in enumerate(zip(train, iid, ood, bridge))]
 
 
-SAT = [0.5, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
+SAT = [0.5] + [0.995] * 9  # saturated from step 100
 
 
-def run(name, rows, cut_short=False, metric="bridge_use"):
-    return RunFacts(name, metric, rows, cut_short=cut_short)
+def run(name, rows, cut_short=False, metric="bridge_use", **kw):
+    return RunFacts(name, metric, rows, cut_short=cut_short, **kw)
 
 
-# gpt-like: natural groks on ID long after saturation (t_sat 100, ID >= 0.5 at 500); both-hop full at once.
+# gpt-like: natural groks on ID long after saturation (t_sat 100, ID >= 0.5 at 500); both-hop full at once, with
+# every correct OOD answer through the bridge.
 NAT = run("nat", curve(SAT, iid=[0, 0, 0, 0.2, 0.4, 0.6, 0.9, 0.95, 0.96, 0.97], n=1000))
 NO_DELAY_NAT = run("nat", curve(SAT, iid=[0, 0.6, 0.9, 0.95, 0.96, 0.97, 0.97, 0.97, 0.97, 0.97], n=1000))
 BOTH = run("both", curve(SAT, ood=[0, 0.95, 0.97, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99],
-                         bridge=[0, 0.92, 0.95, 0.97, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99], n=1000))
+                         bridge=[0, 0.92, 0.95, 0.97, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99], n=1000),
+           correct_with_bridge={900: Rate(0.99, 990)})
 PROFILE, MAP = [0.04, 0.73, 0.9, 0.4, 0.2, 0.1], np.array([[1.0, 1.0, 1.0]] + [[0.5 - 0.1 * s, 0.9 - 0.15 * s,
                                                                                0.1 * s] for s in range(1, 6)])
 
 
-def cmp(profile_b, map_b=MAP, profile_a=PROFILE, map_a=MAP):
+def cmp(profile_b, map_b=MAP, profile_a=PROFILE, map_a=MAP, n=300):
     return {"profile_a": list(profile_a), "profile_b": list(profile_b), "causal_map_a": np.asarray(map_a).tolist(),
-            "causal_map_b": None if map_b is None else np.asarray(map_b).tolist()}
+            "causal_map_b": None if map_b is None else np.asarray(map_b).tolist(), "n_queries": n,
+            "causal_n_a": [n] * 3, "causal_n_b": [n] * 3}
 
 
 SAME = cmp([x * 0.98 for x in PROFILE], MAP + 0.02)
 DIFF = cmp(list(np.roll(PROFILE, 3)), np.roll(MAP, 1, axis=1))
 CONTROL = cmp(PROFILE, None, [0.0] * 6, None)
+AGREE = {"metric": "new_old", "distance": 0.01, "interval": [0.0, 0.03], "steps": 10, "margin": 0.1,
+         "outcome": "below"}
 
 
-@pytest.mark.parametrize("natural, comparisons, control, expected", [
-    (NAT, {"both_full": SAME}, CONTROL, "supported"),
-    (NAT, {"both_full": DIFF}, CONTROL, "contradicted"),
-    (NO_DELAY_NAT, {"both_full": SAME}, CONTROL, "not testable"),  # no delay: not grokking
-    (NAT, {"both_full": SAME}, cmp(PROFILE), "not testable"),  # the step-0 control came out "same"
-    (NAT, {}, CONTROL, "not testable"),  # no comparison: the moved-path control is missing too
-    (run("nat", NAT.rows, cut_short=True), {"both_full": SAME}, CONTROL, "not testable"),
+@pytest.mark.parametrize("natural, comparisons, control, transfer, expected", [
+    (NAT, {"both_full": SAME}, CONTROL, AGREE, "supported"),
+    (NAT, {"both_full": DIFF}, CONTROL, {**AGREE, "outcome": "above"}, "partly supported"),  # (b) still holds
+    (NO_DELAY_NAT, {"both_full": SAME}, CONTROL, AGREE, "not testable"),  # no delay: not grokking
+    (NAT, {"both_full": SAME}, cmp(PROFILE), AGREE, "partly supported"),  # step-0 control "same": (a) not testable
+    (NAT, {}, CONTROL, AGREE, "partly supported"),  # no comparison: (a) not testable
+    (NAT, {"both_full": SAME}, CONTROL, {**AGREE, "outcome": "undecided"}, "undecided at this n"),
+    (run("nat", NAT.rows, cut_short=True), {"both_full": SAME}, CONTROL, AGREE, "not testable"),
 ])
-def test_finding_1_outcomes(natural, comparisons, control, expected):
-    result = finding_1(natural, BOTH, comparisons, control)
+def test_finding_1_outcomes(natural, comparisons, control, transfer, expected):
+    result = finding_1(natural, BOTH, comparisons, control, transfer=transfer)
     assert outcome(result["verdict"]) == expected, result
     if expected == "not testable":
         assert "(" in result["verdict"]  # the reason is stated
 
 
-def test_finding_1_partly_when_the_votes_disagree():
+def test_finding_1_can_be_contradicted_by_its_votes():
+    both = run("both", BOTH.rows, correct_with_bridge={900: Rate(0.1, 990)})
+    r = finding_1(NAT, both, {"both_full": DIFF}, CONTROL, transfer={**AGREE, "outcome": "above"})
+    assert r["verdict"] == "contradicted" and [v["outcome"] for v in r["votes"]] == [FAILED] * 3
+
+
+def test_finding_1_partly_when_the_path_votes_disagree():
     first = run("first", curve(SAT, ood=[0, 0, 0, 0.2, 0.6, 0.8, 0.95, 0.96, 0.97, 0.97], n=1000))
-    r = finding_1(NAT, BOTH, {"both_full": SAME, "first_full": DIFF}, CONTROL, first_full=first)
+    r = finding_1(NAT, BOTH, {"both_full": SAME, "first_full": DIFF}, CONTROL, transfer=AGREE, first_full=first)
     assert r["verdict"] == "partly supported", r
 
 
 def test_finding_1_moved_path_control_must_come_out_different():
-    flat = [0.9] * 6  # a flat path: moving it changes nothing, so the statistic cannot tell paths apart here
-    r = finding_1(NAT, BOTH, {"both_full": cmp(flat, None, flat, None)}, CONTROL)
-    assert r["verdict"].startswith("not testable (a negative control") and "moved" in r["verdict"]
+    flat = [0.9] * 6  # a flat path: moving it changes nothing, so the test cannot tell paths apart here
+    r = finding_1(NAT, BOTH, {"both_full": cmp(flat, None, flat, None)}, CONTROL, transfer=AGREE)
+    vote = r["votes"][0]
+    assert vote["outcome"] == NOT_TESTABLE and "moved" in vote["why"] and "(a) ID path not testable" in r["verdict"]
 
 
 def test_finding_1_within_run_comparison_is_a_description_not_a_vote():
-    r = finding_1(NAT, BOTH, {"both_full": SAME}, CONTROL, within=DIFF, curve_distance=0.4)
-    assert r["verdict"] == "supported" and "description (not a vote)" in r["measured"]
-    assert "mean |difference| 0.40" in r["measured"]
+    r = finding_1(NAT, BOTH, {"both_full": SAME}, CONTROL, within=DIFF, transfer=AGREE)
+    assert r["verdict"] == "supported" and "description (not a vote)" in r["measured"] and len(r["votes"]) == 3
 
 
 UP = [0, 0, 0, 0, 0.2, 0.6, 0.8, 0.95, 0.96, 0.97]
@@ -87,9 +100,8 @@ UP = [0, 0, 0, 0, 0.2, 0.6, 0.8, 0.95, 0.96, 0.97]
 @pytest.mark.parametrize("second, expected", [
     (run("second", curve(SAT, ood=UP, bridge=[0, 0, 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2], n=1000)), "supported"),
     (run("second", curve(SAT, ood=UP, bridge=[0.9] * 10, n=1000)), "partly supported"),  # late, but a bridge
-    (run("second", curve(SAT, ood=[0, 0.9] + [0.95] * 8, bridge=[0.9] * 10, n=1000)), "contradicted"),
     (run("second", curve(SAT, ood=UP, bridge=[0.48] * 10, n=40)), "undecided at this n"),
-    (run("second", curve(SAT, ood=[0.1] * 10, n=1000)), "not testable"),
+    (run("second", curve(SAT, ood=[0.1] * 10, n=1000)), "partly supported"),  # (i) not testable, (ii) held
     (run("second", curve(SAT, ood=UP), cut_short=True), "not testable"),
 ])
 def test_finding_2_outcomes(second, expected):
@@ -97,57 +109,103 @@ def test_finding_2_outcomes(second, expected):
     assert outcome(result["verdict"]) == expected, result
 
 
+def test_finding_2_contradicted():
+    """Second-hop full generalises at once (no grokking) and both-hop full grokked: neither half."""
+    second = run("second", curve(SAT, ood=[0, 0.9] + [0.95] * 8, bridge=[0.9] * 10, n=1000))
+    both_late = run("both", curve(SAT, ood=UP, bridge=[0.99] * 10, n=1000))
+    assert finding_2(second, both_late)["verdict"] == "contradicted"
+
+
 def test_finding_2_needs_its_positive_control():
     second = run("second", curve(SAT, ood=UP, n=1000))
-    assert "no both-hop-full run" in finding_2(second, None)["verdict"]
+    r = finding_2(second, None)
+    assert r["verdict"].startswith("not testable") and "no both-hop-full run" in r["verdict"]
     weak = run("both", curve(SAT, ood=[0, 0.95] + [0.99] * 8, bridge=[0.6] * 10, n=1000))
-    assert "positive control" in finding_2(second, weak)["verdict"]
+    young = finding_2(second, weak)  # trained 9 x t_sat, over the 5x: the weak bridge counts as failed
+    assert young["verdict"].startswith("contradicted ((i)") and "no positive control" in young["measured"]
+    short = run("both", weak.rows[:5])  # 4 x t_sat: its bridge may still form
+    assert "trained 4.0x t_sat" in finding_2(second, short)["measured"]
+    assert finding_2(second, short)["verdict"].startswith("not testable")
 
 
-def test_finding_2_shows_the_per_query_share():
-    second = run("second", curve(SAT, ood=UP, n=1000))
-    r = finding_2(second, BOTH, Rate(0.2, 500))
-    assert "correct OOD answers with the bridge" in r["measured"] and "n=500" in r["measured"]
-
-
-def ft(regime, new_old, bridge=0.9, old_new=0.0, new_new=0.0, new=1.0, n=200, **kw):
+def ft(regime, new_old, bridge=0.9, old_new=0.0, new_new=0.0, new=1.0, n=200, parent=BOTH, **kw):
     rates = {"atomic_new": Rate(new, 2000), "new_old": Rate(new_old, n), "bridge_new_old": Rate(bridge, n),
-             "old_new": Rate(old_new, n), "new_new": Rate(new_new, n)}
-    return FineTuneFacts(f"ft_{regime}", regime, rates, None if regime == "control" else "last", **kw)
+             "old_new": Rate(old_new, n), "new_new": Rate(new_new, n), "bridge_old_new": Rate(bridge, n),
+             "bridge_new_new": Rate(bridge, n)}
+    return FineTuneFacts(f"ft_{regime}", regime, rates, None if regime == "control" else "last",
+                         None if regime == "control" else parent, **kw)
+
+
+NO_CIRCUIT = run("second", curve(SAT, ood=UP, bridge=[0.1] * 10, n=1000))
 
 
 def test_finding_3_outcomes():
     control = ft("control", 0.1, bridge=0.0)
     assert finding_3([ft("natural", 1.0), control])["verdict"] == "supported"
-    assert finding_3([ft("natural", 0.1), control])["verdict"] == "contradicted"
-    assert outcome(finding_3([ft("natural", 1.0), ft("second_full", 1.0), control])["verdict"]) == "partly supported"
+    assert finding_3([ft("natural", 0.1), control])["verdict"] == "partly supported"  # null transfer
+    assert finding_3([ft("natural", 0.1, old_new=0.9), control])["verdict"].startswith("contradicted")
+    assert outcome(finding_3([ft("natural", 1.0), ft("second_full", 1.0, parent=NO_CIRCUIT), control])["verdict"]) \
+        == "partly supported"
     assert outcome(finding_3([ft("natural", 0.76, n=20), control])["verdict"]) == "undecided at this n"
     assert finding_3([control])["verdict"].startswith("not testable")
     assert finding_3([ft("natural", 1.0, cut_short=True), control])["verdict"].startswith("not testable (run cut")
 
 
-def test_finding_3_missing_queries_are_not_held():
+def test_finding_3_missing_queries_make_a_vote_not_testable():
     f = ft("natural", 1.0)
     del f.rates["new_new"]
     r = finding_3([f, ft("control", 0.1, bridge=0.0)])
-    assert r["verdict"] == "partly supported" and "1 not measured" in r["measured"]
+    assert r["verdict"] == "partly supported ((iii-b) old+new and new+new do not compose, from any parent not " \
+                           "testable)" and "1 not measured" in r["measured"]
 
 
 def test_chance_floor_at_or_above_a_threshold_cannot_pass():
     f = ft("natural", 1.0, floors={"bridge_new_old": 0.6})
     r = finding_3([f, ft("control", 0.1, bridge=0.0)])
-    assert r["verdict"] == "partly supported"
+    assert outcome(r["verdict"]) == "partly supported"
     row = next(c for c in r["checks"] if c["measure"] == "bridge_new_old" and c["subject"] == "ft_natural")
     assert "not testable" in row["chance floor (step 0)"] and row["outcome"] == "not measured"
 
 
+def test_combine_comes_out_every_way():
+    def votes(*outcomes):
+        return [Vote(f"v{i}", o, "") for i, o in enumerate(outcomes)]
+    assert combine(votes(HELD, HELD)) == "supported"
+    assert combine(votes(FAILED, FAILED)) == "contradicted"
+    assert combine(votes(HELD, FAILED)) == "partly supported"
+    assert combine(votes(HELD, OPEN)) == "undecided at this n"
+    assert combine(votes(FAILED, OPEN)) == "undecided at this n"
+    assert combine(votes(HELD, FAILED, OPEN)) == "partly supported"
+    assert combine(votes(HELD, NOT_TESTABLE)) == "partly supported (v1 not testable)"
+    assert combine(votes(FAILED, NOT_TESTABLE)) == "contradicted (v1 not testable)"
+    assert combine(votes(NOT_TESTABLE)).startswith("not testable (v0: ")
+    assert combine([]) == "not testable (no vote)"
+
+
 def test_across_seeds():
     a = {"finding": 1, "verdict": "supported", "measured": "x", "checks": [], "rule": "", "paper": ""}
-    b = {**a, "verdict": "contradicted"}
+    b, u, o = {**a, "verdict": "contradicted"}, {**a, "verdict": "not testable (y)"}, {**a, "verdict": UNDECIDED_V}
     assert across_seeds({0: a})["verdict"] == "supported"
     assert across_seeds({0: a, 1: a})["verdict"] == "supported (all 2 seeds)"
     mixed = across_seeds({0: a, 1: b})
     assert outcome(mixed["verdict"]) == "partly supported" and "seed 1: contradicted" in mixed["verdict"]
+    # a seed that could not test the finding is not a disagreement: the testable one decides, and it says so
+    one = across_seeds({0: b, 1: u})
+    assert outcome(one["verdict"]) == "contradicted" and "rests on one seed (seed 0)" in one["measured"]
+    assert "not testable in seeds 1" in one["measured"]
+    assert outcome(across_seeds({0: u, 1: u})["verdict"]) == "not testable"
+    assert outcome(across_seeds({0: a, 1: o})["verdict"]) == "undecided at this n"
+
+
+UNDECIDED_V = "undecided at this n (z)"
+
+
+def test_across_seeds_reports_the_spread():
+    check = {"finding": 2, "subject": "s", "measure": "m", "value [95% interval] (n)": "0.40 [0.30, 0.50] (n=72)"}
+    a = {"finding": 2, "verdict": "supported", "measured": "x", "checks": [check], "rule": "", "paper": ""}
+    b = {**a, "checks": [{**check, "value [95% interval] (n)": "0.60 [0.49, 0.70] (n=72)"}]}
+    r = across_seeds({0: a, 1: b})
+    assert "s m: across seeds 0.40-0.60" in r["measured"] and "seed 1 0.60 [0.49, 0.70]" in r["measured"]
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -155,7 +213,7 @@ def test_wilson_interval_known_values():
     assert wilson(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson(1.0, 0) == (0.0, 1.0)
-    assert Rate(0.93, 162).against(0.9) == "undecided"  # the issue's example: [0.88, 0.96] straddles 0.9
+    assert Rate(0.93, 162).against(0.9) == "undecided"  # [0.88, 0.96] straddles 0.9
     assert Rate(0.93, 5000).against(0.9) == "above" and Rate(0.8, 5000).against(0.9) == "below"
 
 
@@ -167,59 +225,83 @@ def test_final_rate_averages_the_last_evaluations():
     assert final_rate([{"step": 0, "m": 0.5}], "m", n=7).n == 7  # rows without n/<metric>: the fallback
 
 
-def test_path_verdict_needs_more_than_chance():
+def test_sustained_step_needs_the_level_kept_or_its_interval_clear():
+    lucky = [{"step": s, "m": v} for s, v in enumerate([0.1, 0.6, 0.2, 0.3, 0.55, 0.6, 0.7])]
+    assert sustained_step(lucky, "m", 0.5) == 4  # the lone 0.6 at step 1 is not kept
+    assert sustained_step(lucky[:6], "m", 0.5) is None  # a crossing in the last k-1 evaluations: not yet
+    clear = [{"step": 0, "m": 0.1}, {"step": 1, "m": 0.7, "n/m": 500}, {"step": 2, "m": 0.2}]
+    assert sustained_step(clear, "m", 0.5) == 1  # [0.66, 0.74] clears 0.5 on its own
+    assert sustained_step(clear, "m", 0.5, n=None) == 1 and sustained_step(
+        [{**r, "n/m": 20} if r["step"] == 1 else r for r in clear], "m", 0.5) is None  # [0.48, 0.85] does not
+
+
+def test_path_equivalence_says_same_different_and_undecided():
     flat, peaked = [0.0, 0.02, 0.01, 0.0], [0.1, 0.6, 0.95, 0.2]
     assert path_verdict(flat, peaked, None, None)["verdict"] == "different path"  # step 0 vs a bridge path
     assert path_verdict(flat, flat, None, None)["verdict"] == "undetermined"
-    # 3 points alone: r 0.99, but 1 in 6 orders does as well -> not more similar than chance
-    three = path_verdict([0.1, 0.6, 0.95], [0.05, 0.5, 0.9], None, None)
-    assert three["profile_corr"] > 0.9 and three["p_value"] >= 0.05 and three["verdict"] == "different path"
-    # with a causal map the same profiles are decided
-    same = path_verdict(PROFILE, SAME["profile_b"], MAP, MAP + 0.02)
-    assert same["verdict"] == "same path" and same["p_value"] < 0.05
-    # saturated cells (>= 0.95 in both maps) are left out: two maps that agree only there are not "same"
-    map_a = np.array([[1.0, 1.0, 1.0], [0.9, 0.1, 0.8], [0.1, 0.9, 0.2]])
-    map_b = np.array([[1.0, 1.0, 1.0], [0.1, 0.9, 0.2], [0.9, 0.1, 0.8]])
-    result = path_verdict(peaked, [0.05, 0.5, 0.9, 0.3], map_a, map_b)
-    assert result["cells_compared"] == 6 and result["causal_map_corr"] < 0 and result["verdict"] == "different path"
+    same = stored_verdict(SAME)
+    assert same["verdict"] == "same path" and same["profile"]["margin"] == pytest.approx(0.25)
+    assert stored_verdict(DIFF)["verdict"] == "different path"
+    # the same pair on 12 queries: the intervals straddle the margin
+    assert stored_verdict({**SAME, "n_queries": 12, "causal_n_a": [12] * 3, "causal_n_b": [12] * 3})["verdict"] \
+        == "undecided at this n"
+    # saturated cells (>= 0.95 in both maps) are left out
+    map_a = np.array([[1.0, 1.0, 1.0], [0.9, 0.1, 0.8], [0.1, 0.9, 0.2], [0.5, 0.5, 0.5]])
+    result = path_verdict(peaked, peaked, map_a, np.roll(map_a, 1, axis=1))
+    assert result["cells_compared"] == 9 and result["verdict"] == "different path"
 
 
-def test_permutation_null_calls_random_pairs_same_rarely():
+def test_identical_step_profiles_with_query_noise_come_out_same():
+    """The case the old correlation test got wrong one time in five: a model that resolves b early and keeps it,
+    measured twice on 300 queries. Its moved copy must still come out different."""
     rng = np.random.default_rng(0)
-    same = 0
-    for _ in range(100):
-        a, b = rng.uniform(0.5, 1.0, 6), rng.uniform(0.5, 1.0, 6)
-        ma, mb = rng.uniform(0, 0.9, (6, 3)), rng.uniform(0, 0.9, (6, 3))
-        same += path_verdict(list(a), list(b), ma, mb)["verdict"] == "same path"
-    assert same <= 5
+    step = np.array([0.02] * 5 + [0.97] * 10)
+    verdicts = []
+    for _ in range(40):
+        a, b = rng.binomial(300, step) / 300, rng.binomial(300, step) / 300
+        c = {"profile_a": list(a), "profile_b": list(b), "n_queries": 300}
+        verdicts.append((stored_verdict(c)["verdict"], moved_path_control(c)["verdict"]))
+    assert sum(v == ("same path", "different path") for v in verdicts) >= 38
+
+
+def test_per_query_records_are_resampled():
+    rng = np.random.default_rng(1)
+    hits_a = (rng.random((300, 6)) < np.array(PROFILE)).astype(float)
+    hits_b = (rng.random((300, 6)) < np.array(PROFILE)).astype(float)
+    c = {"profile_a": hits_a.mean(0).tolist(), "profile_b": hits_b.mean(0).tolist(), "hits_a": hits_a.tolist(),
+         "hits_b": hits_b.tolist(), "n_queries": 300}
+    result = stored_verdict(c)
+    assert result["resampled"] == "per query" and result["verdict"] == "same path"
+    assert moved_path_control(c)["verdict"] == "different path"
 
 
 def test_moved_path_control():
-    assert moved_path_control(PROFILE, MAP)["verdict"] == "different path"
-    assert moved_path_control([0.9] * 6, None)["verdict"] != "different path"  # a flat path cannot be moved
+    assert moved_path_control(SAME)["verdict"] == "different path"
+    flat = {"profile_a": [0.9] * 6, "n_queries": 300}
+    assert moved_path_control(flat)["verdict"] != "different path"  # a flat path cannot be moved
 
 
-def test_curve_distance():
-    a = [{"step": 0, "atomic_new": 0.0, "new_old_powered": 0.0}, {"step": 10, "atomic_new": 1.0,
-                                                                 "new_old_powered": 0.5}]
-    b = [{"step": 0, "atomic_new": 0.2, "new_old_powered": 0.0}, {"step": 10, "atomic_new": 1.0,
-                                                                 "new_old_powered": 0.1}]
-    assert curve_distance(a, b) == pytest.approx((0.2 + 0 + 0 + 0.4) / 4)
-    assert curve_distance(a, []) is None
-    one_sided = [{"step": 0, "atomic_new": None, "new_old_powered": 0.5}]
-    assert curve_distance(one_sided, [{"step": 0, "atomic_new": 0.3, "new_old_powered": 0.1}]) == pytest.approx(0.4)
+def test_curve_agreement():
+    a = [{"step": 0, "m": 0.0}, {"step": 10, "m": 1.0}, {"step": 20, "m": 1.0}]
+    b = [{"step": 0, "m": 0.2}, {"step": 10, "m": 0.6}, {"step": 30, "m": 0.0}]
+    r = curve_agreement(a, b, "m", 0.1)
+    assert r["distance"] == pytest.approx(0.3) and r["steps"] == 2 and r["outcome"] == "above"
+    assert curve_agreement(a, [], "m", 0.1) is None
+    noisy = curve_agreement([{"step": 0, "m": 0.5, "n/m": 8}], [{"step": 0, "m": 0.5, "n/m": 8}], "m", 0.1)
+    assert noisy["distance"] == 0 and noisy["outcome"] == "undecided"  # 8 queries cannot show agreement
 
 
 def test_regime_classification():
-    sat = [0.5, 0.98, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
+    sat = [0.5, 0.995, 0.995, 0.995, 0.995, 0.995, 0.995, 0.995, 0.995, 0.995]
 
     def label(ood, bridge):
         return classify_regime(curve(sat, ood=ood, bridge=bridge), "test_inferred_ood", "bridge_use_ood")
-    assert label([0, 0, 0, 0, 0.1, 0.3, 0.6, 0.95], [0, .2, .5, .9, .95, 1, 1, 1])["regime"] == "natural grokking"
-    assert label([0, 0.6, 0.95, 0.95, 1, 1, 1, 1], [0, .5, .95, 1, 1, 1, 1, 1])["regime"] == "no delay"
-    r = label([0, 0, 0, 0.2, 0.5, 0.95, 0.96, 0.97], [0, .1, .1, .2, .2, .2, .3, .2])
+    assert label([0, 0, 0, 0, 0.1, 0.3, 0.6, 0.95, 0.96, 0.97], [0, .2, .5, .9, .95, 1, 1, 1, 1, 1])["regime"] == \
+        "natural grokking"
+    assert label([0, 0.6, 0.95, 0.95, 1, 1, 1, 1, 1, 1], [0, .5, .95, 1, 1, 1, 1, 1, 1, 1])["regime"] == "no delay"
+    r = label([0, 0, 0, 0.2, 0.5, 0.95, 0.96, 0.97, 0.97, 0.97], [0, .1, .1, .2, .2, .2, .3, .2, .2, .2])
     assert r["regime"] == "fake grokking" and not r["circuit"] and r["t_high"] == 500
-    assert label([0] * 8, [0] * 8)["regime"] == "no generalisation"
+    assert label([0] * 10, [0] * 10)["regime"] == "no generalisation"
 
 
 def test_milestones():

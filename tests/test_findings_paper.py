@@ -2,10 +2,13 @@
 threshold just above and just below (literal values: they pin the constants of ``metrics/thresholds.py``, which
 mutation testing does not mutate).
 
-Sources: He et al. Fig. 2 rows A-D (anchor values at 50k ... 1.25M steps, OOD test n = 2,040, training probes n =
-3,000) and Fig. 4 rows A-F (final values with their n). He et al. publish no per-stage bridge profile or causal map;
-where Finding 1 needs them, the stand-in below has the paper's levels (bridge found 0.998 / 1.000) and one shape
-for both models, which is what "same path" claims.
+Sources (He et al. 2026): Fig. 2 rows A-D and the both-hop-half run (anchor values at 50k ... 1.25M steps, merged
+with every milestone the authors' plotting data gives: the first evaluation reaching training 0.9 / 0.99, bridge 0.5 /
+0.9, OOD 0.5 / 0.9, the OOD maximum and the end of each run; OOD test n = 2,040, training probes n = 3,000; step 0 at
+the chance floor the paper reports, bridge found 0.2-0.3%). Fig. 4 rows A-F (final values with their n, the steps
+at which New Fact and new+old were reached, row A's first six evaluations, old+new's bridge as reported). He et al.
+publish no per-stage bridge profile or causal map; where Finding 1 needs them, the stand-in below has the paper's
+levels (bridge found 0.998 / 1.000) and one shape for both models, which is what "same path" claims.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import pytest
 
 from grokscope.metrics.intervals import Rate
 from grokscope.metrics.milestones import GrokDefinition
-from grokscope.reporting.findings import FineTuneFacts, RunFacts, finding_1, finding_2, finding_3, outcome
+from grokscope.reporting.findings import (FineTuneFacts, RunFacts, finding_1, finding_2, finding_3, outcome,
+                                          transfer_agreement)
 
-STEPS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000, 1_000_000, 1_250_000]
-FIG2 = {  # He et al. Fig. 2: (training acc, bridge found, OOD target-found) at STEPS
+ANCHORS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000, 1_000_000, 1_250_000]
+FIG2 = {  # He et al. Fig. 2: (training acc, bridge found, OOD target-found) at ANCHORS
     "natural": ([0.905, 0.988, 0.992, 0.997, 0.997, 0.998, 0.999, 1.000, 0.999, 1.000],           # row A
                 [0.152, 0.091, 0.176, 0.325, 0.821, 0.989, 0.996, 0.998, 0.999, 0.998],
                 [0.003, 0.002, 0.005, 0.002, 0.011, 0.429, 0.750, 0.735, 0.681, 0.704]),
@@ -33,57 +37,131 @@ FIG2 = {  # He et al. Fig. 2: (training acc, bridge found, OOD target-found) at 
     "second_full": ([0.976, 0.997, 0.996, 0.982, 0.998, 0.998, 0.997, 0.999, 0.998, 0.999],       # row D
                     [0.003, 0.017, 0.018, 0.014, 0.078, 0.063, 0.173, 0.581, 0.663, 0.312],
                     [0.008, 0.130, 0.231, 0.222, 0.561, 0.654, 0.792, 0.913, 0.951, 0.939]),
+    # the both-hop-half run (the autosaved panel C); its single-evaluation collapse to 0 at 1.25M is left out
+    "both_half": ([0.946, 0.982, 0.991, 0.997, 0.998, 0.997, 0.997, 0.997, 0.998, None],
+                  [0.074, 0.497, 0.363, 0.378, 0.083, 0.089, 0.155, 0.426, 0.229, None],
+                  [0.259, 0.303, 0.335, 0.344, 0.387, 0.428, 0.455, 0.465, 0.475, None]),
 }
+# The milestone table (the first evaluation reaching each level, the OOD maximum, the end of the run): step ->
+# {metric: value}; a level is given as its threshold (the first value at or above it).
+MILESTONES = {
+    "natural": {49_490: {"train_acc": 0.9}, 106_050: {"train_acc": 0.99}, 219_170: {"bridge": 0.5},
+                311_080: {"bridge": 0.9}, 395_920: {"ood": 0.5}, 1_230_180: {"ood": 0.859},
+                1_343_300: {"train_acc": 1.0, "bridge": 0.998, "ood": 0.683}},
+    "both_full": {37_490: {"train_acc": 0.9, "ood": 0.924}, 52_486: {"bridge": 0.5, "ood": 1.0},
+                  59_984: {"train_acc": 0.99, "bridge": 0.9}, 1_649_560: {"train_acc": 1.0, "bridge": 0.999,
+                                                                          "ood": 0.999}},
+    "first_full": {43_740: {"train_acc": 0.9}, 58_320: {"bridge": 0.5}, 72_900: {"bridge": 0.9},
+                   94_770: {"train_acc": 0.99}, 743_580: {"ood": 0.5}, 1_057_050: {"ood": 0.9},
+                   1_202_850: {"ood": 0.978}, 1_603_800: {"bridge": 1.0, "ood": 0.220}},
+    "second_full": {43_650: {"train_acc": 0.9}, 80_025: {"train_acc": 0.99}, 291_000: {"ood": 0.5},
+                    647_475: {"bridge": 0.5}, 676_575: {"ood": 0.9}, 1_491_375: {"ood": 0.968},
+                    1_600_500: {"train_acc": 0.999, "bridge": 0.653, "ood": 0.968}},
+    "both_half": {43_104: {"train_acc": 0.9}, 136_496: {"train_acc": 0.99}, 653_744: {"bridge": 0.5},
+                  1_537_376: {"ood": 0.486}, 1_580_480: {"bridge": 0.078, "ood": 0.477}},
+}
+STEP0 = {"train_acc": 0.0, "bridge": 0.003, "ood": 0.0}  # the chance floor the paper reports (bridge 0.2-0.3%)
+KEYS = {"train_acc": "train_acc", "bridge": "bridge_found_ood", "ood": "test_inferred_ood"}
+N = {"train_acc": 3000, "bridge_found_ood": 2040, "test_inferred_ood": 2040}
 TRM = GrokDefinition("test_inferred_ood", 0.5)
 
 
-def paper_run(regime: str, bridge=None, ood=None) -> RunFacts:
+def paper_rows(regime: str, bridge=None, ood=None, until: int | None = None) -> list[dict]:
+    """The dense series of one Fig. 2 run: step 0, the anchors and the milestones, in step order, each row with its n.
+    ``bridge`` / ``ood`` replace the anchor values of a world that differs from the paper's; that metric's milestones
+    then go too (they belong to the paper's curve)."""
     train, br, oo = FIG2[regime]
-    rows = [{"step": s, "train_acc": a, "bridge_found_ood": b, "test_inferred_ood": o, "n/train_acc": 3000,
-             "n/bridge_found_ood": 2040, "n/test_inferred_ood": 2040}
-            for s, a, b, o in zip(STEPS, train, bridge or br, ood or oo)]
-    return RunFacts(regime, "bridge_found", rows, TRM)
+    by_step = {0: dict(STEP0)}
+    for s, a, b, o in zip(ANCHORS, train, bridge or br, ood or oo):
+        if a is not None:
+            by_step[s] = {"train_acc": a, "bridge": b, "ood": o}
+    replaced = {k for k, v in (("bridge", bridge), ("ood", ood)) if v is not None}
+    for s, values in MILESTONES[regime].items():
+        kept = {k: v for k, v in values.items() if k not in replaced}
+        if kept:
+            by_step.setdefault(s, {}).update(kept)
+    rows = []
+    for s in sorted(by_step):
+        if until is not None and s > until:
+            break
+        row = {"step": s, **{KEYS[k]: v for k, v in by_step[s].items()}}
+        rows.append({**row, **{f"n/{k}": N[k] for k in N if k in row}})
+    return rows
 
 
-# Stand-in path (15 recursion stages of the trm; causal map over h, r1, r2): the paper's levels, one shape.
+# He et al. §3: both-hop full, "every correct prediction on OOD compositions is achieved through successful recovery
+# of the bridge entity": of its 2,040 OOD answers (all correct at OOD 1.0), the share with the bridge is 1.
+EVERY_CORRECT_HAS_THE_BRIDGE = {1_649_560: Rate(1.0, 2040)}
+
+
+def paper_run(regime: str, bridge=None, ood=None, until: int | None = None, **kw) -> RunFacts:
+    share = EVERY_CORRECT_HAS_THE_BRIDGE if regime == "both_full" else {}
+    return RunFacts(regime, "bridge_found", paper_rows(regime, bridge, ood, until), TRM,
+                    correct_with_bridge=kw.pop("correct_with_bridge", share), **kw)
+
+
+# Stand-in path (15 recursion stages of the trm; causal map over h, r1, r2): the paper's levels, one shape, measured
+# on 300 ID compositions (the analysis's sample).
 PROFILE = [0.0, 0.0, 0.02, 0.1, 0.45, 0.93, 0.998, 0.99, 0.97, 0.9, 0.95, 0.99, 0.998, 0.99, 0.98]
 MAP = np.array([[1.0, 1.0, 1.0]] + [[0.6 - 0.04 * s, 0.9 - 0.05 * s, 0.05 * s] for s in range(1, 15)])
 
 
-def comparison(profile_a, profile_b, map_a=MAP, map_b=MAP) -> dict:
+def comparison(profile_a, profile_b, map_a=MAP, map_b=MAP, n=300) -> dict:
     return {"profile_a": list(profile_a), "profile_b": list(profile_b),
             "causal_map_a": None if map_a is None else np.asarray(map_a).tolist(),
-            "causal_map_b": None if map_b is None else np.asarray(map_b).tolist(), "step_a": 0, "step_b": 1}
+            "causal_map_b": None if map_b is None else np.asarray(map_b).tolist(), "step_a": 0, "step_b": 1,
+            "n_queries": n, "causal_n_a": [n] * 3, "causal_n_b": [n] * 3}
 
 
 BOTH_PROFILE = [min(1.0, x + 0.01 * ((i % 3) - 1)) for i, x in enumerate(PROFILE)]  # level 1.000, same shape
 CONTROL = comparison([0.0] * 15, PROFILE, None, MAP)  # step 0: no path (and no correct answer to trace)
 
+# He et al. Fig. 4 row A's first evaluations (steps 976 ... 5,856), then 1.000 to the 40th; row B: 0.808 at 2,928
+# and 1.000 from 5,856 (the reference gives no other point of row B).
+EVAL = 976
+NATURAL_NEW_OLD = [0.000, 0.125, 0.625, 0.688, 0.875] + [1.0] * 35
+BOTH_NEW_OLD = {3 * EVAL: 0.808, **{k * EVAL: 1.0 for k in range(6, 41)}}
 
-def f1(natural=None, both=None, comparisons=None, control=CONTROL):
+
+def transfer_rows(regime: str) -> list[dict]:
+    if regime == "natural":
+        return [{"step": (i + 1) * EVAL, "new_old": v, "n/new_old": 16} for i, v in enumerate(NATURAL_NEW_OLD)]
+    return [{"step": s, "new_old": v, "n/new_old": 26} for s, v in BOTH_NEW_OLD.items()]
+
+
+PAPER_TRANSFER = transfer_agreement(transfer_rows("natural"), transfer_rows("both_full"))
+
+
+def f1(natural=None, both=None, comparisons=None, control=CONTROL, transfer=PAPER_TRANSFER, **kw):
     return finding_1(natural or paper_run("natural"), both or paper_run("both_full"),
-                     comparisons or {"both_full": comparison(PROFILE, BOTH_PROFILE, MAP, MAP + 0.01)}, control)
+                     comparisons or {"both_full": comparison(PROFILE, BOTH_PROFILE, MAP, MAP + 0.01)}, control,
+                     transfer=transfer, **kw)
 
 
-# He et al. Fig. 4: (New Fact acc, n), new+old (EM, n), new+old bridge found, old+new EM (n), new+new EM (n = 3,000)
+# He et al. Fig. 4: (New Fact acc, n), new+old (EM, n), new+old bridge, old+new (EM, n), old+new bridge, new+new EM,
+# new+new bridge (steady, n = 3,000), steps to New Fact >= 0.99, steps to new+old >= 0.9 (None: never)
 FIG4 = {
-    "natural": ((1.0, 2000), (1.000, 16), 1.000, (0.000, 18), 0.007),      # row A
-    "both_full": ((1.0, 2000), (1.000, 26), 1.000, (0.020, 35), 0.036),    # row B (new+new: its max)
-    "first_full": ((1.0, 2000), (1.000, 33), 1.000, (0.000, 31), 0.004),   # row C
-    "second_full": ((1.0, 2000), (0.355, 33), 0.367, (0.000, 28), 0.002),  # row D
-    "control": ((0.956, 2000), (0.312, 16), 0.000, (0.000, 18), 0.001),    # row E (New Fact: last-10 mean)
-    "both_half": ((1.0, 2000), (0.350, 36), 0.983, (0.000, 29), 0.001),    # row F
+    "natural": ((1.0, 2000), (1.000, 16), 1.000, (0.000, 18), 1.000, 0.007, 0.966, 2928, 5856),      # row A
+    "both_full": ((1.0, 2000), (1.000, 26), 1.000, (0.020, 35), 1.000, 0.036, 0.992, 2928, 5856),    # row B
+    "first_full": ((1.0, 2000), (1.000, 33), 1.000, (0.000, 31), 1.000, 0.004, 0.992, 2928, 7808),   # row C
+    "second_full": ((1.0, 2000), (0.355, 33), 0.367, (0.000, 28), 0.23, 0.002, 0.195, 1952, None),   # row D
+    "control": ((0.956, 2000), (0.312, 16), 0.000, (0.000, 18), 0.0, 0.001, 0.001, 3904, None),     # row E
+    "both_half": ((1.0, 2000), (0.350, 36), 0.983, (0.000, 29), 0.586, 0.001, 0.976, 2928, None),   # row F
 }
 
 
 def paper_finetunes(**changes) -> list[FineTuneFacts]:
-    """Fig. 4's rows as fine-tunes; ``changes``: regime -> {measure: Rate} replacing the paper's value."""
+    """Fig. 4's rows as fine-tunes from the last checkpoint of each Fig. 2 run; ``changes``: regime -> {measure:
+    Rate} replacing the paper's value."""
     out = []
-    for regime, (new, no, br, on, nn) in FIG4.items():
+    for regime, (new, no, br, on, on_br, nn, nn_br, t_new, t_no) in FIG4.items():
         rates = {"atomic_new": Rate(*new), "new_old": Rate(*no), "bridge_new_old": Rate(br, no[1]),
-                 "old_new": Rate(*on), "bridge_old_new": Rate(1.0, on[1]), "new_new": Rate(nn, 3000)}
+                 "old_new": Rate(*on), "bridge_old_new": Rate(on_br, on[1]), "new_new": Rate(nn, 3000),
+                 "bridge_new_new": Rate(nn_br, 3000)}
         rates.update(changes.get(regime, {}))
-        out.append(FineTuneFacts(f"ft_{regime}", regime, rates, None if regime == "control" else "last"))
+        parent = None if regime == "control" else paper_run(regime)
+        out.append(FineTuneFacts(f"ft_{regime}", regime, rates, None if regime == "control" else "last", parent,
+                                 steps={"new_fact": t_new, "new_old": t_no}))
     return out
 
 
@@ -91,41 +169,61 @@ def paper_finetunes(**changes) -> list[FineTuneFacts]:
 def test_he_et_al_numbers_support_all_three_findings():
     r1 = f1()
     assert r1["verdict"] == "supported", r1
+    assert [v["outcome"] for v in r1["votes"]] == ["held"] * 3
     r2 = finding_2(paper_run("second_full"), paper_run("both_full"))
     assert r2["verdict"] == "supported", r2
     r3 = finding_3(paper_finetunes())
     assert r3["verdict"] == "supported", r3
-    assert r3["expectations"]["held"] == r3["expectations"]["total"] == 22  # 3 x 4 + 2 x 3 + 4 (control)
+    # (iii-a) 3 circuit parents x 2 + 2 not-circuit x 1 + control x 2; (iii-b) 6 x 2; (iii-c) 3 x 2
+    assert r3["expectations"]["held"] == r3["expectations"]["total"] == 10 + 12 + 6
+    assert r3["parents"] == {"ft_natural": "circuit", "ft_both_full": "circuit", "ft_first_full": "circuit",
+                             "ft_second_full": "not a circuit", "ft_both_half": "not a circuit",
+                             "ft_control": "control"}
+
+
+def test_the_paper_series_give_the_paper_milestones():
+    """The dense series read by the sustained-crossing rule: the paper's saturation and OOD steps where the curve
+    keeps them, later where a single evaluation falls back (both-hop full's training collapse at 150k; natural's
+    OOD 0.429 at 400k after 0.5 at 395,920)."""
+    assert paper_run("natural").t_sat == 106_050 and paper_run("second_full").t_sat == 80_025
+    assert paper_run("first_full").t_sat == 94_770 and paper_run("both_half").t_sat == 136_496
+    assert paper_run("both_full").t_sat == 200_000  # 59,984 is followed by 0.993 and the collapse to 0.904
+    assert paper_run("natural").delay("test_inferred_ood") == (106_050, 500_000, True)
+    assert paper_run("second_full").delay("test_inferred_ood") == (80_025, 291_000, True)
+    assert paper_run("both_full").delay("test_inferred_ood") == (200_000, 37_490, False)
+    ages = {r: round(paper_run(r).age, 1) for r in ("natural", "both_full", "first_full", "second_full", "both_half")}
+    assert ages == {"natural": 12.7, "both_full": 8.2, "first_full": 16.9, "second_full": 20.0, "both_half": 11.6}
+    assert paper_run("natural").floor("bridge_found_ood") == 0.003
 
 
 def test_first_hop_full_is_compared_when_present():
     comparisons = {"both_full": comparison(PROFILE, BOTH_PROFILE), "first_full": comparison(PROFILE, BOTH_PROFILE)}
-    r = finding_1(paper_run("natural"), paper_run("both_full"), comparisons, CONTROL,
-                  first_full=paper_run("first_full"))
-    assert r["verdict"] == "supported" and "final first_full" in r["measured"]
+    first = paper_run("first_full", until=1_250_000)  # before its late decay to OOD 0.22
+    r = f1(comparisons=comparisons, first_full=first)
+    assert r["verdict"] == "supported" and "natural vs first_full: held" in r["measured"]
     moved = {**comparisons, "first_full": comparison(PROFILE, np.roll(PROFILE, 5), MAP, np.roll(MAP, 1, 1))}
-    r = finding_1(paper_run("natural"), paper_run("both_full"), moved, CONTROL, first_full=paper_run("first_full"))
-    assert r["verdict"] == "partly supported", r
+    assert f1(comparisons=moved, first_full=first)["verdict"] == "partly supported"
+    # before 700k first-hop full has not generalised: not compared, the other votes decide
+    r = f1(comparisons=comparisons, first_full=paper_run("first_full", until=700_000))
+    assert r["verdict"].startswith("partly supported ((a) ID path, natural vs first_full not testable)"), r
 
 
 # ------------------------------------------------------------------------------------------------ broken claims
 def test_broken_claims_are_not_supported():
-    # Finding 1: both-hop full's bridge at 0.1: no path on one side -> different.
+    # Finding 1: both-hop full's bridge at 0.1: no path on one side -> (a) fails.
     low = [x * 0.1 for x in BOTH_PROFILE]
-    assert outcome(f1(comparisons={"both_full": comparison(PROFILE, low)})["verdict"]) == "contradicted"
+    assert outcome(f1(comparisons={"both_full": comparison(PROFILE, low)})["verdict"]) == "partly supported"
     # Finding 1: the natural TRM never rises on OOD (no grokking) -> not testable.
-    flat = paper_run("natural", ood=[0.01] * 10)
-    assert "did not grok" in f1(natural=flat)["verdict"]
+    assert "did not grok" in f1(natural=paper_run("natural", ood=[0.01] * 10))["verdict"]
     # Finding 1: both-hop full rising as late as natural: not the paper's non-grokked model.
-    late = paper_run("both_full", ood=FIG2["natural"][2])
+    late = paper_run("both_full", ood=[0.0] * 6 + [0.01, 0.9, 0.95, 1.0])
     assert "non-grokked" in f1(both=late)["verdict"]
-    # Finding 2: second-hop full's bridge 0.95 while OOD is up.
+    # Finding 2: second-hop full's bridge 0.95 while OOD is up -> (i) fails, (ii) holds.
     _, _, ood = FIG2["second_full"]
     bridged = paper_run("second_full", bridge=[0.95 if o >= 0.5 else 0.02 for o in ood])
+    bridged.rows = [{**r, "bridge_found_ood": 0.95} if (r.get("test_inferred_ood") or 0) >= 0.5 else r
+                    for r in bridged.rows]
     assert outcome(finding_2(bridged, paper_run("both_full"))["verdict"]) == "partly supported"
-    # Finding 2: ...and OOD up from saturation (no delay): contradicted.
-    early = paper_run("second_full", bridge=[0.95] * 10, ood=[0.9] * 10)
-    assert outcome(finding_2(early, paper_run("both_full"))["verdict"]) == "contradicted"
     # Finding 3: natural new+old 0.3; control new+old 0.95; both-full's bridge 0.1.
     for changes, expected in (({"natural": {"new_old": Rate(0.3, 16)}}, "partly supported"),
                               ({"control": {"new_old": Rate(0.95, 16)}}, "undecided at this n"),
@@ -133,28 +231,54 @@ def test_broken_claims_are_not_supported():
                               ({"both_full": {"bridge_new_old": Rate(0.1, 26)}}, "partly supported")):
         r = finding_3(paper_finetunes(**changes))
         assert outcome(r["verdict"]) == expected, (changes, r["verdict"])
+    # Every circuit parent's new+old fails, the rest as the paper: null transfer is partly supported, not
+    # contradicted (limited, but not the paper's partial transfer); old+new composing contradicts it.
     every = {k: {"new_old": Rate(0.3, 40)} for k in ("natural", "both_full", "first_full")}
-    assert finding_3(paper_finetunes(**every))["verdict"] == "contradicted"
+    assert finding_3(paper_finetunes(**every))["verdict"] == "partly supported"
+    assert finding_3(paper_finetunes(natural={"old_new": Rate(1.0, 18)}))["verdict"].startswith("contradicted")
 
 
 def test_new_new_and_old_new_failing_are_each_checked():
     r = finding_3(paper_finetunes(natural={"new_new": Rate(0.9, 3000)}))
-    assert outcome(r["verdict"]) == "partly supported" and "ft_natural new_new" in r["expectations"]["failed"]
+    assert outcome(r["verdict"]) == "contradicted" and "ft_natural new_new" in r["expectations"]["failed"]
     r = finding_3(paper_finetunes(second_full={"old_new": Rate(0.9, 300)}))
     assert "ft_second_full old_new" in r["expectations"]["failed"]
     r = finding_3(paper_finetunes(control={"bridge_new_old": Rate(0.9, 300)}))
     assert "ft_control bridge_new_old" in r["expectations"]["failed"]
+    r = finding_3(paper_finetunes(natural={"bridge_old_new": Rate(0.1, 18)}))
+    assert outcome(r["verdict"]) == "partly supported" and "ft_natural bridge_old_new" in r["expectations"]["failed"]
 
 
 def test_finding_3_needs_the_control_and_a_parent_that_learned():
     no_control = [f for f in paper_finetunes() if f.regime != "control"]
-    assert finding_3(no_control)["verdict"].startswith("partly supported (every expectation held, but no control")
+    assert finding_3(no_control)["verdict"].startswith("partly supported (every vote held, but no control")
     unlearned = paper_finetunes(control={"atomic_new": Rate(0.5, 2000)})
     assert "partly supported" in finding_3(unlearned)["verdict"]
-    not_ready = paper_finetunes()
-    for f in not_ready:
-        f.parent_ready = "test_inferred_ood 0.04" if f.regime != "control" else None
-    assert finding_3(not_ready)["verdict"].startswith("not testable")
+
+
+def test_parent_readiness_is_measured():
+    """A parent is judged by its own circuit and age, not by its regime's name."""
+    young = paper_finetunes()
+    for f in young:
+        if f.parent is not None:
+            f.parent = paper_run(f.regime, until=300_000)  # 1.5-3.8 x saturation
+    r = finding_3(young)
+    assert r["verdict"].startswith("not testable") and "too young" in r["measured"]
+    # a natural parent with no bridge at its last checkpoint is judged as He et al. judge second-hop full:
+    # new+old 1.0 from it fails (iii-a), although it is the "natural" regime
+    no_circuit = paper_finetunes()
+    no_circuit[0].parent = paper_run("natural", bridge=[0.1] * 10)
+    no_circuit[0].parent.rows = [{**r, "bridge_found_ood": 0.1} if "bridge_found_ood" in r and r["step"] else r
+                                 for r in no_circuit[0].parent.rows]
+    r = finding_3(no_circuit)
+    assert r["parents"]["ft_natural"] == "not a circuit" and "ft_natural new_old" in r["expectations"]["failed"]
+    # a second-hop-full parent whose bridge formed is a circuit parent: its new+old 0.36 then fails (iii-a)
+    formed = paper_finetunes()
+    formed[3].parent = paper_run("second_full", bridge=[1.0] * 10)
+    formed[3].parent.rows = [{**r, "bridge_found_ood": 1.0} if "bridge_found_ood" in r and r["step"] else r
+                             for r in formed[3].parent.rows]
+    r = finding_3(formed)
+    assert r["parents"]["ft_second_full"] == "circuit" and outcome(r["verdict"]) == "partly supported"
 
 
 def test_saturated_parents_are_an_extension_not_a_vote():
@@ -163,6 +287,14 @@ def test_saturated_parents_are_an_extension_not_a_vote():
     sat.name, sat.checkpoint, sat.rates["new_old"] = "ft_natural_sat", "sat", Rate(0.0, 16)
     r = finding_3(fts + [sat])
     assert r["verdict"] == "supported" and "extension (not voted), ft_natural_sat" in r["measured"]
+
+
+def test_the_papers_categories_vote_at_the_papers_n():
+    """n = 16 (the paper's smallest category) decides: 16 of 16 has the interval [0.81, 1.0], above 0.75."""
+    assert Rate(1.0, 16).against(0.75) == "above"
+    r = finding_3(paper_finetunes())
+    row = next(c for c in r["checks"] if c["subject"] == "ft_natural" and c["measure"] == "new_old")
+    assert "n=16" in row["value [95% interval] (n)"] and row["outcome"] == "held"
 
 
 # ------------------------------------------------------------------------------------------------ boundaries
@@ -177,6 +309,8 @@ def one_category(regime: str, measure: str, value: float) -> list[FineTuneFacts]
 @pytest.mark.parametrize("regime, measure, threshold, above_holds", [
     ("natural", "new_old", 0.75, True),  # composes: at or above 0.75
     ("natural", "bridge_new_old", 0.5, True),  # bridge present: at or above 0.5
+    ("natural", "bridge_old_new", 0.5, True),  # the bridge recovered despite the failure: at or above 0.5
+    ("natural", "bridge_new_new", 0.5, True),
     ("second_full", "new_old", 0.75, False),  # does not compose: below 0.75
     ("control", "bridge_new_old", 0.5, False),  # control's bridge absent: below 0.5
     ("natural", "old_new", 0.75, False),
@@ -195,40 +329,69 @@ def test_new_facts_learned_boundary():
     assert at["verdict"] == "supported" and "ft_natural: not testable (new facts" in below["measured"]
 
 
+def test_parent_age_and_circuit_boundaries():
+    def with_parent(age: float, bridge: float) -> str:
+        fts = paper_finetunes()
+        rows = [{"step": 0, "train_acc": 0.0, "bridge_found_ood": 0.0},
+                {"step": 100, "train_acc": 0.995, "bridge_found_ood": 0.0},
+                {"step": 200, "train_acc": 0.995, "bridge_found_ood": 0.0},
+                {"step": 300, "train_acc": 0.995, "bridge_found_ood": 0.0}] + \
+               [{"step": round(100 * age) - 2 + i, "train_acc": 1.0, "bridge_found_ood": bridge} for i in range(3)]
+        fts[0].parent = RunFacts("p", "bridge_found", rows, TRM)
+        return finding_3(fts)["parents"].get("ft_natural", "not judged")
+    assert with_parent(5.0, 0.95) == "circuit" and with_parent(5.0 - 0.02, 0.95) == "not judged"
+    assert with_parent(6.0, 0.9) == "circuit" and with_parent(6.0, 0.9 - EPS) == "not a circuit"
+
+
 def without_n(run: RunFacts) -> RunFacts:
     return RunFacts(run.name, run.bridge_metric, [{k: v for k, v in r.items() if not k.startswith("n/")}
-                                                  for r in run.rows], run.grokked)
+                                                  for r in run.rows], run.grokked,
+                    correct_with_bridge=run.correct_with_bridge)
 
 
 def test_finding_2_bridge_boundaries():
-    _, _, ood = FIG2["second_full"]
-
     def second(level):  # without n, so the point decides
-        return without_n(paper_run("second_full", bridge=[level if o >= 0.5 else 0.0 for o in ood]))
+        run = without_n(paper_run("second_full"))
+        run.rows = [{**r, "bridge_found_ood": level} if (r.get("test_inferred_ood") or 0) >= 0.5 else r
+                    for r in run.rows]
+        return run
     both = paper_run("both_full")
     assert finding_2(second(0.5 - EPS), both)["verdict"] == "supported"
     assert finding_2(second(0.5), both)["verdict"] == "partly supported"
 
     def positive(level):
-        return paper_run("both_full", bridge=[level] * 10)
-    assert finding_2(paper_run("second_full"), without_n(positive(0.9)))["verdict"] == "supported"
-    assert "positive control" in finding_2(paper_run("second_full"), without_n(positive(0.9 - EPS)))["verdict"]
+        run = without_n(paper_run("both_full"))
+        run.rows = [{**r, "bridge_found_ood": level} if r["step"] else r for r in run.rows]
+        return run
+    assert finding_2(paper_run("second_full"), positive(0.9))["verdict"] == "supported"
+    weak = finding_2(paper_run("second_full"), positive(0.9 - EPS))
+    assert weak["verdict"].startswith("contradicted ((i)"), weak["verdict"]  # (ii) failed, (i) has no control
+
+
+def test_finding_2_per_query_share_decides_the_bridge_half_when_measured():
+    both = paper_run("both_full")
+    low = paper_run("second_full", correct_with_bridge={1_600_500: Rate(0.2, 1975)})
+    high = paper_run("second_full", correct_with_bridge={1_600_500: Rate(0.95, 1975)})
+    assert finding_2(low, both)["verdict"] == "supported"
+    assert finding_2(high, both)["verdict"] == "partly supported" and "per query" in finding_2(high, both)["measured"]
 
 
 def test_finding_2_needs_ood_to_reach_0_5():
-    _, _, ood = FIG2["second_full"]
-    capped = paper_run("second_full", ood=[min(o, 0.5 - EPS) for o in ood])
-    assert "never reached OOD >= 0.5" in finding_2(capped, paper_run("both_full"))["verdict"]
-    at = paper_run("second_full", ood=[min(o, 0.5) for o in ood])
-    assert not finding_2(at, paper_run("both_full"))["verdict"].startswith("not testable")
+    run = paper_run("second_full")
+    run.rows = [{**r, "test_inferred_ood": min(r["test_inferred_ood"], 0.5 - EPS)} if "test_inferred_ood" in r
+                else r for r in run.rows]
+    assert "(i) a grokked model without the circuit (second-hop full) not testable" in \
+        finding_2(run, paper_run("both_full"))["verdict"]
 
 
 def test_delay_factor_boundary():
-    """Second-hop full's OOD first >= 0.5 at exactly 2 x t_sat after saturation counts as late; one step less not."""
+    """Second-hop full's OOD kept >= 0.5 from exactly 2 x t_sat after saturation counts as late; one step less not."""
     def rows(t_gen):
-        base = [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0},
-                {"step": 100, "train_acc": 0.98, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0},
-                {"step": t_gen, "train_acc": 0.99, "test_inferred_ood": 0.95, "bridge_found_ood": 0.1}]
+        base = [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0}] + \
+               [{"step": 100 + i, "train_acc": 0.995, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0}
+                for i in range(3)] + \
+               [{"step": t_gen + i, "train_acc": 0.99, "test_inferred_ood": 0.95, "bridge_found_ood": 0.1}
+                for i in range(3)]
         return RunFacts("second", "bridge_found", base, TRM)
     both = paper_run("both_full")
     assert finding_2(rows(300), both)["verdict"] == "supported"
@@ -236,17 +399,12 @@ def test_delay_factor_boundary():
 
 
 def test_saturation_boundary():
-    """t_sat is the first evaluation with training accuracy >= 0.97."""
+    """t_sat is the first evaluation whose training accuracy >= 0.99 is kept for 3 evaluations."""
     def run(acc):
-        rows = [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0},
-                {"step": 100, "train_acc": acc, "test_inferred_ood": 0.0, "bridge_found_ood": 0.0},
-                {"step": 250, "train_acc": 0.99, "test_inferred_ood": 0.95, "bridge_found_ood": 0.1}]
+        rows = [{"step": 0, "train_acc": 0.1}] + [{"step": 100 + i, "train_acc": acc} for i in range(3)] + \
+               [{"step": 250 + i, "train_acc": 1.0} for i in range(3)]
         return RunFacts("second", "bridge_found", rows, TRM)
-    both = paper_run("both_full")
-    # saturated at 100: 250 - 100 < 200 -> no delay; saturated at 250 -> 0 < 500 -> no delay either; at 0.97 vs
-    # just under, t_sat moves from 100 to 250, which the regime label reports
-    assert run(0.97).t_sat == 100 and run(0.97 - EPS).t_sat == 250
-    assert finding_2(run(0.97), both)["verdict"] == "partly supported"
+    assert run(0.99).t_sat == 100 and run(0.99 - EPS).t_sat == 250
 
 
 @pytest.mark.parametrize("metric, level, grokked", [
@@ -255,25 +413,38 @@ def test_saturation_boundary():
 ])
 def test_grokked_level_boundary(metric, level, grokked):
     def natural(final):
-        rows = [{"step": 0, "train_acc": 0.1, metric: 0.0}, {"step": 100, "train_acc": 0.99, metric: 0.0},
-                {"step": 400, "train_acc": 1.0, metric: 0.45}] + \
+        rows = [{"step": 0, "train_acc": 0.1, metric: 0.0}] + \
+               [{"step": 100 + i, "train_acc": 0.995, metric: 0.0} for i in range(3)] + \
+               [{"step": 400, "train_acc": 1.0, metric: 0.45}] + \
                [{"step": 500 + i, "train_acc": 1.0, metric: final} for i in range(3)]
         return RunFacts("nat", "bridge_found", rows, grokked)
     both = RunFacts("both", "bridge_found", [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0}] +
-                    [{"step": 100 * i, "train_acc": 0.99, "test_inferred_ood": 1.0} for i in range(1, 5)], grokked)
+                    [{"step": 100 * i, "train_acc": 0.995, "test_inferred_ood": 1.0} for i in range(1, 5)], grokked)
     comparisons = {"both_full": comparison(PROFILE, BOTH_PROFILE, MAP, MAP + 0.01)}
-    assert finding_1(natural(level), both, comparisons, CONTROL)["verdict"] == "supported"
+    assert outcome(finding_1(natural(level), both, comparisons, CONTROL)["verdict"]) == "partly supported"
     assert "did not grok" in finding_1(natural(level - EPS), both, comparisons, CONTROL)["verdict"]
 
 
 def test_grokked_level_is_decided_by_the_interval():
     def natural(final, n):
-        rows = [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0}, {"step": 100, "train_acc": 0.99,
-                                                                          "test_inferred_ood": 0.0}] + \
+        rows = [{"step": 0, "train_acc": 0.1, "test_inferred_ood": 0.0}] + \
+               [{"step": 100 + i, "train_acc": 0.995, "test_inferred_ood": 0.0} for i in range(3)] + \
                [{"step": 400 + i, "train_acc": 1.0, "test_inferred_ood": final, "n/test_inferred_ood": n}
                 for i in range(3)]
         return RunFacts("nat", "bridge_found", rows, TRM)
-    both = paper_run("both_full")
-    comparisons = {"both_full": comparison(PROFILE, BOTH_PROFILE, MAP, MAP + 0.01)}
-    assert finding_1(natural(0.6, 2000), both, comparisons, CONTROL)["verdict"] == "supported"
-    assert finding_1(natural(0.6, 30), both, comparisons, CONTROL)["verdict"].startswith("undecided at this n")
+    assert f1(natural=natural(0.6, 2000))["verdict"] == "supported"
+    assert f1(natural=natural(0.6, 30))["verdict"].startswith("undecided at this n")
+
+
+def test_equivalent_transfer_margin():
+    """(c): the paper's two curves agree (mean |difference| 0.005); curves 0.1 apart at every point do not."""
+    assert PAPER_TRANSFER["outcome"] == "below" and PAPER_TRANSFER["distance"] < 0.01
+    base = [{"step": r["step"], "new_old": r["new_old"]} for r in transfer_rows("natural")]  # no n: the point decides
+    apart = [{"step": r["step"], "new_old": r["new_old"] + (0.1 + EPS if r["new_old"] < 0.5 else -(0.1 + EPS))}
+             for r in base]
+    far = transfer_agreement(base, apart)
+    assert far["distance"] == pytest.approx(0.1 + EPS) and far["outcome"] == "above"
+    near = [{"step": r["step"], "new_old": r["new_old"] + (0.1 - EPS if r["new_old"] < 0.5 else -(0.1 - EPS))}
+            for r in base]
+    assert transfer_agreement(base, near)["outcome"] == "below"
+    assert outcome(f1(transfer=far)["verdict"]) == "partly supported"

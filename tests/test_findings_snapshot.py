@@ -44,7 +44,8 @@ def cases() -> dict[str, tuple[int, dict]]:
         "1 paper + first_full moved": (1, fx.finding_1(paper.paper_run("natural"), paper.paper_run("both_full"),
                                                        moved_first, paper.CONTROL,
                                                        within=paper.comparison(paper.PROFILE, paper.BOTH_PROFILE),
-                                                       curve_distance=0.03, first_full=paper.paper_run("first_full"))),
+                                                       transfer=paper.PAPER_TRANSFER,
+                                                       first_full=paper.paper_run("first_full"))),
         "1 first_full not grokked": (1, fx.finding_1(paper.paper_run("natural"), paper.paper_run("both_full"),
                                                      moved_first, paper.CONTROL,
                                                      first_full=paper.paper_run("first_full", ood=[0.01] * 10))),
@@ -52,7 +53,7 @@ def cases() -> dict[str, tuple[int, dict]]:
                                                             {"both_full": moved_first["both_full"]}, paper.CONTROL,
                                                             first_full=paper.paper_run("first_full"))),
         "1 natural flat": (1, paper.f1(natural=paper.paper_run("natural", ood=[0.01] * 10))),
-        "1 both late": (1, paper.f1(both=paper.paper_run("both_full", ood=paper.FIG2["natural"][2]))),
+        "1 both late": (1, paper.f1(both=paper.paper_run("both_full", ood=[0.0] * 6 + [0.01, 0.9, 0.95, 1.0]))),
         "1 no both": (1, fx.finding_1(paper.paper_run("natural"), None, {}, None)),
         "1 cut short": (1, unit.finding_1(unit.run("nat", unit.NAT.rows, cut_short=True), unit.BOTH,
                                           {"both_full": unit.SAME}, unit.CONTROL)),
@@ -63,7 +64,8 @@ def cases() -> dict[str, tuple[int, dict]]:
         "1 undecided": (1, fx.finding_1(undecided_natural(), paper.paper_run("both_full"),
                                         {"both_full": paper.comparison(paper.PROFILE, paper.BOTH_PROFILE)},
                                         paper.CONTROL)),
-        "2 paper": (2, fx.finding_2(paper.paper_run("second_full"), paper.paper_run("both_full"), Rate(0.4, 500))),
+        "2 paper": (2, fx.finding_2(paper.paper_run("second_full", correct_with_bridge={1_600_500: Rate(0.4, 500)}),
+                                    paper.paper_run("both_full"))),
         "2 bridge while up": (2, fx.finding_2(late_bridge, paper.paper_run("both_full"))),
         "2 no second": (2, fx.finding_2(None, None)),
         "2 cut short": (2, fx.finding_2(unit.run("s", unit.curve(unit.SAT), cut_short=True), unit.BOTH)),
@@ -110,6 +112,9 @@ def cases() -> dict[str, tuple[int, dict]]:
     own_sat = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP, bridge=[0.95] * 10, n=1000),
                             sat_threshold=0.99)
     out["2 own saturation threshold"] = (2, fx.finding_2(own_sat, unit.BOTH))
+    out["3 measured parents"] = (3, fx.finding_3(paper.paper_finetunes(second_full={"new_old": Rate(1.0, 33)})))
+    out["1 seeds, one untestable"] = (1, fx.across_seeds({0: paper.f1(), 1: fx.finding_1(
+        paper.paper_run("natural", ood=[0.01] * 10), paper.paper_run("both_full"), {}, None)}))
     fallback = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP), n={"bridge_use_ood": 300,
                                                                                         "test_inferred_ood": 300})
     out["2 n from the dataset"] = (2, fx.finding_2(fallback, unit.BOTH))
@@ -120,14 +125,13 @@ def cases() -> dict[str, tuple[int, dict]]:
                                   first_full={"old_new": Rate(0.76, 31)})
     del mixed[0].rates["old_new"]
     for f in mixed:
-        f.kinds = {"new_old": "faithful", "old_new": "powered"}
+        f.extension = "new_old powered EM 0.50 [0.40, 0.60] (n=100)"
     out["3 failed, undecided and missing"] = (3, fx.finding_3(mixed))
     two_open = paper.paper_finetunes(both_full={"old_new": Rate(0.74, 35)}, first_full={"old_new": Rate(0.76, 31)})
     out["3 two undecided"] = (3, fx.finding_3(two_open))
     out["3 control only"] = (3, fx.finding_3([f for f in paper.paper_finetunes() if f.regime == "control"]))
     ready = paper.paper_finetunes()
-    ready[0].parent_ready = "test_inferred_ood at step 9: 0.04 (n=72), needs above 0.5"
-    ready[0].kinds = {"new_old": "faithful", "old_new": "powered"}
+    ready[0].parent = paper.paper_run("natural", until=300_000)
     sat = paper.paper_finetunes()[1]
     sat.name, sat.checkpoint = "ft_both_full_sat", "sat"
     out["3 parent not ready + extension"] = (3, fx.finding_3(ready + [sat]))
@@ -179,8 +183,8 @@ def test_a_floor_equal_to_its_threshold_cannot_pass():
 def test_pick_category_prefers_faithful_when_powered_is_absent_or_faithful_is_large():
     small, big = {"n": 5, "exact_match": 1.0}, {"n": 500, "exact_match": 0.2}
     assert fx.pick_category({"new_old": small, "new_old_powered": big}, "new_old") == (big, "powered")
-    assert fx.pick_category({"new_old": {**small, "n": 20}, "new_old_powered": big}, "new_old")[1] == "faithful"
-    assert fx.pick_category({"new_old": {**small, "n": 19}, "new_old_powered": big}, "new_old")[1] == "powered"
+    assert fx.pick_category({"new_old": {**small, "n": 16}, "new_old_powered": big}, "new_old")[1] == "faithful"
+    assert fx.pick_category({"new_old": {**small, "n": 15}, "new_old_powered": big}, "new_old")[1] == "powered"
     assert fx.pick_category({"new_old": small}, "new_old") == (small, "faithful")
     assert fx.pick_category({}, "new_old") == ({}, "faithful")
 

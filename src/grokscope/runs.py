@@ -125,7 +125,7 @@ def named_step(run: Path, name: str, steps: list[int]) -> int | None:
     cfg = artifacts.read_config(run)
     if name == "sat":
         return _first_checkpoint_from(steps, first_step(rows, "train_acc", cfg["train"].get("sat_threshold",
-                                                                                              th.SATURATION)))
+                                                                                              th.SAT_CHECKPOINT)))
     if name == "grokked":
         grokked = grokked_definition(cfg)
         return _first_checkpoint_from(steps, first_step(rows, grokked.metric, grokked.threshold))

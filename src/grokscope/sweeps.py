@@ -229,7 +229,7 @@ def write_table(out: Path, grid: dict, train_jobs) -> Path:
 def _id_phase(rows: list[dict]) -> dict:
     """When ID generalisation came: first ID >= 0.9 in steps and epochs, first ID >= 0.5, and whether that came
     with a delay after saturation (the regime rule: ``metrics.milestones.is_delayed``)."""
-    t_sat = first_step(rows, "train_acc", th.SATURATION)
+    t_sat = first_step(rows, "train_acc", th.SAT_CHECKPOINT)
     t_gen = first_step(rows, "test_inferred_iid", th.GENERALISED)
     t_90 = first_step(rows, "test_inferred_iid", th.GROKKED)
     epoch = {r["step"]: r.get("epoch") for r in rows}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 Z95 = 1.959963984540054  # two-sided 95%
 FINAL_EVALS = 3  # a run's final value: the mean of its last k evaluations
 
@@ -89,3 +91,31 @@ def mean_rate(rates: list[Rate]) -> Rate | None:
         return None
     ns = [r.n for r in rates if r.n]
     return Rate(sum(r.value for r in rates) / len(rates), min(ns) if ns else None, len(rates))
+
+
+def curve_agreement(a_rows: list[dict], b_rows: list[dict], metric: str, margin: float, n_a: int | None = None,
+                    n_b: int | None = None, draws: int = 2000, seed: int = 0) -> dict | None:
+    """Do two curves of ``metric`` agree within ``margin``? Their mean |difference| over the evaluation steps both
+    measured, with a seeded bootstrap interval (each point resampled as a binomial share of its n: ``n/<metric>`` in
+    the row, else ``n_a`` / ``n_b``; without n the point decides). ``outcome``: ABOVE when the 90% interval lies at
+    or above the margin (they differ), BELOW when under it (they agree), else UNDECIDED. None without shared steps."""
+    b_at = {r["step"]: r for r in b_rows if r.get(metric) is not None}
+    pairs = [(r, b_at[r["step"]]) for r in a_rows if r.get(metric) is not None and r["step"] in b_at]
+    if not pairs:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def draw(rows, n):
+        p = np.array([r[metric] for r in rows], float)
+        ns = np.array([int(r.get(f"n/{metric}") or n or 0) for r in rows])
+        if not ns.all():
+            return np.broadcast_to(p, (draws, len(p)))
+        return rng.binomial(ns, np.clip(p, 0, 1), (draws, len(p))) / ns
+    a, b = draw([x for x, _ in pairs], n_a), draw([y for _, y in pairs], n_b)
+    boot = np.abs(a - b).mean(axis=1)
+    value = float(np.mean([abs(x[metric] - y[metric]) for x, y in pairs]))
+    lo, hi = float(np.quantile(boot, 0.05)), float(np.quantile(boot, 0.95))
+    lo, hi = min(lo, value), max(hi, value)
+    side = ABOVE if lo >= margin else BELOW if hi < margin else UNDECIDED
+    return {"metric": metric, "distance": value, "interval": [lo, hi], "steps": len(pairs), "margin": margin,
+            "outcome": side}

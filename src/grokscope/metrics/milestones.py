@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from grokscope.metrics import thresholds as th
+from grokscope.metrics.intervals import ABOVE, rate_at
 
 TEST_METRICS = {"t_id": "test_inferred_iid", "t_ood": "test_inferred_ood"}
 
@@ -15,6 +16,26 @@ def first_step(rows: list[dict], metric: str, threshold: float) -> int | None:
     for row in rows:
         value = row.get(metric)
         if value is not None and value >= threshold:
+            return row["step"]
+    return None
+
+
+def sustained_step(rows: list[dict], metric: str, threshold: float, k: int = th.SUSTAIN_EVALS,
+                   n: int | None = None) -> int | None:
+    """The step of the first evaluation at which ``metric`` has reached ``threshold`` with some certainty: it starts
+    ``k`` consecutive evaluations at or above it, or its 95% interval (over ``n/<metric>``, else ``n``) lies above it.
+    A crossing on one evaluation that the next ones do not keep is noise on a small probe set, not a milestone.
+    None if never; a run that ends fewer than ``k`` evaluations after a crossing whose interval does not clear the
+    level has not reached it yet."""
+    measured = [r for r in rows if r.get(metric) is not None]
+    for i, row in enumerate(measured):
+        if row[metric] < threshold:
+            continue
+        rate = rate_at(row, metric, n)
+        if rate.n and rate.against(threshold) == ABOVE:
+            return row["step"]
+        window = measured[i:i + k]
+        if len(window) == k and all(r[metric] >= threshold for r in window):
             return row["step"]
     return None
 
@@ -89,7 +110,7 @@ def classify_regime(rows: list[dict], test_metric: str, bridge_metric: str,
     ``bridge_metric`` is the full metric name (e.g. ``bridge_use_ood``). Fake grokking: test accuracy high while the
     bridge measure, averaged over the evaluations where accuracy is high, stays below ``bridge_fake``."""
     limits = limits or RegimeThresholds()
-    t_sat, t_gen = first_step(rows, "train_acc", limits.sat), first_step(rows, test_metric, limits.generalised)
+    t_sat, t_gen = sustained_step(rows, "train_acc", limits.sat), sustained_step(rows, test_metric, limits.generalised)
     high = [r for r in rows if (r.get(test_metric) or 0) >= limits.high]
     bridges = [r[bridge_metric] for r in high if r.get(bridge_metric) is not None]
     bridge_at_high = sum(bridges) / len(bridges) if bridges else None

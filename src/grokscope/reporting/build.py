@@ -26,8 +26,8 @@ from grokscope.metrics.intervals import FINAL_EVALS, Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.reporting import plots
-from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, curve_distance, finding_1,
-                                       finding_2, finding_3, pick_category)
+from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, finding_1, finding_2,
+                                       finding_3, pick_category, transfer_agreement)
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]
 
@@ -53,12 +53,15 @@ def read_run(path: Path) -> dict | None:
     return info
 
 
-def facts(run: dict) -> RunFacts:
+def facts(run: dict, until: int | None = None) -> RunFacts:
+    """A run's facts for the findings (its rows up to step ``until`` when given: a fine-tune's starting checkpoint).
+    Saturation is the findings' own (``th.SATURATION``, He et al.'s), not the trainer's milestone setting."""
     s = run["summary"]
     family = (run["config"].get("model") or {}).get("family")
-    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), run["rows"], GrokDefinition.of(s, family),
-                    bool(s.get("cut_short")), (s.get("thresholds") or {}).get("sat", th.SATURATION),
-                    _probe_counts(run["config"]))
+    rows = run["rows"] if until is None else [r for r in run["rows"] if r["step"] <= until]
+    return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), rows, GrokDefinition.of(s, family),
+                    bool(s.get("cut_short")), th.SATURATION, _probe_counts(run["config"]),
+                    _correct_with_bridge(run, until))
 
 
 def _probe_counts(config: dict) -> dict:
@@ -288,11 +291,12 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
 
 
 def _model_findings(spec: dict, manifest: dict, pre: dict, ft: dict, tmodel: str) -> list[dict]:
-    # The fine-tunes do not depend on the seed loop below: their curve distance is computed once.
+    # The fine-tunes do not depend on the seed loop below: their transfer agreement is computed once.
     ft_last = {r["regime"]: run for r, run in ft.values() if r["role"] == "finetune" and r["checkpoint"] == "last"}
-    distance = None
+    transfer = None
     if "natural" in ft_last and "both_full" in ft_last:
-        distance = curve_distance(ft_last["natural"]["rows"], ft_last["both_full"]["rows"])
+        transfer = transfer_agreement(*(ft_last[k]["rows"] for k in ("natural", "both_full")),
+                                      *(_final_n(ft_last[k], "new_old") for k in ("natural", "both_full")))
     per_seed: dict[int, list[dict]] = {}
     for seed in spec.get("seeds") or [0]:
         runs_of = {regime: run for regime in ("natural", "both_full", "first_full", "second_full")
@@ -305,85 +309,69 @@ def _model_findings(spec: dict, manifest: dict, pre: dict, ft: dict, tmodel: str
         compare = (nat or {}).get("compare", {})
         per_seed[seed] = [
             finding_1(f.get("natural"), f.get("both_full"), comparisons, compare.get("step0_vs_last"),
-                      compare.get("sat_vs_grokked"), distance, f.get("first_full")),
-            finding_2(f.get("second_full"), f.get("both_full"), _correct_with_bridge(runs_of.get("second_full")))]
+                      compare.get("sat_vs_grokked"), transfer, f.get("first_full")),
+            finding_2(f.get("second_full"), f.get("both_full"))]
     overall = [across_seeds({s: results[i] for s, results in per_seed.items()}) for i in range(2)]
-    return overall + ([finding_3(_finetune_facts(ft))] if ft else [])
+    return overall + ([finding_3(_finetune_facts(pre, ft))] if ft else [])
 
 
-def _correct_with_bridge(run: dict | None) -> Rate | None:
-    """Share of the correct OOD answers whose query had the bridge (the family's measure), at the last analysed
-    step, from the per-query records."""
-    if run is None or run["aggregates"].empty:
-        return None
+def _final_n(run: dict, category: str) -> int | None:
+    return ((run["summary"].get("transfer") or {}).get("final", {}).get(category) or {}).get("n")
+
+
+def _correct_with_bridge(run: dict, until: int | None = None) -> dict[int, Rate]:
+    """Analysed step -> the share of its correct OOD answers whose query had the bridge (the family's measure), from
+    the per-query records (He et al. §3: 'every correct prediction ... through successful recovery of the bridge')."""
     agg = run["aggregates"]
-    ood = agg[agg.probe_type == "test_inferred_ood"]
-    if ood.empty or "bridge_given_correct" not in ood:
-        return None
-    last = ood.iloc[-1]
-    n = int(last.get("n_correct") or 0)
-    return Rate(float(last.bridge_given_correct), n) if n else None
+    if agg.empty or "bridge_given_correct" not in agg:
+        return {}
+    ood = agg[(agg.probe_type == "test_inferred_ood") & (agg.step <= (until if until is not None else agg.step.max()))]
+    return {int(a.step): Rate(float(a.bridge_given_correct), int(a.n_correct)) for _, a in ood.iterrows()
+            if (a.get("n_correct") or 0) > 0 and a.bridge_given_correct == a.bridge_given_correct}
 
 
-def _finetune_facts(ft: dict) -> list[FineTuneFacts]:
-    """Final rates (mean of the last evaluations, with n) of every fine-tune; the control's step 0 is the chance
-    floor of every category measure."""
+def _finetune_facts(pre: dict, ft: dict) -> list[FineTuneFacts]:
+    """Final rates (mean of the last evaluations, with n) of every fine-tune on He et al.'s categories, exact match
+    and bridge on the same queries; its parent's run up to the starting checkpoint; the control's step 0 as the
+    chance floor of every category measure. The powered categories and the old-hop retention are described beside
+    (an extension)."""
     out, floors = [], {}
     control = next((run for r, run in ft.values() if r["role"] == "control"), None)
+    by_path = {str(Path(r["path"])): run for r, run in pre.values()}
     for record, run in ft.values():
         s = run["summary"]
-        final = (s.get("transfer") or {}).get("final", {})
+        t = s.get("transfer") or {}
+        final = t.get("final", {})
         bridge = s.get("bridge_metric", "bridge_use")
-        rates, kinds, keys = {}, {}, {}
-        new = final.get("atomic_new") or {}
-        rates["atomic_new"] = final_rate(run["rows"], "atomic_new", n=new.get("n"))
+        rates = {"atomic_new": final_rate(run["rows"], "atomic_new", n=(final.get("atomic_new") or {}).get("n"))}
+        extension = []
         for cat in CATEGORIES:
-            chosen, kind = pick_category(final, cat)
-            key = cat if kind == "faithful" else f"{cat}_powered"
-            kinds[cat], keys[cat] = kind, key
-            rates[cat] = final_rate(run["rows"], key, n=chosen.get("n"))
-            # A mixed category is judged on the queries whose old hop the model still answers (forgetting an old
-            # fact fails the composition for that reason, not for lack of a circuit); retention is shown beside it.
-            if any(f"retention_{key}" in row for row in run["rows"]):
-                # Measured only while some old hop is kept: when the last evaluations did not all measure it, it is
-                # "not measured" rather than an older value.
-                recent = run["rows"][-FINAL_EVALS:]
-                kept = all(f"{key}_retained" in row for row in recent)
-                rates[cat] = final_rate(recent, f"{key}_retained") if kept else None
-                rates[f"retention_{cat}"] = final_rate(run["rows"], f"retention_{key}")
-                kinds[cat] = f"{kind}, old hop kept"
-            rates[f"bridge_{cat}"] = final_rate(run["rows"], f"{bridge}_{key}", n=chosen.get("n"))
+            n = (final.get(cat) or {}).get("n")
+            rates[cat] = final_rate(run["rows"], cat, n=n)
+            rates[f"bridge_{cat}"] = final_rate(run["rows"], f"{bridge}_{cat}", n=n)
+            powered = final_rate(run["rows"], f"{cat}_powered", n=(final.get(f"{cat}_powered") or {}).get("n"))
+            if powered is not None:
+                extension.append(f"{cat} powered EM {powered.text()}")
+            kept = final_rate(run["rows"], f"retention_{cat}")
+            if kept is not None:
+                extension.append(f"{cat} old hop kept {kept.text()}")
         if control is not None and control["rows"] and control["rows"][0].get("step") == 0:
             first = control["rows"][0]
-            floors = {m: first.get(k) for m, k in [*((c, keys[c]) for c in CATEGORIES),
-                                                    *((f"bridge_{c}", f"{bridge}_{keys[c]}") for c in CATEGORIES)]}
+            floors = {m: first.get(k) for m, k in [*((c, c) for c in CATEGORIES),
+                                                    *((f"bridge_{c}", f"{bridge}_{c}") for c in CATEGORIES)]}
         role = record["role"]
+        parent = None
+        if role != "control":
+            transfer = run["config"].get("transfer") or {}
+            parent_run = by_path.get(str(Path(record.get("parent") or transfer.get("parent_run") or "")))
+            if parent_run is not None:
+                parent = facts(parent_run, until=transfer.get("parent_step"))
         out.append(FineTuneFacts(run["name"], "control" if role == "control" else record["regime"], rates,
-                                 None if role == "control" else record.get("checkpoint"),
-                                 None if role == "control" else _parent_ready(run, record["regime"]),
-                                 bool(s.get("cut_short")), kinds, floors))
+                                 None if role == "control" else record.get("checkpoint"), parent,
+                                 bool(s.get("cut_short")), floors,
+                                 {"new_fact": t.get("steps_to_new_fact"), "new_old": t.get("steps_to_new_old")},
+                                 "; ".join(extension)))
     return out
-
-
-def _parent_ready(run: dict, regime: str) -> str | None:
-    """None when the checkpoint a fine-tune started from had reached its regime's target (natural: the family's
-    grokked definition; augmented regimes: OOD at the same level), decided by the interval of the mean of the last
-    evaluations up to that checkpoint; else why not."""
-    record = run["config"].get("transfer") or {}
-    parent, step = record.get("parent_run"), record.get("parent_step")
-    if parent is None or step is None or not (Path(parent) / "summary.json").exists():
-        return "parent run not found"
-    parent_cfg = artifacts.read_config(Path(parent))
-    grokked = GrokDefinition.of(artifacts.read_summary(Path(parent)), parent_cfg["model"]["family"])
-    metric = grokked.metric if regime == "natural" else "test_inferred_ood"
-    # The evaluations at or before the checkpoint: checkpoints need not fall on evaluation steps.
-    rows = [r for r in artifacts.read_metrics(Path(parent)) if r["step"] <= step]
-    n = _probe_counts(parent_cfg).get(metric)
-    rate = final_rate(rows, metric, n=n)
-    if rate is not None and rate.against(grokked.threshold) == "above":
-        return None
-    value = "not measured" if rate is None else rate.text()
-    return f"{metric} at step {step}: {value}, needs above {grokked.threshold}"
 
 
 # ------------------------------------------------------------------------------------------------ tables

@@ -1,20 +1,22 @@
-"""He et al.'s three findings, tested as the paper states them, from a study's measurements (``docs/methods.md``,
+"""He et al.'s three findings, tested as the paper argues them, from a study's measurements (``docs/methods.md``,
 "Findings and their verdicts").
 
 Every verdict is "supported", "partly supported", "contradicted", "undecided at this n" (an interval straddles a
-threshold that decides it) or "not testable" (with the reason). Every number a rule reads is a ``Rate`` with its
-95% interval and n, compared with its threshold by the interval (``metrics/intervals.py``); each gate is a
-``Check`` that the report lists with the number, its interval, n, the chance floor (the measure at step 0) and the
-threshold. Inputs are plain numbers, so the rules are tested on He et al.'s own figures (``tests/test_findings*.py``).
+threshold that decides it) or "not testable" (with the reason). A finding is a few **votes**, each one piece of the
+paper's evidence for it; each vote reads gated numbers (``Check``: a ``Rate`` with its 95% interval and n against a
+threshold, beside its chance floor) and comes out held, failed, undecided or not testable. Inputs are plain numbers,
+so the rules are tested on He et al.'s own figures and on alternative worlds (``tests/test_findings*.py``).
 
-- Finding 1 (He et al. §3): the grokked natural model and the both-hop-full model, which generalises without a
-  delay, use the same path (and the first-hop-full model, when the study has one). Votes are path comparisons with
-  a permutation null; the saturated-vs-grokked comparison of one run is described, not voted on.
-- Finding 2 (He et al. §4): second-hop full's OOD accuracy rises late, while its bridge measure stays low on the
-  evaluations where OOD is up; both-hop full is the positive control (its bridge is high there).
-- Finding 3 (He et al. §5): per-regime expectations: circuit parents compose new+old with the bridge found;
-  second-hop full, both-hop half and the from-scratch control do not; old+new and new+new fail everywhere; the
-  control's bridge stays low.
+- Finding 1 (He et al. §3), "a stable Generalization Circuit without grokking": (a) the grokked natural model and the
+  both-hop-full model (and first-hop full) use the same ID path, by an equivalence test with a stated margin;
+  (b) both-hop full's correct OOD answers come with the bridge; (c) the two models' fine-tunes compose new+old alike.
+- Finding 2 (He et al. §4): (i) a grokked model without the circuit: second-hop full's OOD rises late while its
+  bridge stays low; (ii) a circuit without grokking: both-hop full's final bridge is at the circuit level, with no
+  delay. (ii) is also (i)'s positive control: a bridge measure that sees no circuit there cannot call one absent.
+- Finding 3 (He et al. §5), "limited transferability", on parents whose circuit is *measured* (final OOD bridge at
+  the circuit level, trained long enough for it to form): (iii-a) new+old composes from circuit parents and only
+  from them; (iii-b) old+new and new+new fail from every parent; (iii-c) the circuit parents recover the bridge on
+  those queries. Contradicted when (iii-b) fails.
 """
 
 from __future__ import annotations
@@ -22,24 +24,31 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.intervals import ABOVE, BELOW, Rate, final_rate, mean_rate, rate_at
-from grokscope.metrics.milestones import GrokDefinition, RegimeThresholds, classify_regime, first_step, is_delayed
-from grokscope.metrics.paths import moved_path_control, path_verdict
+from grokscope.metrics.intervals import ABOVE, BELOW, Rate, curve_agreement, final_rate, mean_rate, rate_at
+from grokscope.metrics.milestones import GrokDefinition, RegimeThresholds, classify_regime, is_delayed, \
+    sustained_step
+from grokscope.metrics.paths import DIFFERENT, SAME, UNDECIDED as PATH_UNDECIDED, moved_path_control, stored_verdict
 
 UNDECIDED = "undecided at this n"
-OUTCOMES = ("supported", "partly supported", "contradicted", UNDECIDED, "not testable")
+NOT_TESTABLE = "not testable"
+OUTCOMES = ("supported", "partly supported", "contradicted", UNDECIDED, NOT_TESTABLE)
 CUT_SHORT = "not testable (run cut short by the time cap)"
 HELD, FAILED, OPEN, UNMEASURED = "held", "failed", "undecided", "not measured"
 
 PAPER = {
     1: "He et al. §3, Fig. 2A/B and Fig. 4 rows A/B: natural (grokked on OOD, 0.70) and both-hop-full (OOD 1.0 at "
-       "saturation, no delay) TRMs both end with bridge found 0.998 / 1.000 and have identical fine-tuning curves",
-    2: "He et al. §4, Fig. 2D: second-hop full's OOD rises after saturation (0.56 at 300k, 0.97 max) while bridge "
-       "found averages 0.18 over 300-700k and 0.40-0.48 after; both-hop full: bridge 1.000",
+       "saturation, no delay) TRMs both end with bridge found 0.998 / 1.000; 'every correct prediction on OOD "
+       "compositions is achieved through successful recovery of the bridge entity'; 'equivalent transfer "
+       "performance' (new+old 1.000 from 5,856 steps in both)",
+    2: "He et al. §4, Fig. 2B/D: second-hop full's OOD rises after saturation (0.56 at 300k, 0.97 max) while bridge "
+       "found averages 0.18 over 300-700k and 0.40-0.48 after; both-hop full: bridge 1.000 from about 300k, OOD 1.0 "
+       "from 45k, no delay",
     3: "He et al. §5, Fig. 3/4: natural, both-hop full, first-hop full: new+old EM 1.000 (n=16/26/33) with bridge "
        "1.000; second-hop full 0.36 (n=33), both-hop half 0.35 (n=36), control 0.31 (n=16) with bridge 0.000; "
-       "old+new <= 0.11 and new+new <= 0.04 everywhere",
+       "old+new <= 0.11 and new+new <= 0.04 everywhere, 'despite correctly recovering the bridge' (1.000)",
 }
 
 
@@ -80,14 +89,57 @@ class Check:
         return f"{self.subject} {self.measure} {value}{floor} (needs {self.expect} {self.threshold}): {self.outcome}"
 
 
+@dataclass
+class Vote:
+    """One piece of the paper's evidence for a finding: held, failed, undecided or not testable, and why."""
+
+    name: str  # "(a) ID path, natural vs both_full"
+    outcome: str  # HELD | FAILED | OPEN | NOT_TESTABLE
+    why: str
+    checks: list[Check] = field(default_factory=list)
+
+    def text(self) -> str:
+        return f"vote {self.name}: {self.outcome} ({self.why})"
+
+    def row(self) -> dict:
+        return {"vote": self.name, "outcome": self.outcome, "why": self.why}
+
+
+def from_checks(name: str, checks: list[Check], why: str = "") -> Vote:
+    """A vote that holds when every check held: failed when one failed, else undecided when one straddles, else not
+    testable when one was not measured."""
+    outcomes = {c.outcome for c in checks}
+    outcome = FAILED if FAILED in outcomes else OPEN if OPEN in outcomes else \
+        NOT_TESTABLE if UNMEASURED in outcomes or not checks else HELD
+    text = "; ".join(c.text() for c in checks) or "nothing to check"
+    return Vote(name, outcome, f"{why}: {text}" if why else text, checks)
+
+
+def combine(votes: list[Vote]) -> str:
+    """A finding's verdict from its votes: all held: supported; all failed: contradicted; held and failed: partly
+    supported; an undecided vote with none held and failed both: undecided at this n. Votes that are not testable are
+    named; a verdict resting on only some of the votes is at most "partly supported"."""
+    testable = [v for v in votes if v.outcome != NOT_TESTABLE]
+    skipped = [v.name for v in votes if v.outcome == NOT_TESTABLE]
+    if not testable:
+        return f"{NOT_TESTABLE} ({'; '.join(f'{v.name}: {v.why}' for v in votes) or 'no vote'})"
+    outcomes = {v.outcome for v in testable}
+    if outcomes == {HELD}:
+        base = "partly supported" if skipped else "supported"
+    elif outcomes == {FAILED}:
+        base = "contradicted"
+    elif {HELD, FAILED} <= outcomes:
+        base = "partly supported"
+    else:
+        base = UNDECIDED
+    return base + (f" ({', '.join(skipped)} not testable)" if skipped else "")
+
+
 def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[Check] | None = None,
-            **extra) -> dict:
+            votes: list[Vote] | None = None, **extra) -> dict:
+    checks = list(checks or []) + [c for v in votes or [] for c in v.checks if c not in (checks or [])]
     return {"finding": n, "verdict": verdict, "measured": "; ".join(measured), "rule": rule, "paper": PAPER[n],
-            "checks": [c.row() for c in checks or []], **extra}
-
-
-def _votes(votes: list[bool]) -> str:
-    return "supported" if all(votes) else "contradicted" if not any(votes) else "partly supported"
+            "checks": [c.row() for c in checks], "votes": [v.row() for v in votes or []], **extra}
 
 
 def outcome(verdict: str) -> str:
@@ -98,19 +150,39 @@ def outcome(verdict: str) -> str:
 # ------------------------------------------------------------------------------------------------ runs
 @dataclass
 class RunFacts:
-    """What a verdict needs to know about one pre-training run: its curves and the family's definitions."""
+    """What a verdict needs to know about one pre-training run: its curves, the family's definitions and, where the
+    run was analysed, the per-query share of its correct OOD answers that had the bridge (step -> Rate)."""
 
     name: str
     bridge_metric: str  # bridge_use | bridge_found
     rows: list[dict]  # every metrics row, in order
     grokked: GrokDefinition = field(default_factory=GrokDefinition)
     cut_short: bool = False
-    sat_threshold: float = th.SATURATION  # the run's own (summary["thresholds"]["sat"])
+    sat_threshold: float = th.SATURATION
     n: dict = field(default_factory=dict)  # metric -> n, for rows written before they carried n/<metric>
+    correct_with_bridge: dict[int, Rate] = field(default_factory=dict)
+
+    @property
+    def bridge_key(self) -> str:
+        return f"{self.bridge_metric}_ood"
+
+    def reached(self, metric: str, level: float) -> int | None:
+        """The first step at which ``metric`` reached ``level`` and kept it (``sustained_step``)."""
+        return sustained_step(self.rows, metric, level, n=self.n.get(metric))
 
     @property
     def t_sat(self) -> int | None:
-        return first_step(self.rows, "train_acc", self.sat_threshold)
+        return self.reached("train_acc", self.sat_threshold)
+
+    @property
+    def last_step(self) -> int | None:
+        return self.rows[-1]["step"] if self.rows else None
+
+    @property
+    def age(self) -> float | None:
+        """How long the run trained, in units of its saturation step."""
+        t_sat, last = self.t_sat, self.last_step
+        return None if not t_sat or last is None else last / t_sat
 
     def final(self, metric: str) -> Rate | None:
         return final_rate(self.rows, metric, n=self.n.get(metric))
@@ -120,51 +192,43 @@ class RunFacts:
         return first.get(metric) if first.get("step") == 0 else None
 
     def delay(self, metric: str) -> tuple[int | None, int | None, bool]:
-        """(t_sat, first ``metric`` >= GENERALISED, whether that came late by the delay rule)."""
-        t_gen = first_step(self.rows, metric, th.GENERALISED)
+        """(t_sat, the step ``metric`` reached GENERALISED and kept it, whether that came late by the delay rule)."""
+        t_gen = self.reached(metric, th.GENERALISED)
         return self.t_sat, t_gen, is_delayed(self.t_sat, t_gen)
 
     def regime(self, metric: str) -> dict:
-        return classify_regime(self.rows, metric, f"{self.bridge_metric}_ood", RegimeThresholds(sat=self.sat_threshold))
+        return classify_regime(self.rows, metric, self.bridge_key, RegimeThresholds(sat=self.sat_threshold))
 
-    def check(self, finding: int, metric: str, threshold: float, expect: str = ABOVE) -> Check:
-        return Check(finding, self.name, metric, self.final(metric), threshold, expect, self.floor(metric))
+    def check(self, finding: int, metric: str, threshold: float, expect: str = ABOVE, label: str | None = None
+              ) -> Check:
+        return Check(finding, self.name, label or metric, self.final(metric), threshold, expect, self.floor(metric))
 
     def bridge_while_up(self, metric: str = "test_inferred_ood", level: float = th.GENERALISED) -> Rate | None:
         """The bridge measure on OOD averaged over the evaluations whose ``metric`` is at least ``level``."""
-        key = f"{self.bridge_metric}_ood"
-        rates = [rate_at(r, key, self.n.get(key)) for r in self.rows if (r.get(metric) or 0) >= level]
+        rates = [rate_at(r, self.bridge_key, self.n.get(self.bridge_key)) for r in self.rows
+                 if (r.get(metric) or 0) >= level]
         return mean_rate([r for r in rates if r is not None])
 
+    def correct_share_while_up(self, level: float = th.GENERALISED) -> Rate | None:
+        """The per-query share of correct OOD answers with the bridge, averaged over the analysed steps whose latest
+        evaluation had OOD >= ``level`` (None when no analysed step qualifies)."""
+        up = []
+        for step, rate in sorted(self.correct_with_bridge.items()):
+            row = next((r for r in reversed(self.rows) if r["step"] <= step), None)
+            if row is not None and (row.get("test_inferred_ood") or 0) >= level:
+                up.append(rate)
+        return mean_rate(up)
 
-# ------------------------------------------------------------------------------------------------ Finding 1
-RULE_1 = (f"preconditions: the natural run groks by its family's definition (gpt: ID >= {th.GROKKED}; trm: OOD >= "
-          f"{th.GROKKED_TRM_OOD}; final = mean of the last 3 evaluations, its 95% interval above the level) after a "
-          f"delay (first >= {th.GENERALISED} at least {th.DELAY_FACTOR} x t_sat after saturation), and the both-hop-"
-          f"full run generalises on OOD to the same level without a delay. Votes: the final natural checkpoint "
-          f"against the final both-hop-full one (and first-hop full when present, once it reached the level): same "
-          f"path when the bridge-profile and unsaturated causal-map r are each >= {th.SAME_PATH_R} and their "
-          f"permutation p < {th.PATH_ALPHA}. Valid only if two negative controls come out 'different': step 0 vs "
-          f"last, and the last checkpoint vs its own path moved by one stage and one position (exercises the "
-          f"correlation, not the level gate). All same: supported; all different: contradicted; else partly. The "
-          f"saturated-vs-grokked comparison of one run is shown as a description, not a vote")
-
-
-def redecide(comparison: dict | None) -> dict | None:
-    """A stored comparison re-decided with the current statistic (its profiles and maps are kept in the file)."""
-    if not comparison or "profile_a" not in comparison:
-        return comparison
-    return {**comparison, **path_verdict(comparison["profile_a"], comparison["profile_b"],
-                                         comparison.get("causal_map_a"), comparison.get("causal_map_b"))}
+    def correct_share_last(self) -> Rate | None:
+        return self.correct_with_bridge[max(self.correct_with_bridge)] if self.correct_with_bridge else None
 
 
-def _cmp_text(label: str, c: dict) -> str:
-    def num(x, d=2):
-        return "n/a" if x is None else f"{x:.{d}f}"
-    return (f"{label}: {c['verdict']} (profile r {num(c.get('profile_corr'))}, causal-map r "
-            f"{num(c.get('causal_map_corr'))} over {c.get('cells_compared', 0)} cells, permutation p "
-            f"{num(c.get('p_value'), 3)}, bridge level {num(c.get('level_a'))} vs {num(c.get('level_b'))}; "
-            f"{c.get('why', '')})")
+def _step(step: int | None) -> str:
+    return "never" if step is None else str(step)
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}x"
 
 
 def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_delay: bool) -> tuple[str | None, list]:
@@ -172,26 +236,117 @@ def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_de
     not, checks)."""
     check = run.check(finding, metric, level)
     t_sat, t_gen, delayed = run.delay(metric)
-    delay = (f"{run.name} on {metric}: t_sat {_step(t_sat)}, first >= {th.GENERALISED} at {_step(t_gen)}: "
+    delay = (f"{run.name} on {metric}: t_sat {_step(t_sat)}, >= {th.GENERALISED} (kept) at {_step(t_gen)}: "
              f"{'a' if delayed else 'no'} delay, needs {'a' if need_delay else 'no'} delay")
     if check.outcome == OPEN:
         return f"{UNDECIDED} ({check.text()}; {delay})", [check]
     if check.outcome != HELD:
-        return f"not testable ({check.text()}; {delay})", [check]
+        return f"{NOT_TESTABLE} ({check.text()}; {delay})", [check]
     if need_delay != delayed:
-        return f"not testable ({delay})", [check]
+        return f"{NOT_TESTABLE} ({delay})", [check]
     return None, [check]
 
 
-def _step(step: int | None) -> str:
-    return "never" if step is None else str(step)
+# ------------------------------------------------------------------------------------------------ Finding 1
+RULE_1 = (f"Preconditions: the natural run groks by its family's definition (gpt: ID >= {th.GROKKED}; trm: OOD >= "
+          f"{th.GROKKED_TRM_OOD}; final = mean of the last 3 evaluations, its 95% interval above the level) after a "
+          f"delay (>= {th.GENERALISED}, kept for {th.SUSTAIN_EVALS} evaluations or its interval above it, at least "
+          f"{th.DELAY_FACTOR} x t_sat after saturation, t_sat = training accuracy >= {th.SATURATION} kept), and "
+          f"both-hop full generalises on OOD to the same level without a delay. Votes: (a) ID path: the final "
+          f"natural checkpoint against the final both-hop-full one (and first-hop full once it reached the level): "
+          f"same when every stage of the bridge profile and every unsaturated cell of the causal map differ by less "
+          f"than the margin ({th.SAME_PATH_MARGIN} x the difference a one-stage move of the path makes, at most "
+          f"{th.SAME_PATH_MAX_MARGIN}), by 90% bootstrap intervals over the queries; valid only if step 0 vs last "
+          f"and the last checkpoint vs its own path moved both come out 'different'. (b) Both-hop full's correct "
+          f"OOD answers have the bridge: the per-query share above {th.BRIDGE_CIRCUIT}. (c) Equivalent transfer: the "
+          f"natural and both-hop-full fine-tunes' new+old curves differ by a mean |difference| whose 90% interval "
+          f"is below {th.CURVE_SIMILAR}. All held: supported; all failed: contradicted; else partly supported or "
+          f"undecided. The saturated-vs-grokked comparison of one run is a description, not a vote")
+
+
+def redecide(comparison: dict | None) -> dict | None:
+    """A stored comparison re-decided with the current test (its profiles, maps and counts are kept in the file)."""
+    if not comparison or "profile_a" not in comparison:
+        return comparison
+    return {**comparison, **stored_verdict(comparison)}
+
+
+def _cmp_text(label: str, c: dict) -> str:
+    def num(x, d=2):
+        return "n/a" if x is None else f"{x:.{d}f}"
+    return (f"{label}: {c['verdict']} (bridge level {num(c.get('level_a'))} vs {num(c.get('level_b'))}; "
+            f"{c.get('why', '')})")
+
+
+PATH_VOTE = {SAME: HELD, DIFFERENT: FAILED, PATH_UNDECIDED: OPEN}
+
+
+def _path_votes(comparisons: dict[str, dict], control: dict | None, first_full: RunFacts | None,
+                level: float) -> tuple[list[Vote], list[str], list[Check]]:
+    """Vote (a) per compared regime, after the two negative controls."""
+    parts, checks = [], []
+    last = comparisons.get("both_full") or {}
+    moved = moved_path_control(last) if last.get("profile_a") is not None else None
+    for label, c in (("control step 0 vs last", redecide(control)), ("control last vs its path moved", moved)):
+        if c is None or c.get("verdict") != DIFFERENT:
+            seen = "missing" if c is None else _cmp_text(label, c)
+            why = f"a negative control did not come out 'different': {seen}"
+            return [Vote("(a) ID path", NOT_TESTABLE, why)], [seen], checks
+        parts.append(_cmp_text(label, c))
+    votes = []
+    for regime in ("both_full", "first_full"):
+        name = f"(a) ID path, natural vs {regime}"
+        if regime == "first_full":
+            if first_full is None:
+                continue
+            why, more = _generalised(first_full, 1, "test_inferred_ood", level, need_delay=True)
+            checks += more
+            if why is not None:
+                votes.append(Vote(name, NOT_TESTABLE, f"first-hop full not compared: {why}"))
+                continue
+        c = redecide(comparisons.get(regime))
+        if c is None:
+            votes.append(Vote(name, NOT_TESTABLE, "comparison missing"))
+            continue
+        votes.append(Vote(name, PATH_VOTE.get(c["verdict"], NOT_TESTABLE), _cmp_text("final vs final", c)))
+    return votes, parts, checks
+
+
+def _correct_share_vote(both: RunFacts) -> Vote:
+    """(b) He et al. §3: 'every correct prediction on OOD compositions is achieved through successful recovery of
+    the bridge entity' (both-hop full), from the per-query records of its last analysed checkpoint."""
+    share = both.correct_share_last()
+    if share is None:
+        return Vote("(b) both-hop full's correct OOD answers have the bridge", NOT_TESTABLE,
+                    "no per-query records on OOD (run `grokscope analyze`)")
+    check = Check(1, both.name, "share of correct OOD answers with the bridge", share, th.BRIDGE_CIRCUIT, ABOVE,
+                  both.floor(both.bridge_key))
+    return from_checks("(b) both-hop full's correct OOD answers have the bridge", [check])
+
+
+def _transfer_vote(transfer: dict | None) -> Vote:
+    name = "(c) equivalent transfer (natural vs both-hop full, new+old)"
+    if transfer is None:
+        return Vote(name, NOT_TESTABLE, "no fine-tunes of both parents with shared evaluations")
+    lo, hi = transfer["interval"]
+    text = (f"mean |difference| of the {transfer['metric']} curves {transfer['distance']:.3f} [90%: {lo:.3f}, "
+            f"{hi:.3f}] over {transfer['steps']} evaluations, margin {transfer['margin']}")
+    return Vote(name, {BELOW: HELD, ABOVE: FAILED}.get(transfer["outcome"], OPEN), text)
+
+
+def transfer_agreement(natural_rows: list[dict], both_rows: list[dict], n_natural: int | None = None,
+                       n_both: int | None = None) -> dict | None:
+    """Vote (c)'s statistic: the two fine-tunes' new+old exact match (the paper's category) curves compared."""
+    return curve_agreement(natural_rows, both_rows, "new_old", th.CURVE_SIMILAR, n_natural, n_both,
+                           th.BOOTSTRAP_DRAWS)
 
 
 def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons: dict[str, dict],
-              control: dict | None, within: dict | None = None, curve_distance: float | None = None,
+              control: dict | None, within: dict | None = None, transfer: dict | None = None,
               first_full: RunFacts | None = None) -> dict:
     """``comparisons``: regime ("both_full", "first_full") -> the natural-last vs that-regime-last comparison (with
-    profiles and maps); ``control``: the natural run's step 0 vs last; ``within``: its saturated vs grokked."""
+    profiles, maps and counts); ``control``: the natural run's step 0 vs last; ``within``: its saturated vs grokked;
+    ``transfer``: ``transfer_agreement`` of the two fine-tunes."""
     if natural is None or both_full is None:
         return _result(1, "not testable (needs a natural and a both-hop-full run)", [], RULE_1)
     if natural.cut_short or both_full.cut_short or (first_full is not None and first_full.cut_short):
@@ -209,138 +364,137 @@ def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons:
         return _result(1, why.replace("not testable (", "not testable (both-hop full is not the paper's "
                                                          "non-grokked model: "),
                        [why, *(f"description: {d}" for d in described)], RULE_1, checks)
-    parts = []
-    # Negative controls: the statistic must be able to say "different" here.
-    control = redecide(control)
-    moved = None
-    last = (comparisons.get("both_full") or {})
-    if last.get("profile_a") is not None:
-        moved = moved_path_control(last["profile_a"], last.get("causal_map_a"))
-    for label, c in (("control step 0 vs last", control), ("control last vs its path moved", moved)):
-        if c is None or c.get("verdict") != "different path":
-            seen = "missing" if c is None else _cmp_text(label, c)
-            return _result(1, f"not testable (a negative control did not come out 'different': {seen})",
-                           [seen], RULE_1, checks)
-        parts.append(_cmp_text(label, c))
-    votes = []
-    for regime, run in (("both_full", both_full), ("first_full", first_full)):
-        if run is None:
-            continue
-        if regime == "first_full":
-            why, more = _generalised(run, 1, "test_inferred_ood", g.threshold, need_delay=True)
-            checks += more
-            if why is not None:
-                parts.append(f"natural vs first_full not compared: {why}")
-                continue
-        c = redecide(comparisons.get(regime))
-        if c is None:
-            parts.append(f"natural vs {regime}: comparison missing")
-            continue
-        parts.append(_cmp_text(f"vote: final natural vs final {regime}", c))
-        if c["verdict"] != "undetermined":
-            votes.append(c["verdict"] == "same path")
+    votes, parts, more = _path_votes(comparisons, control, first_full, g.threshold)
+    checks += more
+    votes += [_correct_share_vote(both_full), _transfer_vote(transfer)]
+    parts += [v.text() for v in votes]
     within = redecide(within)
     if within:
         parts.append(_cmp_text(f"description (not a vote): natural step {within.get('step_a')} (saturated) vs "
                                f"{within.get('step_b')} (grokked), when the path forms", within))
-    if curve_distance is not None:
-        parts.append(f"description: fine-tuning curves natural vs both_full, mean |difference| {curve_distance:.2f}")
-    if not votes:  # e.g. a flat natural profile decided by its map, against a run with no map to compare
-        return _result(1, "not testable (no path comparison decided)", parts, RULE_1, checks)
-    return _result(1, _votes(votes), parts, RULE_1, checks)
+    return _result(1, combine(votes), parts, RULE_1, checks, votes)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 2
-RULE_2 = (f"second-hop full: (i) OOD rises late: first OOD >= {th.GENERALISED} at least {th.DELAY_FACTOR} x t_sat "
-          f"after saturation; (ii) the bridge measure on OOD, averaged over the evaluations with OOD >= "
-          f"{th.GENERALISED}, has its 95% interval below {th.BRIDGE_FAKE}. Both: supported; neither: contradicted; "
-          f"one: partly supported; (ii) straddling {th.BRIDGE_FAKE}: undecided. Needs OOD >= {th.GENERALISED} at some "
-          f"evaluation, and the positive control: both-hop full's bridge measure over its evaluations with OOD >= "
-          f"{th.GENERALISED} lies above {th.BRIDGE_CIRCUIT} (the measure must see a real circuit)")
+RULE_2 = (f"(i) A grokked model without the circuit: second-hop full's OOD reaches {th.GENERALISED} (kept for "
+          f"{th.SUSTAIN_EVALS} evaluations or its interval above it) at least {th.DELAY_FACTOR} x t_sat after "
+          f"saturation, while its bridge is low where OOD is up: the per-query share of correct OOD answers with "
+          f"the bridge (analysed checkpoints with OOD >= {th.GENERALISED}), else the bridge measure averaged over the "
+          f"evaluations with OOD >= {th.GENERALISED}, has its 95% interval below {th.BRIDGE_FAKE}. (ii) A circuit "
+          f"without grokking: both-hop full reaches OOD {th.GENERALISED} with no delay and its final bridge (mean of "
+          f"the last 3 evaluations) lies above {th.BRIDGE_CIRCUIT}; a bridge below it counts only once the run "
+          f"trained {th.BRIDGE_FORMS_BY:g} x t_sat (He et al. Fig. 2B: both-hop full's bridge is 1.0 from about 5 x "
+          f"its saturation). (ii) is (i)'s positive control: without it the bridge half of (i) is not testable. Both "
+          f"held: supported; both failed: contradicted; one each: partly supported")
 
 
-def finding_2(second: RunFacts | None, both: RunFacts | None, correct_with_bridge: Rate | None = None) -> dict:
-    """``correct_with_bridge``: from the per-query records, the share of second-hop full's correct OOD answers whose
-    query had the bridge (descriptive; He et al. §3 say every correct answer of a circuit model has it)."""
-    if second is None:
-        return _result(2, "not testable (no second-hop-full run)", [], RULE_2)
-    if second.cut_short or (both is not None and both.cut_short):
-        return _result(2, CUT_SHORT, [], RULE_2)
-    metric = f"{second.bridge_metric}_ood"
-    label = second.regime("test_inferred_ood")
-    t_sat, t_gen, delayed = second.delay("test_inferred_ood")
-    floor = second.floor(metric)
-    low = Check(2, second.name, f"{metric} while OOD >= {th.GENERALISED}", second.bridge_while_up(), th.BRIDGE_FAKE,
-                BELOW, floor)
-    checks = [low]
-    parts = [f"second_full: t_sat {_step(t_sat)}, first OOD >= {th.GENERALISED} at {_step(t_gen)} (regime label "
-             f"'{label['regime']}'); {low.text()}"]
-    if correct_with_bridge is not None:
-        parts.append(f"share of correct OOD answers with the bridge (per-query records): {correct_with_bridge.text()}")
-    if both is not None:
-        positive = Check(2, both.name, f"{metric} while OOD >= {th.GENERALISED}", both.bridge_while_up(),
-                         th.BRIDGE_CIRCUIT, ABOVE, both.floor(metric))
-        checks.append(positive)
-        parts.append(f"positive control: {positive.text()}")
-    if t_gen is None:
-        return _result(2, f"not testable (second_full never reached OOD >= {th.GENERALISED})", parts, RULE_2, checks)
-    if low.rate is None:
-        return _result(2, f"not testable ({metric} was not measured)", parts, RULE_2, checks)
+def _circuit_without_grokking(both: RunFacts | None) -> Vote:
+    name = "(ii) a circuit without grokking (both-hop full)"
     if both is None:
-        return _result(2, "not testable (no both-hop-full run: the bridge measure has no positive control)", parts,
-                       RULE_2, checks)
+        return Vote(name, NOT_TESTABLE, "no both-hop-full run")
+    t_sat, t_gen, delayed = both.delay("test_inferred_ood")
+    timing = f"t_sat {_step(t_sat)}, OOD >= {th.GENERALISED} (kept) at {_step(t_gen)}, trained {_x(both.age)} t_sat"
+    if t_gen is None:
+        return Vote(name, NOT_TESTABLE, f"OOD never reached {th.GENERALISED} ({timing})")
+    if delayed:
+        return Vote(name, FAILED, f"its OOD came late: it grokked ({timing})")
+    final = both.check(2, both.bridge_key, th.BRIDGE_CIRCUIT, label=f"{both.bridge_key} (final)")
+    vote = from_checks(name, [final], timing)
+    if vote.outcome == FAILED and (both.age or 0) < th.BRIDGE_FORMS_BY:
+        return Vote(name, NOT_TESTABLE, f"trained {_x(both.age)} t_sat, under the {th.BRIDGE_FORMS_BY:g}x by which "
+                                        f"He et al.'s bridge formed: {final.text()}", [final])
+    return vote
+
+
+def _grokked_without_circuit(second: RunFacts | None, positive: Vote) -> Vote:
+    name = "(i) a grokked model without the circuit (second-hop full)"
+    if second is None:
+        return Vote(name, NOT_TESTABLE, "no second-hop-full run")
+    t_sat, t_gen, delayed = second.delay("test_inferred_ood")
+    label = second.regime("test_inferred_ood")["regime"]
+    timing = f"t_sat {_step(t_sat)}, OOD >= {th.GENERALISED} (kept) at {_step(t_gen)} (regime label '{label}')"
+    if t_gen is None:
+        return Vote(name, NOT_TESTABLE, f"second_full never reached OOD >= {th.GENERALISED} ({timing})")
+    share = second.correct_share_while_up()
+    measure, rate = ("share of correct OOD answers with the bridge (per query, while OOD is up)", share) \
+        if share is not None else (f"{second.bridge_key} while OOD >= {th.GENERALISED}", second.bridge_while_up())
+    low = Check(2, second.name, measure, rate, th.BRIDGE_FAKE, BELOW, second.floor(second.bridge_key))
+    if not delayed:
+        return Vote(name, FAILED, f"OOD rose without a delay ({timing}); {low.text()}", [low])
     if positive.outcome != HELD:
-        return _result(2, f"not testable (the positive control {positive.outcome}: {positive.text()})", parts,
-                       RULE_2, checks)
-    if low.outcome == OPEN:
-        return _result(2, f"{UNDECIDED} ({low.text()})", parts, RULE_2, checks)
-    parts.append(f"(i) OOD rises late: {'held' if delayed else 'failed'}; (ii) bridge low while OOD is up: "
-                 f"{low.outcome}")
-    return _result(2, _votes([delayed, low.outcome == HELD]), parts, RULE_2, checks)
+        return Vote(name, NOT_TESTABLE, f"OOD rose late ({timing}), but the bridge measure has no positive control "
+                                        f"(vote (ii) {positive.outcome}); {low.text()}", [low])
+    return from_checks(name, [low], f"OOD rose late ({timing})")
+
+
+def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
+    if second is None and both is None:
+        return _result(2, "not testable (no second-hop-full and no both-hop-full run)", [], RULE_2)
+    if any(r is not None and r.cut_short for r in (second, both)):
+        return _result(2, CUT_SHORT, [], RULE_2)
+    positive = _circuit_without_grokking(both)
+    votes = [_grokked_without_circuit(second, positive), positive]
+    parts = [v.text() for v in votes]
+    if second is not None and second.correct_share_last() is not None:
+        parts.append(f"second_full's share of correct OOD answers with the bridge at its last analysed checkpoint: "
+                     f"{second.correct_share_last().text()}")
+    return _result(2, combine(votes), parts, RULE_2, votes=votes)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 3
-CIRCUIT_PARENTS = ("natural", "both_full", "first_full")
-NON_COMPOSING = ("second_full", "both_half")
 CATEGORIES = ("new_old", "old_new", "new_new")
+CIRCUIT, NOT_CIRCUIT, CONTROL = "circuit", "not a circuit", "control"
 
-RULE_3 = (f"fine-tunes from the last checkpoint of each regime (the saturated ones are an extension, not voted on), "
-          f"each testable once it learned the new facts (New Fact interval above {th.NEW_FACTS_LEARNED}) and its "
-          f"parent reached its target (natural: grokked; augmented: OOD at the family's grokked level). Expectations: "
-          f"circuit parents (natural, both-hop full, first-hop full) compose new+old (EM interval above "
-          f"{th.COMPOSES}) with the bridge found there (above {th.BRIDGE_PRESENT}); second-hop full, both-hop half "
-          f"and the from-scratch control do not compose new+old (below {th.COMPOSES}); old+new and new+new do not "
-          f"compose in any regime; the control's new+old bridge stays below {th.BRIDGE_PRESENT}. All held: "
-          f"supported (needs a circuit parent and the control); every circuit parent's new+old failed: "
-          f"contradicted; some failed: partly supported; none failed but some straddle: undecided. Faithful "
-          f"categories when n >= {th.FAITHFUL_MIN_N}, else the powered ones")
+RULE_3 = (f"Fine-tunes from the last checkpoint of each parent (saturated parents and the powered categories are "
+          f"extensions, not voted), each judged once it learned the new facts (New Fact interval above "
+          f"{th.NEW_FACTS_LEARNED}) on He et al.'s categories (the old hop in the fine-tuning data), exact match and "
+          f"bridge on the same queries. A parent is measured: a circuit parent when its final OOD bridge lies above "
+          f"{th.BRIDGE_CIRCUIT}, not a circuit (judged as He et al. judge second-hop full) when below; either only "
+          f"once it trained {th.PARENT_MIN_AGE:g} x its saturation step (He et al.'s parents: 12.7-27.5x), else not "
+          f"testable. Votes: (iii-a) new+old composes (EM above {th.COMPOSES}, bridge above {th.BRIDGE_PRESENT}) "
+          f"from circuit parents and does not (EM below {th.COMPOSES}) from the others and the from-scratch control "
+          f"(whose bridge stays below {th.BRIDGE_PRESENT}); (iii-b) old+new and new+new stay below {th.COMPOSES} "
+          f"from every parent; (iii-c) circuit parents recover the bridge there (above {th.BRIDGE_PRESENT}). "
+          f"(iii-b) failed: contradicted (transfer is not limited); all held: supported (needs the control); "
+          f"otherwise partly supported or undecided")
 
 
 @dataclass
 class FineTuneFacts:
-    """One fine-tune: its regime ("control" for the from-scratch control), starting checkpoint and final rates."""
+    """One fine-tune: its regime ("control" for the from-scratch control), its parent's run up to the checkpoint it
+    started from, and its final rates on He et al.'s categories (EM and bridge on the same queries)."""
 
     name: str
     regime: str  # natural, both_full, ..., or "control"
-    rates: dict[str, Rate]  # atomic_new, new_old, old_new, new_new, bridge_new_old, ... (the category chosen)
-    checkpoint: str = "last"  # last | sat | None for the control
-    parent_ready: str | None = None  # None when the parent reached its target, else why not
+    rates: dict[str, Rate]  # atomic_new, new_old, old_new, new_new, bridge_new_old, ... (He et al.'s categories)
+    checkpoint: str | None = "last"  # last | sat | None for the control
+    parent: RunFacts | None = None  # the parent's rows up to the starting checkpoint (None for the control)
     cut_short: bool = False
-    kinds: dict = field(default_factory=dict)  # category -> "faithful" | "powered"
     floors: dict = field(default_factory=dict)  # measure -> chance floor (the control's step 0)
+    steps: dict = field(default_factory=dict)  # "new_fact" / "new_old": fine-tuning steps to those milestones
+    extension: str = ""  # what else was measured (the powered categories, retention), shown beside the votes
 
 
-def expectations(f: FineTuneFacts) -> list[Check]:
-    """The regime expectations of one fine-tune, as checks."""
-    def check(measure, threshold, expect):
-        return Check(3, f.name, measure, f.rates.get(measure), threshold, expect, f.floors.get(measure))
-    if f.regime in CIRCUIT_PARENTS:
-        first = [check("new_old", th.COMPOSES, ABOVE), check("bridge_new_old", th.BRIDGE_PRESENT, ABOVE)]
-    else:
-        first = [check("new_old", th.COMPOSES, BELOW)]
-        if f.regime == "control":
-            first.append(check("bridge_new_old", th.BRIDGE_PRESENT, BELOW))
-    return first + [check("old_new", th.COMPOSES, BELOW), check("new_new", th.COMPOSES, BELOW)]
+def parent_kind(f: FineTuneFacts) -> tuple[str, str]:
+    """(CIRCUIT | NOT_CIRCUIT | CONTROL | NOT_TESTABLE | OPEN, why): the parent's circuit, measured."""
+    if f.regime == "control":
+        return CONTROL, "trained from scratch"
+    p = f.parent
+    if p is None:
+        return NOT_TESTABLE, "parent run not found"
+    bridge = p.final(p.bridge_key)
+    if bridge is None:
+        return NOT_TESTABLE, f"the parent's {p.bridge_key} was not measured"
+    age = f"trained {_x(p.age)} its saturation step {_step(p.t_sat)}"
+    text = f"parent {p.name}: final {p.bridge_key} {bridge.text()}, {age}"
+    if p.age is None or p.age < th.PARENT_MIN_AGE:
+        return NOT_TESTABLE, f"{text}: too young to judge its circuit (needs {th.PARENT_MIN_AGE:g}x)"
+    side = bridge.against(th.BRIDGE_CIRCUIT)
+    if side == ABOVE:
+        return CIRCUIT, text
+    if side == BELOW:
+        return NOT_CIRCUIT, f"{text}: judged as fake-grokked or circuit-free (He et al.'s second-hop full)"
+    return OPEN, f"{text}: its bridge straddles {th.BRIDGE_CIRCUIT}"
 
 
 def _describe(f: FineTuneFacts) -> str:
@@ -349,89 +503,135 @@ def _describe(f: FineTuneFacts) -> str:
     return "; ".join(f"{m} {f.rates[m].text()}" for m in names if f.rates.get(m) is not None)
 
 
+def _speed(f: FineTuneFacts) -> str:
+    new, new_old = f.steps.get("new_fact"), f.steps.get("new_old")
+    if new is None:
+        return "New Fact never reached 0.99"
+    ratio = f" = {new_old / new:.1f}x" if new_old is not None and new else ""
+    return (f"New Fact >= {th.NEW_FACT_MILESTONE} at step {new}, new+old >= {th.NEW_OLD_COMPOSES} at "
+            f"{_step(new_old)}{ratio} (He et al.: 2,928 and 5,856 = 2.0x)")
+
+
 def finding_3(finetunes: list[FineTuneFacts]) -> dict:
     voting = [f for f in finetunes if f.checkpoint in ("last", None)]
     if any(f.cut_short for f in voting):
         return _result(3, CUT_SHORT, [], RULE_3)
-    parts, checks, core, tested = [], [], [], set()
+    parts, learned_checks, untested = [], [], []
+    a_checks, b_checks, c_checks, kinds = [], [], [], {}
+
+    def check(f, measure, threshold, expect):
+        return Check(3, f.name, measure, f.rates.get(measure), threshold, expect, f.floors.get(measure))
     for f in voting:
+        kind, why = parent_kind(f)
         learned = Check(3, f.name, "atomic_new", f.rates.get("atomic_new"), th.NEW_FACTS_LEARNED, ABOVE)
-        checks.append(learned)
-        kinds = ", ".join(f"{k} {v}" for k, v in f.kinds.items())
-        if f.parent_ready is not None:
-            parts.append(f"{f.name}: not testable (parent did not reach its target: {f.parent_ready}); measured: "
-                         f"{_describe(f)}")
+        learned_checks.append(learned)
+        if kind in (NOT_TESTABLE, OPEN) or learned.outcome != HELD:
+            reason = why if kind in (NOT_TESTABLE, OPEN) else f"new facts: {learned.text()}"
+            parts.append(f"{f.name}: not testable ({reason}); measured: {_describe(f)}")
+            untested.append(f.name)
             continue
-        if learned.outcome != HELD:
-            parts.append(f"{f.name}: not testable (new facts: {learned.text()}); measured: {_describe(f)}")
-            continue
-        mine = expectations(f)
-        checks += mine
-        tested.add(f.regime)
-        if f.regime in CIRCUIT_PARENTS:
-            core.append(mine[0].outcome)
-        held = sum(c.outcome == HELD for c in mine)
-        parts.append(f"{f.name} ({kinds or 'categories as measured'}): {held} of {len(mine)} held: "
-                     + "; ".join(c.text() for c in mine))
+        kinds[f.name] = kind
+        parts.append(f"{f.name}: {kind} ({why}); {_speed(f)}")
+        if kind == CIRCUIT:
+            a_checks += [check(f, "new_old", th.COMPOSES, ABOVE), check(f, "bridge_new_old", th.BRIDGE_PRESENT, ABOVE)]
+            c_checks += [check(f, "bridge_old_new", th.BRIDGE_PRESENT, ABOVE),
+                         check(f, "bridge_new_new", th.BRIDGE_PRESENT, ABOVE)]
+        else:
+            a_checks.append(check(f, "new_old", th.COMPOSES, BELOW))
+            if kind == CONTROL:
+                a_checks.append(check(f, "bridge_new_old", th.BRIDGE_PRESENT, BELOW))
+        b_checks += [check(f, "old_new", th.COMPOSES, BELOW), check(f, "new_new", th.COMPOSES, BELOW)]
     for f in finetunes:
         if f.checkpoint not in ("last", None):
             parts.append(f"extension (not voted), {f.name}: {_describe(f)}")
-    gated = [c for c in checks if c.measure != "atomic_new"]
+        elif f.extension:
+            parts.append(f"extension (not voted), {f.name}: {f.extension}")
+    votes = [from_checks("(iii-a) new+old composes from circuit parents, and only from them", a_checks),
+             from_checks("(iii-b) old+new and new+new do not compose, from any parent", b_checks),
+             from_checks("(iii-c) circuit parents recover the bridge on old+new and new+new", c_checks)]
+    gated = a_checks + b_checks + c_checks
     tally = Counter(c.outcome for c in gated)
-    summary = (f"{tally[HELD]} of {len(gated)} regime expectations held"
-               + "".join(f", {tally[o]} {o}" for o in (FAILED, OPEN, UNMEASURED) if tally[o]))
     failed = [f"{c.subject} {c.measure}" for c in gated if c.outcome == FAILED]
     open_ = [f"{c.subject} {c.measure}" for c in gated if c.outcome == OPEN]
-    parts.insert(0, summary + (f"; failed: {', '.join(failed)}" if failed else "")
+    parts.insert(0, f"{tally[HELD]} of {len(gated)} expectations held"
+                 + "".join(f", {tally[o]} {o}" for o in (FAILED, OPEN, UNMEASURED) if tally[o])
+                 + (f"; failed: {', '.join(failed)}" if failed else "")
                  + (f"; undecided: {', '.join(open_)}" if open_ else ""))
-    extra = {"expectations": {"held": tally[HELD], "total": len(gated), "failed": failed, "undecided": open_}}
-    if not core:
-        return _result(3, "not testable (no fine-tune from a circuit parent that learned the new facts)", parts,
-                       RULE_3, checks, **extra)
-    if all(o == FAILED for o in core):
-        return _result(3, "contradicted", parts, RULE_3, checks, **extra)
-    if failed or tally[UNMEASURED]:
-        return _result(3, "partly supported", parts, RULE_3, checks, **extra)
-    if open_:
-        return _result(3, f"{UNDECIDED} ({', '.join(open_)})", parts, RULE_3, checks, **extra)
-    if "control" not in tested:
-        return _result(3, "partly supported (every expectation held, but no control was tested)", parts, RULE_3,
-                       checks, **extra)
-    return _result(3, "supported", parts, RULE_3, checks, **extra)
+    parts += [v.text() for v in votes]
+    extra = {"expectations": {"held": tally[HELD], "total": len(gated), "failed": failed, "undecided": open_},
+             "parents": kinds}
+    if CIRCUIT not in kinds.values():
+        return _result(3, "not testable (no fine-tune from a measured circuit parent that learned the new facts)",
+                       parts, RULE_3, learned_checks, votes, **extra)
+    if votes[1].outcome == FAILED:
+        verdict = "contradicted (old+new or new+new composes: transfer is not limited)"
+    else:
+        verdict = combine(votes)
+        if verdict == "supported" and CONTROL not in kinds.values():
+            verdict = "partly supported (every vote held, but no control was tested)"
+    if untested:
+        verdict += f" (not testable: {', '.join(untested)})"
+    return _result(3, verdict, parts, RULE_3, learned_checks, votes, **extra)
 
 
 def pick_category(final: dict, category: str) -> tuple[dict, str]:
-    """The faithful category when it has enough queries, else its powered variant (stated)."""
+    """For the figures: He et al.'s category when it has at least FAITHFUL_MIN_N queries, else its powered variant
+    (stated). The verdicts always read He et al.'s."""
     v = final.get(category) or {}
     if (v.get("n") or 0) >= th.FAITHFUL_MIN_N or f"{category}_powered" not in final:
         return v, "faithful"
     return final[f"{category}_powered"], "powered"
 
 
-def curve_distance(a_rows: list[dict], b_rows: list[dict],
-                   metrics: tuple[str, ...] = ("atomic_new", "new_old_powered", "old_new_powered", "new_new")) -> \
-        float | None:
-    """Mean absolute difference of two fine-tunes' category curves at their shared evaluation steps."""
-    b_by_step = {r["step"]: r for r in b_rows}
-    diffs = [abs(r[m] - b_by_step[r["step"]][m]) for r in a_rows if r["step"] in b_by_step for m in metrics
-             if r.get(m) is not None and b_by_step[r["step"]].get(m) is not None]
-    return sum(diffs) / len(diffs) if diffs else None
-
-
 # ------------------------------------------------------------------------------------------------ seeds
+def _spread(per_seed: dict[int, dict]) -> list[str]:
+    """For every gated number measured in more than one seed: its value per seed and their range, beside the widest
+    within-seed interval, so that seed-to-seed spread and query noise can be compared."""
+    values: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for s, result in per_seed.items():
+        for c in result.get("checks", []):
+            values.setdefault((c["subject"], c["measure"]), []).append((s, c["value [95% interval] (n)"]))
+    out = []
+    for (subject, measure), seen in values.items():
+        points = [(s, text) for s, text in seen if text != "not measured"]
+        if len(points) < 2:
+            continue
+        numbers = [float(text.split()[0]) for _, text in points]
+        out.append(f"{subject} {measure}: across seeds {min(numbers):.2f}-{max(numbers):.2f} (sd "
+                   f"{np.std(numbers, ddof=1):.2f}); within seed " + ", ".join(f"seed {s} {t}" for s, t in points))
+    return out
+
+
 def across_seeds(per_seed: dict[int, dict]) -> dict:
-    """One finding decided per seed -> the overall verdict with its spread: the seeds' common outcome when they
-    agree, else "partly supported (seeds disagree: ...)"."""
+    """One finding decided per seed -> the overall verdict over the seeds where it was testable: their common
+    outcome; "undecided at this n" when the decided ones agree and others straddle; "partly supported (seeds
+    disagree: ...)" when decided seeds disagree. Seeds where it was not testable are listed, and a verdict that rests
+    on one seed of several says so."""
     seeds = sorted(per_seed)
     if len(seeds) == 1:
         return per_seed[seeds[0]]
     outcomes = {s: outcome(per_seed[s]["verdict"]) for s in seeds}
-    spread = ", ".join(f"seed {s}: {o}" for s, o in outcomes.items())
-    first = per_seed[seeds[0]]
-    if len(set(outcomes.values())) == 1:
-        verdict = f"{outcomes[seeds[0]]} (all {len(seeds)} seeds)"
+    testable = [s for s in seeds if outcomes[s] != NOT_TESTABLE]
+    untestable = [s for s in seeds if outcomes[s] == NOT_TESTABLE]
+    spread = ", ".join(f"seed {s}: {outcomes[s]}" for s in seeds)
+    decided = {outcomes[s] for s in testable if outcomes[s] != UNDECIDED}
+    if not testable:
+        verdict = f"{NOT_TESTABLE} (every seed: {spread})"
+    elif len({outcomes[s] for s in testable}) == 1:
+        verdict = f"{outcomes[testable[0]]} ({'all ' + str(len(seeds)) + ' seeds' if not untestable else spread})"
+    elif len(decided) <= 1:
+        verdict = f"{UNDECIDED} ({spread})"
     else:
         verdict = f"partly supported (seeds disagree: {spread})"
-    measured = " | ".join(f"seed {s}: {per_seed[s]['verdict']}; {per_seed[s]['measured']}" for s in seeds)
+    notes = []
+    if untestable:
+        notes.append(f"decided over seeds {', '.join(map(str, testable)) or 'none'}; not testable in seeds "
+                     f"{', '.join(map(str, untestable))}")
+    if len(testable) == 1:
+        notes.append(f"rests on one seed (seed {testable[0]})")
+    measured = " | ".join([*notes, *(f"seed {s}: {per_seed[s]['verdict']}; {per_seed[s]['measured']}" for s in seeds),
+                           *(f"spread: {x}" for x in _spread(per_seed))])
     checks = [{**c, "subject": f"seed {s}: {c['subject']}"} for s in seeds for c in per_seed[s]["checks"]]
-    return {**first, "verdict": verdict, "measured": measured, "checks": checks, "per_seed": outcomes}
+    votes = [{**v, "vote": f"seed {s}: {v['vote']}"} for s in seeds for v in per_seed[s].get("votes", [])]
+    first = per_seed[seeds[0]]
+    return {**first, "verdict": verdict, "measured": measured, "checks": checks, "votes": votes, "per_seed": outcomes}

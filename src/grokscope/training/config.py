@@ -57,7 +57,7 @@ class TrainConfig:
     eval_every_epochs: float = 0.0  # if > 0, overrides eval_every (the TRM recipe: every 5 epochs)
     eval_batch_size: int = 2048
     eval_bridge_use: int = 256  # queries per set for the in-loop bridge use (interchange at r1); 0 = off
-    sat_threshold: float = th.SATURATION
+    sat_threshold: float = th.SAT_CHECKPOINT
     milestone_thresholds: str = ",".join(str(x) for x in th.MILESTONES)
     # --- checkpoints: step 0, every ckpt_dense_every until ckpt_dense_until, then ckpt_log_per_decade log-spaced
     # until ckpt_linear_from, then every ckpt_every; plus the final step.

@@ -86,12 +86,14 @@ def test_causal_tracing_matches_per_example_reference(trained, family):
             corrupt = prompts[i:i + 1].clone()
             corrupt[0, p] = int(cf[i, p])
             _, cache = model.run_with_cache(corrupt, names_filter=names)
-            for s, name in enumerate(names):
-                def patch(act, hook, donor=cache[name][0, offset + p], pos=offset + p):
+            for s in range(len(names)):
+                def patch(act, hook, pos=offset + p):
                     act = act.clone()
-                    act[0, pos] = donor
+                    act[0, pos] = cache[hook.name][0, pos]
                     return act
-                with model.hooks([(name, patch)]):
+                # the trm's patch is carried: that stage and every later one (its input is re-injected)
+                later = names[s:] if family == "trm" else names[s:s + 1]
+                with model.hooks([(name, patch) for name in later]):
                     flips[s].append(not correct(prompts[i:i + 1], t))
         assert counts[p] == len(flips[0])
         for s in range(len(names)):

@@ -317,3 +317,20 @@ def test_share_of_correct_answers_with_the_bridge(micro):
         frame, schema = query_records(model, micro, rows)
         agg = aggregate(frame, schema)
         assert agg["n_correct"] == len(rows) and agg["bridge_given_correct"] == expected
+
+
+def test_causal_tracing_of_a_recurrent_composer_needs_the_carried_patch(micro):
+    """Wang et al.'s causal map for a trm-like model: replacing r1 by a counterfactual's r1 state at an early update
+    flips the answer only when the patch is carried (the next update re-derives r1 from the clean input)."""
+    from grokscope.analysis.patching import causal_strength
+    from grokscope.data.counterfactuals import counterfactual_tokens
+
+    rows = micro.probe("test_inferred_iid")
+    model = RecurrentComposer(micro)
+    cf = counterfactual_tokens(micro, rows, seed=0)
+    carried, counts, labels = causal_strength(model, encode(micro, rows), cf)
+    assert counts[1] > 20 and labels == ["U0", "U1", "U2", "U3"]
+    assert carried[0, 1] > 0.9 and carried[2, 1] > 0.9  # r1 replaced from U0 (or U2) on: the answer follows it
+    model.carried_patch = False
+    once, _, _ = causal_strength(model, encode(micro, rows), cf)
+    assert once[0, 1] == 0.0 and once[1, 1] == 0.0  # undone by the next re-derivation: a blind map

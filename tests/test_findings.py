@@ -320,3 +320,18 @@ def test_grokked_definition_of_a_run_recorded_before_families_declared_it():
     assert GrokDefinition.of({}, "gpt") == GrokDefinition.of({}, None) == GrokDefinition("test_inferred_iid", 0.9)
     recorded = {"grokked": {"metric": "test_inferred_ood", "threshold": 0.7}}
     assert GrokDefinition.of(recorded, "gpt") == GrokDefinition("test_inferred_ood", 0.7)  # the record wins
+
+
+def test_every_threshold_names_its_source_in_the_methods_doc():
+    """docs/methods.md, "Thresholds and their sources", has a row for every constant of metrics/thresholds.py."""
+    from pathlib import Path
+
+    from grokscope.metrics import thresholds as th
+
+    doc = (Path(__file__).parents[1] / "docs" / "methods.md").read_text()
+    table = doc[doc.index("## Thresholds and their sources"):]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = {name.strip("` ") for row in rows for name in row.split("|")[1].split(",")}
+    constants = {k for k, v in vars(th).items() if k.isupper() and not k.startswith("BRIDGE_USE_VERSION")}
+    assert constants <= named, constants - named
+    assert all(row.split("|")[3].strip() for row in rows)  # every row gives a source

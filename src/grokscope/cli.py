@@ -249,9 +249,8 @@ def compare_cmd(
 ) -> None:
     """Do two checkpoints (e.g. of two regimes) use the same inference path?"""
     c = api.compare(a=a, b=b, probes=probes, out=out, device=device)
-    print(f"{c['a']} vs {c['b']} on {c['n_queries']} compositions: bridge profile r {_fmt(c['profile_corr'])}, "
-          f"causal-map r {_fmt(c['causal_map_corr'])}, bridge levels {_fmt(c['level_a'])} / {_fmt(c['level_b'])} "
-          f"-> {c['verdict']} ({c['why']})")
+    print(f"{c['a']} vs {c['b']} on {c['n_queries']} compositions: bridge levels {_fmt(c['level_a'])} / "
+          f"{_fmt(c['level_b'])}, profile r {_fmt(c['profile_corr'])} -> {c['verdict']} ({c['why']})")
 
 
 @export_app.command("tl")

@@ -9,23 +9,26 @@ them from the stored numbers (``docs/methods.md``, "Path comparison").
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from grokscope.analysis.patching import causal_strength
+from grokscope.analysis.patching import causal_flips
 from grokscope.analysis.queries import query_records
 from grokscope.data.counterfactuals import counterfactual_tokens
 from grokscope.data.encoding import encode
 from grokscope.data.store import is_composition
 from grokscope.errors import GrokscopeError
-from grokscope.metrics.paths import path_verdict
-from grokscope.metrics.records import aggregate
+from grokscope.metrics.paths import stored_verdict
+from grokscope.metrics.records import aggregate, stage_hits
 
 
-def bridge_profile(model, ds, rows, seed: int = 0) -> list[float]:
-    """The family's bridge measure per stage on the compositions ``rows``."""
+def bridge_profile(model, ds, rows, seed: int = 0) -> tuple[list[float], np.ndarray]:
+    """The family's bridge measure per stage on the compositions ``rows``, and the per-query 0/1 records behind it
+    ([queries that count, stages]: the path test resamples them)."""
     frame, schema = query_records(model, ds, rows, seed=seed)
     agg = aggregate(frame, schema)
     stages = schema["patch_stages"] if model.bridge_metric == "bridge_use" else schema["stages"]
-    return [float(np.nan_to_num(agg[f"{model.bridge_metric}@{s}"])) for s in stages]
+    return ([float(np.nan_to_num(agg[f"{model.bridge_metric}@{s}"])) for s in stages],
+            stage_hits(frame, schema, model.bridge_metric))
 
 
 def compare_paths(model_a, model_b, ds, rows: np.ndarray, seed: int = 0) -> dict:
@@ -37,14 +40,16 @@ def compare_paths(model_a, model_b, ds, rows: np.ndarray, seed: int = 0) -> dict
     rows = np.asarray(rows)
     rows = rows[is_composition(rows)]
     enc, cf = encode(ds, rows), counterfactual_tokens(ds, rows, seed=seed)
-    maps, counts = [], []
-    for model in (model_a, model_b):
-        strength, n, _ = causal_strength(model, enc, cf)
-        maps.append(strength.numpy() if int(n.min()) > 0 else None)
-        counts.append(n.tolist())
-    profile_a, profile_b = bridge_profile(model_a, ds, rows, seed), bridge_profile(model_b, ds, rows, seed)
-    verdict = path_verdict(profile_a, profile_b, maps[0], maps[1])
-    return {**verdict, "bridge_metric": model_a.bridge_metric, "profile_a": profile_a, "profile_b": profile_b,
-            "causal_map_a": None if maps[0] is None else maps[0].tolist(),
-            "causal_map_b": None if maps[1] is None else maps[1].tolist(), "causal_n_a": counts[0],
-            "causal_n_b": counts[1], "n_queries": len(rows)}
+    out = {"bridge_metric": model_a.bridge_metric, "n_queries": len(rows)}  # the compositions compared
+    for side, model in (("a", model_a), ("b", model_b)):
+        flips, _ = causal_flips(model, enc, cf)
+        counts = [len(f) for f in flips]
+        full = min(counts) > 0  # a map needs correct answers with a counterfactual at every position
+        out[f"causal_map_{side}"] = torch.stack([f.float().mean(0) for f in flips], 1).tolist() if full else None
+        out[f"causal_n_{side}"] = counts
+        out[f"flips_{side}"] = [f.to(torch.int8).tolist() for f in flips] if full else None
+        out[f"profile_{side}"], hits = bridge_profile(model, ds, rows, seed)
+        out[f"hits_{side}"] = hits.tolist()
+    # The profiles' n: the queries behind them (for bridge use only those with a patch).
+    out["n_queries_a"], out["n_queries_b"] = len(out["hits_a"]), len(out["hits_b"])
+    return {**stored_verdict(out), **out}

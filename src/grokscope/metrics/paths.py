@@ -128,7 +128,7 @@ def path_verdict(profile_a: list[float], profile_b: list[float], map_a, map_b, *
     """The equivalence test from two bridge profiles and two causal maps ([stages, 3] or None), with the numbers of
     queries behind them (``n_*``: the profile's, ``map_n_*``: per position) or their per-query records
     (``hits_*`` [queries, stages], ``flips_*`` per position [queries, stages])."""
-    level_a, level_b = max(profile_a, default=0.0), max(profile_b, default=0.0)
+    level_a, level_b = float(max(profile_a, default=0.0)), float(max(profile_b, default=0.0))
     out = {"level_a": level_a, "level_b": level_b, "min_level": min_level, "profile_corr": _corr(profile_a, profile_b),
            "profile": None, "causal_map": None, "cells_compared": 0}
     if level_a < min_level and level_b < min_level:
@@ -165,7 +165,8 @@ def stored_verdict(c: dict, **kw) -> dict:
     """``path_verdict`` on a stored comparison (``compare.json``): its profiles, maps, counts and, when present, its
     per-query records."""
     return path_verdict(c["profile_a"], c["profile_b"], c.get("causal_map_a"), c.get("causal_map_b"),
-                        n_a=c.get("n_queries"), n_b=c.get("n_queries"), map_n_a=c.get("causal_n_a"),
+                        n_a=c.get("n_queries_a", c.get("n_queries")), n_b=c.get("n_queries_b", c.get("n_queries")),
+                        map_n_a=c.get("causal_n_a"),
                         map_n_b=c.get("causal_n_b"), hits_a=c.get("hits_a"), hits_b=c.get("hits_b"),
                         flips_a=c.get("flips_a"), flips_b=c.get("flips_b"), **kw)
 
@@ -187,8 +188,8 @@ def moved_path_control(c: dict) -> dict:
     counts = c.get("causal_n_a")
     hits = c.get("hits_a")
     flips = c.get("flips_a")
-    return path_verdict(c["profile_a"], profile_b, c.get("causal_map_a"), map_b, n_a=c.get("n_queries"),
-                        n_b=c.get("n_queries"), map_n_a=counts,
+    n = c.get("n_queries_a", c.get("n_queries"))
+    return path_verdict(c["profile_a"], profile_b, c.get("causal_map_a"), map_b, n_a=n, n_b=n, map_n_a=counts,
                         map_n_b=None if counts is None else list(np.roll(counts, 1)),
                         hits_a=hits, hits_b=None if hits is None else np.roll(np.asarray(hits, float), 1, 1),
                         flips_a=flips,

@@ -96,6 +96,22 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     return out
 
 
+def stage_hits(frame: pd.DataFrame, schema: dict, measure: str) -> np.ndarray:
+    """[queries, stages] 0/1: per query and stage, whether ``measure`` (bridge_found or bridge_use) hit; its column
+    means are ``aggregate``'s ``<measure>@<stage>``. For bridge_use only the queries that have a patch count."""
+    if measure == "bridge_use":
+        current = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION
+        has = (frame["patch_t_token"].to_numpy() >= 0) if current and "patch_t_token" in frame else \
+            np.zeros(len(frame), bool)
+        return np.stack([(frame.loc[has, f"use.{s}"] == 1).to_numpy() for s in schema["patch_stages"]], axis=1
+                        ).astype(np.int8) if has.any() else np.zeros((0, len(schema["patch_stages"])), np.int8)
+    stages, T = schema["stages"], schema["positions"]
+    b = frame["b_token"].to_numpy()
+    lens = np.stack([[frame[f"lens.{s}.{p}"].to_numpy() for p in range(T)] for s in stages])  # [S, T, B]
+    mask = np.asarray(schema.get("bridge_found_mask") or np.ones((len(stages), T), bool), dtype=bool)
+    return ((lens == b) & mask[:, :, None]).any(1).T.astype(np.int8)
+
+
 def run_aggregates(run: Path) -> pd.DataFrame:
     """One row per (step, probe type) of a run: every measure of ``aggregate``."""
     found = list_records(run)

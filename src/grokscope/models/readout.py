@@ -65,6 +65,13 @@ def replace_at(pos: int, states: dict[str, torch.Tensor]):
     return patch
 
 
+def patched_stages(model, stages: list[str], s: int) -> list[str]:
+    """The hook names a patch "at stage s" replaces: that stage alone, or, for a family whose state is carried and
+    re-injected (``model.carried_patch``, the trm), that stage and every later one (a single patch would be
+    overwritten by the next update, which recomputes the position from the clean input)."""
+    return stages[s:] if getattr(model, "carried_patch", False) else stages[s:s + 1]
+
+
 @torch.no_grad()
 def interchange(model, source: torch.Tensor, target: torch.Tensor, position: int = R1, chunk: int = 1024
                 ) -> torch.Tensor:
@@ -76,14 +83,13 @@ def interchange(model, source: torch.Tensor, target: torch.Tensor, position: int
     recomputes the position from the clean input."""
     stages = [hook for _, hook in model.patch_stages()]
     pos = model.token_offset + position
-    carried = getattr(model, "carried_patch", False)
     out = torch.empty(len(stages), len(target), dtype=torch.long, device=target.device)
     for i in range(0, len(target), chunk):
         tokens = target[i:i + chunk]
         _, cache = model.run_with_cache(source[i:i + chunk], names_filter=stages)
         patch = replace_at(pos, cache)
         for s in range(len(stages)):
-            with model.hooks([(name, patch) for name in (stages[s:] if carried else stages[s:s + 1])]):
+            with model.hooks([(name, patch) for name in patched_stages(model, stages, s)]):
                 out[s, i:i + chunk] = model.answer_logits(tokens).argmax(-1)
     return out
 

@@ -87,7 +87,7 @@ def test_causal_tracing_matches_per_example_reference(trained, family):
             corrupt[0, p] = int(cf[i, p])
             _, cache = model.run_with_cache(corrupt, names_filter=names)
             for s in range(len(names)):
-                def patch(act, hook, pos=offset + p):
+                def patch(act, hook, pos=offset + p, cache=cache):
                     act = act.clone()
                     act[0, pos] = cache[hook.name][0, pos]
                     return act

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from grokscope.metrics.intervals import Rate
-from grokscope.reporting.findings import across_seeds, finding_1, finding_2, finding_3, outcome
-from test_findings_paper import (BOTH_PROFILE, CONTROL, MAP, PAPER_TRANSFER, PROFILE, comparison, f1, paper_finetunes,
+from grokscope.reporting.findings import across_seeds, finding_2, finding_3, outcome
+from test_findings_paper import (BOTH_PROFILE, MAP, PAPER_TRANSFER, PROFILE, comparison, f1, paper_finetunes,
                                  paper_run, transfer_agreement, transfer_rows)
 
 

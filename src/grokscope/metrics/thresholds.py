@@ -34,7 +34,7 @@ PARENT_MIN_AGE = BRIDGE_FORMS_BY  # a fine-tuning parent is judged circuit / not
 #                                   al.'s parents were 12.7-27.5 x their saturation step)
 
 # -- same path (Finding 1)
-PATH_MIN_LEVEL = 0.5  # a checkpoint "has a bridge path" when its bridge measure peaks at least this high (= BRIDGE_FAKE)
+PATH_MIN_LEVEL = 0.5  # a checkpoint "has a bridge path" when its bridge measure peaks at least this (= BRIDGE_FAKE)
 SAME_PATH_MARGIN = 0.5  # "same" = every stage's (and cell's) difference within this fraction of the difference a
 #                         one-stage move of the path makes (the moved-path control: the measure's resolution)
 SAME_PATH_MAX_MARGIN = 0.25  # ... and never more than this (toolkit choice: a quarter of the scale is not "same")

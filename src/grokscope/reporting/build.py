@@ -22,7 +22,7 @@ from grokscope import artifacts
 from grokscope.version import __version__
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.intervals import FINAL_EVALS, Rate, final_rate
+from grokscope.metrics.intervals import Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.reporting import plots

@@ -332,6 +332,7 @@ def test_every_threshold_names_its_source_in_the_methods_doc():
     table = doc[doc.index("## Thresholds and their sources"):]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     named = {name.strip("` ") for row in rows for name in row.split("|")[1].split(",")}
-    constants = {k for k, v in vars(th).items() if k.isupper() and not k.startswith("BRIDGE_USE_VERSION")}
+    constants = {k for k, v in vars(th).items() if k.isupper() and k not in ("BRIDGE_USE_VERSION", "SOURCE")}
+    assert set(th.SOURCE) <= constants  # the report's short sources name real constants
     assert constants <= named, constants - named
     assert all(row.split("|")[3].strip() for row in rows)  # every row gives a source

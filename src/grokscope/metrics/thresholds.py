@@ -59,3 +59,14 @@ FAITHFUL_MIN_N = 16  # the figures show the powered set where the paper's catego
 # The bridge-use measure (docs/methods.md, "Bridge use"): 2 = untrained donors forward, the reverse patch for OOD and
 # new hops, the carried patch for the trm. Runs and records measured with an older version show it as not measured.
 BRIDGE_USE_VERSION = 2
+
+# Where each gate's threshold comes from, in a few words (the report prints it beside the number; the whole
+# argument is in docs/methods.md, "Thresholds and their sources").
+SOURCE = {
+    "GROKKED": "the family's grokked level (gpt: Wang et al. §3; trm: He et al. §4)",
+    "BRIDGE_CIRCUIT": "He et al. §3: every correct answer via the bridge",
+    "BRIDGE_FAKE": "He et al. §4: bridge 'mostly not recovered'",
+    "COMPOSES": "toolkit: halfway between 1.0 (He et al. Fig. 4) and chance",
+    "BRIDGE_PRESENT": "toolkit: He et al. Fig. 4 found 0.97-1.0, absent 0.0-0.06",
+    "NEW_FACTS_LEARNED": "toolkit: the new facts are known",
+}

@@ -38,6 +38,13 @@ OUTCOMES = ("supported", "partly supported", "contradicted", UNDECIDED, NOT_TEST
 CUT_SHORT = "not testable (run cut short by the time cap)"
 HELD, FAILED, OPEN, UNMEASURED = "held", "failed", "undecided", "not measured"
 
+CLAIM = {  # each finding in one sentence, in the paper's words
+    1: "Grokked and non-grokked models share the circuit: \"the final model trained with fewer steps follows the "
+       "same reasoning path as naturally grokked models\" (He et al. §3)",
+    2: "\"A Generalization Circuit may not necessarily be obtained through grokking\", and grokking can be fake "
+       "(He et al. §4)",
+    3: "Limited transferability: new facts compose as the first hop, not as the second (He et al. §5)",
+}
 PAPER = {
     1: "He et al. §3, Fig. 2A/B and Fig. 4 rows A/B: natural (grokked on OOD, 0.70) and both-hop-full (OOD 1.0 at "
        "saturation, no delay) TRMs both end with bridge found 0.998 / 1.000; 'every correct prediction on OOD "
@@ -64,6 +71,7 @@ class Check:
     threshold: float
     expect: str  # ABOVE | BELOW
     floor: float | None = None  # the measure's chance floor: its value at step 0
+    source: str = ""  # where the threshold comes from (th.SOURCE)
 
     @property
     def outcome(self) -> str:
@@ -81,12 +89,16 @@ class Check:
         return {"finding": self.finding, "subject": self.subject, "measure": self.measure,
                 "value [95% interval] (n)": "not measured" if self.rate is None else self.rate.text(),
                 "chance floor (step 0)": floor_note or "-", "needs": f"{self.expect} {self.threshold}",
-                "outcome": self.outcome}
+                "outcome": self.outcome, "threshold source": self.source or "-"}
 
     def text(self) -> str:
+        return f"{self.headline()}: {self.outcome}"
+
+    def headline(self) -> str:
+        """The number, its interval and n, and what it needs, in one line."""
         value = "not measured" if self.rate is None else self.rate.text()
         floor = "" if self.floor is None else f", floor {self.floor:.2f}"
-        return f"{self.subject} {self.measure} {value}{floor} (needs {self.expect} {self.threshold}): {self.outcome}"
+        return f"{self.subject} {self.measure} {value}{floor} (needs {self.expect} {self.threshold})"
 
 
 @dataclass
@@ -97,12 +109,19 @@ class Vote:
     outcome: str  # HELD | FAILED | OPEN | NOT_TESTABLE
     why: str
     checks: list[Check] = field(default_factory=list)
+    headline: str = ""  # the number that decided it, in one line (default: its deciding check's)
 
     def text(self) -> str:
         return f"vote {self.name}: {self.outcome} ({self.why})"
 
+    def deciding(self) -> str:
+        """The number behind the outcome: the first check with the vote's outcome, else the headline given."""
+        want = {HELD: HELD, FAILED: FAILED, OPEN: OPEN}.get(self.outcome, UNMEASURED)
+        check = next((c for c in self.checks if c.outcome == want), None)
+        return check.headline() if check is not None else self.headline or self.why
+
     def row(self) -> dict:
-        return {"vote": self.name, "outcome": self.outcome, "why": self.why}
+        return {"vote": self.name, "outcome": self.outcome, "why": self.why, "number": self.deciding()}
 
 
 def from_checks(name: str, checks: list[Check], why: str = "") -> Vote:
@@ -137,9 +156,26 @@ def combine(votes: list[Vote]) -> str:
 
 def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[Check] | None = None,
             votes: list[Vote] | None = None, **extra) -> dict:
-    checks = list(checks or []) + [c for v in votes or [] for c in v.checks if c not in (checks or [])]
-    return {"finding": n, "verdict": verdict, "measured": "; ".join(measured), "rule": rule, "paper": PAPER[n],
-            "checks": [c.row() for c in checks], "votes": [v.row() for v in votes or []], **extra}
+    pre = list(checks or [])
+    checks = pre + [c for v in votes or [] for c in v.checks if c not in pre]
+    return {"finding": n, "claim": CLAIM[n], "verdict": verdict, "decided_by": _decided_by(verdict, votes or [], pre),
+            "measured": "; ".join(measured), "rule": rule, "paper": PAPER[n], "checks": [c.row() for c in checks],
+            "votes": [v.row() for v in votes or []], **extra}
+
+
+def _decided_by(verdict: str, votes: list[Vote], preconditions: list[Check]) -> str:
+    """The one number a reader needs first: the deciding number of the first vote whose outcome gave the verdict
+    (a failed vote for contradicted or partly supported, an undecided one for undecided, a held one for supported),
+    else the precondition that did not hold, else the verdict's reason."""
+    want = {"supported": HELD, "contradicted": FAILED, "partly supported": FAILED, UNDECIDED: OPEN}.get(
+        outcome(verdict))
+    vote = next((v for v in votes if v.outcome == want), None)
+    if vote is not None:
+        return f"{vote.name}: {vote.deciding()}"
+    check = next((c for c in preconditions if c.outcome != HELD), None)
+    if check is not None:
+        return check.headline()
+    return verdict[verdict.find("(") + 1:-1] if verdict.endswith(")") else verdict
 
 
 def outcome(verdict: str) -> str:
@@ -199,9 +235,10 @@ class RunFacts:
     def regime(self, metric: str) -> dict:
         return classify_regime(self.rows, metric, self.bridge_key, RegimeThresholds(sat=self.sat_threshold))
 
-    def check(self, finding: int, metric: str, threshold: float, expect: str = ABOVE, label: str | None = None
-              ) -> Check:
-        return Check(finding, self.name, label or metric, self.final(metric), threshold, expect, self.floor(metric))
+    def check(self, finding: int, metric: str, threshold: float, expect: str = ABOVE, label: str | None = None,
+              source: str = "") -> Check:
+        return Check(finding, self.name, label or metric, self.final(metric), threshold, expect, self.floor(metric),
+                     source)
 
     def bridge_while_up(self, metric: str = "test_inferred_ood", level: float = th.GENERALISED) -> Rate | None:
         """The bridge measure on OOD averaged over the evaluations whose ``metric`` is at least ``level``."""
@@ -234,7 +271,7 @@ def _x(value: float | None) -> str:
 def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_delay: bool) -> tuple[str | None, list]:
     """(None, checks) when ``run`` reached ``level`` on ``metric`` (decisively) with (or without) a delay, else (why
     not, checks)."""
-    check = run.check(finding, metric, level)
+    check = run.check(finding, metric, level, source=th.SOURCE["GROKKED"])
     t_sat, t_gen, delayed = run.delay(metric)
     delay = (f"{run.name} on {metric}: t_sat {_step(t_sat)}, >= {th.GENERALISED} (kept) at {_step(t_gen)}: "
              f"{'a' if delayed else 'no'} delay, needs {'a' if need_delay else 'no'} delay")
@@ -308,7 +345,8 @@ def _path_votes(comparisons: dict[str, dict], control: dict | None, first_full: 
         if c is None:
             votes.append(Vote(name, NOT_TESTABLE, "comparison missing"))
             continue
-        votes.append(Vote(name, PATH_VOTE.get(c["verdict"], NOT_TESTABLE), _cmp_text("final vs final", c)))
+        votes.append(Vote(name, PATH_VOTE.get(c["verdict"], NOT_TESTABLE), _cmp_text("final vs final", c),
+                          headline=c.get("why", "")))
     return votes, parts, checks
 
 
@@ -320,7 +358,7 @@ def _correct_share_vote(both: RunFacts) -> Vote:
         return Vote("(b) both-hop full's correct OOD answers have the bridge", NOT_TESTABLE,
                     "no per-query records on OOD (run `grokscope analyze`)")
     check = Check(1, both.name, "share of correct OOD answers with the bridge", share, th.BRIDGE_CIRCUIT, ABOVE,
-                  both.floor(both.bridge_key))
+                  both.floor(both.bridge_key), th.SOURCE["BRIDGE_CIRCUIT"])
     return from_checks("(b) both-hop full's correct OOD answers have the bridge", [check])
 
 
@@ -398,7 +436,8 @@ def _circuit_without_grokking(both: RunFacts | None) -> Vote:
         return Vote(name, NOT_TESTABLE, f"OOD never reached {th.GENERALISED} ({timing})")
     if delayed:
         return Vote(name, FAILED, f"its OOD came late: it grokked ({timing})")
-    final = both.check(2, both.bridge_key, th.BRIDGE_CIRCUIT, label=f"{both.bridge_key} (final)")
+    final = both.check(2, both.bridge_key, th.BRIDGE_CIRCUIT, label=f"{both.bridge_key} (final)",
+                       source=th.SOURCE["BRIDGE_CIRCUIT"])
     vote = from_checks(name, [final], timing)
     if vote.outcome == FAILED and (both.age or 0) < th.BRIDGE_FORMS_BY:
         return Vote(name, NOT_TESTABLE, f"trained {_x(both.age)} t_sat, under the {th.BRIDGE_FORMS_BY:g}x by which "
@@ -418,7 +457,8 @@ def _grokked_without_circuit(second: RunFacts | None, positive: Vote) -> Vote:
     share = second.correct_share_while_up()
     measure, rate = ("share of correct OOD answers with the bridge (per query, while OOD is up)", share) \
         if share is not None else (f"{second.bridge_key} while OOD >= {th.GENERALISED}", second.bridge_while_up())
-    low = Check(2, second.name, measure, rate, th.BRIDGE_FAKE, BELOW, second.floor(second.bridge_key))
+    low = Check(2, second.name, measure, rate, th.BRIDGE_FAKE, BELOW, second.floor(second.bridge_key),
+                th.SOURCE["BRIDGE_FAKE"])
     if not delayed:
         return Vote(name, FAILED, f"OOD rose without a delay ({timing}); {low.text()}", [low])
     if positive.outcome != HELD:
@@ -520,10 +560,12 @@ def finding_3(finetunes: list[FineTuneFacts]) -> dict:
     a_checks, b_checks, c_checks, kinds = [], [], [], {}
 
     def check(f, measure, threshold, expect):
-        return Check(3, f.name, measure, f.rates.get(measure), threshold, expect, f.floors.get(measure))
+        source = th.SOURCE["COMPOSES" if threshold == th.COMPOSES else "BRIDGE_PRESENT"]
+        return Check(3, f.name, measure, f.rates.get(measure), threshold, expect, f.floors.get(measure), source)
     for f in voting:
         kind, why = parent_kind(f)
-        learned = Check(3, f.name, "atomic_new", f.rates.get("atomic_new"), th.NEW_FACTS_LEARNED, ABOVE)
+        learned = Check(3, f.name, "atomic_new", f.rates.get("atomic_new"), th.NEW_FACTS_LEARNED, ABOVE,
+                        source=th.SOURCE["NEW_FACTS_LEARNED"])
         learned_checks.append(learned)
         if kind in (NOT_TESTABLE, OPEN) or learned.outcome != HELD:
             reason = why if kind in (NOT_TESTABLE, OPEN) else f"new facts: {learned.text()}"

@@ -92,7 +92,8 @@ def test_study_outputs(study):
     assert all(s == "done" for n, s in status.items() if not n.endswith("_sat"))
     assert set(manifest["stage_seconds"]) >= {"data", "train", "analyze", "transfer", "compare", "report"}
     md = (study / "report.md").read_text()
-    assert "## Findings" in md and "Scale tier: **smoke**" in md and "## Provenance" in md and "Jobs not run" in md
+    assert "## Findings" in md and "Scale tier smoke (preset smoke)" in md and "## Provenance" in md
+    assert "Jobs not run" in md and "## Runs" in md and "## Fine-tunes (He et al.'s categories)" in md
     # recipe settings as written, not rounded to two decimals (Wang et al.'s lr 1e-4 once showed as 0.00)
     assert re.search(r"^\| gpt_natural \| train\.lr \| 0\.0001 \| ", md, re.M)
     assert "Why: the papers train for" in md and "docs/calibration.md" in md  # the deviations say why
@@ -109,7 +110,7 @@ def test_nothing_generalises_at_smoke_scale_so_no_finding_is_positive(study):
     assert all(outcome(f["verdict"]) == "not testable" for f in findings), [f["verdict"] for f in findings]
     md = (study / "report.md").read_text()
     for model, n in (("trm", 1), ("trm", 2), ("gpt", 1), ("gpt", 2), ("gpt", 3)):
-        assert re.search(rf"^\| {n} \| {model}, .*? \| not testable", md, re.M), (model, n)
+        assert re.search(rf"^\| \*\*not testable\*\* \| Finding {n} · {model} \|", md, re.M), (model, n)
 
 
 def test_a_changed_preset_value_is_named_and_the_same_value_written_otherwise_is_no_change(study, cli,
@@ -224,6 +225,16 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, f"--screenshot={shot}", "--window-size=1280,2000",
                     (study / "report.html").as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package chromium)")
+def test_report_first_screen_holds_every_verdict(study, tmp_path):
+    """At 1280 x 900 every verdict badge is on the first screen, nothing scrolls sideways, every image has alt text
+    and every <details> opens; report.md has no table cell over 40 words."""
+    from layout_probe import check_layout, long_cells, probe_layout
+
+    check_layout(probe_layout(study / "report.html", tmp_path), findings=5)
+    assert long_cells((study / "report.md").read_text()) == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")

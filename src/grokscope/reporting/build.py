@@ -8,8 +8,6 @@ causal tracing, path comparisons). Aggregates are recomputed from the per-query 
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import platform
@@ -25,9 +23,10 @@ from grokscope.metrics import thresholds as th
 from grokscope.metrics.intervals import Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
-from grokscope.reporting import plots
+from grokscope.reporting import plots, reference, render
 from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, finding_1, finding_2,
                                        finding_3, pick_category, transfer_agreement)
+from grokscope.reporting.tables import finetune_rows, run_rows
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]
 
@@ -171,10 +170,16 @@ def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -
     _figures(figs, spec, pre, ft)
     # What the tool wrote in figures/, so that --fresh removes exactly these and keeps a user's own plots there.
     artifacts.write_json_atomic(figs.dir / artifacts.FIGURES_INDEX, sorted(f for f, _, _ in figs.items))
+    report = assemble(spec, manifest, pre, ft, figs.items)
+    (root / "report.md").write_text(render.markdown(report))
+    (root / "report.html").write_text(render.page(report, figs.dir))
+
+
+def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list) -> render.Report:
+    """Everything the report shows, computed from the study's files."""
     findings = _findings(spec, manifest, pre, ft)
-    tables = {"checks": [row for f in findings for row in f.get("checks", [])], "compute": _compute_rows(pre),
-              "transfer": _transfer_rows(spec, pre, ft), "worth": _worth_rows(pre, ft), "bridge": _bridge_rows(pre),
-              "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
+    tables = {"compute": _compute_rows(pre), "transfer": _transfer_rows(spec, pre, ft), "worth": _worth_rows(pre, ft),
+              "bridge": _bridge_rows(pre), "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
     provenance = {"grokscope": __version__,
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
                   "study preset": spec.get("name"), "tier": spec.get("tier"),
@@ -183,9 +188,14 @@ def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -
                   "dataset fingerprints": {r["name"]: r["config"]["data"]["fingerprint"] for _, r in pre.values()},
                   "study spec": spec, "stage seconds": {k: round(v, 1) for k, v in
                                                         manifest.get("stage_seconds", {}).items()}}
-    tier = _tier_note(spec, pre)
-    (root / "report.md").write_text(_markdown(spec, figs, findings, tables, provenance, tier))
-    (root / "report.html").write_text(_html(spec, figs, findings, tables, provenance, tier))
+    order = {m.get("name"): i for i, m in enumerate(models_in_order(spec))}
+    runs = sorted(pre.values(), key=lambda pair: (order.get(pair[0].get("model"), len(order)), pair[1]["name"]))
+    return render.Report(
+        name=str(spec.get("name")), meta=_meta(spec, pre, manifest), findings=findings,
+        runs=run_rows([(run, facts(run)) for _, run in runs]),
+        finetunes=finetune_rows(sorted(_finetune_facts(pre, ft), key=lambda f: f.name)) if ft else [],
+        figures=list(figures), sections=[(title, tables[key], SECTION_NOTES.get(key, "")) for key, title in SECTIONS],
+        provenance=provenance, notes=_run_notes(pre))
 
 
 def _by(pre: dict, model: str, regime: str, seed: int | None = None):
@@ -204,10 +214,19 @@ def _figures(figs: Figures, spec: dict, pre: dict, ft: dict) -> None:
         if not runs_of:
             continue
         metric = next(iter(runs_of.values()))["summary"].get("bridge_metric", "bridge_use")
+        t_sats = {k: facts(v).t_sat for k, v in runs_of.items()}
+        paper = {k: (reference.fig2_rows(k), reference.fig2_t_sat(k)) for k in runs_of if k in reference.FIG2}
+        scaled = all(t_sats.values())
         figs.add(plots.regime_panels({k: v["metrics"] for k, v in runs_of.items()}, f"{name}: training under each "
-                                     f"data regime", metric), f"regimes_{name}", f"Data regimes ({name})",
+                                     f"data regime", metric, t_sats, paper), f"regimes_{name}",
+                 f"Data regimes ({name})",
                  f"He et al. Fig. 2 analogue: the bridge measure ({metric.replace('_', ' ')}) and OOD accuracy (target "
-                 f"found, as the paper plots, and exact match) and training accuracy vs step.")
+                 f"found, as the paper plots, and exact match) and training accuracy vs "
+                 + ("step / t_sat on a log axis: each run's step divided by its own saturation step (training "
+                    f">= {th.SATURATION}, kept), so runs of any scale compare. Hollow markers: He et al.'s TRM "
+                    "(Fig. 2, their step divided by their saturation step)." if scaled else
+                    "step (some run never saturated, so the axis is not scaled and He et al.'s points are not "
+                    "drawn)."))
         nat = runs_of.get("natural")
         if nat is not None:
             figs.add(plots.grokking_curve(nat["metrics"], f"{name}, natural regime"), f"grokking_{name}",
@@ -229,12 +248,22 @@ def _figures(figs: Figures, spec: dict, pre: dict, ft: dict) -> None:
             columns.append((cat, label) if kind == "faithful" else (f"{cat}_powered", f"{label} (powered)"))
         extension = model.get("family") != "trm"
         title = f"{name}: fine-tuning on new facts" + (" (extension: He et al. fine-tune the trm)" if extension else "")
-        figs.add(plots.transfer_grid(grid, columns, title, metric), f"transfer_{name}",
+        scales, paper = {}, {}
+        for r, run in mine:
+            row = f"{r['regime']} ({r['checkpoint']})" if r["role"] == "finetune" else "control"
+            regime = r["regime"] if r["role"] == "finetune" else "control"
+            scales[row] = (run["summary"].get("transfer") or {}).get("steps_to_new_fact")
+            if regime in reference.FIG4 and r.get("checkpoint", "last") in ("last", None):
+                paper[row] = (reference.fig4_points(regime), reference.fig4_new_fact_step(regime))
+        figs.add(plots.transfer_grid(grid, columns, title, metric, scales, paper), f"transfer_{name}",
                  f"Transfer to new facts ({name}{', extension' if extension else ''})",
                  f"He et al. Fig. 3/4 {'extended to the ' + name if extension else 'analogue'}: rows = the last "
                  f"checkpoint of each regime, and the from-scratch control; columns = composition categories (the "
                  f"faithful set, or the powered one where the faithful set is too small); New Fact accuracy, exact "
-                 f"match and the bridge measure ({metric.replace('_', ' ')}) vs fine-tuning step.")
+                 f"match and the bridge measure ({metric.replace('_', ' ')}) vs fine-tuning step"
+                 + (", divided by each fine-tune's steps to New Fact 0.99. Hollow markers: He et al. Fig. 4 (their "
+                    "step divided by their New Fact step; the steady values at their 40th evaluation)."
+                    if all(scales.values()) else " (some fine-tune never reached New Fact 0.99: not scaled)."))
 
 
 def _circuit_figures(figs: Figures, run: dict) -> None:
@@ -486,32 +515,31 @@ def _skipped_rows(manifest: dict) -> list[dict]:
             if e.get("status") == "skipped"]
 
 
-def _tier_note(spec: dict, pre: dict) -> str:
-    parts = [f"Scale tier: **{spec.get('tier')}** (preset `{spec.get('name')}`)."]
+def _meta(spec: dict, pre: dict, manifest: dict) -> list[str]:
+    """The first screen's context, one sentence each: the tier, the seeds, the scope, what did not run."""
+    models = ", ".join(f"{m['name']} ({scope_of(m)})" for m in models_in_order(spec))
+    seeds = ", ".join(map(str, spec.get("seeds") or [0]))
+    out = [f"Scale tier {spec.get('tier')} (preset {spec.get('name')}); seeds {seeds}.", f"Models: {models}."]
+    if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
+        out.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
+    skipped = _skipped_rows(manifest)
+    if skipped:
+        out.append(f"{len(skipped)} job(s) not run (listed under 'Jobs not run').")
+    return out
+
+
+def _run_notes(pre: dict) -> list[str]:
+    """Every run's recorded milestones (the trainer's, at its own saturation setting), one line each."""
+    out = []
     for _, r in pre.values():
         s = r["summary"]
         reached = ", ".join(f"{k}={v}" for k, v in s["milestones"].items() if v is not None) or "none reached"
-        parts.append(f"`{r['name']}`: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
-    if not any(r["summary"]["milestones"].get(milestone_key("t_id", th.GROKKED)) for _, r in pre.values()):
-        parts.append(f"No run reached ID test accuracy {th.GROKKED} at this tier: grokking did not complete within the "
-                     "budget.")
-    if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
-        parts.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
-    return " ".join(parts)
+        out.append(f"{r['name']}: {s['final_step']} steps ({s['stop_reason']}), milestones {reached}.")
+    return out
 
 
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def _cell(v) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-
-def _finding_rows(findings: list[dict]) -> list[dict]:
-    return [{"finding": f["finding"], "model": f"{f.get('model', '')}, {f.get('scope', '')}",
-             "verdict": f["verdict"], "measured in this study": f["measured"],
-             "paper": f["paper"], "decision rule": f["rule"]} for f in findings]
 
 
 # Why the recipes deviate: said once under the deviations table, in both renderings.
@@ -522,12 +550,8 @@ SECTION_NOTES = {
                 "its lr is half the parent's, as He et al. fine-tune at 2e-5 after pre-training at 4e-5 (the lr "
                 "column says what each used); the control trains from scratch at the pre-training lr. 'old hop "
                 "kept': the share of a category's queries whose old hop the model still answers, and the exact "
-                "match on those (what Finding 3 reads). Bridge use: the reverse patch (docs/methods.md, 'Bridge "
-                "use').",
-    "checks": "Each row is one number a verdict reads: the mean of the last 3 evaluations (or of the evaluations "
-              "named), its 95% Wilson interval over the n queries it was measured on, its value at step 0 (the chance "
-              "floor), and the side of the threshold the rule needs. 'undecided' means the interval straddles the "
-              "threshold at this n. Rules and their sources: docs/methods.md, 'Findings and their verdicts'.",
+                "match on those (an extension: Finding 3 reads He et al.'s categories). Bridge use: the reverse "
+                "patch (docs/methods.md, 'Bridge use').",
     "deviations": "Why: the papers train for about 10^6 steps on GPUs (He et al.'s TRM: 1,100 epochs, about 1.47M "
                   "steps; Wang et al.'s gpt: up to 2M); the CPU and GPU tiers train 10^3-10^4 steps and smaller "
                   "models, so the lr, warm-up and EMA are scaled to the budget. The trm's micro recipe (lr 6e-3, "
@@ -536,60 +560,10 @@ SECTION_NOTES = {
                   "docs/calibration.md (§1: at weight decay 1.0 the OOD atomic facts stay at 0.33 after 12,000 "
                   "steps; an EMA of 0.999 averages over a twelfth of the run).",
 }
-SECTIONS = (("checks", "Findings: every gated number, its 95% interval, n and chance floor"),
-            ("compute", "Compute"),
-            ("transfer", "Fine-tunes on new facts: where each stopped and why, and every category's final rates"),
+SECTIONS = (("compute", "Compute"),
+            ("transfer", "Fine-tunes in detail: where each stopped and why, every category's final rates"),
             ("worth", "Was waiting for grokking worth it?"),
             ("bridge", "Bridge use per checkpoint (per-query records)"),
             ("deviations", "Recipes: deviations from the papers"), ("skipped", "Jobs not run"))
 
 
-def _table_md(rows: list[dict]) -> str:
-    if not rows:
-        return "_none_\n"
-    cols = list(rows[0])
-    out = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return out + "".join("| " + " | ".join(_cell(r[c]).replace("|", "/") for c in cols) + " |\n" for r in rows)
-
-
-def _markdown(spec, figs: Figures, findings, tables, provenance, tier) -> str:
-    md = [f"# grokscope study report: {spec.get('name')}\n", tier + "\n", "## Findings\n",
-          _table_md(_finding_rows(findings)), "\n## Figures\n"]
-    for file, title, caption in figs.items:
-        md.append(f"### {title}\n\n![{title}](figures/{file})\n\n{caption}\n")
-    for key, title in SECTIONS:
-        md += [f"\n## {title}\n", _table_md(tables[key])]
-        if key in SECTION_NOTES and tables[key]:
-            md.append(SECTION_NOTES[key] + "\n")
-    md += ["\n## Provenance\n", "```json\n" + json.dumps(provenance, indent=2, default=str) + "\n```\n"]
-    return "\n".join(md)
-
-
-def _html_table(rows: list[dict]) -> str:
-    if not rows:
-        return "<p><em>none</em></p>"
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _html(spec, figs: Figures, findings, tables, provenance, tier) -> str:
-    images = []
-    for file, title, caption in figs.items:
-        data = base64.b64encode((figs.dir / file).read_bytes()).decode()
-        images.append(f"<figure><h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f3f3f3}"
-             "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}")
-    sections = "".join(f"<h2>{html.escape(title)}</h2>{_html_table(tables[key])}"
-                       + (f"<p>{html.escape(SECTION_NOTES[key])}</p>" if key in SECTION_NOTES and tables[key] else "")
-                       for key, title in SECTIONS)
-    name = html.escape(str(spec.get("name")))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>grokscope report: {name}</title>"
-            f"<style>{style}</style></head><body><h1>grokscope study report: {name}</h1>"
-            f"<p>{html.escape(tier).replace('**', '')}</p><h2>Findings</h2>{_html_table(_finding_rows(findings))}"
-            f"<h2>Figures</h2>{''.join(images)}{sections}<h2>Provenance</h2>"
-            f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></body></html>")

@@ -86,7 +86,11 @@ class Check:
         floor_note = "" if self.floor is None else f"{self.floor:.2f}"
         if self.rate is not None and self.expect == ABOVE and self.floor is not None and self.floor >= self.threshold:
             floor_note += " (at or above the threshold: not testable)"
+        ci = None if self.rate is None else self.rate.interval
         return {"finding": self.finding, "subject": self.subject, "measure": self.measure,
+                "value": "-" if self.rate is None else f"{self.rate.value:.2f}",
+                "95% interval": "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]",
+                "n": "-" if self.rate is None or not self.rate.n else self.rate.n,
                 "value [95% interval] (n)": "not measured" if self.rate is None else self.rate.text(),
                 "chance floor (step 0)": floor_note or "-", "needs": f"{self.expect} {self.threshold}",
                 "outcome": self.outcome, "threshold source": self.source or "-"}
@@ -158,18 +162,27 @@ def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[C
             votes: list[Vote] | None = None, **extra) -> dict:
     pre = list(checks or [])
     checks = pre + [c for v in votes or [] for c in v.checks if c not in pre]
-    return {"finding": n, "claim": CLAIM[n], "verdict": verdict, "decided_by": _decided_by(verdict, votes or [], pre),
-            "measured": "; ".join(measured), "rule": rule, "paper": PAPER[n], "checks": [c.row() for c in checks],
-            "votes": [v.row() for v in votes or []], **extra}
+    return {"finding": n, "claim": CLAIM[n], "verdict": verdict,
+            "decided_by": _words(_decided_by(verdict, votes or [], pre), DECIDED_BY_WORDS),
+            "measured": "; ".join(measured), "details": list(measured), "rule": rule, "paper": PAPER[n],
+            "checks": [c.row() for c in checks], "votes": [v.row() for v in votes or []], **extra}
+
+
+DECIDED_BY_WORDS = 30  # the first screen's "decided by" cell; the whole text is in the finding's card
+
+
+def _words(text: str, limit: int) -> str:
+    words = text.split()
+    return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
 
 
 def _decided_by(verdict: str, votes: list[Vote], preconditions: list[Check]) -> str:
     """The one number a reader needs first: the deciding number of the first vote whose outcome gave the verdict
-    (a failed vote for contradicted or partly supported, an undecided one for undecided, a held one for supported),
+    (a failed vote for contradicted or partly supported, else a held one; an undecided one for undecided),
     else the precondition that did not hold, else the verdict's reason."""
-    want = {"supported": HELD, "contradicted": FAILED, "partly supported": FAILED, UNDECIDED: OPEN}.get(
-        outcome(verdict))
-    vote = next((v for v in votes if v.outcome == want), None)
+    wanted = {"supported": (HELD,), "contradicted": (FAILED,), "partly supported": (FAILED, HELD),
+              UNDECIDED: (OPEN,)}.get(outcome(verdict), ())
+    vote = next((v for want in wanted for v in votes if v.outcome == want), None)
     if vote is not None:
         return f"{vote.name}: {vote.deciding()}"
     check = next((c for c in preconditions if c.outcome != HELD), None)
@@ -671,9 +684,10 @@ def across_seeds(per_seed: dict[int, dict]) -> dict:
                      f"{', '.join(map(str, untestable))}")
     if len(testable) == 1:
         notes.append(f"rests on one seed (seed {testable[0]})")
-    measured = " | ".join([*notes, *(f"seed {s}: {per_seed[s]['verdict']}; {per_seed[s]['measured']}" for s in seeds),
-                           *(f"spread: {x}" for x in _spread(per_seed))])
+    details = [*notes, *(f"seed {s}: {per_seed[s]['verdict']}; {per_seed[s]['measured']}" for s in seeds),
+               *(f"spread: {x}" for x in _spread(per_seed))]
     checks = [{**c, "subject": f"seed {s}: {c['subject']}"} for s in seeds for c in per_seed[s]["checks"]]
     votes = [{**v, "vote": f"seed {s}: {v['vote']}"} for s in seeds for v in per_seed[s].get("votes", [])]
     first = per_seed[seeds[0]]
-    return {**first, "verdict": verdict, "measured": measured, "checks": checks, "votes": votes, "per_seed": outcomes}
+    return {**first, "verdict": verdict, "measured": " | ".join(details), "details": details, "checks": checks,
+            "votes": votes, "per_seed": outcomes}

@@ -20,21 +20,51 @@ def _curve(ax, df, col, label, color, marker=None, style="-"):
 BRIDGE_LABELS = {"bridge_use": "bridge use (OOD)", "bridge_found": "bridge found (OOD)"}
 
 
-def regime_panels(curves: dict[str, pd.DataFrame], title: str, bridge_metric: str = "bridge_found"):
+PAPER_STYLE = {"markerfacecolor": "none", "linestyle": "none", "markersize": 5, "markeredgewidth": 1.0}
+
+
+def _scaled(df: pd.DataFrame, scale: float | None) -> pd.DataFrame:
+    """``df`` with its step axis divided by ``scale`` (a run's saturation step), step 0 dropped (log axis)."""
+    if not scale:
+        return df
+    out = df[df["step"] > 0].copy()
+    out["step"] = out["step"] / scale
+    return out
+
+
+def regime_panels(curves: dict[str, pd.DataFrame], title: str, bridge_metric: str = "bridge_found",
+                  t_sats: dict[str, int | None] | None = None, paper: dict[str, tuple[list[dict], int]] | None = None):
     """He et al. Fig. 2 analogue: per regime, the bridge measure, OOD accuracy (exact match and target found) and
-    training accuracy."""
+    training accuracy. ``t_sats``: each run's saturation step; when every run has one the step axis is step / t_sat
+    (log scale), so runs of any scale compare. ``paper``: regime -> (He et al.'s rows, their saturation step), drawn
+    as hollow markers on the same axes."""
+    t_sats = t_sats or {}
+    scaled = bool(curves) and all(t_sats.get(name) for name in curves)
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False, sharey=True)
     for ax, (name, df) in zip(axes[0], curves.items()):
+        df = _scaled(df, t_sats.get(name) if scaled else None)
         _curve(ax, df, f"{bridge_metric}_ood", BRIDGE_LABELS.get(bridge_metric, bridge_metric), COLORS["bridge"],
                "o")
         _curve(ax, df, "target_found_ood", "OOD target found", COLORS["ood"], "s")
         _curve(ax, df, "test_inferred_ood", "OOD exact match", COLORS["ood"], None, "--")
         _curve(ax, df, "train_acc", "training accuracy", COLORS["train"], "^")
+        if paper and name in paper and scaled:
+            rows, t_sat = paper[name]
+            ref = _scaled(pd.DataFrame(rows), t_sat)
+            for col, label, color, marker in (("bridge_found_ood", "He et al. bridge found", COLORS["bridge"], "o"),
+                                              ("test_inferred_ood", "He et al. OOD (target found)", COLORS["ood"],
+                                               "s"),
+                                              ("train_acc", "He et al. training", COLORS["train"], "^")):
+                if col in ref:
+                    sub = ref[ref[col].notna()]
+                    ax.plot(sub["step"], sub[col], marker=marker, color=color, label=label, **PAPER_STYLE)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step / t_sat (log)" if scaled else "step")
+        if scaled:
+            ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.05)
     axes[0][0].set_ylabel("rate")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -56,24 +86,44 @@ def grokking_curve(df: pd.DataFrame, title: str):
 
 
 def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str]], title: str,
-                  bridge_metric: str = "bridge_found"):
+                  bridge_metric: str = "bridge_found", scales: dict[str, int | None] | None = None,
+                  paper: dict[str, tuple[dict, int]] | None = None):
     """He et al. Fig. 3/4 analogue: rows = starting models, columns = categories; New Fact accuracy, composition
-    exact match and the bridge measure vs fine-tuning step."""
+    exact match and the bridge measure vs fine-tuning step. ``scales``: each fine-tune's steps to New Fact >= 0.99;
+    when every row has one the step axis is divided by it. ``paper``: row -> (He et al.'s points for that parent,
+    measure -> [(step, value)], and their New Fact step), drawn as hollow markers."""
+    scales = scales or {}
+    scaled = bool(runs) and all(scales.get(name) for name in runs)
     fig, axes = plt.subplots(len(runs), len(categories), figsize=(3.2 * len(categories), 2.2 * len(runs)),
                              squeeze=False, sharex=True, sharey=True)
     for r, (name, df) in enumerate(runs.items()):
+        if scaled:
+            df = df.assign(step=df["step"] / scales[name])
         for c, (cat, label) in enumerate(categories):
             ax = axes[r][c]
             _curve(ax, df, f"{bridge_metric}_{cat}", bridge_metric.replace("_", " "), COLORS["bridge"], "o")
             _curve(ax, df, cat, "composition exact match", COLORS["comp"], "s")
             _curve(ax, df, f"{cat}_retained", "exact match, old hop kept", COLORS["comp"], None, "--")
             _curve(ax, df, "atomic_new", "New Fact acc", COLORS["new"], "^")
+            if paper and name in paper and scaled:
+                points, t_new = paper[name]
+                base = cat.replace("_powered", "")
+                for measure, text, color, marker in ((base, "He et al. exact match", COLORS["comp"], "s"),
+                                                     (f"bridge_{base}", "He et al. bridge found", COLORS["bridge"],
+                                                      "o"),
+                                                     ("atomic_new", "He et al. New Fact", COLORS["new"], "^")):
+                    xy = points.get(measure, [])
+                    if xy:
+                        ax.plot([x / t_new for x, _ in xy], [y for _, y in xy], marker=marker, color=color,
+                                label=text, **PAPER_STYLE)
             ax.set_ylim(-0.02, 1.05)
             if r == 0:
                 ax.set_title(label, fontsize=9)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
-    axes[-1][-1].legend(fontsize=7, loc="lower right")
+            if r == len(runs) - 1:
+                ax.set_xlabel("step / steps to New Fact 0.99" if scaled else "step", fontsize=8)
+    axes[-1][-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -11,6 +11,9 @@ study's curves (He et al. 2026, Fig. 2 and Fig. 4, from the authors' plotting da
 
 from __future__ import annotations
 
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.milestones import sustained_step
+
 ANCHORS = [50_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000, 1_000_000, 1_250_000]
 FIG2 = {  # (training acc, bridge found, OOD target-found) at ANCHORS
     "natural": ([0.905, 0.988, 0.992, 0.997, 0.997, 0.998, 0.999, 1.000, 0.999, 1.000],           # row A
@@ -118,3 +121,13 @@ def fig4_points(regime: str) -> dict[str, list[tuple[int, float]]]:
     if regime == "both_full":
         points["new_old"] = [(r["step"], r["new_old"]) for r in fig4_new_old_rows("both_full")]
     return points
+
+
+def fig2_t_sat(regime: str) -> int | None:
+    """Saturation step of a Fig. 2 run under the findings' rule (training 0.99, kept): the figures scale the paper's
+    step axis by it, as they scale a study's runs by theirs."""
+    return sustained_step(fig2_rows(regime), "train_acc", th.SATURATION)
+
+
+def fig4_new_fact_step(regime: str) -> int | None:
+    return FIG4[regime][7] if regime in FIG4 else None

@@ -336,3 +336,32 @@ def test_every_threshold_names_its_source_in_the_methods_doc():
     assert set(th.SOURCE) <= constants  # the report's short sources name real constants
     assert constants <= named, constants - named
     assert all(row.split("|")[3].strip() for row in rows)  # every row gives a source
+
+
+def test_transfer_agreement_resamples_at_each_fine_tunes_n():
+    from grokscope.reporting.findings import transfer_agreement
+
+    rows = [{"step": s, "new_old": 0.5} for s in (10, 20, 30)]
+    assert transfer_agreement(rows, rows)["outcome"] == "below"  # no n: the point (0 apart) decides
+    for n_natural, n_both in ((8, None), (None, 8), (8, 8)):  # either side's n widens the interval past 0.1
+        assert transfer_agreement(rows, rows, n_natural, n_both)["outcome"] == "undecided", (n_natural, n_both)
+
+
+def test_across_seeds_names_the_seeds_it_decided_over():
+    a = {"finding": 1, "verdict": "supported", "measured": "x", "checks": [], "rule": "", "paper": ""}
+    u = {**a, "verdict": "not testable (y)"}
+    r = across_seeds({0: a, 1: a, 2: u, 3: u})
+    assert r["details"][0] == "decided over seeds 0, 1; not testable in seeds 2, 3"
+    assert across_seeds({0: u, 1: u})["details"][0] == "decided over seeds none; not testable in seeds 0, 1"
+
+
+def test_seed_spread_skips_numbers_not_measured_everywhere():
+    def check(measure, text):
+        return {"finding": 2, "subject": "s", "measure": measure, "value [95% interval] (n)": text}
+    a = {"finding": 2, "verdict": "supported", "measured": "x", "rule": "", "paper": "",
+         "checks": [check("lone", "0.10 [0.0, 0.2] (n=9)"), check("gone", "not measured"),
+                    check("both", "0.40 [0.30, 0.50] (n=72)")]}
+    b = {**a, "checks": [check("gone", "0.30 [0.2, 0.4] (n=9)"), check("both", "0.60 [0.49, 0.70] (n=72)")]}
+    spread = [d for d in across_seeds({0: a, 1: b})["details"] if d.startswith("spread")]
+    assert spread == ["spread: s both: across seeds 0.40-0.60 (sd 0.14); within seed seed 0 0.40 [0.30, 0.50] (n=72), "
+                      "seed 1 0.60 [0.49, 0.70] (n=72)"]

@@ -237,6 +237,29 @@ def test_report_first_screen_holds_every_verdict(study, tmp_path):
     assert long_cells((study / "report.md").read_text()) == []
 
 
+def test_report_writes_the_measured_section_of_a_readme(study, cli, tmp_path):
+    """`grokscope report STUDY --readme FILE` replaces what lies between the markers with the generated tables, and
+    refuses (exit 2, one line, the file untouched) a README without them."""
+    from grokscope.reporting.readme import BEGIN, END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Mine\n\n## Measured\n{BEGIN}\ntyped by hand\n{END}\n\n## After\nkept\n")
+    code, out, err = cli("report", str(study), "--readme", str(readme))
+    assert code == 0 and "measured section" in out, err
+    text = readme.read_text()
+    assert "typed by hand" not in text and text.startswith("# Mine") and text.endswith("## After\nkept\n")
+    section = text.split(BEGIN)[1].split(END)[0]
+    assert "| **not testable** | Finding 1 · trm |" in section and "| gpt_natural |" in section
+    assert "| ft_gpt_natural_last |" in section
+    code, _, _ = cli("report", str(study), "--readme", str(readme))  # again: the same text, markers kept
+    assert code == 0 and readme.read_text() == text
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers here\n")
+    code, out, err = cli("report", str(study), "--readme", str(bare))
+    assert code == 2 and "needs one" in err and len(err.strip().splitlines()) == 1
+    assert bare.read_text() == "no markers here\n"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
 def test_smoke_study_on_local_ray(tmp_path, cli):
     """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved

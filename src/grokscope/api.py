@@ -400,13 +400,14 @@ def execute(call: dict) -> int:
 
 
 @checked
-def report(path: Path) -> Path:
+def report(path: Path, readme: Path | None = None) -> Path:
+    """Rebuild a study's report; ``readme``: also write its measured tables into that README's marked section."""
     from grokscope.reporting.build import build_report
 
     path = Path(path)
     if not (path / "study.json").is_file():
         raise GrokscopeError(f"{path}: not a study folder (no study.json); run `grokscope study` first")
-    return build_report(path)
+    return build_report(path, readme)
 
 
 def parse_run_ref(ref: str) -> tuple[Path, str | None]:

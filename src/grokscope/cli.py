@@ -326,9 +326,14 @@ def _print_plan(rows: list[dict]) -> None:
 
 
 @app.command("report")
-def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope study --out).")) -> None:
+def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope study --out)."),
+               readme: Optional[Path] = typer.Option(
+                   None, readable=False, help="Also write the measured tables (findings, runs, fine-tunes) into this "
+                                              "README, between its '<!-- grokscope measured: begin -->' and "
+                                              "'<!-- grokscope measured: end -->' lines.")) -> None:
     """Rebuild a study's report from its run folders (reads files only)."""
-    print(f"wrote {api.report(path=study)}")
+    print(f"wrote {api.report(path=study, readme=readme)}" + (f" and the measured section of {readme}" if readme
+                                                                else ""))
 
 
 # ------------------------------------------------------------------------------------------------ printing

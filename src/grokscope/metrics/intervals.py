@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grokscope.metrics import thresholds as th
+
 Z95 = 1.959963984540054  # two-sided 95%
 FINAL_EVALS = 3  # a run's final value: the mean of its last k evaluations
 
@@ -94,7 +96,7 @@ def mean_rate(rates: list[Rate]) -> Rate | None:
 
 
 def curve_agreement(a_rows: list[dict], b_rows: list[dict], metric: str, margin: float, n_a: int | None = None,
-                    n_b: int | None = None, draws: int = 2000, seed: int = 0) -> dict | None:
+                    n_b: int | None = None, draws: int = th.BOOTSTRAP_DRAWS, seed: int = 0) -> dict | None:
     """Do two curves of ``metric`` agree within ``margin``? Their mean |difference| over the evaluation steps both
     measured, with a seeded bootstrap interval (each point resampled as a binomial share of its n: ``n/<metric>`` in
     the row, else ``n_a`` / ``n_b``; without n the point decides). ``outcome``: ABOVE when the 90% interval lies at

@@ -26,6 +26,7 @@ from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.reporting import plots, reference, render
 from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, finding_1, finding_2,
                                        finding_3, pick_category, transfer_agreement)
+from grokscope.reporting.readme import write_measured
 from grokscope.reporting.tables import finetune_rows, run_rows
 
 MIX_COLUMNS = [("new_old", "new + old"), ("old_new", "old + new"), ("new_new", "new + new")]
@@ -140,9 +141,10 @@ def study_findings(root: Path) -> list[dict]:
 REPORT_FILES = ("figures", "report.md", "report.html")
 
 
-def build_report(root: Path) -> Path:
+def build_report(root: Path, readme: Path | None = None) -> Path:
     """Under the study's lock, write figures/, report.md and report.html into a temporary folder, then move each into
-    place: a failure halfway leaves the earlier report as it was."""
+    place: a failure halfway leaves the earlier report as it was. ``readme``: also write the measured tables into
+    that README's marked section (``reporting/readme.py``)."""
     root = Path(root)
     manifest, spec, pre, ft = load_study(root)
     blocked = [root / n for n in REPORT_FILES if (root / n).exists() and (root / n).is_dir() != (n == "figures")]
@@ -152,7 +154,7 @@ def build_report(root: Path) -> Path:
     with artifacts.FolderLock(root, "study"):
         tmp = artifacts.new_tmp_dir(root / "report")
         try:
-            _write_report(tmp, manifest, spec, pre, ft)
+            report = _write_report(tmp, manifest, spec, pre, ft)
             artifacts.clean_leftovers(root, "figures")
             artifacts.replace_dir(tmp / "figures", root / "figures")
             for name in ("report.md", "report.html"):
@@ -162,10 +164,12 @@ def build_report(root: Path) -> Path:
                                  f"folder") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    if readme is not None:
+        write_measured(readme, report, root)
     return root / "report.html"
 
 
-def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> None:
+def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> render.Report:
     figs = Figures(root / "figures")
     _figures(figs, spec, pre, ft)
     # What the tool wrote in figures/, so that --fresh removes exactly these and keeps a user's own plots there.
@@ -173,6 +177,7 @@ def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -
     report = assemble(spec, manifest, pre, ft, figs.items)
     (root / "report.md").write_text(render.markdown(report))
     (root / "report.html").write_text(render.page(report, figs.dir))
+    return report
 
 
 def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list) -> render.Report:

@@ -388,8 +388,7 @@ def _transfer_vote(transfer: dict | None) -> Vote:
 def transfer_agreement(natural_rows: list[dict], both_rows: list[dict], n_natural: int | None = None,
                        n_both: int | None = None) -> dict | None:
     """Vote (c)'s statistic: the two fine-tunes' new+old exact match (the paper's category) curves compared."""
-    return curve_agreement(natural_rows, both_rows, "new_old", th.CURVE_SIMILAR, n_natural, n_both,
-                           th.BOOTSTRAP_DRAWS)
+    return curve_agreement(natural_rows, both_rows, "new_old", th.CURVE_SIMILAR, n_natural, n_both)
 
 
 def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons: dict[str, dict],
@@ -644,7 +643,7 @@ def _spread(per_seed: dict[int, dict]) -> list[str]:
     within-seed interval, so that seed-to-seed spread and query noise can be compared."""
     values: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for s, result in per_seed.items():
-        for c in result.get("checks", []):
+        for c in result["checks"]:
             values.setdefault((c["subject"], c["measure"]), []).append((s, c["value [95% interval] (n)"]))
     out = []
     for (subject, measure), seen in values.items():

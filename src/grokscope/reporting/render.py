@@ -50,7 +50,7 @@ def _reason(verdict: str) -> str:
     return rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest
 
 
-def _label(f: dict) -> str:
+def finding_label(f: dict) -> str:
     return f"Finding {f['finding']} · {f.get('model', '')}"
 
 
@@ -61,9 +61,17 @@ def _by_number(findings: list[dict]) -> dict[int, list[dict]]:
     return out
 
 
+UNTESTABLE_WORDS = 30  # one sentence each on the first screen; the card has the whole reason
+
+
 def _untestable(findings: list[dict]) -> list[str]:
-    return [f"{_label(f)}: {_reason(f['verdict'])}." for f in findings
-            if _short(f["verdict"]) == "not testable" and _reason(f["verdict"])]
+    out = []
+    for f in findings:
+        if _short(f["verdict"]) == "not testable" and _reason(f["verdict"]):
+            words = _reason(f["verdict"]).split()
+            text = " ".join(words[:UNTESTABLE_WORDS]) + (" ..." if len(words) > UNTESTABLE_WORDS else "")
+            out.append(f"{finding_label(f)} is not testable: {text}.")
+    return out
 
 
 def _evidence_rows(f: dict) -> list[dict]:
@@ -84,12 +92,12 @@ def table_md(rows: list[dict]) -> str:
 
 
 def first_screen_md(r: Report) -> str:
-    rows = [{"verdict": f"**{_short(f['verdict'])}**", "finding": _label(f), "claim": f["claim"],
+    rows = [{"verdict": f"**{_short(f['verdict'])}**", "finding": finding_label(f), "claim": f["claim"],
              "decided by": f["decided_by"]} for f in r.findings]
     out = [" ".join(r.meta) + "\n", table_md(rows)]
     untestable = _untestable(r.findings)
     if untestable:
-        out.append("Not testable:\n\n" + "".join(f"- {u}\n" for u in untestable))
+        out.append("".join(f"- {u}\n" for u in untestable))
     return "\n".join(out)
 
 
@@ -145,13 +153,12 @@ def table_html(rows: list[dict], cls: str = "") -> str:
 
 def first_screen_html(r: Report) -> str:
     rows = "".join(f"<tr><td>{badge(f['verdict'])}</td><td class='which'><a href='#finding-{f['finding']}'>"
-                   f"{_e(_label(f))}</a></td><td>{_e(f['claim'])}</td><td class='num'>{_e(f['decided_by'])}</td></tr>"
+                   f"{_e(finding_label(f))}</a></td><td>{_e(f['claim'])}</td><td class='num'>{_e(f['decided_by'])}</td></tr>"
                    for f in r.findings)
     untestable = "".join(f"<li>{_e(u)}</li>" for u in _untestable(r.findings))
     return (f"<p class='meta'>{_e(' '.join(r.meta))}</p><table class='verdicts'><thead><tr><th>verdict</th>"
             f"<th>finding</th><th>claim</th><th>decided by</th></tr></thead><tbody>{rows}</tbody></table>"
-            + (f"<details class='untestable'><summary>Not testable, and why</summary><ul>{untestable}</ul>"
-               f"</details>" if untestable else ""))
+            + (f"<ul class='untestable'>{untestable}</ul>" if untestable else ""))
 
 
 def cards_html(r: Report) -> str:
@@ -180,7 +187,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1.2em auto;padding
          ".scroll{overflow-x:auto;max-width:100%}.verdicts{width:100%}.verdicts td{padding:4px 7px}"
          ".verdicts .which{white-space:nowrap}.num{font-size:12px;color:#333}"
          ".badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;white-space:nowrap}"
-         ".meta{color:#444;margin:.2em 0 .4em}.card{border:1px solid #d0d7de;border-radius:6px;padding:4px 14px;"
+         ".meta{color:#444;margin:.2em 0 .4em}.untestable{font-size:12px;color:#555;margin:.2em 0}.card{border:1px solid #d0d7de;border-radius:6px;padding:4px 14px;"
          "margin:1em 0}.paper{color:#555;font-size:13px}details{margin:.4em 0}summary{cursor:pointer;color:#0969da}"
          "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}pre{overflow-x:auto}")
 

@@ -153,7 +153,8 @@ def table_html(rows: list[dict], cls: str = "") -> str:
 
 def first_screen_html(r: Report) -> str:
     rows = "".join(f"<tr><td>{badge(f['verdict'])}</td><td class='which'><a href='#finding-{f['finding']}'>"
-                   f"{_e(finding_label(f))}</a></td><td>{_e(f['claim'])}</td><td class='num'>{_e(f['decided_by'])}</td></tr>"
+                   f"{_e(finding_label(f))}</a></td><td>{_e(f['claim'])}</td>"
+                   f"<td class='num'>{_e(f['decided_by'])}</td></tr>"
                    for f in r.findings)
     untestable = "".join(f"<li>{_e(u)}</li>" for u in _untestable(r.findings))
     return (f"<p class='meta'>{_e(' '.join(r.meta))}</p><table class='verdicts'><thead><tr><th>verdict</th>"
@@ -187,7 +188,8 @@ STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1.2em auto;padding
          ".scroll{overflow-x:auto;max-width:100%}.verdicts{width:100%}.verdicts td{padding:4px 7px}"
          ".verdicts .which{white-space:nowrap}.num{font-size:12px;color:#333}"
          ".badge{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;white-space:nowrap}"
-         ".meta{color:#444;margin:.2em 0 .4em}.untestable{font-size:12px;color:#555;margin:.2em 0}.card{border:1px solid #d0d7de;border-radius:6px;padding:4px 14px;"
+         ".meta{color:#444;margin:.2em 0 .4em}.untestable{font-size:12px;color:#555;margin:.2em 0}"
+         ".card{border:1px solid #d0d7de;border-radius:6px;padding:4px 14px;"
          "margin:1em 0}.paper{color:#555;font-size:13px}details{margin:.4em 0}summary{cursor:pointer;color:#0969da}"
          "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}pre{overflow-x:auto}")
 

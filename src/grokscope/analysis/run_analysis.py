@@ -6,7 +6,9 @@
   ``bridge_use.parquet``, the bridge use per stage aggregated from them;
 - ``compare.json``: path comparisons: the checkpoint at training saturation vs the grokked one (He et al.'s
   Finding 1), and the negative control step 0 vs the last checkpoint, which must come out "different";
-- ``regime.json``: the regime label on OOD and ID compositions.
+- ``regime.json``: the regime label on OOD and ID compositions;
+- ``probe.json`` (``--analyses probe``, not run by default): bridge decodable, a linear probe for b on every stage x
+  slot with its three controls (``analysis/probe.py``), per analysed step.
 Tables have columns run, step, probe_type, stage, stage_index, position, metric, value, n; re-running replaces
 the rows of the (step, probe type) pairs it recomputes and keeps the others.
 """
@@ -22,6 +24,7 @@ from grokscope import artifacts, runs
 from grokscope.analysis.circuits import compare_paths
 from grokscope.analysis.logit_lens import lens_table
 from grokscope.analysis.patching import trace_table
+from grokscope.analysis.probe import bridge_decodable
 from grokscope.analysis.queries import bridge_use_table, query_records, write_records
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, is_composition, load
@@ -33,7 +36,7 @@ from grokscope.analysis import defaults
 PROBE_ALIASES = {"ood": "test_inferred_ood", "iid": "test_inferred_iid", "train": "train_inferred",
                  "new": "test_inferred_new", "mix": "test_inferred_new_mix",
                  "mix_powered": "test_inferred_new_mix_powered"}
-ANALYSES = ("lens", "trace", "queries", "compare", "regime")
+ANALYSES = ("lens", "trace", "queries", "compare", "regime", "probe")
 TRACE_EXAMPLES = 300  # Wang et al. sample 300 compositions for causal tracing
 NAMED_STEPS = ("last", "sat", "grokked")
 
@@ -142,7 +145,8 @@ def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBE
         return _analyze(run, wanted, ds, steps, probes, device, log)
 
 
-OUTPUT_FILES = ("lens.parquet", "trace.parquet", "bridge_use.parquet", "compare.json", "regime.json", "summary.json")
+OUTPUT_FILES = ("lens.parquet", "trace.parquet", "bridge_use.parquet", "compare.json", "regime.json", "probe.json",
+                "summary.json")
 
 
 def _check_targets(out_dir: Path) -> None:
@@ -159,15 +163,17 @@ def _check_targets(out_dir: Path) -> None:
 
 def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str, device: str, log) -> dict:
     probe_types = resolve_probes(ds, probes)
-    step_list = resolve_steps(run, steps, log) if {"lens", "trace", "queries"} & set(wanted) else []
+    step_list = resolve_steps(run, steps, log) if {"lens", "trace", "queries", "probe"} & set(wanted) else []
     out_dir = run / "analysis"
     artifacts.ensure_writable_dir(out_dir)
     _check_targets(out_dir)
     # the device the models ran on (a study's manifest reads it: did a GPU study's analyses run on the GPU?)
     result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types, "device": device}
-    lens_parts, trace_parts, use_parts = [], [], []
+    lens_parts, trace_parts, use_parts, decodable = [], [], [], {}
     for step in step_list:
         model, _ = runs.load_model(run, step, device)
+        if "probe" in wanted:
+            decodable[str(step)] = probe_step(run, ds, model, probe_types, device)
         for pt in probe_types:
             rows = ds.probe(pt)
             if len(rows) == 0:
@@ -194,6 +200,11 @@ def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str,
         merge_table(out_dir / "bridge_use.parquet", use)
         result["bridge_use"] = {f"{s}/{p}": float(v) for s, p, v in
                                 use[use.stage == "max"][["step", "probe_type", "value"]].itertuples(index=False)}
+    if decodable:
+        path = out_dir / "probe.json"
+        earlier = artifacts.read_json(path, "re-run `grokscope analyze --analyses probe`") if path.exists() else {}
+        artifacts.write_json_atomic(path, {**earlier, **decodable})
+        result["probe"] = {s: {n: e["probe"]["value"] for n, e in r["sets"].items()} for s, r in decodable.items()}
     if "compare" in wanted:
         result["compare"] = compare_checkpoints(run, ds, device, log)
         artifacts.write_json_atomic(out_dir / "compare.json", result["compare"])
@@ -205,6 +216,19 @@ def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str,
         artifacts.write_json_atomic(out_dir / "regime.json", result["regime"])
     artifacts.write_json_atomic(out_dir / "summary.json", result)
     return result
+
+
+def probe_step(run: Path, ds: Dataset, model, probe_types: list[str], device: str) -> dict:
+    """Bridge decodable at one checkpoint, on the composition probe sets asked for (the fit set's own probe,
+    ``train_inferred``, is left out) plus held-out ID compositions, which choose the slot; the step-0 control when
+    the run kept its step-0 checkpoint."""
+    names = [pt for pt in probe_types if pt != "train_inferred"]
+    if "test_inferred_iid" in ds.probe_types and "test_inferred_iid" not in names:
+        names.append("test_inferred_iid")
+    sets = {pt: ds.probe(pt)[is_composition(ds.probe(pt))] for pt in names}
+    checkpoints = runs.list_checkpoints(run)
+    step0 = runs.load_model(run, 0, device)[0] if checkpoints and checkpoints[0] == 0 else None
+    return bridge_decodable(model, ds, {k: v for k, v in sets.items() if len(v)}, step0_model=step0)
 
 
 def compare_checkpoints(run: Path, ds: Dataset, device: str = "cpu", log=print) -> dict:

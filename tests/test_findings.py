@@ -121,10 +121,11 @@ def test_finding_2_needs_its_positive_control():
     r = finding_2(second, None)
     assert r["verdict"].startswith("not testable") and "no both-hop-full run" in r["verdict"]
     weak = run("both", curve(SAT, ood=[0, 0.95] + [0.99] * 8, bridge=[0.6] * 10, n=1000))
-    young = finding_2(second, weak)  # trained 9 x t_sat, over the 5x: the weak bridge counts as failed
-    assert young["verdict"].startswith("contradicted ((i)") and "no positive control" in young["measured"]
-    short = run("both", weak.rows[:5])  # 4 x t_sat: its bridge may still form
-    assert "trained 4.0x t_sat" in finding_2(second, short)["measured"]
+    old = finding_2(second, weak)  # trained 9 x t_sat, over the 3x: the weak bridge counts as failed
+    assert old["verdict"].startswith("contradicted ((i)") and "no positive control" in old["measured"]
+    short = run("both", [{**r, "train_acc": 1.0 if r["step"] else 0.5, "n/train_acc": 1000} for r in weak.rows[:3]])
+    assert short.t_sat == 100  # 1.0 on 1,000 queries clears 0.99 at once; at 2 x t_sat its bridge may still form
+    assert "trained 2.0x t_sat" in finding_2(second, short)["measured"]
     assert finding_2(second, short)["verdict"].startswith("not testable")
 
 
@@ -365,3 +366,63 @@ def test_seed_spread_skips_numbers_not_measured_everywhere():
     spread = [d for d in across_seeds({0: a, 1: b})["details"] if d.startswith("spread")]
     assert spread == ["spread: s both: across seeds 0.40-0.60 (sd 0.14); within seed seed 0 0.40 [0.30, 0.50] (n=72), "
                       "seed 1 0.60 [0.49, 0.70] (n=72)"]
+
+
+def test_a_run_that_never_saturates_has_no_delay_to_judge():
+    """Training accuracy 0.985 throughout: not "no delay" (which would pass both-hop full's precondition and fail
+    second-hop full's), but not testable."""
+    flat = [0.5] + [0.985] * 9
+    second = run("second", curve(flat, ood=UP, n=1000))
+    both = run("both", curve(flat, ood=[0, 0.95] + [0.99] * 8, bridge=[0.99] * 10, n=1000))
+    r = finding_2(second, both)
+    assert outcome(r["verdict"]) == "not testable" and r["measured"].count("never reached training accuracy 0.99") == 2
+    r1 = finding_1(NAT, both, {"both_full": SAME}, CONTROL, transfer=AGREE)
+    assert r1["verdict"].startswith("not testable") and "never reached training accuracy 0.99" in r1["verdict"]
+
+
+def test_the_moved_path_does_not_wrap_around():
+    """A rising profile, and the same 0.07 higher: its largest one-stage step is 0.1 (margin 0.05), not the 0.25 a
+    wrap-around from the last stage to the first would make."""
+    a = [0.55, 0.6, 0.65, 0.7, 0.8]
+    result = path_verdict(a, [x + 0.07 for x in a], None, None)
+    assert result["profile"]["margin"] == pytest.approx(0.05) and result["verdict"] == "different path"
+
+
+def test_stored_comparisons_that_cannot_be_resampled():
+    empty = {**SAME, "bridge_metric": "bridge_use", "hits_a": [], "hits_b": []}  # no patched query at all
+    assert moved_path_control(empty)["verdict"] in ("different path", "undetermined", "undecided at this n")
+    old = {**SAME, "bridge_metric": "bridge_use"}  # bridge use stored before per-query records were kept
+    assert stored_verdict(old)["verdict"] == "undetermined" and "re-run" in stored_verdict(old)["why"]
+
+
+def test_a_lag_in_transfer_is_not_diluted_by_a_long_plateau():
+    """Both-hop full composes new+old 6 evaluations after natural; 100 evaluations at 1.0 follow. Over the whole run
+    the mean |difference| would be 0.06 (agree); over the transient it is 0.5."""
+    from grokscope.reporting.findings import transfer_agreement
+
+    natural = [{"step": i, "new_old": 1.0 if i >= 6 else 0.0} for i in range(1, 120)]
+    slow = [{"step": i, "new_old": 1.0 if i >= 12 else 0.0} for i in range(1, 120)]
+    r = transfer_agreement(natural, slow)
+    assert r["window_end"] == 24 and r["distance"] == pytest.approx(6 / 24) and r["outcome"] == "above"
+
+
+def test_across_seeds_takes_its_number_from_a_seed_that_decided_it():
+    a = {"finding": 1, "verdict": "contradicted", "decided_by": "seed-1 number", "measured": "x", "checks": [],
+         "rule": "", "paper": ""}
+    u = {**a, "verdict": "not testable (y)", "decided_by": "seed-0 reason"}
+    assert across_seeds({0: u, 1: a})["decided_by"] == "seed 1: seed-1 number"
+    s = {**a, "verdict": "supported", "decided_by": "z"}
+    assert across_seeds({0: s, 1: a})["decided_by"].startswith("seeds disagree")
+
+
+def test_finding_3_contradicted_without_a_circuit_parent():
+    """Old+new composing from any parent contradicts limited transfer; it needs no circuit parent to say so."""
+    control = ft("control", 0.1, bridge=0.0)
+    r = finding_3([ft("second_full", 0.2, old_new=0.95, parent=NO_CIRCUIT), control])
+    assert r["verdict"].startswith("contradicted") and r["decided_by"].startswith("(iii-b)")
+
+
+def test_vote_b_reads_an_analysed_step_old_enough():
+    young = run("both", BOTH.rows, correct_with_bridge={200: Rate(0.1, 990)})  # analysed at 2 x t_sat
+    r = finding_1(NAT, young, {"both_full": SAME}, CONTROL, transfer=AGREE)
+    assert r["votes"][1]["outcome"] == NOT_TESTABLE and "analysed at 2.0x t_sat" in r["votes"][1]["why"]

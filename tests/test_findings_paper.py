@@ -187,7 +187,7 @@ def test_parent_readiness_is_measured():
     young = paper_finetunes()
     for f in young:
         if f.parent is not None:
-            f.parent = paper_run(f.regime, until=300_000)  # 1.5-3.8 x saturation
+            f.parent = paper_run(f.regime, until=250_000)  # 1.2-2.6 x saturation (second-hop full: 3.1x)
     r = finding_3(young)
     assert r["verdict"].startswith("not testable") and "too young" in r["measured"]
     # a natural parent with no bridge at its last checkpoint is judged as He et al. judge second-hop full:
@@ -265,7 +265,7 @@ def test_parent_age_and_circuit_boundaries():
                [{"step": round(100 * age) - 2 + i, "train_acc": 1.0, "bridge_found_ood": bridge} for i in range(3)]
         fts[0].parent = RunFacts("p", "bridge_found", rows, TRM)
         return finding_3(fts)["parents"].get("ft_natural", "not judged")
-    assert with_parent(5.0, 0.95) == "circuit" and with_parent(5.0 - 0.02, 0.95) == "not judged"
+    assert with_parent(3.0, 0.95) == "circuit" and with_parent(3.0 - 0.02, 0.95) == "not judged"
     assert with_parent(6.0, 0.9) == "circuit" and with_parent(6.0, 0.9 - EPS) == "not a circuit"
 
 
@@ -363,8 +363,10 @@ def test_grokked_level_is_decided_by_the_interval():
 
 
 def test_equivalent_transfer_margin():
-    """(c): the paper's two curves agree (mean |difference| 0.005); curves 0.1 apart at every point do not."""
-    assert PAPER_TRANSFER["outcome"] == "below" and PAPER_TRANSFER["distance"] < 0.01
+    """(c): the paper's two curves agree (mean |difference| 0.023 to twice their new+old step, 11,712); curves 0.1
+    apart at every point do not."""
+    assert PAPER_TRANSFER["outcome"] == "below" and PAPER_TRANSFER["distance"] < 0.03
+    assert PAPER_TRANSFER["window_end"] == 2 * 5856 and PAPER_TRANSFER["steps"] == 8
     base = [{"step": r["step"], "new_old": r["new_old"]} for r in transfer_rows("natural")]  # no n: the point decides
     apart = [{"step": r["step"], "new_old": r["new_old"] + (0.1 + EPS if r["new_old"] < 0.5 else -(0.1 + EPS))}
              for r in base]

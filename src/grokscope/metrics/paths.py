@@ -18,8 +18,9 @@ noise; the test asks whether the two paths differ by less than the measure can r
 - The intervals come from a seeded bootstrap over the queries behind each cell: the per-query 0/1 records when the
   comparison stored them, else each cell resampled as a binomial share of its n (an equivalent for one cell; it
   ignores that one query's stages are correlated). Without n, the point difference decides.
-- ``moved_path_control``: a checkpoint against its own path moved. Its difference is twice the margin at the cell
-  that moved most, so it comes out "different" exactly when the query noise is small against the path's shape.
+- ``moved_path_control``: a checkpoint against its own path moved (one stage later, the first stage repeated: no
+  wrap-around). Its difference is twice the margin at the cell that moved most, so it comes out "different" exactly
+  when the query noise is small against the path's shape.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ class Block:
     def resample(self, draws: int, rng) -> np.ndarray:
         """[draws, cells] bootstrap replicates of the shares."""
         if self.queries is not None and len(self.queries):
-            idx = rng.integers(0, len(self.queries), (draws, len(self.queries)))
-            return self.queries[idx].mean(axis=1)
+            # each replicate's query counts (multinomial), times the records: draws x queries, not x cells too
+            q = len(self.queries)
+            weights = rng.multinomial(q, np.full(q, 1.0 / q), size=draws)
+            return weights @ self.queries / q
         if self.n:
             return rng.binomial(self.n, np.clip(self.values, 0, 1), (draws, len(self.values))) / self.n
         return np.broadcast_to(self.values, (draws, len(self.values)))
@@ -79,11 +82,21 @@ def map_blocks(causal_map, counts=None, flips=None) -> list[Block] | None:
             for p in range(m.shape[1])]
 
 
+def shifted(x, axis: int = 0) -> np.ndarray:
+    """``x`` one step later along ``axis``: every entry moves up one index and the first is repeated (no wrap-around:
+    rolling would bring the last stage to the front, a change no move of a path makes)."""
+    x = np.asarray(x, float)
+    if x.shape[axis] < 2:
+        return x.copy()
+    head = np.take(x, [0], axis=axis)
+    return np.concatenate([head, np.take(x, np.arange(x.shape[axis] - 1), axis=axis)], axis=axis)
+
+
 def moved_blocks(blocks: list[Block], by_position: bool) -> list[Block]:
     """The same measurements one stage later (and, for a map, one position over): the moved-path copy."""
-    order = np.roll(np.arange(len(blocks)), 1) if by_position else np.arange(len(blocks))
-    return [Block(np.roll(blocks[i].values, 1), blocks[i].n,
-                  None if blocks[i].queries is None else np.roll(blocks[i].queries, 1, axis=1)) for i in order]
+    order = [0, *range(len(blocks) - 1)] if by_position and len(blocks) > 1 else range(len(blocks))
+    return [Block(shifted(blocks[i].values), blocks[i].n,
+                  None if blocks[i].queries is None else shifted(blocks[i].queries, axis=1)) for i in order]
 
 
 def _step_size(blocks: list[Block], by_position: bool, keep: np.ndarray) -> float:
@@ -163,7 +176,11 @@ def _num(x) -> str:
 
 def stored_verdict(c: dict, **kw) -> dict:
     """``path_verdict`` on a stored comparison (``compare.json``): its profiles, maps, counts and, when present, its
-    per-query records."""
+    per-query records. A bridge-use comparison stored without them is not re-decided: its profile's n (the patched
+    queries) was not kept, and the number of compositions would make its intervals too narrow."""
+    if c.get("bridge_metric") == "bridge_use" and c.get("hits_a") is None:
+        return {"verdict": UNDETERMINED, "why": "stored before per-query records were kept; re-run `grokscope "
+                                                "analyze` to compare it", "profile": None, "causal_map": None}
     return path_verdict(c["profile_a"], c["profile_b"], c.get("causal_map_a"), c.get("causal_map_b"),
                         n_a=c.get("n_queries_a", c.get("n_queries")), n_b=c.get("n_queries_b", c.get("n_queries")),
                         map_n_a=c.get("causal_n_a"),
@@ -172,12 +189,12 @@ def stored_verdict(c: dict, **kw) -> dict:
 
 
 def moved(profile: list[float], causal_map) -> tuple[list[float], list | None]:
-    """The same path one stage later and one position over: the profile rolled by one stage; the map rolled by one
-    stage and one position."""
-    rolled = [float(x) for x in np.roll(np.asarray(profile, float), 1)]
+    """The same path one stage later and one position over: the profile shifted by one stage; the map shifted by one
+    stage and one position (``shifted``: the first stage or position repeated, nothing wraps around)."""
+    later = [float(x) for x in shifted(profile)]
     if causal_map is None:
-        return rolled, None
-    return rolled, np.roll(np.roll(np.asarray(causal_map, float), 1, axis=0), 1, axis=1).tolist()
+        return later, None
+    return later, shifted(shifted(causal_map, axis=0), axis=1).tolist()
 
 
 def moved_path_control(c: dict) -> dict:
@@ -189,9 +206,11 @@ def moved_path_control(c: dict) -> dict:
     hits = c.get("hits_a")
     flips = c.get("flips_a")
     n = c.get("n_queries_a", c.get("n_queries"))
+    stages = len(c["profile_a"])
+    hits = None if hits is None or not len(hits) else np.asarray(hits, float).reshape(-1, stages)
+    flips = None if flips is None else [np.asarray(f, float).reshape(-1, len(c["causal_map_a"])) for f in flips]
+    order = [0, *range(len(flips) - 1)] if flips else []
     return path_verdict(c["profile_a"], profile_b, c.get("causal_map_a"), map_b, n_a=n, n_b=n, map_n_a=counts,
-                        map_n_b=None if counts is None else list(np.roll(counts, 1)),
-                        hits_a=hits, hits_b=None if hits is None else np.roll(np.asarray(hits, float), 1, 1),
-                        flips_a=flips,
-                        flips_b=None if flips is None else [np.roll(np.asarray(flips[p], float), 1, 1)
-                                                            for p in np.roll(np.arange(len(flips)), 1)])
+                        map_n_b=None if counts is None else [counts[0], *counts[:-1]],
+                        hits_a=hits, hits_b=None if hits is None else shifted(hits, axis=1),
+                        flips_a=flips, flips_b=None if flips is None else [shifted(flips[p], axis=1) for p in order])

@@ -28,10 +28,11 @@ BRIDGE_CIRCUIT = 0.9  # bridge measure at least this: a circuit (He et al. §3: 
 #                       successful recovery of the bridge"; Fig. 2A/B end at 0.998 / 1.000)
 BRIDGE_FAKE = 0.5  # bridge measure below this while OOD is up: fake grokking (He et al. §4: "mostly not
 #                    recovered", 0.18 over 300-700k in Fig. 2D)
-BRIDGE_FORMS_BY = 5.0  # a run's bridge is judged final once it has trained this many times its saturation step
-#                        (He et al. Fig. 2B: both-hop full's bridge is 1.0 from about 300k = 5 x its 60k saturation)
+BRIDGE_FORMS_BY = 3.0  # a run's bridge is judged final once it has trained this many times its saturation step
+#                        (He et al. Fig. 2, saturation by SATURATION kept: every bridge that formed was >= 0.9 by
+#                        2.9 x t_sat, the natural run's 311k vs 106k; both-hop full's 1.0 by 1.5x, 300k vs 200k)
 PARENT_MIN_AGE = BRIDGE_FORMS_BY  # a fine-tuning parent is judged circuit / not circuit from this age on (He et
-#                                   al.'s parents were 12.7-27.5 x their saturation step)
+#                                   al.'s parents were 8.2-20 x their saturation step)
 
 # -- same path (Finding 1)
 PATH_MIN_LEVEL = 0.5  # a checkpoint "has a bridge path" when its bridge measure peaks at least this (= BRIDGE_FAKE)

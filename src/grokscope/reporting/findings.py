@@ -28,8 +28,8 @@ import numpy as np
 
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.intervals import ABOVE, BELOW, Rate, curve_agreement, final_rate, mean_rate, rate_at
-from grokscope.metrics.milestones import GrokDefinition, RegimeThresholds, classify_regime, is_delayed, \
-    sustained_step
+from grokscope.metrics.milestones import GrokDefinition, RegimeThresholds, classify_regime, first_step, \
+    is_delayed, sustained_step
 from grokscope.metrics.paths import DIFFERENT, SAME, UNDECIDED as PATH_UNDECIDED, moved_path_control, stored_verdict
 
 UNDECIDED = "undecided at this n"
@@ -159,11 +159,12 @@ def combine(votes: list[Vote]) -> str:
 
 
 def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[Check] | None = None,
-            votes: list[Vote] | None = None, **extra) -> dict:
+            votes: list[Vote] | None = None, lead: Vote | None = None, **extra) -> dict:
+    """One finding's result; ``lead``: the vote that decided it, when the rule names one (else ``_decided_by``)."""
     pre = list(checks or [])
     checks = pre + [c for v in votes or [] for c in v.checks if c not in pre]
-    return {"finding": n, "claim": CLAIM[n], "verdict": verdict,
-            "decided_by": _words(_decided_by(verdict, votes or [], pre), DECIDED_BY_WORDS),
+    decided = f"{lead.name}: {lead.deciding()}" if lead is not None else _decided_by(verdict, votes or [], pre)
+    return {"finding": n, "claim": CLAIM[n], "verdict": verdict, "decided_by": _words(decided, DECIDED_BY_WORDS),
             "measured": "; ".join(measured), "details": list(measured), "rule": rule, "paper": PAPER[n],
             "checks": [c.row() for c in checks], "votes": [v.row() for v in votes or []], **extra}
 
@@ -240,10 +241,11 @@ class RunFacts:
         first = self.rows[0] if self.rows else {}
         return first.get(metric) if first.get("step") == 0 else None
 
-    def delay(self, metric: str) -> tuple[int | None, int | None, bool]:
-        """(t_sat, the step ``metric`` reached GENERALISED and kept it, whether that came late by the delay rule)."""
+    def delay(self, metric: str) -> tuple[int | None, int | None, bool | None]:
+        """(t_sat, the step ``metric`` reached GENERALISED and kept it, whether that came late by the delay rule;
+        None when the run never saturated: without t_sat there is no delay to measure)."""
         t_gen = self.reached(metric, th.GENERALISED)
-        return self.t_sat, t_gen, is_delayed(self.t_sat, t_gen)
+        return self.t_sat, t_gen, None if self.t_sat is None else is_delayed(self.t_sat, t_gen)
 
     def regime(self, metric: str) -> dict:
         return classify_regime(self.rows, metric, self.bridge_key, RegimeThresholds(sat=self.sat_threshold))
@@ -292,6 +294,8 @@ def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_de
         return f"{UNDECIDED} ({check.text()}; {delay})", [check]
     if check.outcome != HELD:
         return f"{NOT_TESTABLE} ({check.text()}; {delay})", [check]
+    if delayed is None:
+        return f"{NOT_TESTABLE} ({run.name} never reached training accuracy {th.SATURATION} and kept it)", [check]
     if need_delay != delayed:
         return f"{NOT_TESTABLE} ({delay})", [check]
     return None, [check]
@@ -370,9 +374,15 @@ def _correct_share_vote(both: RunFacts) -> Vote:
     if share is None:
         return Vote("(b) both-hop full's correct OOD answers have the bridge", NOT_TESTABLE,
                     "no per-query records on OOD (run `grokscope analyze`)")
-    check = Check(1, both.name, "share of correct OOD answers with the bridge", share, th.BRIDGE_CIRCUIT, ABOVE,
-                  both.floor(both.bridge_key), th.SOURCE["BRIDGE_CIRCUIT"])
-    return from_checks("(b) both-hop full's correct OOD answers have the bridge", [check])
+    step = max(both.correct_with_bridge)
+    check = Check(1, both.name, f"share of correct OOD answers with the bridge (step {step})", share,
+                  th.BRIDGE_CIRCUIT, ABOVE, both.floor(both.bridge_key), th.SOURCE["BRIDGE_CIRCUIT"])
+    vote = from_checks("(b) both-hop full's correct OOD answers have the bridge", [check])
+    age = None if not both.t_sat else step / both.t_sat
+    if vote.outcome == FAILED and (age is None or age < th.BRIDGE_FORMS_BY):
+        return Vote(vote.name, NOT_TESTABLE, f"analysed at {_x(age)} t_sat, under the {th.BRIDGE_FORMS_BY:g}x by "
+                                             f"which He et al.'s bridges formed: {check.text()}", [check])
+    return vote
 
 
 def _transfer_vote(transfer: dict | None) -> Vote:
@@ -380,15 +390,24 @@ def _transfer_vote(transfer: dict | None) -> Vote:
     if transfer is None:
         return Vote(name, NOT_TESTABLE, "no fine-tunes of both parents with shared evaluations")
     lo, hi = transfer["interval"]
+    window = "" if transfer.get("window_end") is None else f" to step {transfer['window_end']}"
     text = (f"mean |difference| of the {transfer['metric']} curves {transfer['distance']:.3f} [90%: {lo:.3f}, "
-            f"{hi:.3f}] over {transfer['steps']} evaluations, margin {transfer['margin']}")
+            f"{hi:.3f}] over {transfer['steps']} evaluations{window}, margin {transfer['margin']}")
     return Vote(name, {BELOW: HELD, ABOVE: FAILED}.get(transfer["outcome"], OPEN), text)
 
 
 def transfer_agreement(natural_rows: list[dict], both_rows: list[dict], n_natural: int | None = None,
                        n_both: int | None = None) -> dict | None:
-    """Vote (c)'s statistic: the two fine-tunes' new+old exact match (the paper's category) curves compared."""
-    return curve_agreement(natural_rows, both_rows, "new_old", th.CURVE_SIMILAR, n_natural, n_both)
+    """Vote (c)'s statistic: the two fine-tunes' new+old exact match (the paper's category) curves compared over the
+    transient: the shared evaluations up to twice the later step at which one reached NEW_OLD_COMPOSES (every shared
+    evaluation when neither did), so that a long plateau at 1.0 cannot dilute a lag between them."""
+    reached = [t for t in (first_step(r, "new_old", th.NEW_OLD_COMPOSES) for r in (natural_rows, both_rows))
+               if t is not None]
+    end = 2 * max(reached) if reached else None
+    if end is not None:
+        natural_rows, both_rows = ([r for r in rows if r["step"] <= end] for rows in (natural_rows, both_rows))
+    result = curve_agreement(natural_rows, both_rows, "new_old", th.CURVE_SIMILAR, n_natural, n_both)
+    return None if result is None else {**result, "window_end": end}
 
 
 def finding_1(natural: RunFacts | None, both_full: RunFacts | None, comparisons: dict[str, dict],
@@ -433,7 +452,7 @@ RULE_2 = (f"(i) A grokked model without the circuit: second-hop full's OOD reach
           f"evaluations with OOD >= {th.GENERALISED}, has its 95% interval below {th.BRIDGE_FAKE}. (ii) A circuit "
           f"without grokking: both-hop full reaches OOD {th.GENERALISED} with no delay and its final bridge (mean of "
           f"the last 3 evaluations) lies above {th.BRIDGE_CIRCUIT}; a bridge below it counts only once the run "
-          f"trained {th.BRIDGE_FORMS_BY:g} x t_sat (He et al. Fig. 2B: both-hop full's bridge is 1.0 from about 5 x "
+          f"trained {th.BRIDGE_FORMS_BY:g} x t_sat (He et al. Fig. 2: every bridge that formed was >= 0.9 by 2.9 x "
           f"its saturation). (ii) is (i)'s positive control: without it the bridge half of (i) is not testable. Both "
           f"held: supported; both failed: contradicted; one each: partly supported")
 
@@ -444,10 +463,12 @@ def _circuit_without_grokking(both: RunFacts | None) -> Vote:
         return Vote(name, NOT_TESTABLE, "no both-hop-full run")
     t_sat, t_gen, delayed = both.delay("test_inferred_ood")
     timing = f"t_sat {_step(t_sat)}, OOD >= {th.GENERALISED} (kept) at {_step(t_gen)}, trained {_x(both.age)} t_sat"
+    if t_sat is None:
+        return Vote(name, NOT_TESTABLE, f"never reached training accuracy {th.SATURATION} and kept it ({timing})")
     if t_gen is None:
         return Vote(name, NOT_TESTABLE, f"OOD never reached {th.GENERALISED} ({timing})")
     if delayed:
-        return Vote(name, FAILED, f"its OOD came late: it grokked ({timing})")
+        return Vote(name, FAILED, f"its OOD came late: it grokked ({timing})", headline=f"OOD came late: {timing}")
     final = both.check(2, both.bridge_key, th.BRIDGE_CIRCUIT, label=f"{both.bridge_key} (final)",
                        source=th.SOURCE["BRIDGE_CIRCUIT"])
     vote = from_checks(name, [final], timing)
@@ -464,6 +485,8 @@ def _grokked_without_circuit(second: RunFacts | None, positive: Vote) -> Vote:
     t_sat, t_gen, delayed = second.delay("test_inferred_ood")
     label = second.regime("test_inferred_ood")["regime"]
     timing = f"t_sat {_step(t_sat)}, OOD >= {th.GENERALISED} (kept) at {_step(t_gen)} (regime label '{label}')"
+    if t_sat is None:
+        return Vote(name, NOT_TESTABLE, f"never reached training accuracy {th.SATURATION} and kept it ({timing})")
     if t_gen is None:
         return Vote(name, NOT_TESTABLE, f"second_full never reached OOD >= {th.GENERALISED} ({timing})")
     share = second.correct_share_while_up()
@@ -472,7 +495,8 @@ def _grokked_without_circuit(second: RunFacts | None, positive: Vote) -> Vote:
     low = Check(2, second.name, measure, rate, th.BRIDGE_FAKE, BELOW, second.floor(second.bridge_key),
                 th.SOURCE["BRIDGE_FAKE"])
     if not delayed:
-        return Vote(name, FAILED, f"OOD rose without a delay ({timing}); {low.text()}", [low])
+        return Vote(name, FAILED, f"OOD rose without a delay ({timing}); {low.text()}", [low],
+                    headline=f"OOD rose without a delay: {timing}")
     if positive.outcome != HELD:
         return Vote(name, NOT_TESTABLE, f"OOD rose late ({timing}), but the bridge measure has no positive control "
                                         f"(vote (ii) {positive.outcome}); {low.text()}", [low])
@@ -502,7 +526,7 @@ RULE_3 = (f"Fine-tunes from the last checkpoint of each parent (saturated parent
           f"{th.NEW_FACTS_LEARNED}) on He et al.'s categories (the old hop in the fine-tuning data), exact match and "
           f"bridge on the same queries. A parent is measured: a circuit parent when its final OOD bridge lies above "
           f"{th.BRIDGE_CIRCUIT}, not a circuit (judged as He et al. judge second-hop full) when below; either only "
-          f"once it trained {th.PARENT_MIN_AGE:g} x its saturation step (He et al.'s parents: 12.7-27.5x), else not "
+          f"once it trained {th.PARENT_MIN_AGE:g} x its saturation step (He et al.'s parents: 8.2-20x), else not "
           f"testable. Votes: (iii-a) new+old composes (EM above {th.COMPOSES}, bridge above {th.BRIDGE_PRESENT}) "
           f"from circuit parents and does not (EM below {th.COMPOSES}) from the others and the from-scratch control "
           f"(whose bridge stays below {th.BRIDGE_PRESENT}); (iii-b) old+new and new+new stay below {th.COMPOSES} "
@@ -614,18 +638,19 @@ def finding_3(finetunes: list[FineTuneFacts]) -> dict:
     parts += [v.text() for v in votes]
     extra = {"expectations": {"held": tally[HELD], "total": len(gated), "failed": failed, "undecided": open_},
              "parents": kinds}
-    if CIRCUIT not in kinds.values():
+    lead = None
+    if votes[1].outcome == FAILED:  # needs no circuit parent: any parent composing a new second hop contradicts it
+        verdict, lead = "contradicted (old+new or new+new composes: transfer is not limited)", votes[1]
+    elif CIRCUIT not in kinds.values():
         return _result(3, "not testable (no fine-tune from a measured circuit parent that learned the new facts)",
                        parts, RULE_3, learned_checks, votes, **extra)
-    if votes[1].outcome == FAILED:
-        verdict = "contradicted (old+new or new+new composes: transfer is not limited)"
     else:
         verdict = combine(votes)
         if verdict == "supported" and CONTROL not in kinds.values():
             verdict = "partly supported (every vote held, but no control was tested)"
     if untested:
         verdict += f" (not testable: {', '.join(untested)})"
-    return _result(3, verdict, parts, RULE_3, learned_checks, votes, **extra)
+    return _result(3, verdict, parts, RULE_3, learned_checks, votes, lead=lead, **extra)
 
 
 def pick_category(final: dict, category: str) -> tuple[dict, str]:
@@ -687,6 +712,10 @@ def across_seeds(per_seed: dict[int, dict]) -> dict:
                *(f"spread: {x}" for x in _spread(per_seed))]
     checks = [{**c, "subject": f"seed {s}: {c['subject']}"} for s in seeds for c in per_seed[s]["checks"]]
     votes = [{**v, "vote": f"seed {s}: {v['vote']}"} for s in seeds for v in per_seed[s].get("votes", [])]
-    first = per_seed[seeds[0]]
-    return {**first, "verdict": verdict, "measured": " | ".join(details), "details": details, "checks": checks,
-            "votes": votes, "per_seed": outcomes}
+    # the first screen's number comes from a seed whose outcome is the overall one (not seed 0 by default)
+    agreeing = next((s for s in seeds if outcomes[s] == outcome(verdict)), None)
+    first = per_seed[seeds[0] if agreeing is None else agreeing]
+    decided = f"seed {agreeing}: {first.get('decided_by', '')}" if agreeing is not None else \
+        f"seeds disagree: {spread}"
+    return {**first, "verdict": verdict, "decided_by": _words(decided, DECIDED_BY_WORDS),
+            "measured": " | ".join(details), "details": details, "checks": checks, "votes": votes, "per_seed": outcomes}

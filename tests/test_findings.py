@@ -426,3 +426,17 @@ def test_vote_b_reads_an_analysed_step_old_enough():
     young = run("both", BOTH.rows, correct_with_bridge={200: Rate(0.1, 990)})  # analysed at 2 x t_sat
     r = finding_1(NAT, young, {"both_full": SAME}, CONTROL, transfer=AGREE)
     assert r["votes"][1]["outcome"] == NOT_TESTABLE and "analysed at 2.0x t_sat" in r["votes"][1]["why"]
+
+
+def test_run_facts_read_their_own_saturation_and_the_evaluations_at_a_level():
+    rows = curve([0.5, 0.95, 0.95, 0.95, 0.95], ood=[0, 0, 0.5, 0.6, 0.2], bridge=[0, 0, 0.3, 0.1, 0.9], n=1000)
+    own = run("r", rows, sat_threshold=0.9)
+    assert own.t_sat == 100 and own.regime("test_inferred_ood")["t_sat"] == 100  # the label uses the run's own
+    assert run("r", rows).regime("test_inferred_ood")["t_sat"] is None  # 0.95 is not the findings' 0.99
+    assert own.bridge_while_up().value == pytest.approx(0.2)  # OOD exactly 0.5 counts as up (0.3 and 0.1)
+    # the per-query share counts an analysed step when its latest evaluation (the step itself included) is up
+    shares = {200: Rate(0.4, 50), 300: Rate(0.2, 50), 400: Rate(0.9, 50), 450: Rate(1.0, 50)}
+    assert run("r", rows, correct_with_bridge=shares).correct_share_while_up().value == pytest.approx(0.3)
+    missing = run("r", [{k: v for k, v in r.items() if r["step"] != 200 or k != "test_inferred_ood"}
+                        for r in rows], correct_with_bridge={200: Rate(0.4, 50)})
+    assert missing.correct_share_while_up() is None  # no OOD measured there: not counted as up

@@ -118,6 +118,16 @@ def cases() -> dict[str, tuple[int, dict]]:
     fallback = unit.RunFacts("s", "bridge_use", unit.curve(unit.SAT, ood=unit.UP), n={"bridge_use_ood": 300,
                                                                                         "test_inferred_ood": 300})
     out["2 n from the dataset"] = (2, fx.finding_2(fallback, unit.BOTH))
+    up = unit.run("s", unit.curve(unit.SAT, ood=unit.UP, n=1000))
+    out["2 no second, both-hop full held"] = (2, fx.finding_2(None, unit.BOTH))
+    out["2 both-hop full never generalises"] = (2, fx.finding_2(up, unit.run("b", unit.curve(unit.SAT, n=1000))))
+    young = unit.run("b", [{**r, "train_acc": 1.0 if r["step"] else 0.5, "n/train_acc": 1000,
+                            "bridge_use_ood": 0.6} for r in unit.BOTH.rows[:3]])
+    out["2 both-hop full too young"] = (2, fx.finding_2(up, young))
+    flat = [0.5] + [0.985] * 9
+    out["2 never saturates"] = (2, fx.finding_2(unit.run("s", unit.curve(flat, ood=unit.UP, n=1000)),
+                                                unit.run("b", unit.curve(flat, ood=[0, 0.95] + [0.99] * 8,
+                                                                         bridge=[0.99] * 10, n=1000))))
     iid = [r["test_inferred_iid"] for r in unit.NAT.rows]
     nat_n = unit.RunFacts("nat", "bridge_use", unit.curve(unit.SAT, iid=iid), n={"test_inferred_iid": 162})
     out["1 n from the dataset"] = (1, unit.finding_1(nat_n, unit.BOTH, {"both_full": unit.SAME}, unit.CONTROL))

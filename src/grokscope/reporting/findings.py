@@ -472,7 +472,7 @@ def _circuit_without_grokking(both: RunFacts | None) -> Vote:
     final = both.check(2, both.bridge_key, th.BRIDGE_CIRCUIT, label=f"{both.bridge_key} (final)",
                        source=th.SOURCE["BRIDGE_CIRCUIT"])
     vote = from_checks(name, [final], timing)
-    if vote.outcome == FAILED and (both.age or 0) < th.BRIDGE_FORMS_BY:
+    if vote.outcome == FAILED and both.age < th.BRIDGE_FORMS_BY:  # t_sat is known here, so is the age
         return Vote(name, NOT_TESTABLE, f"trained {_x(both.age)} t_sat, under the {th.BRIDGE_FORMS_BY:g}x by which "
                                         f"He et al.'s bridge formed: {final.text()}", [final])
     return vote

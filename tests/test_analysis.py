@@ -146,6 +146,13 @@ def test_compare_same_model_is_same_or_undetermined(trained):
     cmp = compare_paths(model, model, ds, rows)
     assert cmp["level_a"] == cmp["level_b"] and cmp["profile_a"] == cmp["profile_b"]
     assert cmp["verdict"] in ("same path", "undetermined")
+    # the per-query records behind the profile and the map are what they summarise (the path test resamples them)
+    hits = np.asarray(cmp["hits_a"], float)
+    assert hits.shape[0] == cmp["n_queries_a"] and hits.mean(0) == pytest.approx(cmp["profile_a"])
+    for p, flips in enumerate(cmp["flips_a"] or []):
+        assert len(flips) == cmp["causal_n_a"][p]
+        assert np.asarray(flips, float).mean(0) == pytest.approx([row[p] for row in cmp["causal_map_a"]])
+    json.dumps(cmp)  # stored as it is
 
 
 def test_analyze_cli_writes_tables(cli, trained):

@@ -53,32 +53,51 @@ def list_records(run: Path) -> list[tuple[int, str, Path]]:
     return sorted(found)
 
 
+def _lens(frame: pd.DataFrame, schema: dict) -> np.ndarray:
+    """[S, T, B] the lens argmax of every stage and position."""
+    return np.stack([[frame[f"lens.{s}.{p}"].to_numpy() for p in range(schema["positions"])]
+                     for s in schema["stages"]])
+
+
+def _found(frame: pd.DataFrame, schema: dict, lens: np.ndarray) -> np.ndarray:
+    """[S, T, B] b decoded at a (stage, position) the family's bridge found counts."""
+    S, T = len(schema["stages"]), schema["positions"]
+    mask = np.asarray(schema.get("bridge_found_mask") or np.ones((S, T), bool), dtype=bool)
+    return (lens == frame["b_token"].to_numpy()) & mask[:, :, None]
+
+
+def _uses(frame: pd.DataFrame, schema: dict) -> tuple[np.ndarray, np.ndarray]:
+    """([B, patch stages] whether each query's patch worked at each stage, [B] whether the query has a patch).
+    Records of an older bridge-use measure (v1: donors could be trained compositions; OOD was measured forward)
+    count as having none: a memoriser could pass them. Re-running `grokscope analyze` measures them anew."""
+    current = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION
+    has = (frame["patch_t_token"].to_numpy() >= 0) if current and "patch_t_token" in frame else \
+        np.zeros(len(frame), bool)
+    hit = np.stack([(frame[f"use.{s}"] == 1).to_numpy() for s in schema["patch_stages"]], axis=1) \
+        if schema["patch_stages"] else np.zeros((len(frame), 0), bool)
+    return hit, has
+
+
 def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     """Every measure above for one records frame."""
-    stages, T = schema["stages"], schema["positions"]
+    stages = schema["stages"]
     n = len(frame)
     out: dict[str, float] = {"n": n}
     if n == 0:
         return out
     b, t = frame["b_token"].to_numpy(), frame["t_token"].to_numpy()
-    lens = np.stack([[frame[f"lens.{s}.{p}"].to_numpy() for p in range(T)] for s in stages])  # [S, T, B]
-    mask = np.asarray(schema.get("bridge_found_mask") or np.ones((len(stages), T), bool), dtype=bool)
-    hit_b = (lens == b) & mask[:, :, None]
-    hit_t = lens == t
+    lens = _lens(frame, schema)
+    hit_b = _found(frame, schema, lens)
     out["answer_acc"] = float(frame["correct"].mean())
     out["bridge_found"] = float(hit_b.any((0, 1)).mean())
-    out["target_found"] = float(hit_t.any((0, 1)).mean())
+    out["target_found"] = float((lens == t).any((0, 1)).mean())
     r1 = schema.get("r1_position", 1)
     for i, s in enumerate(stages):
         out[f"bridge_found@{s}"] = float(hit_b[i].any(0).mean())
         out[f"b_decodable_at_r1@{s}"] = float((lens[i, r1] == b).mean())
-    # Records of an older bridge-use measure (v1: donors could be trained compositions; OOD was measured forward)
-    # count as not measured: a memoriser could pass them. Re-running `grokscope analyze` measures them anew.
-    current = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION
-    has = (frame["patch_t_token"].to_numpy() >= 0) if current and "patch_t_token" in frame else np.zeros(n, bool)
+    use, has = _uses(frame, schema)
     out["n_use"] = int(has.sum())
-    uses = [float((frame.loc[has, f"use.{s}"] == 1).mean()) if has.any() else float("nan")
-            for s in schema["patch_stages"]]
+    uses = [float(use[has, i].mean()) if has.any() else float("nan") for i in range(use.shape[1])]
     for s, value in zip(schema["patch_stages"], uses):
         out[f"bridge_use@{s}"] = value
     finite = [u for u in uses if u == u]
@@ -86,12 +105,10 @@ def aggregate(frame: pd.DataFrame, schema: dict) -> dict[str, float]:
     # Of the correct answers, the share whose query had the bridge by the family's measure (He et al. §3: "every
     # correct prediction ... through successful recovery of the bridge entity").
     correct = frame["correct"].to_numpy().astype(bool)
-    if schema.get("bridge_metric") == "bridge_use":
-        present = np.stack([(frame[f"use.{s}"] == 1).to_numpy() for s in schema["patch_stages"]]).any(0)
-    else:
-        present = hit_b.any((0, 1))
+    present = use.any(1) if schema.get("bridge_metric") == "bridge_use" else hit_b.any((0, 1))
     out["n_correct"] = int(correct.sum())
-    measured = current or schema.get("bridge_metric") != "bridge_use"
+    measured = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION or schema.get("bridge_metric") != \
+        "bridge_use"
     out["bridge_given_correct"] = float(present[correct].mean()) if correct.any() and measured else float("nan")
     return out
 
@@ -100,16 +117,9 @@ def stage_hits(frame: pd.DataFrame, schema: dict, measure: str) -> np.ndarray:
     """[queries, stages] 0/1: per query and stage, whether ``measure`` (bridge_found or bridge_use) hit; its column
     means are ``aggregate``'s ``<measure>@<stage>``. For bridge_use only the queries that have a patch count."""
     if measure == "bridge_use":
-        current = schema.get("bridge_use_version", 1) >= th.BRIDGE_USE_VERSION
-        has = (frame["patch_t_token"].to_numpy() >= 0) if current and "patch_t_token" in frame else \
-            np.zeros(len(frame), bool)
-        return np.stack([(frame.loc[has, f"use.{s}"] == 1).to_numpy() for s in schema["patch_stages"]], axis=1
-                        ).astype(np.int8) if has.any() else np.zeros((0, len(schema["patch_stages"])), np.int8)
-    stages, T = schema["stages"], schema["positions"]
-    b = frame["b_token"].to_numpy()
-    lens = np.stack([[frame[f"lens.{s}.{p}"].to_numpy() for p in range(T)] for s in stages])  # [S, T, B]
-    mask = np.asarray(schema.get("bridge_found_mask") or np.ones((len(stages), T), bool), dtype=bool)
-    return ((lens == b) & mask[:, :, None]).any(1).T.astype(np.int8)
+        use, has = _uses(frame, schema)
+        return use[has].astype(np.int8)
+    return _found(frame, schema, _lens(frame, schema)).any(1).T.astype(np.int8)
 
 
 def run_aggregates(run: Path) -> pd.DataFrame:

@@ -424,7 +424,11 @@ def _compute_rows(pre: dict) -> list[dict]:
         for m in ("t_sat", milestone_key("t_id", th.GROKKED), milestone_key("t_ood", th.GENERALISED),
                   milestone_key("t_bridge", th.HIGH)):
             step = s["milestones"].get(m)
-            row[m] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
+            # the trainer's milestones: first crossings, t_sat at the run's own train.sat_threshold (the findings'
+            # saturation, 0.99 kept, is in the Runs table)
+            label = f"t_sat (train >= {(s.get('thresholds') or {}).get('sat', th.SAT_CHECKPOINT)})" if m == "t_sat" \
+                else m
+            row[label] = "-" if step is None else f"{step} ({_minutes_at(r, step) or 0:.1f} min, {fps * step:.2g} FLOP)"
         rows.append(row)
     return rows
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from grokscope.cli import main
 from grokscope.data.build import build_dataset
@@ -88,3 +89,23 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(poll)
+
+
+@pytest.fixture(scope="session")
+def atomic_only_gpt(tmp_path_factory, smoke_dataset):
+    """(run folder, its last model, its step-0 model) of a smoke gpt trained on atomic facts only (the smoke graph
+    with no training composition): it knows every first hop and never learned to compose. Controls that must fail
+    the bridge measures (bridge use, bridge decodable) use it; trained once per session."""
+    from grokscope import runs
+    from grokscope.data.encoding import encode
+
+    root = tmp_path_factory.mktemp("atomic_only")
+    assert run_cli("data", "build", "--preset", "smoke", "--set", "phi=0", "--out", root / "data") == 0
+    assert run_cli("train", "--data", root / "data", "--model", "gpt", "--preset", "smoke", "--quiet", "--out",
+                   root / "run", "--set", "max_steps=400,eval_every=200,lr=1e-2,eval_bridge_use=0") == 0
+    model, _ = runs.load_model(root / "run")
+    enc = encode(smoke_dataset, smoke_dataset.probe("id_atomic"))
+    with torch.no_grad():
+        recall = (model.forward_batch(enc).argmax(-1)[:, 0] == enc.answer).float().mean().item()
+    assert recall > 0.8, recall  # it knows the first hops (b at r1)
+    return root / "run", model, runs.load_model(root / "run", 0)[0]

@@ -110,7 +110,8 @@ def cards_md(r: Report) -> str:
             if f.get("votes"):
                 out.append(table_md([{"vote": v["vote"], "outcome": v["outcome"], "number": v["number"]}
                                      for v in f["votes"]]))
-            out.append(table_md(_evidence_rows(f)))
+            if f.get("checks"):
+                out.append(table_md(_evidence_rows(f)))
             details = f.get("details") or [f["measured"]]
             if any(details):
                 out.append("Everything measured:\n\n" + "".join(f"- {p}\n" for p in details))
@@ -173,7 +174,8 @@ def cards_html(r: Report) -> str:
             if f.get("votes"):
                 parts.append(table_html([{"vote": v["vote"], "outcome": v["outcome"], "number": v["number"]}
                                          for v in f["votes"]], "votes"))
-            parts.append(table_html(_evidence_rows(f), "evidence"))
+            if f.get("checks"):
+                parts.append(table_html(_evidence_rows(f), "evidence"))
             details = "".join(f"<li>{_e(p)}</li>" for p in f.get("details") or [f["measured"]] if p)
             if details:
                 parts.append(f"<details><summary>Everything measured</summary><ul>{details}</ul></details>")

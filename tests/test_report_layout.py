@@ -50,7 +50,7 @@ def test_micro_shaped_markdown_has_no_wall_of_text(tmp_path):
     for badge in ("**supported**", "**not testable**", "**partly supported**", "**contradicted**"):
         assert badge in first
     assert md.count("Decision rule:") == 3  # once per finding, not once per model
-    assert "| trm_natural | max_steps at 1,343,300 | 106,050 | 12.7 | 500,000 |" in md
+    assert "| trm_natural | max_steps at 1,343,300 | 106,050 | 12.7 | 500,000 | 500,000 (OOD test >= 0.5) |" in md
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package chromium)")

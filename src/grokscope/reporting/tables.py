@@ -31,11 +31,11 @@ def run_rows(runs: list[tuple[dict, object]]) -> list[dict]:
             f"t_sat (train >= {th.SATURATION}, kept)": _step(facts.t_sat),
             "trained (x t_sat)": "-" if facts.age is None else f"{facts.age:.1f}",
             f"OOD >= {th.GENERALISED} (kept)": _step(facts.reached("test_inferred_ood", th.GENERALISED)),
-            f"grokked ({grokked.text()}, kept)": _step(facts.reached(grokked.metric, grokked.threshold)),
+            "grokked (kept)": f"{_step(facts.reached(grokked.metric, grokked.threshold))} ({grokked.text()})",
             "final train": _rate(facts.final("train_acc")),
             "final ID": _rate(facts.final("test_inferred_iid")),
             "final OOD": _rate(facts.final("test_inferred_ood")),
-            f"final {key.replace('_', ' ')}": _rate(facts.final(key)),
+            "final bridge on OOD": f"{facts.bridge_metric.replace('_', ' ')} {_rate(facts.final(key))}",
         })
     return rows
 

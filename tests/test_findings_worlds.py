@@ -104,7 +104,8 @@ def test_world_parent_too_young():
         if f.parent is not None:
             f.parent = paper_run(f.regime, until=150_000)
     r = finding_3(fts)
-    assert r["verdict"].startswith("not testable") and r["measured"].count("too young") == 5
+    young, unsaturated = r["measured"].count("too young"), r["measured"].count("never reached training accuracy")
+    assert r["verdict"].startswith("not testable") and young + unsaturated == 5 and young >= 2
 
 
 def test_world_second_hop_full_groks_with_the_circuit():

@@ -561,9 +561,12 @@ def parent_kind(f: FineTuneFacts) -> tuple[str, str]:
     bridge = p.final(p.bridge_key)
     if bridge is None:
         return NOT_TESTABLE, f"the parent's {p.bridge_key} was not measured"
-    age = f"trained {_x(p.age)} its saturation step {_step(p.t_sat)}"
-    text = f"parent {p.name}: final {p.bridge_key} {bridge.text()}, {age}"
-    if p.age is None or p.age < th.PARENT_MIN_AGE:
+    text = f"parent {p.name}: final {p.bridge_key} {bridge.text()}"
+    if p.t_sat is None:
+        return NOT_TESTABLE, f"{text}; it never reached training accuracy {th.SATURATION} and kept it, so its age " \
+                             f"cannot be measured"
+    text += f", trained {_x(p.age)} its saturation step {_step(p.t_sat)}"
+    if p.age < th.PARENT_MIN_AGE:
         return NOT_TESTABLE, f"{text}: too young to judge its circuit (needs {th.PARENT_MIN_AGE:g}x)"
     side = bridge.against(th.BRIDGE_CIRCUIT)
     if side == ABOVE:

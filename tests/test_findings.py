@@ -184,7 +184,8 @@ def test_combine_comes_out_every_way():
 
 
 def test_across_seeds():
-    a = {"finding": 1, "verdict": "supported", "measured": "x", "checks": [], "rule": "", "paper": ""}
+    a = {"finding": 1, "verdict": "supported", "decided_by": "d", "measured": "x", "checks": [], "rule": "",
+         "paper": ""}
     b, u, o = {**a, "verdict": "contradicted"}, {**a, "verdict": "not testable (y)"}, {**a, "verdict": UNDECIDED_V}
     assert across_seeds({0: a})["verdict"] == "supported"
     assert across_seeds({0: a, 1: a})["verdict"] == "supported (all 2 seeds)"
@@ -203,7 +204,8 @@ UNDECIDED_V = "undecided at this n (z)"
 
 def test_across_seeds_reports_the_spread():
     check = {"finding": 2, "subject": "s", "measure": "m", "value [95% interval] (n)": "0.40 [0.30, 0.50] (n=72)"}
-    a = {"finding": 2, "verdict": "supported", "measured": "x", "checks": [check], "rule": "", "paper": ""}
+    a = {"finding": 2, "verdict": "supported", "decided_by": "d", "measured": "x", "checks": [check], "rule": "",
+         "paper": ""}
     b = {**a, "checks": [{**check, "value [95% interval] (n)": "0.60 [0.49, 0.70] (n=72)"}]}
     r = across_seeds({0: a, 1: b})
     assert "s m: across seeds 0.40-0.60" in r["measured"] and "seed 1 0.60 [0.49, 0.70]" in r["measured"]
@@ -349,7 +351,8 @@ def test_transfer_agreement_resamples_at_each_fine_tunes_n():
 
 
 def test_across_seeds_names_the_seeds_it_decided_over():
-    a = {"finding": 1, "verdict": "supported", "measured": "x", "checks": [], "rule": "", "paper": ""}
+    a = {"finding": 1, "verdict": "supported", "decided_by": "d", "measured": "x", "checks": [], "rule": "",
+         "paper": ""}
     u = {**a, "verdict": "not testable (y)"}
     r = across_seeds({0: a, 1: a, 2: u, 3: u})
     assert r["details"][0] == "decided over seeds 0, 1; not testable in seeds 2, 3"
@@ -359,7 +362,7 @@ def test_across_seeds_names_the_seeds_it_decided_over():
 def test_seed_spread_skips_numbers_not_measured_everywhere():
     def check(measure, text):
         return {"finding": 2, "subject": "s", "measure": measure, "value [95% interval] (n)": text}
-    a = {"finding": 2, "verdict": "supported", "measured": "x", "rule": "", "paper": "",
+    a = {"finding": 2, "verdict": "supported", "decided_by": "d", "measured": "x", "rule": "", "paper": "",
          "checks": [check("lone", "0.10 [0.0, 0.2] (n=9)"), check("gone", "not measured"),
                     check("both", "0.40 [0.30, 0.50] (n=72)")]}
     b = {**a, "checks": [check("gone", "0.30 [0.2, 0.4] (n=9)"), check("both", "0.60 [0.49, 0.70] (n=72)")]}
@@ -440,3 +443,31 @@ def test_run_facts_read_their_own_saturation_and_the_evaluations_at_a_level():
     missing = run("r", [{k: v for k, v in r.items() if r["step"] != 200 or k != "test_inferred_ood"}
                         for r in rows], correct_with_bridge={200: Rate(0.4, 50)})
     assert missing.correct_share_while_up() is None  # no OOD measured there: not counted as up
+
+
+def test_mutation_survivors_of_the_third_pass():
+    """Each line here kills a mutant the mutation run found alive (its rule, not its wording)."""
+    from grokscope.reporting.findings import transfer_agreement
+
+    # an analysed step before the run's first evaluation is skipped, not a crash
+    late = run("r", [dict(r, step=r["step"] + 100) for r in curve(SAT, ood=UP, n=1000)],
+               correct_with_bridge={50: Rate(0.1, 10)})
+    assert late.correct_share_while_up() is None
+    # both-hop full's comparison missing does not stop first-hop full's vote
+    first = run("first", curve(SAT, ood=[0, 0, 0, 0.2, 0.6, 0.8, 0.95, 0.96, 0.97, 0.97], n=1000))
+    r = finding_1(NAT, BOTH, {"first_full": SAME, "both_full": None}, CONTROL, transfer=AGREE, first_full=first)
+    assert [v["vote"] for v in r["votes"][:2]] == ["(a) ID path, natural vs both_full",
+                                                  "(a) ID path, natural vs first_full"]
+    assert transfer_agreement([{"step": 1, "new_old": 1.0}], [{"step": 2, "new_old": 1.0}]) is None  # nothing shared
+    # both-hop full aged exactly 3 x t_sat with a weak bridge: old enough, so (ii) failed
+    aged = run("b", [{**r, "train_acc": 1.0 if r["step"] else 0.5, "n/train_acc": 1000, "bridge_use_ood": 0.6}
+                     for r in BOTH.rows[:4]])
+    assert aged.age == 3.0 and finding_2(None, aged)["votes"][1]["outcome"] == FAILED
+    # the fine-tune whose parent run is missing says so; two untested fine-tunes are both named
+    lost = ft("natural", 1.0, parent=None)
+    r = finding_3([lost, ft("both_full", 1.0, new=0.5), ft("first_full", 1.0), ft("control", 0.1, bridge=0.0)])
+    assert "ft_natural: not testable (parent run not found)" in r["measured"]
+    assert r["verdict"].endswith("(not testable: ft_natural, ft_both_full)")
+    # (iii-a) and (iii-b) both failed: the first screen shows (iii-b), which decided "contradicted"
+    r = finding_3([ft("natural", 0.1, old_new=0.95), ft("control", 0.1, bridge=0.0)])
+    assert r["verdict"].startswith("contradicted") and r["decided_by"].startswith("(iii-b)")

@@ -124,6 +124,8 @@ def cases() -> dict[str, tuple[int, dict]]:
     young = unit.run("b", [{**r, "train_acc": 1.0 if r["step"] else 0.5, "n/train_acc": 1000,
                             "bridge_use_ood": 0.6} for r in unit.BOTH.rows[:3]])
     out["2 both-hop full too young"] = (2, fx.finding_2(up, young))
+    out["2 both-hop full grokked"] = (2, fx.finding_2(up, unit.run("b", unit.curve(unit.SAT, ood=unit.UP,
+                                                                                 bridge=[0.99] * 10, n=1000))))
     flat = [0.5] + [0.985] * 9
     out["2 never saturates"] = (2, fx.finding_2(unit.run("s", unit.curve(flat, ood=unit.UP, n=1000)),
                                                 unit.run("b", unit.curve(flat, ood=[0, 0.95] + [0.99] * 8,

@@ -339,8 +339,9 @@ def _path_votes(comparisons: dict[str, dict], control: dict | None, first_full: 
                 level: float) -> tuple[list[Vote], list[str], list[Check]]:
     """Vote (a) per compared regime, after the two negative controls."""
     parts, checks = [], []
-    last = comparisons.get("both_full") or {}
-    moved = moved_path_control(last) if last.get("profile_a") is not None else None
+    # side a of every comparison is the natural run's last checkpoint: any of them gives its moved copy
+    last = next((c for c in comparisons.values() if c and c.get("profile_a") is not None), None)
+    moved = moved_path_control(last) if last is not None else None
     for label, c in (("control step 0 vs last", redecide(control)), ("control last vs its path moved", moved)):
         if c is None or c.get("verdict") != DIFFERENT:
             seen = "missing" if c is None else _cmp_text(label, c)
@@ -718,7 +719,6 @@ def across_seeds(per_seed: dict[int, dict]) -> dict:
     # the first screen's number comes from a seed whose outcome is the overall one (not seed 0 by default)
     agreeing = next((s for s in seeds if outcomes[s] == outcome(verdict)), None)
     first = per_seed[seeds[0] if agreeing is None else agreeing]
-    decided = f"seed {agreeing}: {first.get('decided_by', '')}" if agreeing is not None else \
-        f"seeds disagree: {spread}"
+    decided = f"seed {agreeing}: {first['decided_by']}" if agreeing is not None else f"seeds disagree: {spread}"
     return {**first, "verdict": verdict, "decided_by": _words(decided, DECIDED_BY_WORDS),
             "measured": " | ".join(details), "details": details, "checks": checks, "votes": votes, "per_seed": outcomes}

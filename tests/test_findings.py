@@ -471,3 +471,25 @@ def test_mutation_survivors_of_the_third_pass():
     # (iii-a) and (iii-b) both failed: the first screen shows (iii-b), which decided "contradicted"
     r = finding_3([ft("natural", 0.1, old_new=0.95), ft("control", 0.1, bridge=0.0)])
     assert r["verdict"].startswith("contradicted") and r["decided_by"].startswith("(iii-b)")
+
+
+def test_mutation_survivors_of_the_third_pass_second_batch():
+    # a crossing decided by the dataset's n (rows without n/<metric>): 0.7 on 1,000 queries clears 0.5 at once
+    rows = [{"step": 100 * i, "test_inferred_ood": v} for i, v in enumerate([0.0, 0.7, 0.2, 0.3, 0.6, 0.6, 0.6])]
+    assert run("r", rows, n={"test_inferred_ood": 1000}).reached("test_inferred_ood", 0.5) == 100
+    assert run("r", rows).reached("test_inferred_ood", 0.5) == 400  # without n: kept for 3 evaluations
+    # vote (b) at exactly 3 x t_sat is old enough to fail; the not-testable vote keeps its number in the checks
+    at_3 = finding_1(NAT, run("both", BOTH.rows, correct_with_bridge={300: Rate(0.1, 990)}), {"both_full": SAME},
+                     CONTROL, transfer=AGREE)
+    assert at_3["votes"][1]["outcome"] == FAILED
+    young = finding_1(NAT, run("both", BOTH.rows, correct_with_bridge={200: Rate(0.1, 990)}), {"both_full": SAME},
+                      CONTROL, transfer=AGREE)
+    assert any(c["measure"].startswith("share of correct OOD answers") for c in young["checks"])
+    # an undecided transfer is an undecided vote
+    r = finding_1(NAT, BOTH, {"both_full": SAME}, CONTROL, transfer={**AGREE, "outcome": "undecided"})
+    assert r["votes"][2]["outcome"] == OPEN
+    # the moved control resamples the map at its own counts: on 5 queries per position it cannot say "different"
+    ramp = [[0.2 + 0.1 * s] * 3 for s in range(6)]  # each stage 0.1 above the last: margin 0.05, moved by 0.1
+    flat_profile = {"profile_a": [0.9] * 6, "n_queries": 300, "causal_map_a": ramp, "causal_n_a": [5] * 3}
+    assert moved_path_control(flat_profile)["verdict"] == "undecided at this n"
+    assert moved_path_control({**flat_profile, "causal_n_a": [30000] * 3})["verdict"] == "different path"

@@ -379,8 +379,8 @@ def _correct_share_vote(both: RunFacts) -> Vote:
     check = Check(1, both.name, f"share of correct OOD answers with the bridge (step {step})", share,
                   th.BRIDGE_CIRCUIT, ABOVE, both.floor(both.bridge_key), th.SOURCE["BRIDGE_CIRCUIT"])
     vote = from_checks("(b) both-hop full's correct OOD answers have the bridge", [check])
-    age = None if not both.t_sat else step / both.t_sat
-    if vote.outcome == FAILED and (age is None or age < th.BRIDGE_FORMS_BY):
+    age = step / both.t_sat  # both-hop full passed the no-delay precondition, so it saturated
+    if vote.outcome == FAILED and age < th.BRIDGE_FORMS_BY:
         return Vote(vote.name, NOT_TESTABLE, f"analysed at {_x(age)} t_sat, under the {th.BRIDGE_FORMS_BY:g}x by "
                                              f"which He et al.'s bridges formed: {check.text()}", [check])
     return vote

@@ -164,15 +164,17 @@ def _result(n: int, verdict: str, measured: list[str], rule: str, checks: list[C
     pre = list(checks or [])
     checks = pre + [c for v in votes or [] for c in v.checks if c not in pre]
     decided = f"{lead.name}: {lead.deciding()}" if lead is not None else _decided_by(verdict, votes or [], pre)
-    return {"finding": n, "claim": CLAIM[n], "verdict": verdict, "decided_by": _words(decided, DECIDED_BY_WORDS),
-            "measured": "; ".join(measured), "details": list(measured), "rule": rule, "paper": PAPER[n],
+    return {"finding": n, "claim": CLAIM[n], "verdict": verdict,
+            "decided_by": clip_words(decided, DECIDED_BY_WORDS), "measured": "; ".join(measured),
+            "details": list(measured), "rule": rule, "paper": PAPER[n],
             "checks": [c.row() for c in checks], "votes": [v.row() for v in votes or []], **extra}
 
 
 DECIDED_BY_WORDS = 30  # the first screen's "decided by" cell; the whole text is in the finding's card
 
 
-def _words(text: str, limit: int) -> str:
+def clip_words(text: str, limit: int) -> str:
+    """``text`` cut to its first ``limit`` words (marked with "...")."""
     words = text.split()
     return text if len(words) <= limit else " ".join(words[:limit]) + " ..."
 
@@ -195,6 +197,12 @@ def _decided_by(verdict: str, votes: list[Vote], preconditions: list[Check]) -> 
 def outcome(verdict: str) -> str:
     """The outcome of a verdict string without its reason: one of OUTCOMES."""
     return next(o for o in OUTCOMES if verdict.startswith(o))
+
+
+def reason(verdict: str) -> str:
+    """A verdict's parenthesis (what was not testable, or why), without the outcome; "" when it has none."""
+    rest = verdict[len(outcome(verdict)):].strip()
+    return rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -720,5 +728,6 @@ def across_seeds(per_seed: dict[int, dict]) -> dict:
     agreeing = next((s for s in seeds if outcomes[s] == outcome(verdict)), None)
     first = per_seed[seeds[0] if agreeing is None else agreeing]
     decided = f"seed {agreeing}: {first['decided_by']}" if agreeing is not None else f"seeds disagree: {spread}"
-    return {**first, "verdict": verdict, "decided_by": _words(decided, DECIDED_BY_WORDS),
-            "measured": " | ".join(details), "details": details, "checks": checks, "votes": votes, "per_seed": outcomes}
+    return {**first, "verdict": verdict, "decided_by": clip_words(decided, DECIDED_BY_WORDS),
+            "measured": " | ".join(details), "details": details, "checks": checks, "votes": votes,
+            "per_seed": outcomes}

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokscope.reporting.findings import outcome
+from grokscope.reporting.findings import clip_words, outcome, reason
 
 BADGE = {"supported": "#1a7f37", "partly supported": "#9a6700", "contradicted": "#cf222e",
          "undecided at this n": "#0969da", "not testable": "#6e7781"}
@@ -39,17 +39,6 @@ class Report:
     notes: list[str] = field(default_factory=list)  # run-level sentences (milestones per run)
 
 
-def _short(verdict: str) -> str:
-    return outcome(verdict)
-
-
-def _reason(verdict: str) -> str:
-    """A verdict's parenthesis (what was not testable, or why), without the outcome."""
-    head = _short(verdict)
-    rest = verdict[len(head):].strip()
-    return rest[1:-1] if rest.startswith("(") and rest.endswith(")") else rest
-
-
 def finding_label(f: dict) -> str:
     return f"Finding {f['finding']} · {f.get('model', '')}"
 
@@ -65,13 +54,8 @@ UNTESTABLE_WORDS = 30  # one sentence each on the first screen; the card has the
 
 
 def _untestable(findings: list[dict]) -> list[str]:
-    out = []
-    for f in findings:
-        if _short(f["verdict"]) == "not testable" and _reason(f["verdict"]):
-            words = _reason(f["verdict"]).split()
-            text = " ".join(words[:UNTESTABLE_WORDS]) + (" ..." if len(words) > UNTESTABLE_WORDS else "")
-            out.append(f"{finding_label(f)} is not testable: {text}.")
-    return out
+    return [f"{finding_label(f)} is not testable: {clip_words(reason(f['verdict']), UNTESTABLE_WORDS)}."
+            for f in findings if outcome(f["verdict"]) == "not testable" and reason(f["verdict"])]
 
 
 def _evidence_rows(f: dict) -> list[dict]:
@@ -92,7 +76,7 @@ def table_md(rows: list[dict]) -> str:
 
 
 def first_screen_md(r: Report) -> str:
-    rows = [{"verdict": f"**{_short(f['verdict'])}**", "finding": finding_label(f), "claim": f["claim"],
+    rows = [{"verdict": f"**{outcome(f['verdict'])}**", "finding": finding_label(f), "claim": f["claim"],
              "decided by": f["decided_by"]} for f in r.findings]
     out = [" ".join(r.meta) + "\n", table_md(rows)]
     untestable = _untestable(r.findings)
@@ -139,7 +123,7 @@ def _e(x) -> str:
 
 
 def badge(verdict: str) -> str:
-    short = _short(verdict)
+    short = outcome(verdict)
     return f"<span class='badge' style='background:{BADGE[short]}'>{_e(short)}</span>"
 
 
@@ -170,7 +154,7 @@ def cards_html(r: Report) -> str:
                  f"<p class='paper'>He et al.: {_e(group[0]['paper'])}.</p>"]
         for f in group:
             parts.append(f"<h4>{badge(f['verdict'])} {_e(f.get('model', ''))} <small>({_e(f.get('scope', ''))})"
-                         f"</small></h4>" + (f"<p>{_e(_reason(f['verdict']))}</p>" if _reason(f["verdict"]) else ""))
+                         f"</small></h4>" + (f"<p>{_e(reason(f['verdict']))}</p>" if reason(f["verdict"]) else ""))
             if f.get("votes"):
                 parts.append(table_html([{"vote": v["vote"], "outcome": v["outcome"], "number": v["number"]}
                                          for v in f["votes"]], "votes"))

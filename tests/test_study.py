@@ -277,6 +277,29 @@ def test_smoke_study_on_local_ray(tmp_path, cli):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
 
 
+def test_workers_run_a_stages_jobs_side_by_side_with_the_cores_shared(study, tmp_path, cli):
+    """``workers: 2`` on a CPU: the gpt's stack and the trm's train at once in two worker processes with one thread
+    each (the cores shared out), every job is done, and each run stops where the one-process study's did."""
+    import yaml
+
+    raw = yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text())
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "workers": 2}))
+    code, out, err = cli("study", "--preset", tmp_path / "two.yaml", "--out", tmp_path / "two")
+    assert code == 0, err
+    assert "worker 1, 1 thread(s)" in out  # this machine has 2 cores; the log names each job's slot
+    manifest = json.loads((tmp_path / "two" / "study.json").read_text())
+    assert all(e["status"] in ("done", "skipped") for e in manifest["jobs"].values())
+    for run in (tmp_path / "two" / "runs").iterdir():
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["threads"] == 1
+        assert summary["final_step"] == json.loads((study / "runs" / run.name / "summary.json").read_text())[
+            "final_step"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**raw, "workers": 0}))
+    code, _, err = cli("study", "--preset", bad, "--plan")
+    assert code == 2 and "study.workers" in err
+
+
 def test_the_worker_refuses_a_bad_spec_file_in_one_line(tmp_path):
     bad = tmp_path / "spec.json"
     bad.write_text(json.dumps({"verb": "rm", "kwargs": {}}))

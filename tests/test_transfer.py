@@ -67,7 +67,9 @@ def test_finetune_and_control(cli, parent, tmp_path):
         assert key in row, key
     summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
     assert summary["transfer"]["final"]["atomic_new"]["n"] == 50
-    assert cfg["train"]["lr"] == pytest.approx(artifacts.read_config(parent)["train"]["lr"] / 2)
+    # the paper's step relative to the weights' scale: 2e-5 x (the gpt's init std 0.02 / 1536^-0.5); 5% warm-up
+    assert cfg["train"]["lr"] == pytest.approx(2e-5 * 0.02 * 1536 ** 0.5)
+    assert cfg["train"]["warmup_steps"] == round(0.05 * cfg["train"]["max_steps"]) and not cfg["train"]["sat_multiple"]
     parent_w = load_file(runs.step_dir(parent, 300) / "model.safetensors")
     ft0 = _step0_weights(tmp_path / "ft")
     assert all(torch.equal(parent_w[k], ft0[k]) for k in parent_w)  # fine-tune starts from the parent
@@ -160,3 +162,22 @@ def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, 
     assert "resumes with the budget it started with" in capsys.readouterr().out
     code, _, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "x", "--flat-evals", "0")
     assert code == 2 and "flat_evals" in err and "Traceback" not in err
+
+
+def test_scaled_recipe_keeps_the_papers_step_at_each_width():
+    """He et al. fine-tune at 2e-5 with width 1536: the scaled recipe keeps lr / init scale, an EMA of 0.999 where the
+    parent has one, a 5% warm-up, and none of the parent's stop rule or saturation multiple; the control keeps the
+    pre-training lr and EMA."""
+    from grokscope.finetuning import transfer_config
+
+    trm = {"train": {"lr": 6e-3, "ema_decay": 0.99, "sat_multiple": 3.0, "stop_when": "test_inferred_ood>=0.9",
+                     "max_steps": 40000},
+           "model": {"family": "trm", "config": {"d_model": 64}}}
+    cfg = transfer_config(trm, "scaled", {"max_steps": 4000}, control=False)
+    assert cfg.lr == pytest.approx(2e-5 * (1536 / 64) ** 0.5) and cfg.ema_decay == 0.999
+    assert cfg.warmup_steps == 200 and cfg.sat_multiple == 0 and cfg.stop_when == ""
+    assert transfer_config({**trm, "model": {"family": "trm", "config": {"d_model": 1536}}}, "scaled", None,
+                           False).lr == pytest.approx(2e-5)  # at the paper's width, the paper's lr
+    control = transfer_config(trm, "scaled", {"max_steps": 4000}, control=True)
+    assert control.lr == 6e-3 and control.ema_decay == 0.99 and control.sat_multiple == 0
+    assert transfer_config(trm, "scaled", {"warmup_steps": 7}, False).warmup_steps == 7  # a user's warm-up stands

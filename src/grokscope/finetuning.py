@@ -17,6 +17,7 @@ caps it. He et al.'s fine-tunes learn the new facts by about 2.9k steps and comp
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,12 +37,33 @@ from grokscope.training.config import TrainConfig
 from grokscope.training.loop import FineTune, train
 
 # Fine-tuning recipes, applied on top of the parent's training config.
+PAPER_FT_LR = 2e-5  # He et al. §5.1: the fine-tuning learning rate (after 4e-5 in pre-training)
+PAPER_INIT_SCALE = 1 / math.sqrt(1536)  # the scale of He et al.'s trm weights at init (width 1536)
+PAPER_FT_EMA = 0.999  # He et al.'s EMA, kept through fine-tuning
+WARMUP_SHARE = 0.05  # the paper's 2,000 warm-up steps of its ~40,000 plotted fine-tuning steps
+
 TRANSFER_PRESETS = {
     # He et al.: lr 2e-5, evaluation every 50 epochs (976 steps at 10,000 items), the first 40 evaluations plotted.
     "paper": dict(lr=2e-5, eval_every_epochs=50, max_epochs=2000, warmup_steps=2000),
-    # Scaled: evaluation every 250 steps; lr half the parent's, as the paper halves 4e-5 to 2e-5.
+    # Scaled: the paper's regime at this width (docs/calibration.md, "Fine-tuning in the paper's regime"): Adam moves
+    # each weight by about lr per step, so the lr keeps the paper's step relative to the weights' scale
+    # (``paper_step_lr``); an EMA of 0.999 where the parent has one, a warm-up of 5% of max_steps; evaluation every
+    # 250 steps.
     "scaled": dict(eval_every=250, eval_every_epochs=0, max_epochs=0, max_steps=5000),
 }
+
+
+def init_scale(family: str, model_cfg: dict) -> float:
+    """The scale of a model's weights at init: the trm draws them with std 1/sqrt(width); the gpt with init_std."""
+    if family == "trm":
+        return 1 / math.sqrt(float(model_cfg.get("d_model", 1536)))
+    return float(model_cfg.get("init_std", 0.02))
+
+
+def paper_step_lr(family: str, model_cfg: dict) -> float:
+    """He et al.'s fine-tuning step relative to the weights' scale, at this model's scale."""
+    return PAPER_FT_LR * init_scale(family, model_cfg) / PAPER_INIT_SCALE
+
 
 @dataclass(frozen=True)
 class FineTuneBudget:
@@ -155,12 +177,18 @@ def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, contr
     cfg = from_dict(TrainConfig, parent_cfg["train"], "the parent's config.yaml: train")
     recipe = dict(TRANSFER_PRESETS[preset])
     if preset == "scaled":
-        recipe["lr"] = cfg.lr / 2
-    if control:
-        recipe.pop("lr", None)
-    cfg = dataclasses.replace(cfg, **recipe, stop_when="")
+        model = parent_cfg.get("model") or {}
+        recipe["lr"] = paper_step_lr(model.get("family", ""), model.get("config") or {})
+        if cfg.ema_decay > 0:
+            recipe["ema_decay"] = PAPER_FT_EMA
+    if control:  # the from-scratch control keeps the pre-training recipe, as He et al.'s control group does
+        recipe = {k: v for k, v in recipe.items() if k not in ("lr", "ema_decay")}
+    # A fine-tune runs to its own budget (FineTuneBudget), not to its parent's stop rule or saturation multiple.
+    cfg = dataclasses.replace(cfg, **recipe, stop_when="", sat_multiple=0.0)
     if overrides:
         cfg = apply_overrides(cfg, overrides, what="train")
+    if preset == "scaled" and not control and "warmup_steps" not in (overrides or {}):
+        cfg = dataclasses.replace(cfg, warmup_steps=round(WARMUP_SHARE * cfg.max_steps))
     return check(cfg)
 
 

@@ -35,7 +35,7 @@ from grokscope.models.registry import family
 CKPT_SCHEMA = 1
 # Changing these on --resume is allowed: they extend or shorten a run without changing what it computes.
 RESUMABLE_KEYS = {"max_steps", "max_epochs", "max_minutes", "stop_when", "stop_patience", "stop_margin_steps",
-                  "threads", "eval_batch_size", "compile"}
+                  "sat_multiple", "threads", "eval_batch_size", "compile"}
 
 
 def step_dir(run: Path, step: int) -> Path:

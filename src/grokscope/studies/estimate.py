@@ -140,7 +140,9 @@ def plan_rows(jobs: list[Job], device: str, log=print) -> list[dict]:
         elif job.stage == "transfer":
             parent = by_name[f"train {Path(job.record['parent']).name}"]
             # The fine-tune's recipe exactly as `grokscope transfer` derives it from its parent's.
-            cfg = transfer_config({"train": parent.resolved["train"]}, job.resolved["preset"], job.resolved["set"],
+            parent_cfg = {"train": parent.resolved["train"],
+                          "model": {"family": parent.record["family"], "config": parent.resolved["model"]}}
+            cfg = transfer_config(parent_cfg, job.resolved["preset"], job.resolved["set"],
                                   control=job.record.get("role") == "control")
             cost = est.cost(parent.record["family"], parent.resolved["model"], cfg,
                             est.transfer_set(parent.resolved["data"]))

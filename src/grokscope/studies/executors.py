@@ -1,7 +1,10 @@
 """Where study and sweep jobs run.
 
 - ``local``: on a CPU (or one GPU), one job at a time in this process, so no job pays for a fresh interpreter and
-  torch import (about 3 s each); with several GPUs, one job per GPU in parallel worker processes.
+  torch import (about 3 s each); with several GPUs, one job per GPU in parallel worker processes; on a CPU with
+  ``workers`` > 1 (a study's ``workers:``), that many worker processes side by side, each with its share of the
+  cores as threads (two single-thread stacks on two cores do more steps than one two-thread process: OpenMP
+  scales poorly at this width, ``docs/calibration.md``).
 - ``ray``: each job as a Ray task on a cluster (``--address``) or a local Ray instance (extra ``sweep``).
 
 A job is an API call (``{"verb": ..., "kwargs": ...}``, a training job's kwargs holding its resolved ``RunSpec``).
@@ -63,14 +66,28 @@ class LocalExecutor:
     """One job at a time through ``runner`` (in this process when given, else a worker process each); one worker per
     GPU on a multi-GPU host."""
 
-    def __init__(self, spec_dir: Path, runner: Runner | None = None, log=print):
+    def __init__(self, spec_dir: Path, runner: Runner | None = None, log=print, workers: int = 1):
         self.spec_dir, self.runner, self.log = Path(spec_dir), runner, log
         self.gpus = gpu_count()
+        self.workers = workers
+
+    def slots(self, n_jobs: int) -> list[tuple[str, dict]]:
+        """Where parallel jobs go: (label, environment) per slot; one slot means one job at a time in order."""
+        if self.gpus > 1:
+            return [(f"GPU {g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in range(self.gpus)]
+        workers = min(self.workers, n_jobs)
+        if self.gpus == 0 and workers > 1:
+            from grokscope.runtime import available_cores
+
+            threads = max(1, available_cores() // workers)
+            return [(f"worker {w}, {threads} thread(s)", {"GROKSCOPE_THREADS": str(threads)}) for w in range(workers)]
+        return [("", {})]
 
     def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
         """Run (job, call) pairs; ``on_done(job, code, seconds)`` is called as each one ends."""
-        if self.gpus > 1:
-            return self._run_parallel(jobs, on_done)
+        slots = self.slots(len(jobs))
+        if len(slots) > 1:
+            return self._run_parallel(jobs, on_done, slots)
         for job, call in jobs:
             self.log(f"[{job.stage}] {job.name}")
             path = write_spec(self.spec_dir, job, call)
@@ -78,20 +95,20 @@ class LocalExecutor:
             code = self.runner(call) if self.runner is not None else subprocess_runner(path)
             on_done(job, code, time.time() - t0)
 
-    def _run_parallel(self, jobs, on_done) -> None:
-        pending, free, active = list(jobs), list(range(self.gpus)), []
+    def _run_parallel(self, jobs, on_done, slots: list[tuple[str, dict]]) -> None:
+        pending, free, active = list(jobs), list(range(len(slots))), []
         while pending or active:
             while pending and free:
-                (job, call), gpu = pending.pop(0), free.pop(0)
-                self.log(f"[{job.stage}] {job.name} (GPU {gpu})")
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
-                proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)), env=env)
-                active.append((proc, job, time.time(), gpu))
+                (job, call), slot = pending.pop(0), free.pop(0)
+                label, extra = slots[slot]
+                self.log(f"[{job.stage}] {job.name} ({label})")
+                proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)), env={**os.environ, **extra})
+                active.append((proc, job, time.time(), slot))
             for entry in list(active):
-                proc, job, t0, gpu = entry
+                proc, job, t0, slot = entry
                 if proc.poll() is not None:
                     active.remove(entry)
-                    free.append(gpu)
+                    free.append(slot)
                     try:
                         on_done(job, proc.returncode, time.time() - t0)
                     except BaseException:  # a failed job ends the stage: stop the others, leave no orphans
@@ -135,9 +152,10 @@ class RayExecutor:
             on_done(job, code, seconds)
 
 
-def make_executor(name: str, spec_dir: Path, address: str | None = None, runner: Runner | None = None, log=print):
+def make_executor(name: str, spec_dir: Path, address: str | None = None, runner: Runner | None = None, log=print,
+                  workers: int = 1):
     if name == "local":
-        return LocalExecutor(spec_dir, runner, log)
+        return LocalExecutor(spec_dir, runner, log, workers)
     if name == "ray":
         return RayExecutor(spec_dir, address, log)
     raise GrokscopeError(f"unknown executor {name!r}; choose local or ray")

@@ -65,7 +65,7 @@ def run_study(preset: str, out: Path, executor: str = "local", address: str | No
                                  f"{' ...' if len(changed) > 4 else ''}); choose another --out or pass --fresh to "
                                  f"start over")
         manifest.update(spec, jobs)
-        ex = make_executor(executor, out / "jobs", address, runner, log)
+        ex = make_executor(executor, out / "jobs", address, runner, log, spec.workers)
         try:
             for stage in STAGES:
                 _run_stage(stage, [j for j in jobs if j.stage == stage], manifest, ex, log, stack)

@@ -75,6 +75,9 @@ class StudySpec:
     # extension). A single mapping in a YAML file is read as a list of one.
     transfer: list[TransferSpec] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])  # one pre-training run per model, regime and seed
+    # On a CPU, a stage's independent jobs (the gpt's stack and the trm's) run side by side in this many worker
+    # processes, the cores shared out as threads; 1 = one job at a time in the study's own process.
+    workers: int = 1
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -205,6 +208,8 @@ def validate(spec: StudySpec) -> list[str]:
     if spec.data.preset in DATA_PRESETS and not data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec)).validate(),
                      "study.data")
+    if not isinstance(spec.workers, int) or isinstance(spec.workers, bool) or not 1 <= spec.workers <= 64:
+        p.append(f"study.workers {spec.workers!r}: give a whole number of worker processes, 1 to 64")
     if not spec.seeds or any(not isinstance(s, int) or s < 0 for s in spec.seeds):
         p.append(f"study.seeds {spec.seeds}: give non-negative integers")
     names = [m.name for m in spec.models]

@@ -52,6 +52,10 @@ class TrainConfig:
     stop_when: str = ""  # e.g. "train_acc>=0.97&test_inferred_iid>=0.9": met on stop_patience evaluations in a row
     stop_patience: int = 3
     stop_margin_steps: int = 0  # keep training this many steps after the rule is met
+    # Run to at least this many times the run's own saturation step (training accuracy >= 0.99, kept for 3
+    # evaluations: the findings' t_sat), then stop, or stop once stop_when also holds; max_steps still caps. 0 = off.
+    # The findings judge a bridge and a delay only from 3 x t_sat on (He et al. Fig. 2; docs/methods.md).
+    sat_multiple: float = 0.0
     # --- evaluation and milestones
     eval_every: int = 100
     eval_every_epochs: float = 0.0  # if > 0, overrides eval_every (the TRM recipe: every 5 epochs)
@@ -76,6 +80,7 @@ class TrainConfig:
             if getattr(self, key) <= 0:
                 p.append(f"train.{key} must be positive (got {getattr(self, key)})")
         for key in ("max_steps", "warmup_steps", "grad_clip", "weight_decay", "max_minutes", "stop_margin_steps",
+                    "sat_multiple",
                     "max_epochs", "eval_every_epochs", "eval_bridge_use", "eps", "grokfast_lambda", "ckpt_dense_until",
                     "ckpt_log_per_decade", "ckpt_linear_from", "seed"):
             if getattr(self, key) < 0:

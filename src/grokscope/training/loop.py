@@ -25,7 +25,7 @@ from grokscope.data.encoding import SEQ_LEN, training_rows, training_set
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import milestones
+from grokscope.metrics.milestones import milestones, sustained_step
 from grokscope.models.registry import build_model, family_of
 from grokscope.training.config import (CPU_COMPILE_FROM_STEPS, MAX_STEPS, TrainConfig, parse_rule, recipe_deviations,
                                        rule_holds)
@@ -221,7 +221,8 @@ class Session:
         self.resumed_at = state.restore(out) if request.resume else None
         if self.resumed_at is not None:
             old = artifacts.read_config(out)["train"]
-            _reopen(state.loop, stop_rule_changed=old.get("stop_when") != self.cfg.stop_when)
+            _reopen(state.loop, stop_rule_changed=(old.get("stop_when", ""), old.get("sat_multiple", 0.0)) != (
+                self.cfg.stop_when, self.cfg.sat_multiple))
             rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
             self.rows = [r for r in rows if r["step"] <= self.resumed_at]
             artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
@@ -253,7 +254,7 @@ class Session:
             self.progress.eval(step, self.last_row)
             self.scalars.write(self.last_row)
             self.rows.append(self.last_row)
-            stopping = _apply_rule(self.rule, state.loop, self.last_row, self.cfg, step, self.progress) or stopping
+            stopping = _apply_rule(self.rule, state.loop, self.rows, self.cfg, step, self.progress) or stopping
         # A fine-tune's budget decides from the rows up to an evaluation at this step: a fresh one, or the one a
         # resumed run stopped at (so a run killed after its last checkpoint stops where it would have).
         if not stopping and self.finetune_stop is not None and self.rows and self.rows[-1]["step"] == step and \
@@ -420,7 +421,7 @@ def _stop_check(loop, step: int, plan: Budget, cfg: TrainConfig, elapsed: float)
     if not (step >= plan.max_steps or out_of_time or by_rule):
         return False
     if not loop.stop_reason:
-        loop.stop_reason = ("max_steps" if step >= plan.max_steps else f"stop rule {cfg.stop_when}" if by_rule
+        loop.stop_reason = ("max_steps" if step >= plan.max_steps else stop_text(cfg) if by_rule
                             else f"max_minutes {cfg.max_minutes} (cut short)")
         loop.cut_short = out_of_time and not by_rule
     return True
@@ -436,20 +437,42 @@ def _evaluate(state: TrainState, sets: EvalSets, ds, cfg, out: Path, step: int, 
     return row
 
 
-def _apply_rule(rule, loop, row: dict, cfg: TrainConfig, step: int, progress: Progress) -> bool:
-    """Track the stop rule; True when it ends the run at this very step (no margin)."""
-    if rule is None or loop.stop_at is not None:
+def _apply_rule(rule, loop, rows: list[dict], cfg: TrainConfig, step: int, progress: Progress) -> bool:
+    """Track the stop conditions after an evaluation (``rows[-1]``); True when they end the run at this very step
+    (no margin). With ``sat_multiple`` the run goes on to that multiple of its saturation step before ``stop_when``
+    (or, without a rule, that point alone) can end it."""
+    if loop.stop_at is not None or (rule is None and not cfg.sat_multiple):
         return False
-    loop.rule_streak = loop.rule_streak + 1 if rule_holds(rule, row) else 0
-    if loop.rule_streak < cfg.stop_patience:
-        return False
+    if rule is not None:
+        loop.rule_streak = loop.rule_streak + 1 if rule_holds(rule, rows[-1]) else 0
+        if loop.rule_streak < cfg.stop_patience:
+            return False
+    if cfg.sat_multiple:
+        due = sat_multiple_due(rows, cfg.sat_multiple)
+        if due is None or step < due:
+            return False
     loop.stop_at = step + cfg.stop_margin_steps
-    progress.note(f"{cfg.stop_when} held for {cfg.stop_patience} evaluations at step {step}; stopping at step "
-                  f"{loop.stop_at}")
+    progress.note(f"{stop_text(cfg)} met at step {step}; stopping at step {loop.stop_at}")
     if loop.stop_at <= step:
-        loop.stop_reason = f"stop rule {cfg.stop_when}"
+        loop.stop_reason = stop_text(cfg)
         return True
     return False
+
+
+def sat_multiple_due(rows: list[dict], multiple: float) -> int | None:
+    """The first step at which a run has trained ``multiple`` x its saturation step: t_sat as the findings read it
+    (training accuracy >= SATURATION, kept), so a run the trainer stops here is one the findings can judge. None while
+    the run has not saturated."""
+    t_sat = sustained_step(rows, "train_acc", th.SATURATION)
+    return None if t_sat is None else math.ceil(multiple * max(t_sat, 1))
+
+
+def stop_text(cfg: TrainConfig) -> str:
+    """Why a run stopped by its own conditions, as ``summary.json`` records it."""
+    parts = [f"stop rule {cfg.stop_when}"] if cfg.stop_when else []
+    if cfg.sat_multiple:
+        parts.append(f"{cfg.sat_multiple:g} x t_sat")
+    return " and ".join(parts)
 
 
 def weight_norm(model) -> float:

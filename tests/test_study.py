@@ -300,6 +300,37 @@ def test_workers_run_a_stages_jobs_side_by_side_with_the_cores_shared(study, tmp
     assert code == 2 and "study.workers" in err
 
 
+def test_a_sigterm_to_a_study_stops_its_workers_and_the_study_resumes(tmp_path, cli):
+    """Killing the study with SIGTERM while two workers train: no worker outlives it (an orphan would go on training
+    and hold its runs' locks), and the next run of the study finishes every job."""
+    import signal
+    import yaml
+    from conftest import wait_until
+
+    raw = yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text())
+    raw["models"] = [{**m, "set": {**m.get("set", {}), "max_steps": 600}} for m in raw["models"]]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "workers": 2}))
+    out = tmp_path / "study"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "grokscope"), "study", "--preset",
+                             str(tmp_path / "two.yaml"), "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+    def workers() -> list[str]:
+        ps = subprocess.run(["pgrep", "-f", f"grokscope.worker {out}"], capture_output=True, text=True)
+        return ps.stdout.split()
+
+    wait_until(lambda: len(workers()) == 2 and any(out.glob("runs/*/checkpoints/*")), 120, "two training workers",
+               poll=0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert not workers()  # stopped and waited for before the study exited
+    code, _, err = cli("study", "--preset", tmp_path / "two.yaml", "--out", out)
+    assert code == 0, err
+    manifest = json.loads((out / "study.json").read_text())
+    assert all(e["status"] in ("done", "skipped") for e in manifest["jobs"].values())
+
+
 def test_the_worker_refuses_a_bad_spec_file_in_one_line(tmp_path):
     bad = tmp_path / "spec.json"
     bad.write_text(json.dumps({"verb": "rm", "kwargs": {}}))

@@ -16,11 +16,14 @@ in-process runner (``api.execute``) is supplied by the caller, since this packag
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,28 +99,60 @@ class LocalExecutor:
             on_done(job, code, time.time() - t0)
 
     def _run_parallel(self, jobs, on_done, slots: list[tuple[str, dict]]) -> None:
+        """One worker process per free slot. However this ends (a failed job, Ctrl-C, a SIGTERM to the study), no
+        worker outlives it: each is stopped and waited for, and resumes from its last checkpoint next time."""
         pending, free, active = list(jobs), list(range(len(slots))), []
-        while pending or active:
-            while pending and free:
-                (job, call), slot = pending.pop(0), free.pop(0)
-                label, extra = slots[slot]
-                self.log(f"[{job.stage}] {job.name} ({label})")
-                proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)), env={**os.environ, **extra})
-                active.append((proc, job, time.time(), slot))
-            for entry in list(active):
-                proc, job, t0, slot = entry
-                if proc.poll() is not None:
-                    active.remove(entry)
-                    free.append(slot)
-                    try:
-                        on_done(job, proc.returncode, time.time() - t0)
-                    except BaseException:  # a failed job ends the stage: stop the others, leave no orphans
-                        for other, *_ in active:
-                            other.terminate()
-                        for other, *_ in active:
-                            other.wait()
-                        raise
-            time.sleep(0.2)
+        with _sigterm_as_interrupt():
+            try:
+                while pending or active:
+                    while pending and free:
+                        (job, call), slot = pending.pop(0), free.pop(0)
+                        label, extra = slots[slot]
+                        self.log(f"[{job.stage}] {job.name} ({label})")
+                        proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)),
+                                                env={**os.environ, **extra})
+                        active.append((proc, job, time.time(), slot))
+                    for entry in list(active):
+                        proc, job, t0, slot = entry
+                        if proc.poll() is not None:
+                            active.remove(entry)
+                            free.append(slot)
+                            on_done(job, proc.returncode, time.time() - t0)
+                    time.sleep(0.2)
+            except BaseException:
+                _stop_all([proc for proc, *_ in active])
+                raise
+
+
+def _stop_all(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the study while its workers run: raised as an interrupt, so the workers are stopped with it (a
+    process killed outright would leave them training, holding their runs' locks)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_call_in_worker(call: dict) -> tuple[int, float]:

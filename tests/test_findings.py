@@ -493,3 +493,62 @@ def test_mutation_survivors_of_the_third_pass_second_batch():
     flat_profile = {"profile_a": [0.9] * 6, "n_queries": 300, "causal_map_a": ramp, "causal_n_a": [5] * 3}
     assert moved_path_control(flat_profile)["verdict"] == "undecided at this n"
     assert moved_path_control({**flat_profile, "causal_n_a": [30000] * 3})["verdict"] == "different path"
+
+
+# ------------------------------------------------------------------------------------------------ bridge decodable
+def probed(run_facts, value, controls=(0.03, 0.03, 0.3), n=200):
+    from dataclasses import replace
+
+    from grokscope.reporting.findings import Decodable
+
+    names = ("shuffled labels", "step-0 model", "query tokens")
+    return replace(run_facts, decodable=Decodable(900, Rate(value, n), {k: Rate(c, n) for k, c in zip(names, controls)},
+                                                  "H1_commit, slot 4"))
+
+
+def test_a_parent_whose_head_misses_a_decodable_bridge_is_a_circuit_by_the_probe_and_says_so():
+    from grokscope.reporting.findings import CIRCUIT, NOT_CIRCUIT, parent_kind
+
+    assert parent_kind(ft("second_full", 0.2, parent=NO_CIRCUIT))[0] == NOT_CIRCUIT  # the head's measure alone
+    kind, why = parent_kind(ft("second_full", 0.2, parent=probed(NO_CIRCUIT, 0.97)))
+    assert kind == CIRCUIT and "a circuit by bridge decodable" in why and "does not see it" in why
+    # a probe no better than the query's own tokens is no evidence of a code
+    kind, why = parent_kind(ft("second_full", 0.2, parent=probed(NO_CIRCUIT, 0.97, controls=(0.03, 0.03, 0.95))))
+    assert kind == NOT_CIRCUIT and "not above its controls" in why
+    kind, why = parent_kind(ft("second_full", 0.2, parent=probed(NO_CIRCUIT, 0.2)))
+    assert kind == NOT_CIRCUIT and "no circuit by bridge_use_ood and bridge decodable" in why
+    kind, why = parent_kind(ft("both_full", 1.0, parent=probed(BOTH, 0.2)))
+    assert kind == CIRCUIT and "a circuit by He et al.'s bridge_use_ood" in why
+
+
+def test_the_two_bridge_measures_disagreeing_is_said_in_one_sentence_each_way():
+    from grokscope.reporting.findings import bridge_disagreement
+
+    low_head = bridge_disagreement(probed(NO_CIRCUIT, 0.97))
+    assert low_head.startswith("The two bridge measures disagree on second") and "does not read" in low_head
+    assert low_head.count(". ") == 0 and low_head.endswith(".")
+    low_probe = bridge_disagreement(probed(BOTH, 0.2))
+    assert "where a linear probe fitted on ID compositions does not" in low_probe
+    assert bridge_disagreement(probed(BOTH, 0.98)) is None and bridge_disagreement(BOTH) is None
+    r = finding_2(probed(NO_CIRCUIT, 0.97), BOTH)
+    assert r["disagreements"] == [low_head] and low_head in r["details"]
+    assert finding_2(NO_CIRCUIT, BOTH)["disagreements"] == []
+    control = ft("control", 0.1, bridge=0.0)
+    r3 = finding_3([ft("natural", 1.0), ft("second_full", 0.2, parent=probed(NO_CIRCUIT, 0.97)), control])
+    assert r3["disagreements"] == [low_head] and r3["parents"]["ft_second_full"] == "circuit"
+
+
+def test_the_report_reads_the_last_analysed_probe_step_up_to_a_checkpoint():
+    from grokscope.reporting.build import decodable
+
+    def entry(v):
+        at = lambda x: {"value": x, "n": 72, "interval": [0, 1]}  # noqa: E731
+        return {"chosen": {"stage": "H1_commit", "slot": 4},
+                "sets": {"test_inferred_ood": {"probe": at(v), "shuffled labels": at(0.0), "query tokens": at(0.5)}}}
+
+    probe = {"0": entry(0.1), "3000": entry(0.6), "9000": entry(0.95)}
+    d = decodable(probe)
+    assert d.step == 9000 and d.probe.value == 0.95 and d.probe.n == 72 and set(d.controls) == {"shuffled labels",
+                                                                                                 "query tokens"}
+    assert decodable(probe, until=5000).step == 3000 and decodable({}) is None
+    assert "H1_commit, slot 4" in d.text()

@@ -3,5 +3,5 @@ CLI, the API, the analysis and the study spec (this module imports nothing, so t
 
 STEPS = "0,sat,grokked,last"  # checkpoints: step 0, training saturation, the grokked one, the last
 PROBES = "ood,iid,train"  # composition probe sets
-ANALYSES = "lens,trace,queries,compare,regime"
+ANALYSES = "lens,trace,queries,compare,regime,probe"
 COMPARE_PROBES = "iid,train"  # path comparisons need compositions both checkpoints were trained or tested on

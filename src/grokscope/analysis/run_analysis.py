@@ -7,7 +7,7 @@
 - ``compare.json``: path comparisons: the checkpoint at training saturation vs the grokked one (He et al.'s
   Finding 1), and the negative control step 0 vs the last checkpoint, which must come out "different";
 - ``regime.json``: the regime label on OOD and ID compositions;
-- ``probe.json`` (``--analyses probe``, not run by default): bridge decodable, a linear probe for b on every stage x
+- ``probe.json``: bridge decodable, a linear probe for b on every stage x
   slot with its three controls (``analysis/probe.py``), per analysed step.
 Tables have columns run, step, probe_type, stage, stage_index, position, metric, value, n; re-running replaces
 the rows of the (step, probe type) pairs it recomputes and keeps the others.

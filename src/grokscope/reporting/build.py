@@ -24,8 +24,8 @@ from grokscope.metrics.intervals import Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.reporting import plots, reference, render
-from grokscope.reporting.findings import (CATEGORIES, FineTuneFacts, RunFacts, across_seeds, finding_1, finding_2,
-                                       finding_3, pick_category, transfer_agreement)
+from grokscope.reporting.findings import (CATEGORIES, Decodable, FineTuneFacts, RunFacts, across_seeds, finding_1,
+                                       finding_2, finding_3, pick_category, transfer_agreement)
 from grokscope.reporting.readme import write_measured
 from grokscope.reporting.tables import finetune_rows, run_rows
 
@@ -48,6 +48,8 @@ def read_run(path: Path) -> dict | None:
     info["compare"] = artifacts.read_json(analysis / "compare.json", "re-run `grokscope analyze`") \
         if (analysis / "compare.json").exists() else {}
     info["trace"] = pd.read_parquet(analysis / "trace.parquet") if (analysis / "trace.parquet").exists() else None
+    info["probe"] = artifacts.read_json(analysis / "probe.json", "re-run `grokscope analyze --analyses probe`") \
+        if (analysis / "probe.json").exists() else {}
     info["aggregates"] = run_aggregates(path)
     info["schema"] = read_schema(analysis / "queries") if not info["aggregates"].empty else None
     return info
@@ -61,7 +63,20 @@ def facts(run: dict, until: int | None = None) -> RunFacts:
     rows = run["rows"] if until is None else [r for r in run["rows"] if r["step"] <= until]
     return RunFacts(run["name"], s.get("bridge_metric", "bridge_use"), rows, GrokDefinition.of(s, family),
                     bool(s.get("cut_short")), th.SATURATION, _probe_counts(run["config"]),
-                    _correct_with_bridge(run, until))
+                    _correct_with_bridge(run, until), decodable(run.get("probe") or {}, until))
+
+
+def decodable(probe: dict, until: int | None = None, probe_type: str = "test_inferred_ood") -> Decodable | None:
+    """Bridge decodable on ``probe_type`` at the last analysed step (up to ``until``) of a run's ``probe.json``."""
+    steps = sorted(int(k) for k, v in probe.items() if str(k).isdigit() and probe_type in (v.get("sets") or {})
+                   and (until is None or int(k) <= until))
+    if not steps:
+        return None
+    entry = probe[str(steps[-1])]
+    rates = {name: Rate(float(v["value"]), int(v["n"]) if v.get("n") else None)
+             for name, v in entry["sets"][probe_type].items()}
+    chosen = entry.get("chosen") or {}
+    return Decodable(steps[-1], rates.pop("probe"), rates, f"{chosen.get('stage', '?')}, slot {chosen.get('slot', '?')}")
 
 
 def _probe_counts(config: dict) -> dict:

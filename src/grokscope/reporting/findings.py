@@ -206,6 +206,33 @@ def reason(verdict: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ runs
+@dataclass(frozen=True)
+class Decodable:
+    """Bridge decodable on OOD compositions at one analysed step (``analysis/probe.py``): a linear probe for b at the
+    stage x slot chosen on held-out ID, and its three controls on the same queries. It shows that a code for b exists
+    there, not that the second hop reads it."""
+
+    step: int
+    probe: Rate
+    controls: dict[str, Rate]  # shuffled labels, step-0 model, query tokens
+    where: str  # "stage, slot k"
+
+    def beats_controls(self) -> bool:
+        """The probe's interval lies above every control's: a code the inputs, the architecture or memorised labels
+        do not explain."""
+        lo = (self.probe.interval or (self.probe.value,))[0]
+        return all(lo > (c.interval or (c.value, c.value))[1] for c in self.controls.values())
+
+    def side(self, level: float = th.BRIDGE_CIRCUIT) -> str:
+        """ABOVE / BELOW / UNDECIDED against ``level``; a probe that does not beat its controls counts as BELOW."""
+        return self.probe.against(level) if self.beats_controls() else BELOW
+
+    def text(self) -> str:
+        controls = ", ".join(f"{k} {c.value:.2f}" for k, c in self.controls.items())
+        return (f"bridge decodable {self.probe.text()} at step {self.step:,} ({self.where}; controls: {controls}"
+                f"{'' if self.beats_controls() else '; not above its controls'})")
+
+
 @dataclass
 class RunFacts:
     """What a verdict needs to know about one pre-training run: its curves, the family's definitions and, where the
@@ -219,6 +246,7 @@ class RunFacts:
     sat_threshold: float = th.SATURATION
     n: dict = field(default_factory=dict)  # metric -> n, for rows written before they carried n/<metric>
     correct_with_bridge: dict[int, Rate] = field(default_factory=dict)
+    decodable: Decodable | None = None  # at the last analysed step (None where the probe was not run)
 
     @property
     def bridge_key(self) -> str:
@@ -289,6 +317,20 @@ def _step(step: int | None) -> str:
 
 def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}x"
+
+
+def bridge_disagreement(run: RunFacts | None) -> str | None:
+    """One sentence where He et al.'s bridge measure and bridge decodable disagree on a run's final bridge (one above
+    the circuit level, the other below it); None where they agree or one was not measured."""
+    if run is None or run.decodable is None or (bridge := run.final(run.bridge_key)) is None:
+        return None
+    paper, probe = bridge.against(th.BRIDGE_CIRCUIT), run.decodable.side()
+    if {paper, probe} != {ABOVE, BELOW}:
+        return None
+    why = ("a code for b exists in a form the head's top-1 does not read" if probe == ABOVE else
+           "the head's top-1 finds b where a linear probe fitted on ID compositions does not")
+    return (f"The two bridge measures disagree on {run.name}: He et al.'s {run.bridge_key} (final) {bridge.text()}, "
+            f"but {run.decodable.text()}: {why}.")
 
 
 def _generalised(run: RunFacts, finding: int, metric: str, level: float, need_delay: bool) -> tuple[str | None, list]:
@@ -523,7 +565,10 @@ def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
     if second is not None and second.correct_share_last() is not None:
         parts.append(f"second_full's share of correct OOD answers with the bridge at its last analysed checkpoint: "
                      f"{second.correct_share_last().text()}")
-    return _result(2, combine(votes), parts, RULE_2, votes=votes)
+    # The votes use He et al.'s measure; bridge decodable is shown beside it, and a disagreement said in a sentence.
+    parts += [r.decodable.text() for r in (second, both) if r is not None and r.decodable is not None]
+    disagree = [d for r in (second, both) if (d := bridge_disagreement(r))]
+    return _result(2, combine(votes), parts + disagree, RULE_2, votes=votes, disagreements=disagree)
 
 
 # ------------------------------------------------------------------------------------------------ Finding 3
@@ -577,11 +622,19 @@ def parent_kind(f: FineTuneFacts) -> tuple[str, str]:
     text += f", trained {_x(p.age)} its saturation step {_step(p.t_sat)}"
     if p.age < th.PARENT_MIN_AGE:
         return NOT_TESTABLE, f"{text}: too young to judge its circuit (needs {th.PARENT_MIN_AGE:g}x)"
+    # Either bridge measure above the circuit level makes a circuit parent (docs/methods.md, "Bridge decodable"); the
+    # text names the measure that decided it.
     side = bridge.against(th.BRIDGE_CIRCUIT)
+    probe = p.decodable.side() if p.decodable is not None else None
+    if p.decodable is not None:
+        text += f"; {p.decodable.text()}"
     if side == ABOVE:
-        return CIRCUIT, text
-    if side == BELOW:
-        return NOT_CIRCUIT, f"{text}: judged as fake-grokked or circuit-free (He et al.'s second-hop full)"
+        return CIRCUIT, f"{text}: a circuit by He et al.'s {p.bridge_key}"
+    if probe == ABOVE:
+        return CIRCUIT, f"{text}: a circuit by bridge decodable (He et al.'s {p.bridge_key} does not see it)"
+    if side == BELOW and probe in (None, BELOW):
+        measures = f"{p.bridge_key}{'' if probe is None else ' and bridge decodable'}"
+        return NOT_CIRCUIT, f"{text}: no circuit by {measures} (He et al.'s second-hop full: fake-grokked)"
     return OPEN, f"{text}: its bridge straddles {th.BRIDGE_CIRCUIT}"
 
 
@@ -648,8 +701,10 @@ def finding_3(finetunes: list[FineTuneFacts]) -> dict:
                  + (f"; failed: {', '.join(failed)}" if failed else "")
                  + (f"; undecided: {', '.join(open_)}" if open_ else ""))
     parts += [v.text() for v in votes]
+    disagree = list(dict.fromkeys(d for f in voting if (d := bridge_disagreement(f.parent))))
+    parts += disagree
     extra = {"expectations": {"held": tally[HELD], "total": len(gated), "failed": failed, "undecided": open_},
-             "parents": kinds}
+             "parents": kinds, "disagreements": disagree}
     lead = None
     if votes[1].outcome == FAILED:  # needs no circuit parent: any parent composing a new second hop contradicts it
         verdict, lead = "contradicted (old+new or new+new composes: transfer is not limited)", votes[1]

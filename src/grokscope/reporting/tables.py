@@ -18,6 +18,14 @@ def _step(step) -> str:
     return "-" if step is None else f"{step:,}"
 
 
+def _decodable(d) -> str:
+    """The probe at the last analysed step, beside the highest of its three controls."""
+    if d is None:
+        return "-"
+    name, best = max(d.controls.items(), key=lambda kv: kv[1].value, default=("none", None))
+    return f"{_rate(d.probe)} at {d.step:,} ({name} {best.value:.2f})" if best else f"{_rate(d.probe)} at {d.step:,}"
+
+
 def run_rows(runs: list[tuple[dict, object]]) -> list[dict]:
     """One row per pre-training run: ``runs`` holds (the run as ``build.read_run`` gives it, its ``RunFacts``)."""
     rows = []
@@ -36,6 +44,7 @@ def run_rows(runs: list[tuple[dict, object]]) -> list[dict]:
             "final ID": _rate(facts.final("test_inferred_iid")),
             "final OOD": _rate(facts.final("test_inferred_ood")),
             "final bridge on OOD": f"{facts.bridge_metric.replace('_', ' ')} {_rate(facts.final(key))}",
+            "bridge decodable on OOD (best control)": _decodable(facts.decodable),
         })
     return rows
 

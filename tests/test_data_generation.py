@@ -154,6 +154,44 @@ def test_closure_selection_keeps_dependents(smoke_dataset, smoke_cfg):
     assert tds.meta["kept_old"]["atomic"] + tds.meta["kept_old"]["inferred"] == smoke_cfg.n_keep_old
 
 
+def test_the_kept_draw_raises_new_old_without_changing_what_it_is():
+    """``transfer_draw=kept`` draws new facts' tails among the kept old facts' heads: He et al.'s new+old category
+    (a new first hop, then a kept old fact that is an ID probe) grows several-fold, while every query still is one, the
+    fine-tuning data (kept items) is the same, and the authors' uniform draw stays the default."""
+    cfg = dataclasses.replace(DATA_PRESETS["micro"], out_degree=19)
+    parent = build_dataset(cfg)
+    uniform, kept = (build_transfer(parent, dataclasses.replace(cfg, transfer_draw=d)) for d in ("uniform", "kept"))
+    assert DataConfig().transfer_draw == "uniform"
+
+    def faithful_new_old(tds):
+        cat, ok = tds.arrays["probe.test_inferred_new_mix.category"], tds.arrays[
+            "probe.test_inferred_new_mix.old_in_id_probe"].astype(bool)
+        return tds.probe("test_inferred_new_mix")[(cat == 1) & ok]
+
+    assert len(faithful_new_old(kept)) >= 3 * len(faithful_new_old(uniform))
+    kept_old = {tuple(x) for x in kept.arrays["train_atomic"][~kept.arrays["train_atomic.is_new"].astype(bool)][
+        :, [0, 1]].tolist()}
+    assert all((b, r2) in kept_old for _, _, r2, b, _ in faithful_new_old(kept).tolist())
+    np.testing.assert_array_equal(uniform.arrays["train_inferred"], kept.arrays["train_inferred"])
+    assert kept.meta["config"]["transfer_draw"] == "kept"
+    with pytest.raises(Exception, match="transfer_draw"):
+        build_transfer(parent, dataclasses.replace(cfg, transfer_draw="biased"))
+
+
+def test_retention_sets_split_the_old_facts_by_how_they_are_replayed(smoke_dataset, smoke_cfg):
+    tds = build_transfer(smoke_dataset, smoke_cfg)
+    sets = {k: {tuple(x) for x in tds.probe(k)[:, [0, 1]].tolist()}
+            for k in ("atomic_kept", "atomic_hop_replayed", "atomic_not_replayed")}
+    old = {tuple(x) for x in smoke_dataset.arrays["atomic"][:, [0, 1]].tolist()}
+    assert set.union(*sets.values()) == old and sum(len(v) for v in sets.values()) == len(old)
+    kept = {tuple(x) for x in tds.arrays["train_atomic"][~tds.arrays["train_atomic.is_new"].astype(bool)][
+        :, [0, 1]].tolist()}
+    hops = {(h, r1) for h, r1, _, _, _ in tds.arrays["train_inferred"].tolist()} | {
+        (b, r2) for _, _, r2, b, _ in tds.arrays["train_inferred"].tolist()}
+    assert sets["atomic_kept"] == kept and sets["atomic_hop_replayed"] == hops - kept
+    assert sets["atomic_hop_replayed"] and sets["atomic_not_replayed"]
+
+
 def test_encoding_matches_original_strings(smoke_dataset):
     vocab = smoke_dataset.vocab
     rows = np.array([[3, 1, -1, -1, 7], [3, 1, 4, 7, 9]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,30 @@ def test_scaled_recipe_keeps_the_papers_step_at_each_width():
     control = transfer_config(trm, "scaled", {"max_steps": 4000}, control=True)
     assert control.lr == 6e-3 and control.ema_decay == 0.99 and control.sat_multiple == 0
     assert transfer_config(trm, "scaled", {"warmup_steps": 7}, False).warmup_steps == 7  # a user's warm-up stands
+
+
+def test_draw_kept_reaches_the_derived_transfer_set_and_a_bad_draw_is_refused(cli, parent, tmp_path):
+    from grokscope.data.store import load
+
+    code, out, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "ft", "--quiet", "--draw", "kept",
+                         "--set", "max_steps=20", "--set", "eval_every=10")
+    assert code == 0, err
+    ds = load(tmp_path / "ft" / "data")
+    assert ds.meta["config"]["transfer_draw"] == "kept"
+    for kind in ("atomic_kept", "atomic_hop_replayed", "atomic_not_replayed"):  # retention by kind, measured
+        assert kind in artifacts.read_metrics(tmp_path / "ft")[-1]
+        assert kind in json.loads((tmp_path / "ft" / "summary.json").read_text())["transfer"]["retention"]
+    code, _, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "bad", "--draw", "biased")
+    assert code == 2 and "--draw 'biased'" in err and not (tmp_path / "bad").exists()
+
+
+def test_a_study_passes_the_draw_only_when_it_is_set():
+    from grokscope.studies.plan import plan
+    from grokscope.studies.spec import load_spec
+
+    jobs = {j.name: j for j in plan(load_spec("micro"), Path("/tmp/study"))}
+    ft = jobs["transfer ft_trm_natural_last"]
+    assert ft.call["kwargs"]["draw"] == "kept" and ft.resolved["draw"] == "kept" and "--draw" in ft.argv
+    smoke = {j.name: j for j in plan(load_spec("smoke"), Path("/tmp/study"))}
+    ft = next(j for j in smoke.values() if j.stage == "transfer")
+    assert "draw" not in ft.call["kwargs"] and "draw" not in ft.resolved and "--draw" not in ft.argv

@@ -228,17 +228,19 @@ def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBE
 def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
              sets: list[str] | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
              resume: bool = False, new_fact_multiple: float = 5.0, flat_evals: int = 4,
-             flat_tolerance: float = 0.02) -> dict:
+             flat_tolerance: float = 0.02, draw: str = "uniform") -> dict:
     """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary. It stops at ``max_steps``
     or, earlier, once it has run ``new_fact_multiple`` times the steps its New Fact accuracy needed to reach 0.99 and
-    new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps)."""
+    new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps).
+    ``draw``: how the derived transfer set draws its new facts' tails (uniform, as the authors; or kept: among the
+    kept old facts' heads, so He et al.'s new+old category has a usable n)."""
     from grokscope.training.config import TrainConfig
     from grokscope.finetuning import FineTuneBudget, run_transfer
 
     overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]
     return run_transfer(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
                         device=device, quiet=quiet, resume=resume,
-                        budget=FineTuneBudget(new_fact_multiple, flat_evals, flat_tolerance))
+                        budget=FineTuneBudget(new_fact_multiple, flat_evals, flat_tolerance), draw=draw)
 
 
 COMPARE_KIND = artifacts.COMPARE_KIND

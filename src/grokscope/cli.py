@@ -198,6 +198,9 @@ def transfer_cmd(
     flat_evals: int = typer.Option(4, "--flat-evals", help="... and until new+old has not moved for this many "
                                                           "evaluations; max_steps caps it."),
     flat_tolerance: float = typer.Option(0.02, "--flat-tolerance", help="'Not moved': max - min at most this."),
+    draw: str = typer.Option("uniform", "--draw", help="How the derived transfer set draws new facts' tails: uniform "
+                                                        "(the authors') or kept (among the kept old facts' heads: "
+                                                        "He et al.'s new+old category at a usable n)."),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -206,7 +209,7 @@ def transfer_cmd(
 
     summary = api.transfer(parent=parent, out=out, data=data, preset=preset, sets=overrides, control=control,
                            device=device, quiet=quiet, resume=resume, new_fact_multiple=new_fact_multiple,
-                           flat_evals=flat_evals, flat_tolerance=flat_tolerance)
+                           flat_evals=flat_evals, flat_tolerance=flat_tolerance, draw=draw)
     print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']})")
     print_transfer_summary(summary)
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from grokscope import artifacts, runs
 from grokscope.config import apply_overrides, check, from_dict
-from grokscope.data.config import DataConfig
+from grokscope.data.config import TRANSFER_DRAWS, DataConfig
 from grokscope.data.store import Dataset, load, save
-from grokscope.data.transfer import build_transfer
+from grokscope.data.transfer import RETENTION_SETS, build_transfer
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import first_step
@@ -134,7 +134,7 @@ def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
                     "retention": last.get(f"retention_{name}")}
              for name in ["atomic_new", *CATEGORIES]}
     retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
-                                          "test_inferred_ood")}
+                                          "test_inferred_ood", *RETENTION_SETS)}
     return {"steps_to_new_fact": first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE),
             "steps_to_new_old": first_step(rows, "new_old", th.NEW_OLD_COMPOSES),
             "steps_to_new_old_powered": first_step(rows, "new_old_powered", th.NEW_OLD_COMPOSES),
@@ -154,8 +154,9 @@ def given_transfer_set(parent_run: Path, parent_cfg: dict, data: Path) -> tuple[
     return ds, Path(data)
 
 
-def derived_transfer_set(parent_run: Path, parent_cfg: dict, out: Path) -> tuple[Dataset, Path]:
-    """The transfer set of the parent's own dataset, built into ``out/data`` (or read from there)."""
+def derived_transfer_set(parent_run: Path, parent_cfg: dict, out: Path, draw: str = "uniform") -> tuple[Dataset, Path]:
+    """The transfer set of the parent's own dataset, its new facts drawn as ``draw`` says (``DataConfig.
+    transfer_draw``), built into ``out/data`` (or read from there)."""
     data_dir = out / "data"
     if (data_dir / "dataset.json").exists():
         return load(data_dir), data_dir
@@ -163,7 +164,7 @@ def derived_transfer_set(parent_run: Path, parent_cfg: dict, out: Path) -> tuple
     if parent_ds.meta["fingerprint"] != parent_cfg["data"]["fingerprint"]:
         raise GrokscopeError(f"{parent_cfg['data']['path']}: changed since {parent_run} was trained; pass the "
                              f"transfer set with --data")
-    dcfg = from_dict(DataConfig, parent_ds.meta["config"], "dataset config")
+    dcfg = dataclasses.replace(from_dict(DataConfig, parent_ds.meta["config"], "dataset config"), transfer_draw=draw)
     ds = build_transfer(parent_ds, dcfg)
     save(ds, data_dir)
     return ds, data_dir
@@ -194,9 +195,11 @@ def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, contr
 
 def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
                  overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
-                 resume: bool = False, budget: FineTuneBudget = FineTuneBudget()) -> dict:
+                 resume: bool = False, budget: FineTuneBudget = FineTuneBudget(), draw: str = "uniform") -> dict:
     if budget.problems():
         raise GrokscopeError(budget.problems())
+    if draw not in TRANSFER_DRAWS:
+        raise GrokscopeError(f"--draw {draw!r}: choose one of {', '.join(TRANSFER_DRAWS)}")
     parent_run, step_spec = Path(parent_ref[0]), parent_ref[1]
     parent_cfg = artifacts.read_config(parent_run)
     step = runs.resolve_step(parent_run, step_spec)
@@ -208,11 +211,11 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
     runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
     with artifacts.FolderLock(out, "run"):  # held from the derived data set to the end of training (re-entrant)
         return _transfer(parent_run, parent_cfg, step, train_cfg, model_cfg, out, given, control, preset, device,
-                         quiet, resume, budget)
+                         quiet, resume, budget, draw)
 
 
 def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cfg, out: Path, given, control: bool,
-              preset: str, device: str, quiet: bool, resume: bool, budget: FineTuneBudget) -> dict:
+              preset: str, device: str, quiet: bool, resume: bool, budget: FineTuneBudget, draw: str) -> dict:
     runs.check_run_target(out, resume, keep=("data",))  # again under the lock: another process may have finished
     if resume:
         _check_same_parent(out, parent_run, step, control)
@@ -223,7 +226,7 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
             init, _, _ = runs.load_checkpoint(parent_run, step, with_state=False)
         except runs.CorruptCheckpoint as exc:
             raise GrokscopeError(f"{exc}; pick another parent step") from None
-    ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out)
+    ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out, draw)
     cats = category_rows(ds)
     counts = {name: len(rows) for name, rows in cats.items()}
     counts["atomic_new"] = len(ds.probe("atomic_new"))

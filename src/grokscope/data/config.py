@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from grokscope.errors import GrokscopeError
 
 
+TRANSFER_DRAWS = ("uniform", "kept")
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Fact-level augmentation knobs (He et al. App. C): expose a fraction of the OOD hop-1 / hop-2 universes,
@@ -65,6 +68,10 @@ class DataConfig:
     cap_test_inferred_mix: int = 3000
     transfer_seed: int = 0  # the original's random.Random(0)
     new_fact_attempts: int = 500_000  # attempts at drawing new facts as chains
+    # How new facts' tails are drawn: "uniform" (the authors' code) or "kept": among the heads of the kept old facts,
+    # so that every new fact composes new+old with a kept old hop (He et al.'s category, at a usable n; the
+    # categories themselves are unchanged).
+    transfer_draw: str = "uniform"
 
     @property
     def augmentation(self) -> Augmentation:
@@ -150,6 +157,8 @@ class DataConfig:
                 p.append(f"num_new_atomic must be positive (got {self.n_new_atomic})")
             if self.n_keep_old < 0:
                 p.append(f"keep_old_train must be >= 0 (got {self.n_keep_old})")
+        if self.transfer_draw not in TRANSFER_DRAWS:
+            p.append(f"transfer_draw must be one of {', '.join(TRANSFER_DRAWS)} (got {self.transfer_draw!r})")
         return p
 
     def memory_bytes(self) -> int:

@@ -61,16 +61,20 @@ def select_closure(n_keys: int, dep_key: np.ndarray, dep_item: np.ndarray, n_ite
     return kept_key, kept_item
 
 
-def draw_new_facts(used: np.ndarray, n_new: int, attempts: int, rng: np.random.Generator) -> np.ndarray:
+def draw_new_facts(used: np.ndarray, n_new: int, attempts: int, rng: np.random.Generator,
+                   tails: np.ndarray | None = None) -> np.ndarray:
     """Phase A draws chains a -r1-> b -r2-> t over unused (entity, relation) pairs; phase B tops
-    up with single unused edges. Returns rows (h, r, t); ``used`` [N, R] is updated in place."""
+    up with single unused edges. Returns rows (h, r, t); ``used`` [N, R] is updated in place. ``tails``: the entities
+    every new fact's tail is drawn from (the chain's b and t; None = any entity, as the authors' code draws)."""
     n_ent, n_rel = used.shape
     edges: list[tuple[int, int, int]] = []
     target = 2 * (n_new // 2)
     tries = 0
+    pool = np.arange(n_ent) if tails is None or len(tails) == 0 else np.asarray(tails)
     while len(edges) < target and tries < attempts:
         tries += 1
-        a, b, t = (int(x) for x in rng.integers(0, n_ent, size=3))
+        a = int(rng.integers(0, n_ent))
+        b, t = (int(x) for x in (rng.integers(0, n_ent, size=2) if tails is None else rng.choice(pool, size=2)))
         free_a, free_b = np.flatnonzero(~used[a]), np.flatnonzero(~used[b])
         if len(free_a) == 0 or len(free_b) == 0:
             continue
@@ -87,7 +91,7 @@ def draw_new_facts(used: np.ndarray, n_new: int, attempts: int, rng: np.random.G
         pair = int(rng.choice(free))
         h, r = divmod(pair, n_rel)
         used[h, r] = True
-        edges.append((h, r, int(rng.integers(0, n_ent))))
+        edges.append((h, r, int(rng.integers(0, n_ent)) if tails is None else int(rng.choice(pool))))
     return np.array(edges, dtype=np.int64).reshape(-1, 3)
 
 
@@ -138,6 +142,27 @@ def kept_old_items(parent: Dataset, lookup: np.ndarray, budget: int, rng: np.ran
     return select_closure(len(key_fact), dep_key[valid], dep_item[valid], len(train_inf), budget, rng)
 
 
+RETENTION_SETS = {  # probe type -> what it holds (the old atomic facts, by how the fine-tuning data replays them)
+    "atomic_kept": "kept as atomic facts",
+    "atomic_hop_replayed": "replayed only as a hop of a kept composition",
+    "atomic_not_replayed": "not replayed",
+}
+
+
+def retention_sets(atomic: np.ndarray, lookup: np.ndarray, kept_atomic: np.ndarray,
+                   kept_inferred: np.ndarray) -> dict[str, np.ndarray]:
+    """The old atomic facts (ID and OOD) split by how the fine-tuning data replays them (``RETENTION_SETS``), as
+    probe arrays: the fine-tune's recall of each is its retention of that kind."""
+    kept = np.zeros(len(atomic), bool)
+    kept[lookup[kept_atomic[:, 0], kept_atomic[:, 1]]] = True
+    hop = np.zeros(len(atomic), bool)
+    if len(kept_inferred):
+        hop[lookup[kept_inferred[:, 0], kept_inferred[:, 1]]] = True
+        hop[lookup[kept_inferred[:, 3], kept_inferred[:, 2]]] = True
+    masks = {"atomic_kept": kept, "atomic_hop_replayed": hop & ~kept, "atomic_not_replayed": ~hop & ~kept}
+    return {f"probe.{name}": atomic[mask] for name, mask in masks.items()}
+
+
 def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
     """The transfer dataset of ``parent`` (a pre-training dataset), following He et al. §5.1 and the authors' code,
     with sizes scaled by N."""
@@ -156,7 +181,8 @@ def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
 
     # --- new facts
     used = lookup >= 0
-    new_hrt = draw_new_facts(used, cfg.n_new_atomic, cfg.new_fact_attempts, rng)
+    tails = np.unique(train_atomic[kept_key][:, 0]) if cfg.transfer_draw == "kept" else None
+    new_hrt = draw_new_facts(used, cfg.n_new_atomic, cfg.new_fact_attempts, rng, tails)
     new_rows = _atomic_rows(new_hrt)
 
     # --- probes
@@ -195,6 +221,7 @@ def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
         "probe.test_inferred_new_mix.old_in_id_probe": id_probe_facts[old_hop],
         "probe.test_inferred_new_mix_powered": powered,
         "probe.test_inferred_new_mix_powered.category": powered_cat,
+        **retention_sets(atomic, lookup, train_atomic[kept_key], train_inf[kept_item]),
     }
     warnings = []
     if len(mix) < cfg.cap_test_inferred_mix:
@@ -205,7 +232,7 @@ def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
         "name": parent.meta["name"] + "_finetuning",
         "config": {**parent.meta["config"], **{k: getattr(cfg, k) for k in (
             "num_new_atomic", "keep_old_train", "cap_test_inferred_new", "cap_test_inferred_mix",
-            "transfer_seed", "new_fact_attempts")}},
+            "transfer_seed", "new_fact_attempts", "transfer_draw")}},
         "parent_fingerprint": parent.meta["fingerprint"],
         "parent_name": parent.meta["name"],
         "kept_old": {"atomic": int(kept_key.sum()), "inferred": int(kept_item.sum())},

@@ -24,8 +24,9 @@ from grokscope.metrics.intervals import Rate, final_rate
 from grokscope.metrics.milestones import GrokDefinition, milestone_key
 from grokscope.metrics.records import read_schema, run_aggregates, stage_profile
 from grokscope.reporting import plots, reference, render
-from grokscope.reporting.findings import (CATEGORIES, Decodable, FineTuneFacts, RunFacts, across_seeds, finding_1,
-                                       finding_2, finding_3, pick_category, transfer_agreement)
+from grokscope.reporting.findings import (CATEGORIES, RETENTION_KINDS, Decodable, FineTuneFacts, RunFacts,
+                                       across_seeds, finding_1, finding_2, finding_3, pick_category,
+                                       transfer_agreement)
 from grokscope.reporting.readme import write_measured
 from grokscope.reporting.tables import finetune_rows, run_rows
 
@@ -392,7 +393,8 @@ def _finetune_facts(pre: dict, ft: dict) -> list[FineTuneFacts]:
         t = s.get("transfer") or {}
         final = t.get("final", {})
         bridge = s.get("bridge_metric", "bridge_use")
-        rates = {"atomic_new": final_rate(run["rows"], "atomic_new", n=(final.get("atomic_new") or {}).get("n"))}
+        rates = {"atomic_new": final_rate(run["rows"], "atomic_new", n=(final.get("atomic_new") or {}).get("n")),
+                 **{kind: final_rate(run["rows"], kind) for kind in RETENTION_KINDS}}
         extension = []
         for cat in CATEGORIES:
             n = (final.get(cat) or {}).get("n")

@@ -573,6 +573,8 @@ def finding_2(second: RunFacts | None, both: RunFacts | None) -> dict:
 
 # ------------------------------------------------------------------------------------------------ Finding 3
 CATEGORIES = ("new_old", "old_new", "new_new")
+# A fine-tune's recall of the old atomic facts by how its data replays them (data/transfer.RETENTION_SETS).
+RETENTION_KINDS = ("atomic_kept", "atomic_hop_replayed", "atomic_not_replayed")
 CIRCUIT, NOT_CIRCUIT, CONTROL = "circuit", "not a circuit", "control"
 
 RULE_3 = (f"Fine-tunes from the last checkpoint of each parent (saturated parents and the powered categories are "

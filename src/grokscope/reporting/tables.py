@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.intervals import Rate
-from grokscope.reporting.findings import parent_kind
+from grokscope.reporting.findings import RETENTION_KINDS, parent_kind
 
 
 def _rate(rate: Rate | None) -> str:
@@ -65,5 +65,7 @@ def finetune_rows(finetunes: list) -> list[dict]:
             "new+old EM / bridge": f"{_rate(f.rates.get('new_old'))} / {_rate(f.rates.get('bridge_new_old'))}",
             "old+new EM / bridge": f"{_rate(f.rates.get('old_new'))} / {_rate(f.rates.get('bridge_old_new'))}",
             "new+new EM / bridge": f"{_rate(f.rates.get('new_new'))} / {_rate(f.rates.get('bridge_new_new'))}",
+            "old facts recalled: kept / replayed as a hop / not replayed": " / ".join(
+                _rate(f.rates.get(kind)) for kind in RETENTION_KINDS),
         })
     return rows

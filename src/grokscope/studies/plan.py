@@ -215,6 +215,9 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
     kwargs = {"preset": t.preset, "sets": [f"{k}={v}" for k, v in transfer_sets(t).items()] or None, "quiet": True,
               "new_fact_multiple": float(t.new_fact_multiple), "flat_evals": t.flat_evals,
               "flat_tolerance": float(t.flat_tolerance)}
+    if t.draw != defaults.draw:  # only when set: studies finished before the option keep their settings
+        common += ["--draw", t.draw]
+        resolved["draw"] = kwargs["draw"] = t.draw
     seed = spec.seeds[0]
     for regime in t.from_:
         parent = pretrain[(model.name, regime, seed)]

@@ -15,7 +15,7 @@ from typing import Any
 
 from grokscope import artifacts
 from grokscope.config import apply_overrides, from_dict, route_sets, split_set_items, to_dict
-from grokscope.data.config import DATA_PRESETS, REGIMES, DataConfig, resolve_data_config
+from grokscope.data.config import DATA_PRESETS, REGIMES, TRANSFER_DRAWS, DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
@@ -61,6 +61,8 @@ class TransferSpec:
     new_fact_multiple: float = 5.0
     flat_evals: int = 4
     flat_tolerance: float = 0.02
+    # How the transfer sets draw new facts' tails: uniform (the authors') or kept (He et al.'s new+old at a usable n).
+    draw: str = "uniform"
 
 
 @dataclass
@@ -290,6 +292,8 @@ def _transfer_problems(spec: StudySpec, t: TransferSpec, where: str, data_ok: bo
     if t.preset not in TRANSFER_PRESETS:
         p.append(f"{where}.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
     p += [f"{where}.{x}" for x in FineTuneBudget(t.new_fact_multiple, t.flat_evals, t.flat_tolerance).problems()]
+    if t.draw not in TRANSFER_DRAWS:
+        p.append(f"{where}.draw {t.draw!r}: choose one of {', '.join(TRANSFER_DRAWS)}")
     if data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec))
                      .validate(transfer=True), "study.data (the transfer sets)")

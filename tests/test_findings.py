@@ -546,8 +546,11 @@ def test_the_report_reads_the_last_analysed_probe_step_up_to_a_checkpoint():
         return {"chosen": {"stage": "H1_commit", "slot": 4},
                 "sets": {"test_inferred_ood": {"probe": at(v), "shuffled labels": at(0.0), "query tokens": at(0.5)}}}
 
-    probe = {"0": entry(0.1), "3000": entry(0.6), "9000": entry(0.95)}
+    probe = {"0": entry(0.1), "3000": entry(0.6), "9000": {**entry(0.95), "bridge_use_at_slot": {
+        "test_inferred_ood": {"value": 0.8, "n": 64}}}}
     d = decodable(probe)
+    assert d.use_at_slot == Rate(0.8, 64) and "bridge use patched at that slot 0.80" in d.text()
+    assert decodable(probe, until=5000).use_at_slot is None
     assert d.step == 9000 and d.probe.value == 0.95 and d.probe.n == 72 and set(d.controls) == {"shuffled labels",
                                                                                                  "query tokens"}
     assert decodable(probe, until=5000).step == 3000 and decodable({}) is None

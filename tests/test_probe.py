@@ -55,3 +55,22 @@ def test_atomic_only_gpt_and_the_step_0_model_are_not_decodable(atomic_only_gpt,
     assert result["chosen"]["slot"] == 2 and len(held) >= 200  # the gpt counts only the r2 position
     seen = values(result, "test_inferred_iid")
     assert seen["probe"] <= 0.25 and seen["step-0 model"] <= 0.25, seen
+
+
+def test_a_carried_model_is_also_patched_where_the_probe_finds_b(micro):
+    """A model that keeps b at the h position (not r1) and carries its state (as the trm does): bridge use at r1
+    misses it, bridge use at the probe's slot finds it; a memoriser scores low there too."""
+    from grokscope.analysis.probe import bridge_use_at
+
+    class Carried(TableModel):
+        carried_patch = True
+
+    sets = {k: micro.probe(k) for k in ("test_inferred_iid", "test_inferred_ood")}
+    rerouted = bridge_decodable(Carried(micro, "rerouted"), micro, sets)
+    assert rerouted["chosen"]["slot"] == 0
+    at_slot = rerouted["bridge_use_at_slot"]["test_inferred_ood"]
+    assert at_slot["value"] >= 0.9 and at_slot["n"] >= 30, at_slot
+    assert bridge_use_at(Carried(micro, "rerouted"), micro, sets["test_inferred_ood"], 1)["value"] <= 0.1  # r1
+    memoriser = bridge_decodable(Carried(micro, "memoriser"), micro, sets)
+    assert memoriser["bridge_use_at_slot"]["test_inferred_ood"]["value"] <= 0.1
+    assert "bridge_use_at_slot" not in bridge_decodable(TableModel(micro), micro, sets)  # not carried: r1 only

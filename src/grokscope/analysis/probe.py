@@ -12,7 +12,9 @@ number is not the best of many tries. Three controls must score low, and are rep
 - a probe on the query's own tokens, one-hot (h, r1, r2): what the inputs alone give away.
 
 What it shows: a code for b exists at that state. What it does not: that the second hop reads it; bridge use (the
-interchange intervention) is the causal test.
+interchange intervention) is the causal test. For a family whose state is carried (the trm), bridge use is also
+measured with the patch at the probe's chosen slot instead of r1 (``bridge_use_at``), since its code for b may sit
+at the answer slot.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, is_composition
 from grokscope.metrics.intervals import Rate
+from grokscope.models.readout import interchange
+from grokscope.training.evaluate import bridge_use_set
 
 RIDGE = 1.0  # the probe's L2 penalty on standardised features (toolkit choice: a few hundred features, >= 1k rows)
 FIT_ROWS = 5000  # trained ID compositions the probe is fitted on (the analysis samples up to this many)
@@ -85,6 +89,21 @@ def fit_rows(ds: Dataset, limit: int = FIT_ROWS, seed: int = 0) -> np.ndarray:
     return rows
 
 
+USE_CAP = 256  # queries per set for bridge use at the probe's slot (as the in-loop bridge use)
+
+
+def bridge_use_at(model, ds: Dataset, rows: np.ndarray, slot: int, cap: int = USE_CAP) -> dict | None:
+    """Bridge use with the patch at token ``slot`` (the donors and expected answers of ``data/counterfactuals``):
+    the share of patched queries that answer as the moved b says, at the best stage; None without patches."""
+    use = bridge_use_set(ds, model, rows, cap).to(model.device)
+    if not len(use):
+        return None
+    patched = interchange(model, use.source, use.target, position=slot)
+    per_stage = (patched == use.expect.view(1, -1)).float().mean(1)
+    rate = Rate(float(per_stage.max()), len(use))
+    return {"value": rate.value, "n": rate.n, "interval": list(rate.interval)}
+
+
 def bridge_decodable(model, ds: Dataset, sets: dict[str, np.ndarray], fit: np.ndarray | None = None,
                      step0_model=None, seed: int = 0) -> dict:
     """The probe on every stage x slot of ``model``: per set (``sets``: name -> composition rows; one named
@@ -125,4 +144,6 @@ def bridge_decodable(model, ds: Dataset, sets: dict[str, np.ndarray], fit: np.nd
         if zero is not None:
             entry["step-0 model"] = at(zero.predict(slot_states(step0_model, sets[name], ds)[s_best, :, p_best]) == y)
         out["sets"][name] = entry
+        if getattr(model, "carried_patch", False):  # not a control: the causal test at the probe's slot
+            out.setdefault("bridge_use_at_slot", {})[name] = bridge_use_at(model, ds, sets[name], p_best)
     return out

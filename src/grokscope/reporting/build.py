@@ -77,7 +77,9 @@ def decodable(probe: dict, until: int | None = None, probe_type: str = "test_inf
     rates = {name: Rate(float(v["value"]), int(v["n"]) if v.get("n") else None)
              for name, v in entry["sets"][probe_type].items()}
     chosen = entry.get("chosen") or {}
-    return Decodable(steps[-1], rates.pop("probe"), rates, f"{chosen.get('stage', '?')}, slot {chosen.get('slot', '?')}")
+    use = (entry.get("bridge_use_at_slot") or {}).get(probe_type)
+    return Decodable(steps[-1], rates.pop("probe"), rates, f"{chosen.get('stage', '?')}, slot {chosen.get('slot', '?')}",
+                     Rate(float(use["value"]), int(use["n"])) if use else None)
 
 
 def _probe_counts(config: dict) -> dict:

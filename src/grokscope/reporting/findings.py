@@ -216,6 +216,7 @@ class Decodable:
     probe: Rate
     controls: dict[str, Rate]  # shuffled labels, step-0 model, query tokens
     where: str  # "stage, slot k"
+    use_at_slot: Rate | None = None  # the trm: bridge use with the patch at that slot (the causal test there)
 
     def beats_controls(self) -> bool:
         """The probe's interval lies above every control's: a code the inputs, the architecture or memorised labels
@@ -229,8 +230,9 @@ class Decodable:
 
     def text(self) -> str:
         controls = ", ".join(f"{k} {c.value:.2f}" for k, c in self.controls.items())
+        use = "" if self.use_at_slot is None else f"; bridge use patched at that slot {self.use_at_slot.text()}"
         return (f"bridge decodable {self.probe.text()} at step {self.step:,} ({self.where}; controls: {controls}"
-                f"{'' if self.beats_controls() else '; not above its controls'})")
+                f"{'' if self.beats_controls() else '; not above its controls'}{use})")
 
 
 @dataclass

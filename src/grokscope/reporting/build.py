@@ -78,7 +78,8 @@ def decodable(probe: dict, until: int | None = None, probe_type: str = "test_inf
              for name, v in entry["sets"][probe_type].items()}
     chosen = entry.get("chosen") or {}
     use = (entry.get("bridge_use_at_slot") or {}).get(probe_type)
-    return Decodable(steps[-1], rates.pop("probe"), rates, f"{chosen.get('stage', '?')}, slot {chosen.get('slot', '?')}",
+    where = f"{chosen.get('stage', '?')}, slot {chosen.get('slot', '?')}"
+    return Decodable(steps[-1], rates.pop("probe"), rates, where,
                      Rate(float(use["value"]), int(use["n"])) if use else None)
 
 
@@ -574,11 +575,12 @@ def _num(x) -> str:
 SECTION_NOTES = {
     "transfer": "He et al. §5 fine-tune the trm; fine-tunes of other models are an extension. A fine-tune stops at "
                 "its step cap, or once it has run the stated multiple of the steps its New Fact accuracy needed to "
-                "reach 0.99 and new+old has not moved for the stated number of evaluations. With the scaled recipe "
-                "its lr is half the parent's, as He et al. fine-tune at 2e-5 after pre-training at 4e-5 (the lr "
-                "column says what each used); the control trains from scratch at the pre-training lr. 'old hop "
-                "kept': the share of a category's queries whose old hop the model still answers, and the exact "
-                "match on those (an extension: Finding 3 reads He et al.'s categories). Bridge use: the reverse "
+                "reach 0.99 and new+old has not moved for the stated number of evaluations. The scaled recipe "
+                "keeps He et al.'s step relative to the weights' scale (2e-5 at width 1536), an EMA of 0.999 and a "
+                "5% warm-up (the lr column says what each used); the control trains from scratch at the "
+                "pre-training recipe. Old facts recalled: kept in the data, replayed only as a hop, not replayed. "
+                "'old hop kept': the share of a category's queries whose old hop the model still answers, and the "
+                "exact match on those (an extension: Finding 3 reads He et al.'s categories). Bridge use: the reverse "
                 "patch (docs/methods.md, 'Bridge use').",
     "deviations": "Why: the papers train for about 10^6 steps on GPUs (He et al.'s TRM: 1,100 epochs, about 1.47M "
                   "steps; Wang et al.'s gpt: up to 2M); the CPU and GPU tiers train 10^3-10^4 steps and smaller "

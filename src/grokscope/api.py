@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -33,9 +34,10 @@ from grokscope.notebook import Checkpoints, Run, Study, bridge_use, lens, trace 
 
 
 def checked(func):
-    """Check a verb's arguments against its annotations before it runs: a path must be a path and a text a text
-    (None only where the annotation allows it), so an API caller's odd argument is one line, not a TypeError deep
-    inside pathlib or the parser."""
+    """Check a verb's arguments against its annotations before it runs, as the CLI's parser does: a path must be a
+    path (``~`` expanded), a text a text, a flag a bool (``force="no"`` is not yes), a count an int and a number a
+    finite number (None only where the annotation allows it), so an API caller's odd argument is one line, not a
+    TypeError deep inside pathlib or a flag silently read as true."""
     signature = inspect.signature(func)
     # Read on first call, once: the annotations name classes defined further down this module (Run, Study).
     hints = functools.cache(lambda: typing.get_type_hints(func))
@@ -46,24 +48,36 @@ def checked(func):
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GrokscopeError(f"{func.__name__}(): {exc}") from None
-        for name, value in bound.arguments.items():
-            _check_argument(func.__name__, name, value, hints().get(name))
-        return func(*args, **kwargs)
+        for name, value in list(bound.arguments.items()):
+            bound.arguments[name] = _check_argument(func.__name__, name, value, hints().get(name))
+        return func(*bound.args, **bound.kwargs)
     return verb
 
 
-def _check_argument(verb: str, name: str, value, hint) -> None:
+def _check_argument(verb: str, name: str, value, hint):
+    """``value`` checked against ``hint`` (a path comes back as a Path with ``~`` expanded)."""
     if hint is None:  # not annotated (callbacks such as log, runner)
-        return
+        return value
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) not in options:
             raise GrokscopeError(f"{verb}(): {name} is required (got None)")
-        return
-    if Path in options:
-        artifacts.as_path(value, f"{verb}(): {name}")
-    elif str in options and not isinstance(value, str):
-        raise GrokscopeError(f"{verb}(): {name} must be text (got {value!r})")
+        return value
+    if Path in options and not (str in options and isinstance(value, str) and not isinstance(value, Path)):
+        return artifacts.as_path(value, f"{verb}(): {name}").expanduser()
+    if str in options:
+        if not isinstance(value, str):
+            raise GrokscopeError(f"{verb}(): {name} must be text (got {value!r})")
+    elif bool in options:
+        if not isinstance(value, bool):
+            raise GrokscopeError(f"{verb}(): {name} must be True or False (got {value!r})")
+    elif int in options and float not in options:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GrokscopeError(f"{verb}(): {name} must be a whole number (got {value!r})")
+    elif float in options:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise GrokscopeError(f"{verb}(): {name} must be a finite number (got {value!r})")
+    return value
 
 
 def to_transformer_lens(model):

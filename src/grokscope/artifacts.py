@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -83,14 +84,20 @@ def write_yaml_atomic(path: Path, data) -> None:
 
 # ------------------------------------------------------------------------------------------------ validated reads
 def _read(path: Path, fix: str, kind: type, parse, syntax: type, describe) -> object:
-    """Parse a file, then check the type of what it holds; every problem is one line naming the file and ``fix``."""
+    """Parse a file, then check the type of what it holds; every problem is one line naming the file and ``fix``.
+    Only a regular file is read (a named pipe in its place would block forever), and nesting deeper than Python's
+    recursion limit is refused rather than crashing the parser."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise GrokscopeError(f"{path}: not a regular file (a pipe, device or folder); {fix}")
         data = parse(path.read_text())
     except FileNotFoundError:
         raise GrokscopeError(f"{path}: missing; {fix}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise GrokscopeError(f"{path}: unreadable ({exc}); {fix}") from None
+    except RecursionError:
+        raise GrokscopeError(f"{path}: nested too deeply to read; {fix}") from None
     except syntax as exc:
         raise GrokscopeError(f"{path}: {describe(exc)}; {fix}") from None
     if not isinstance(data, kind):
@@ -109,9 +116,28 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{at} ({getattr(exc, 'problem', None) or exc})"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (the safe loader keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str):
+    """Parse YAML text as ``read_yaml`` does (safe, duplicate keys refused)."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def read_yaml(path: Path, fix: str, kind: type = dict):
     """A YAML file holding a ``kind``."""
-    return _read(path, fix, kind, yaml.safe_load, yaml.YAMLError, _yaml_problem)
+    return _read(path, fix, kind, load_yaml_text, yaml.YAMLError, _yaml_problem)
 
 
 RUN_SECTIONS = ("data", "model", "train")

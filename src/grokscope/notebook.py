@@ -120,6 +120,8 @@ class Run:
         """The hooked model at ``step`` (a number, 'sat', 'grokked' or 'last') in eval mode."""
         from grokscope import runs
 
+        if isinstance(step, bool) or not isinstance(step, (int, str)):  # 20.5 is not step 20
+            raise GrokscopeError(f"model(): step must be a step number or sat, grokked, last (got {step!r})")
         return runs.load_model(self.path, step, device)[0]
 
     @cached_property

@@ -46,7 +46,19 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
         except GrokscopeError as exc:
             problems.extend(exc.problems)
             continue
-        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+        if key in grid:
+            problems.append(f"--grid {key} given twice; give all its values in one --grid {key}=v1,v2")
+            continue
+        raw = [v.strip() for v in values.split(",")]
+        if not all(raw):
+            problems.append(f"--grid {item!r} has an empty value; give {key}=v1,v2 with no empty item")
+            continue
+        twice = [v for i, v in enumerate(raw) if v in raw[:i]]
+        if twice:
+            problems.append(f"--grid {key}: value(s) {', '.join(map(repr, dict.fromkeys(twice)))} given twice "
+                            f"(the same point twice); name each once")
+            continue
+        grid[key] = raw
         odd = [v for v in grid[key] if "/" in v or "\\" in v or v in (".", "..") or len(v) > 64]
         if odd:
             problems.append(f"--grid {key}: value(s) {', '.join(map(repr, odd))} cannot name a folder (a path "

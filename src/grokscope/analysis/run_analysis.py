@@ -88,6 +88,8 @@ def resolve_probes(ds: Dataset, spec: str) -> list[str]:
         if not item:
             continue
         name = PROBE_ALIASES.get(item, item)
+        if name in out:  # `iid,iid` (or an alias and its name): measured once, not written twice
+            continue
         if name not in ds.probe_types:
             problems.append(f"probe type {item!r} is not in this dataset; available: "
                             f"{', '.join(sorted(PROBE_ALIASES))} or {', '.join(ds.probe_types)}")

@@ -101,6 +101,8 @@ def read_preset(preset: str) -> dict:
     """A preset name (smoke, micro, mini, paper, ...) or a path to a YAML file, as a dict."""
     path = Path(preset)
     if path.suffix in (".yaml", ".yml"):
+        if path.exists() and not path.is_file():
+            raise GrokscopeError(f"{path}: not a regular file; give a study YAML file")
         if not path.is_file():
             raise GrokscopeError(f"{path}: no such study file; give a preset name ({', '.join(preset_names())}) or "
                                  f"an existing YAML file")
@@ -212,8 +214,10 @@ def validate(spec: StudySpec) -> list[str]:
                      "study.data")
     if not isinstance(spec.workers, int) or isinstance(spec.workers, bool) or not 1 <= spec.workers <= 64:
         p.append(f"study.workers {spec.workers!r}: give a whole number of worker processes, 1 to 64")
-    if not spec.seeds or any(not isinstance(s, int) or s < 0 for s in spec.seeds):
+    if not spec.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in spec.seeds):
         p.append(f"study.seeds {spec.seeds}: give non-negative integers")
+    p += [f"study.{where}: {x}" for where, items in (("seeds", spec.seeds), ("regimes", spec.regimes))
+          for x in _repeats(items)]
     names = [m.name for m in spec.models]
     if not names or len(set(names)) != len(names):
         p.append(f"study.models: give at least one model, with unique names (got {names})")
@@ -224,6 +228,9 @@ def validate(spec: StudySpec) -> list[str]:
         if model.family not in FAMILIES:
             p.append(f"{where}.family {model.family!r}: choose one of {', '.join(FAMILIES)}")
             continue
+        if model.regimes is not None and not model.regimes:
+            p.append(f"{where}.regimes is empty: name the regimes it trains on, or leave it out for all of them")
+        p += [f"{where}.regimes: {x}" for x in _repeats(model.regimes or [])]
         extra = [r for r in spec.regimes_of(model) if r not in spec.regimes]
         if extra:
             p.append(f"{where}.regimes {extra} are not regimes of the study ({', '.join(spec.regimes)})")
@@ -239,7 +246,8 @@ def validate(spec: StudySpec) -> list[str]:
             if regime not in stray and not _errors(lambda m=model: _check_model(m), where):
                 p += _errors(lambda m=model, r=regime: _check_model(m, r), f"{where}.per_regime.{regime}")
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
-    p += [f"study.analysis.steps: {x}" for x in _step_problems(spec.analysis.steps.split(","), allow_all=True)]
+    steps = [x.strip() for x in spec.analysis.steps.split(",")]
+    p += [f"study.analysis.steps: {x}" for x in _step_problems(steps, allow_all=True) + _repeats(steps)]
     fine_tuned = [t.model for t in spec.transfer]
     if len(set(fine_tuned)) != len(fine_tuned):
         p.append(f"study.transfer: one entry per model (got {fine_tuned})")
@@ -262,16 +270,24 @@ def _errors(fn, where: str) -> list[str]:
     return []
 
 
+def _repeats(items: list) -> list[str]:
+    """A list naming one thing twice (``[last, last]``) would run or count it twice: said once, by name."""
+    twice = [x for i, x in enumerate(items) if x in items[:i]]
+    return [f"{', '.join(map(repr, dict.fromkeys(twice)))} given twice; name each once"] if twice else []
+
+
 def _probe_problems(spec: str) -> list[str]:
     items = [i.strip() for i in spec.split(",") if i.strip()]
     bad = [i for i in items if i not in PROBE_NAMES]
-    return [f"{', '.join(bad) or 'nothing'} is not a probe type; choose from {', '.join(PROBE_NAMES)}"] \
-        if bad or not items else []
+    return ([f"{', '.join(bad) or 'nothing'} is not a probe type; choose from {', '.join(PROBE_NAMES)}"]
+            if bad or not items else []) + _repeats(items)
 
 
 def _step_problems(items: list[str], allow_all: bool = False) -> list[str]:
     names = CHECKPOINT_NAMES + (("all",) if allow_all else ())
-    bad = [i for i in (x.strip() for x in items) if i not in names and not i.isdigit()]
+    bad = [repr(i) for i in items if not isinstance(i, str) or (i not in names and not i.isdigit())]
+    if not items:
+        return [f"empty; use {', '.join(names)} or a step number"]
     return [f"{', '.join(bad)}: not a checkpoint; use {', '.join(names)} or a step number"] if bad else []
 
 
@@ -289,6 +305,8 @@ def _transfer_problems(spec: StudySpec, t: TransferSpec, where: str, data_ok: bo
     if t.control and "natural" not in spec.regimes_of(model):
         p.append(f"{where}.control needs {t.model} trained on the natural regime")
     p += [f"{where}.checkpoints: {x}" for x in _step_problems(t.checkpoints)]
+    p += [f"{where}.{key}: {x}" for key, items in (("from", t.from_), ("checkpoints", t.checkpoints))
+          for x in _repeats(items)]
     if t.preset not in TRANSFER_PRESETS:
         p.append(f"{where}.preset {t.preset!r}: choose one of {', '.join(TRANSFER_PRESETS)}")
     p += [f"{where}.{x}" for x in FineTuneBudget(t.new_fact_multiple, t.flat_evals, t.flat_tolerance).problems()]

@@ -1,0 +1,170 @@
+"""The third hostile corpus: values checked before any work starts (study files, sweep grids, the Python API) and
+hostile files (duplicated keys, deep nesting, pipes and folders where a file should be). Every case asserts the exit
+code (or the error), the message and that nothing was written."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+from importlib import resources
+
+import pytest
+import yaml
+
+import grokscope as gs
+from grokscope.errors import GrokscopeError
+
+SMOKE = yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text())
+
+
+def _transfer(raw: dict) -> list[dict]:
+    t = raw.get("transfer")
+    return t if isinstance(t, list) else [t]
+
+
+def edited(change):
+    raw = copy.deepcopy(SMOKE)
+    change(raw)
+    return raw
+
+
+STUDY_FILES = {  # name -> (the study, a substring of the one-line error)
+    "repeated seeds": (edited(lambda r: r.update(seeds=[0, 0])), "study.seeds: 0 given twice"),
+    "seed as a word": (edited(lambda r: r.update(seeds=["zero"])), "study.seeds"),
+    "seed as a flag": (edited(lambda r: r.update(seeds=[True])), "study.seeds"),
+    "repeated regimes": (edited(lambda r: r.update(regimes=["natural", "natural"])),
+                         "study.regimes: 'natural' given twice"),
+    "a model with no regimes": (edited(lambda r: r["models"][0].update(regimes=[])), "regimes is empty"),
+    "a model's regime twice": (edited(lambda r: r["models"][0].update(regimes=["natural", "natural"])),
+                               "regimes: 'natural' given twice"),
+    "a parent regime twice": (edited(lambda r: [t.update({"from": ["natural", "natural"]}) for t in _transfer(r)]),
+                              "from: 'natural' given twice"),
+    "a checkpoint twice": (edited(lambda r: [t.update(checkpoints=["last", "last"]) for t in _transfer(r)]),
+                           "checkpoints: 'last' given twice"),
+    "a checkpoint with a space": (edited(lambda r: [t.update(checkpoints=["last "]) for t in _transfer(r)]),
+                                  "'last ': not a checkpoint"),
+    "no checkpoints": (edited(lambda r: [t.update(checkpoints=[]) for t in _transfer(r)]), "checkpoints: empty"),
+    "an analysed step twice": (edited(lambda r: r.update(analysis={"steps": "last,last"})),
+                               "study.analysis.steps: 'last' given twice"),
+    "a probe set twice": (edited(lambda r: r.update(analysis={"probes": "iid,iid"})),
+                          "study.analysis.probes: 'iid' given twice"),
+    "no workers": (edited(lambda r: r.update(workers=0)), "study.workers"),
+    "workers as a flag": (edited(lambda r: r.update(workers=True)), "study.workers"),
+    "a bad draw": (edited(lambda r: [t.update(draw="biased") for t in _transfer(r)]), "draw 'biased'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STUDY_FILES))
+def test_a_bad_study_file_is_refused_before_any_job(cli, tmp_path, case):
+    raw, message = STUDY_FILES[case]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    for extra in (["--plan"], []):
+        code, _, err = cli("study", "--preset", tmp_path / "s.yaml", "--out", tmp_path / "out", *extra)
+        assert code == 2 and message in err and "Traceback" not in err, (case, err)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_key_written_twice_in_a_study_file_is_refused_by_line(cli, tmp_path):
+    text = (resources.files("grokscope") / "presets" / "smoke.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(text + "\nname: other\n")
+    code, _, err = cli("study", "--preset", tmp_path / "s.yaml", "--out", tmp_path / "out")
+    assert code == 2 and "key 'name' written twice" in err and "line" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("what", ["pipe", "folder", "deep"])
+def test_a_study_file_that_is_not_a_plain_readable_file_is_refused(cli, tmp_path, what):
+    path = tmp_path / "s.yaml"
+    if what == "pipe":
+        os.mkfifo(path)  # reading it would block forever
+    elif what == "folder":
+        path.mkdir()
+    else:
+        path.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    code, _, err = cli("study", "--preset", path, "--out", tmp_path / "out", "--plan")
+    message = "nested too deeply" if what == "deep" else "not a regular file"
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["train.lr=1e-3,2e-3", "train.lr=3e-3"], "--grid train.lr given twice"),
+    (["train.lr=1e-3,,2e-3"], "has an empty value"),
+    (["train.lr=1e-3,1e-3"], "'1e-3' given twice"),
+    (["train.lr=1e-3,"], "has an empty value"),
+])
+def test_a_bad_sweep_grid_is_refused_before_sweep_json(cli, tmp_path, grid, message):
+    args = [a for g in grid for a in ("--grid", g)]
+    code, _, err = cli("sweep", "--preset", "smoke", *args, "--out", tmp_path / "sw")
+    assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "sw").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the Python API
+@pytest.mark.parametrize("call, message", [
+    (lambda d: gs.build_data(d / "x", preset="smoke", force="no"), "force must be True or False"),
+    (lambda d: gs.build_data(d / "x", preset="smoke", transfer="false"), "transfer must be True or False"),
+    (lambda d: gs.build_data(d / "x", preset="smoke", seed=1.5), "seed must be a whole number"),
+    (lambda d: gs.build_data(d / "x", preset="smoke", seed=True), "seed must be a whole number"),
+    (lambda d: gs.build_data(d / "x", preset=None), "preset is required"),
+    (lambda d: gs.build_data(42, preset="smoke"), "must be a path"),
+    (lambda d: gs.train(d / "data", d / "x", model="gpt", preset="smoke", resume="no"),
+     "resume must be True or False"),
+    (lambda d: gs.train(d / "data", d / "x", model="gpt", preset="smoke", quiet="yes"),
+     "quiet must be True or False"),
+    (lambda d: gs.transfer(str(d / "run"), d / "x", control="no"), "control must be True or False"),
+    (lambda d: gs.transfer(str(d / "run"), d / "x", new_fact_multiple=math.inf), "must be a finite number"),
+    (lambda d: gs.transfer(str(d / "run"), d / "x", flat_evals=2.5), "flat_evals must be a whole number"),
+    (lambda d: gs.study(preset="smoke", out=d / "x", fresh="no"), "fresh must be True or False"),
+])
+def test_the_api_refuses_what_the_cli_refuses(tmp_path, call, message):
+    with pytest.raises(GrokscopeError, match=message.replace("(", r"\(")):
+        call(tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_api_expands_a_home_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gs.build_data("~/data", preset="smoke")
+    assert (tmp_path / "data" / "dataset.json").exists() and not os.path.exists("~")
+
+
+@pytest.mark.parametrize("step", [20.5, math.inf, True, None])
+def test_a_run_loads_no_model_from_a_step_that_is_not_a_step(trained, step):
+    root, _ = trained
+    run = gs.open_run(root / "gpt")
+    with pytest.raises(GrokscopeError, match="step must be a step number"):
+        run.model(step)
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+def test_a_run_whose_config_is_a_pipe_is_refused_not_waited_on(cli, trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "gpt", run)
+    (run / "config.yaml").unlink()
+    os.mkfifo(run / "config.yaml")
+    code, _, err = cli("analyze", run, "--analyses", "regime")
+    assert code == 2 and "not a regular file" in err and "Traceback" not in err
+
+
+def test_a_summary_nested_thousands_deep_is_one_line(trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "gpt", run)
+    (run / "summary.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(GrokscopeError, match="nested too deeply"):
+        gs.open_run(run).summary
+
+
+def test_a_probe_set_named_twice_is_measured_once(cli, trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "gpt", run)
+    code, _, err = cli("analyze", run, "--analyses", "lens", "--steps", "last", "--probes", "iid,iid")
+    assert code == 0, err
+    import pandas as pd
+
+    lens = pd.read_parquet(run / "analysis" / "lens.parquet")
+    assert not lens.duplicated(["step", "probe_type", "stage", "position", "metric"]).any()
+    assert json.loads((run / "analysis" / "summary.json").read_text())["probe_types"] == ["test_inferred_iid"]

@@ -168,3 +168,32 @@ def test_a_probe_set_named_twice_is_measured_once(cli, trained, tmp_path):
     lens = pd.read_parquet(run / "analysis" / "lens.parquet")
     assert not lens.duplicated(["step", "probe_type", "stage", "position", "metric"]).any()
     assert json.loads((run / "analysis" / "summary.json").read_text())["probe_types"] == ["test_inferred_iid"]
+
+
+# ------------------------------------------------------------------------------------------------ odd targets
+@pytest.mark.parametrize("target", [".", "..", "./"])
+def test_out_naming_the_current_folder_is_refused_and_an_input_dot_is_read(cli, tmp_path, monkeypatch, target):
+    """A command writes its folder whole and swaps it in: `--out .` would pull the shell's folder from under it."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "here")
+    code, _, err = cli("data", "build", "--preset", "smoke", "--out", target)
+    assert code == 2 and "name the folder to write" in err and "Traceback" not in err
+    assert os.listdir(tmp_path / "here") == ["notes.txt"] and os.getcwd() == str(tmp_path / "here")
+    assert cli("data", "build", "--preset", "smoke", "--out", tmp_path / "here" / "d")[0] == 0
+    monkeypatch.chdir(tmp_path / "here" / "d")
+    code, out, err = cli("data", "show", ".")
+    assert code == 0, err
+
+
+def test_a_symlink_loop_as_a_target_is_one_line(cli, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, _, err = cli("data", "build", "--preset", "smoke", "--out", tmp_path / "a")
+    assert code == 2 and "cannot be resolved" in err and "Traceback" not in err
+
+
+def test_a_stacked_command_with_an_unbalanced_quote_is_one_line(cli, tmp_path):
+    code, _, err = cli("stack", f"train --data {tmp_path} --out 'x")
+    assert code == 2 and "cannot be read (No closing quotation)" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

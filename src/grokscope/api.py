@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -64,7 +65,8 @@ def _check_argument(verb: str, name: str, value, hint):
             raise GrokscopeError(f"{verb}(): {name} is required (got None)")
         return value
     if Path in options and not (str in options and isinstance(value, str) and not isinstance(value, Path)):
-        return artifacts.as_path(value, f"{verb}(): {name}").expanduser()
+        return _plain_path(artifacts.as_path(value, f"{verb}(): {name}").expanduser(), f"{verb}(): {name}",
+                           output=name == "out")
     if str in options:
         if not isinstance(value, str):
             raise GrokscopeError(f"{verb}(): {name} must be text (got {value!r})")
@@ -78,6 +80,23 @@ def _check_argument(verb: str, name: str, value, hint):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GrokscopeError(f"{verb}(): {name} must be a finite number (got {value!r})")
     return value
+
+
+def _plain_path(path: Path, what: str, output: bool = False) -> Path:
+    """A path every later step can name: an input ``.`` or ``..`` becomes the folder it means; an output must be named
+    (a command writes a folder whole and swaps it in, which would pull the current folder from under the shell); a
+    symlink loop is one line here rather than a RuntimeError deep in pathlib."""
+    if path.name in ("", ".", ".."):
+        if output:
+            raise GrokscopeError(f"{what}: {str(path)!r} is the current folder or one above it; name the folder to "
+                                 f"write (e.g. --out results)")
+        path = Path(os.path.abspath(path))
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise GrokscopeError(f"{what}: {path} cannot be resolved ({exc}); remove the link or choose another path") \
+            from None
+    return path
 
 
 def to_transformer_lens(model):

@@ -170,7 +170,11 @@ def stack_cmd(
     train_command = typer.main.get_command(app).get_command(None, "train")  # type: ignore[union-attr]
     specs = []
     for command in commands:
-        argv = shlex.split(command)
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:  # an unbalanced quote
+            raise GrokscopeError(f"stacked command {command!r} cannot be read ({exc}); quote each train command "
+                                 f"once, as one argument") from None
         if not argv or argv[0] != "train":
             raise GrokscopeError(f"stacked command {command!r} must be a train command: 'train --data D --out RUN'")
         p = train_command.make_context("train", argv[1:]).params

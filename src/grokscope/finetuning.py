@@ -17,8 +17,8 @@ caps it. He et al.'s fine-tunes learn the new facts by about 2.9k steps and comp
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

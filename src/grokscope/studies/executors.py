@@ -67,7 +67,7 @@ def subprocess_runner(spec_path: Path, env: dict | None = None) -> int:
 
 class LocalExecutor:
     """One job at a time through ``runner`` (in this process when given, else a worker process each); one worker per
-    GPU on a multi-GPU host."""
+    GPU on a multi-GPU host; on a CPU, ``workers`` worker processes side by side, the cores shared out as threads."""
 
     def __init__(self, spec_dir: Path, runner: Runner | None = None, log=print, workers: int = 1):
         self.spec_dir, self.runner, self.log = Path(spec_dir), runner, log

@@ -197,3 +197,43 @@ def test_a_stacked_command_with_an_unbalanced_quote_is_one_line(cli, tmp_path):
     code, _, err = cli("stack", f"train --data {tmp_path} --out 'x")
     assert code == 2 and "cannot be read (No closing quotation)" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------------ full disks
+def _limited(args: list[str], limit_bytes: int):
+    """The CLI in a process that may write no file larger than ``limit_bytes`` (a full disk, as the OS reports it)."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    exe = str(Path(sys.executable).parent / "grokscope")
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, preexec_fn=limit, timeout=300)
+
+
+def test_weights_that_cannot_be_written_end_training_in_one_line_and_the_run_resumes(smoke_data, tmp_path):
+    args = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--out", tmp_path / "r",
+            "--set", "max_steps=30", "--set", "eval_every=10", "--set", "threads=1"]
+    done = _limited(args, 200 * 1024)  # step 0's weights fit (with the trm's too); the next ones do not
+    assert done.returncode == 2 and "cannot write the weights" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 or "error:" in done.stderr.strip().splitlines()[-1]
+    from grokscope import runs
+
+    kept = runs.list_checkpoints(tmp_path / "r")
+    assert kept and not list((tmp_path / "r" / "checkpoints").glob(".tmp-*"))
+    runs.load_checkpoint(tmp_path / "r", kept[-1])  # what was saved before is whole
+    again = _limited([*args, "--resume"], 2 ** 40)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert runs.list_checkpoints(tmp_path / "r")[-1] == 30
+
+
+def test_an_export_that_cannot_be_written_is_one_line_and_keeps_the_last_export(trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "gpt"
+    shutil.copytree(root / "gpt", run)
+    done = _limited(["export", "tl", f"{run}@last", "--out", tmp_path / "tl", "--no-check"], 1024)
+    assert done.returncode == 2 and "cannot write the weights" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "tl").exists()

@@ -327,7 +327,6 @@ def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | N
 def export_tl(ref: str, out: Path | None = None, force: bool = False, check: bool = True) -> tuple[Path, float | None]:
     """A gpt checkpoint in TransformerLens's layout; with ``check``, the max logit difference of the live TL model."""
     import torch
-    from safetensors.torch import save_file
 
     from grokscope import runs
     from grokscope.models.export_tl import tl_config, tl_state_dict
@@ -341,7 +340,7 @@ def export_tl(ref: str, out: Path | None = None, force: bool = False, check: boo
     state, config = tl_state_dict(model), tl_config(model)
 
     def fill(tmp: Path) -> None:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "tl_model.safetensors")
+        runs.save_tensors(state, tmp / "tl_model.safetensors")
         (tmp / "tl_config.json").write_text(json.dumps(config, indent=2))
     artifacts.write_owned_dir(out, force, "TransformerLens export", fill)
     diff = None

@@ -56,14 +56,28 @@ def _host_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file`` with a full disk (or a file-size limit) as one line: safetensors reports it as its own error."""
+    try:
+        save_file(_host_tensors(tensors), path)
+    except (SafetensorError, OSError) as exc:
+        Path(path).unlink(missing_ok=True)
+        raise GrokscopeError(f"{path}: cannot write the weights ({str(exc).split(': ', 1)[-1]}); free the space or "
+                             f"choose another location (what was saved before is kept)") from None
+
+
 def save_checkpoint(run: Path, step: int, model_weights: dict, state: dict, meta: dict) -> Path:
     final = step_dir(run, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
-        save_file(_host_tensors(model_weights), tmp / "model.safetensors")
-        save_file(_host_tensors(state), tmp / "state.safetensors")
-        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "schema": CKPT_SCHEMA}, indent=1))
+        save_tensors(model_weights, tmp / "model.safetensors")
+        save_tensors(state, tmp / "state.safetensors")
+        try:
+            (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "schema": CKPT_SCHEMA}, indent=1))
+        except OSError as exc:
+            raise GrokscopeError(f"{tmp / 'meta.json'}: cannot write ({exc.strerror}); free the space or choose "
+                                 f"another location (what was saved before is kept)") from None
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

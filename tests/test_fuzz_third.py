@@ -154,7 +154,7 @@ def test_a_summary_nested_thousands_deep_is_one_line(trained, tmp_path):
     shutil.copytree(root / "gpt", run)
     (run / "summary.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(GrokscopeError, match="nested too deeply"):
-        gs.open_run(run).summary
+        _ = gs.open_run(run).summary
 
 
 def test_a_probe_set_named_twice_is_measured_once(cli, trained, tmp_path):

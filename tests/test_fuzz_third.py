@@ -237,3 +237,18 @@ def test_an_export_that_cannot_be_written_is_one_line_and_keeps_the_last_export(
     done = _limited(["export", "tl", f"{run}@last", "--out", tmp_path / "tl", "--no-check"], 1024)
     assert done.returncode == 2 and "cannot write the weights" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "tl").exists()
+
+
+# ------------------------------------------------------------------------------------------------ hand-edited rows
+def test_damaged_metrics_rows_are_counted_and_warned_about_wherever_they_are_read(trained, tmp_path, capsys):
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "gpt", run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:15]  # cut short
+    lines.insert(2, '{"step": ' + "[" * 50_000 + "]" * 50_000 + "}")  # nested thousands deep
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    metrics = gs.open_run(run).metrics
+    err = capsys.readouterr().err
+    assert "2 damaged row(s) skipped (line 2, 3)" in err and f"the other {len(lines) - 2} kept" in err
+    assert len(metrics) == len(lines) - 2

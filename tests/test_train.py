@@ -252,7 +252,7 @@ def test_resume_reports_unreadable_metrics_rows(cli, tmp_path, smoke_data):
     lines[1] = lines[1][:20]  # a damaged middle line
     path.write_text("\n".join(lines) + "\n")
     code, out, err = cli(*common, "--set", "max_steps=50,eval_every=10", "--resume")
-    assert code == 0 and "line 2 is unreadable" in out
+    assert code == 0 and "1 damaged row(s) skipped (line 2)" in out
     assert [r["step"] for r in artifacts.read_metrics(tmp_path / "r")] == [0, 20, 30, 40, 50]
 
 

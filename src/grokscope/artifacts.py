@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,13 +189,18 @@ def read_config(run: Path) -> dict:
     return cfg
 
 
-def read_metrics(run: Path, warn=None) -> list[dict]:
-    """Every readable row of ``metrics.jsonl`` in order. A damaged line is skipped and reported through ``warn``
-    (one call per line), never silently: the rows after it are kept."""
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_metrics(run: Path, warn=warn_stderr) -> list[dict]:
+    """Every readable row of ``metrics.jsonl`` in order. Damaged lines are skipped, counted and reported through
+    ``warn`` (one message naming them; stderr unless told otherwise), never silently: the rows after them are
+    kept."""
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         return []
-    rows = []
+    rows, damaged = [], []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -202,11 +208,13 @@ def read_metrics(run: Path, warn=None) -> list[dict]:
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
                 raise ValueError("not a metrics row")
-        except ValueError:
-            if warn is not None:
-                warn(f"{path}: line {number} is unreadable and was skipped")
+        except (ValueError, RecursionError):  # RecursionError: a hand-edited row nested thousands deep
+            damaged.append(number)
             continue
         rows.append(row)
+    if damaged and warn is not None:
+        lines = ", ".join(map(str, damaged[:5])) + (" ..." if len(damaged) > 5 else "")
+        warn(f"{path}: {len(damaged)} damaged row(s) skipped (line {lines}); the other {len(rows)} kept")
     return rows
 
 

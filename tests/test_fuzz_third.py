@@ -252,3 +252,15 @@ def test_damaged_metrics_rows_are_counted_and_warned_about_wherever_they_are_rea
     err = capsys.readouterr().err
     assert "2 damaged row(s) skipped (line 2, 3)" in err and f"the other {len(lines) - 2} kept" in err
     assert len(metrics) == len(lines) - 2
+
+
+def test_checkpoint_and_dataset_folders_get_the_mode_mkdir_would_give(trained, smoke_data):
+    root, _ = trained
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o777 & ~umask
+    from pathlib import Path
+
+    checkpoints = list((root / "gpt" / "checkpoints").iterdir())
+    assert checkpoints and all(p.stat().st_mode & 0o777 == expected for p in checkpoints)
+    assert Path(smoke_data).stat().st_mode & 0o777 == expected

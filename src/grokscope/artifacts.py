@@ -41,6 +41,16 @@ def as_path(value, what: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A temporary folder to fill and then rename into place, with the mode a plain ``mkdir`` would give it
+    (``mkdtemp`` makes it 0700, so a checkpoint or dataset swapped in would be private to its writer)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -483,7 +493,7 @@ def new_tmp_dir(out: Path) -> Path:
     shared folder stays readable by the group)."""
     out = Path(out)
     clean_leftovers(out.resolve().parent, out.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{out.name}-", dir=out.resolve().parent))
+    tmp = make_temp_dir(out.resolve().parent, f"{TMP_PREFIX}{out.name}-")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
@@ -69,7 +68,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def save_checkpoint(run: Path, step: int, model_weights: dict, state: dict, meta: dict) -> Path:
     final = step_dir(run, step)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = artifacts.make_temp_dir(final.parent, f".tmp-{final.name}-")
     try:
         save_tensors(model_weights, tmp / "model.safetensors")
         save_tensors(state, tmp / "state.safetensors")

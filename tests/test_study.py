@@ -299,6 +299,19 @@ def test_workers_run_a_stages_jobs_side_by_side_with_the_cores_shared(study, tmp
     code, _, err = cli("study", "--preset", bad, "--plan")
     assert code == 2 and "study.workers" in err
 
+    # An analysis killed mid-way ("running"), then the user's own narrower `analyze`: its summary is not the job's.
+    name = next(n for n in manifest["jobs"] if n.startswith("analyze "))
+    run = Path(manifest["jobs"][name]["out"])
+    manifest["jobs"][name]["status"] = "running"
+    (tmp_path / "two" / "study.json").write_text(json.dumps(manifest))
+    (run / "analysis" / "lens.parquet").unlink()
+    assert cli("analyze", run, "--analyses", "regime")[0] == 0
+    code, _, err = cli("study", "--preset", tmp_path / "two.yaml", "--out", tmp_path / "two")
+    assert code == 0, err
+    assert (run / "analysis" / "lens.parquet").exists()  # the study ran it again
+    assert json.loads((run / "analysis" / "summary.json").read_text())["analyses"] == \
+        ["lens", "trace", "queries", "compare", "regime", "probe"]
+
 
 def test_a_sigterm_to_a_study_stops_its_workers_and_the_study_resumes(tmp_path, cli):
     """Killing the study with SIGTERM while two workers train: no worker outlives it (an orphan would go on training

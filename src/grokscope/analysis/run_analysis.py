@@ -170,7 +170,8 @@ def _analyze(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str,
     artifacts.ensure_writable_dir(out_dir)
     _check_targets(out_dir)
     # the device the models ran on (a study's manifest reads it: did a GPU study's analyses run on the GPU?)
-    result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types, "device": device}
+    result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types, "device": device,
+                    "analyses": list(wanted)}  # what this summary covers (a study checks its job asked for no more)
     lens_parts, trace_parts, use_parts, decodable = [], [], [], {}
     for step in step_list:
         model, _ = runs.load_model(run, step, device)

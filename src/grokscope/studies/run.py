@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from grokscope import artifacts, runs
+from grokscope.analysis import defaults
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
 from grokscope.studies.executors import EXECUTORS, Runner, make_executor
@@ -84,7 +85,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
         # Done is the study's own record: a job it started ("running") whose output exists finished before its
         # process could record it. A file a user made (e.g. `analyze --analyses regime` writes analysis/summary.json
         # too) never marks a job the study has not run as done.
-        if job.done.exists() and status in ("done", "running"):
+        if job.done.exists() and (status == "done" or (status == "running" and outputs_check_out(job))):
             if status != "done":
                 manifest.mark(job, "done", ran_with=ran_with(job))
             continue
@@ -121,6 +122,20 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
 
     ex.run([(job, call) for job, call, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
+
+
+def outputs_check_out(job: Job) -> bool:
+    """Whether a job the study started, and whose output file exists, finished: an analysis summary counts only when
+    it covers every analysis the job asked for (a user's own `analyze --analyses regime` writes one too, and must not
+    mark a job interrupted mid-way done without its lens and trace tables)."""
+    if job.stage != "analyze":
+        return True
+    try:
+        covered = artifacts.read_json(job.done, "re-run the study").get("analyses")
+    except GrokscopeError:
+        return False
+    wanted = ((job.call or {}).get("kwargs") or {}).get("analyses") or defaults.ANALYSES
+    return isinstance(covered, list) and set(wanted.split(",")) <= set(covered)
 
 
 def ran_with(job: Job) -> dict | None:

@@ -264,3 +264,20 @@ def test_checkpoint_and_dataset_folders_get_the_mode_mkdir_would_give(trained, s
     checkpoints = list((root / "gpt" / "checkpoints").iterdir())
     assert checkpoints and all(p.stat().st_mode & 0o777 == expected for p in checkpoints)
     assert Path(smoke_data).stat().st_mode & 0o777 == expected
+
+
+# ------------------------------------------------------------------------------------------------ reports that look complete
+def test_a_report_of_an_unfinished_study_says_so_and_lists_each_missing_job():
+    from grokscope.reporting.build import _meta, _skipped_rows
+
+    manifest = {"jobs": {"train a": {"status": "done"}, "analyze a": {"status": "running"},
+                         "transfer ft": {"status": "interrupted"}, "compare a b": {},
+                         "transfer ft_sat": {"status": "skipped", "note": "the parent never reached saturation"}}}
+    rows = {r["job"]: r["why"] for r in _skipped_rows(manifest)}
+    assert set(rows) == {"analyze a", "transfer ft", "compare a b", "transfer ft_sat"}
+    assert rows["analyze a"].startswith("interrupted while running") and rows["compare a b"].startswith("not run")
+    meta = " ".join(_meta({"tier": "smoke", "name": "smoke", "models": []}, {}, manifest))
+    assert "This study has not finished: 3 job(s)" in meta
+    finished = {"jobs": {"train a": {"status": "done"}, "transfer ft_sat": {"status": "skipped", "note": "x"}}}
+    meta = " ".join(_meta({"tier": "smoke", "name": "smoke", "models": []}, {}, finished))
+    assert "has not finished" not in meta and "1 job(s) not run" in meta

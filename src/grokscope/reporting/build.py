@@ -539,9 +539,26 @@ def _setting(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+NOT_DONE = {  # a job's status -> why the report lists it under "Jobs not run"
+    "pending": "not run yet: re-run the study to run it",
+    "running": "interrupted while running: re-run the study to continue it",
+    "interrupted": "interrupted: re-run the study to continue it",
+    "stale": "its settings changed before it finished: re-run the study",
+    "failed": "failed: fix the cause and re-run the study",
+}
+
+
 def _skipped_rows(manifest: dict) -> list[dict]:
-    return [{"job": name, "why": e.get("note", "")} for name, e in manifest.get("jobs", {}).items()
-            if e.get("status") == "skipped"]
+    """Every job that did not finish, and why: skipped by the study (with its note) or not done yet. A report of an
+    interrupted study says which jobs its findings are missing."""
+    rows = []
+    for name, e in manifest.get("jobs", {}).items():
+        status = e.get("status", "pending")
+        if status == "skipped":
+            rows.append({"job": name, "why": e.get("note", "")})
+        elif status != "done":
+            rows.append({"job": name, "why": NOT_DONE.get(status, status)})
+    return rows
 
 
 def _meta(spec: dict, pre: dict, manifest: dict) -> list[str]:
@@ -552,7 +569,11 @@ def _meta(spec: dict, pre: dict, manifest: dict) -> list[str]:
     if not any((r["summary"]["final"].get("test_inferred_ood") or 0) >= th.GENERALISED for _, r in pre.values()):
         out.append(f"No run reached OOD accuracy {th.GENERALISED} at this tier.")
     skipped = _skipped_rows(manifest)
-    if skipped:
+    unfinished = [r for r in skipped if manifest["jobs"][r["job"]].get("status", "pending") != "skipped"]
+    if unfinished:
+        out.append(f"This study has not finished: {len(unfinished)} job(s) not run or interrupted (listed under "
+                   f"'Jobs not run'); the findings read only what ran.")
+    elif skipped:
         out.append(f"{len(skipped)} job(s) not run (listed under 'Jobs not run').")
     return out
 

@@ -493,7 +493,10 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
     manifest.update(spec, list(jobs.values()))
     run = jobs["train gpt_natural"]
     manifest.mark(run, "running")
-    changed = load_spec("smoke", ["train.lr=0.002"])
+    budget = load_spec("smoke", ["train.max_steps=90", "train.sat_multiple=3"])  # what a resume may change
+    manifest.update(budget, plan(budget, tmp_path))
+    assert manifest.status(run) == "running" and manifest.changes(run)  # changed, and continues on the new budget
+    changed = load_spec("smoke", ["train.lr=0.002", "train.max_steps=90"])
     manifest.update(changed, plan(changed, tmp_path))
     assert manifest.status(run) == "stale"
     run.out.mkdir(parents=True)

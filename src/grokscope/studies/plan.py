@@ -302,6 +302,20 @@ class Manifest:
     def status(self, job: Job) -> str:
         return self.data["jobs"].get(job.name, {}).get("status", "pending")
 
+    def budget_only(self, job: Job) -> bool:
+        """Whether an unfinished training job's settings changed only in what a resume may change (its budget and
+        stop rules, ``runs.RESUMABLE_KEYS``): it then continues from its checkpoint under the new budget, as
+        ``train --resume`` does, instead of starting over (a long run raised from 40,000 to 60,000 steps keeps
+        its first 40,000)."""
+        old = (self.data["jobs"].get(job.name) or {}).get("resolved")
+        if job.stage != "train" or not isinstance(old, dict) or not isinstance(old.get("train"), dict):
+            return False
+
+        def without_budget(resolved: dict) -> dict:
+            return {**resolved, "train": {k: v for k, v in (resolved.get("train") or {}).items()
+                                          if k not in runs.RESUMABLE_KEYS}}
+        return without_budget(upgraded(old, job)) == without_budget(job.resolved)
+
     def changes(self, job: Job) -> list[str]:
         """How the job's resolved settings differ from the recorded ones (``key: old -> new``); a manifest written
         before settings were recorded is compared by command line."""
@@ -326,7 +340,7 @@ class Manifest:
         recorded = self.data["jobs"]
         for job in jobs:
             old = recorded.get(job.name, {})
-            stale = bool(old) and old.get("status") != "done" and bool(self.changes(job))
+            stale = bool(old) and old.get("status") != "done" and bool(self.changes(job)) and not self.budget_only(job)
             entry = {**old, "stage": job.stage, "argv": job.argv, "call": job.call, "record": job.record,
                      "needs": job.needs,
                      "out": str(job.out), "resolved": job.resolved, "settings_hash": settings_hash(job.resolved)}

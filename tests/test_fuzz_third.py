@@ -281,3 +281,12 @@ def test_a_report_of_an_unfinished_study_says_so_and_lists_each_missing_job():
     finished = {"jobs": {"train a": {"status": "done"}, "transfer ft_sat": {"status": "skipped", "note": "x"}}}
     meta = " ".join(_meta({"tier": "smoke", "name": "smoke", "models": []}, {}, finished))
     assert "has not finished" not in meta and "1 job(s) not run" in meta
+
+
+def test_plan_of_a_model_too_large_for_this_machine_does_not_build_it(cli, tmp_path):
+    """`train` refuses such a model up front; `--plan` used to build it to time it (12.9 billion parameters)."""
+    code, out, err = cli("sweep", "--preset", "smoke", "--model", "gpt", "--grid", "model.d_model=65536",
+                         "--grid", "model.n_layers=4", "--plan", "--out", tmp_path / "sw")
+    assert code == 0, err  # 206 billion parameters: 3 TiB of training state
+    assert "not timed: its training state needs about" in out and "1 job(s) not timed" in out
+    assert not (tmp_path / "sw").exists()

@@ -29,7 +29,7 @@ from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
 from grokscope.studies.plan import Job
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import budget, make_train_step
+from grokscope.training.loop import TRAIN_BYTES_PER_PARAM, budget, make_train_step
 from grokscope.training.state import TrainState
 from grokscope.finetuning import transfer_config
 
@@ -88,6 +88,11 @@ class Estimator:
         probe_batch = cfg.batch_size
         while probe_batch > 1 and meta.flops_per_step(probe_batch) > PROBE_FLOPS:
             probe_batch //= 2
+        need, have = meta.num_params() * TRAIN_BYTES_PER_PARAM, runtime.memory_bytes(self.device)
+        if need > have:  # `train` refuses it up front; building it to time it would exhaust the memory
+            return Cost(steps, meta.num_params(), per_step, None,
+                        f"not timed: its training state needs about {need / 2 ** 30:.0f} GiB, over the "
+                        f"{have / 2 ** 30:.0f} GiB of this {self.device}")
         key = json.dumps([family, model_dict, cfg.precision, probe_batch, ds.vocab.d_vocab], sort_keys=True,
                          default=str)
         if key not in self.probes:
@@ -128,7 +133,7 @@ def plan_rows(jobs: list[Job], device: str, log=print) -> list[dict]:
     """One row per job (training and fine-tuning jobs with their cost), then the totals."""
     est = Estimator(jobs, device)
     by_name = {j.name: j for j in jobs}
-    rows, total_flops, total_seconds = [], 0.0, 0.0
+    rows, total_flops, total_seconds, untimed = [], 0.0, 0.0, 0
     for job in jobs:
         row = {"job": job.name, "role": job.record.get("role", job.stage), "steps (at most)": "-", "parameters": "-",
                "GFLOP/step": "-", "training FLOP": "-", "est. time": "-", "how": "not estimated (minor)"}
@@ -150,13 +155,16 @@ def plan_rows(jobs: list[Job], device: str, log=print) -> list[dict]:
             log(f"  estimated {job.name}")
             total_flops += cost.flops
             total_seconds += cost.seconds or 0.0
+            untimed += cost.seconds is None
             row.update({"steps (at most)": f"{cost.steps:,}", "parameters": f"{cost.params:,}",
                         "GFLOP/step": f"{cost.flops_per_step / 1e9:.3g}", "training FLOP": f"{cost.flops:.3g}",
                         "est. time": _duration(cost.seconds), "how": cost.how})
         rows.append(row)
+    how = "training steps only: evaluation, analyses and data building are not included"
     rows.append({"job": "total", "role": "", "steps (at most)": "", "parameters": "", "GFLOP/step": "",
-                 "training FLOP": f"{total_flops:.3g}", "est. time": _duration(total_seconds),
-                 "how": "training steps only: evaluation, analyses and data building are not included"})
+                 "training FLOP": f"{total_flops:.3g}",
+                 "est. time": f"over {_duration(total_seconds)}" if untimed else _duration(total_seconds),
+                 "how": f"{how}; {untimed} job(s) not timed" if untimed else how})
     return rows
 
 

@@ -86,3 +86,15 @@ def test_a_run_with_a_multiple_it_never_reaches_ends_on_max_steps(cli, tmp_path,
     assert code == 0, out
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["final_step"] == 30 and summary["stop_reason"] == "max_steps"
+
+
+def test_in_the_trainer_a_held_rule_waits_for_the_multiple(cli, tmp_path, smoke_data):
+    """The smoke gpt never saturates in 60 steps: with the multiple, a stop rule that holds from step 20 does not end
+    it; without, the rule ends it at step 30 (patience 2)."""
+    base = ["train", "--data", smoke_data, "--preset", "smoke", "--quiet", "--set",
+            "max_steps=60,eval_every=10,stop_when=step>=20,stop_patience=2,threads=1"]
+    assert cli(*base, "--out", tmp_path / "rule")[0] == 0
+    assert json.loads((tmp_path / "rule" / "summary.json").read_text())["final_step"] == 30
+    assert cli(*base, "--set", "sat_multiple=3", "--out", tmp_path / "both")[0] == 0
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert summary["final_step"] == 60 and summary["stop_reason"] == "max_steps"

@@ -290,3 +290,27 @@ def test_plan_of_a_model_too_large_for_this_machine_does_not_build_it(cli, tmp_p
     assert code == 0, err  # 206 billion parameters: 3 TiB of training state
     assert "not timed: its training state needs about" in out and "1 job(s) not timed" in out
     assert not (tmp_path / "sw").exists()
+
+
+# ------------------------------------------------------------------------------------------------ groups of folders
+def test_a_family_rebuild_that_fails_on_a_later_regime_leaves_the_old_family_whole(cli, tmp_path, monkeypatch):
+    import grokscope.data.build as build
+
+    assert cli("data", "family", "--preset", "smoke", "--out", tmp_path / "fam", "--no-transfer")[0] == 0
+    before = {p.name: json.loads((p / "dataset.json").read_text())["fingerprint"] for p in (tmp_path / "fam").iterdir()
+              if (p / "dataset.json").exists()}
+    real, calls = build.build_dataset, {"n": 0}
+
+    def failing(cfg):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third regime of the new family cannot be built
+            raise GrokscopeError("simulated failure on the third regime")
+        return real(cfg)
+
+    monkeypatch.setattr(build, "build_dataset", failing)
+    code, _, err = cli("data", "family", "--preset", "smoke", "--out", tmp_path / "fam", "--no-transfer", "--force",
+                       "--seed", "7")
+    assert code == 2 and "simulated failure" in err
+    after = {p.name: json.loads((p / "dataset.json").read_text())["fingerprint"] for p in (tmp_path / "fam").iterdir()
+             if (p / "dataset.json").exists()}
+    assert after == before  # no regime on the new seed

@@ -97,14 +97,17 @@ def build_family(cfg: DataConfig, out: Path, force: bool = False, transfer: bool
 
 
 def _build_regimes(cfg: DataConfig, out: Path, force: bool, transfer: bool, log) -> dict[str, Path]:
-    written = {}
+    """Every dataset is built in memory before the first is written (under a second at paper size), so a build that
+    fails or is stopped on a later regime leaves the old family whole, not half on the new seed and half on the
+    old; the writes that follow are each atomic."""
+    built = {}
     for regime, aug in REGIMES.items():
         rcfg = dataclasses.replace(cfg, **dataclasses.asdict(aug))
-        ds = build_dataset(rcfg)
-        written[regime] = save(ds, out / regime, force=force)
-        log(f"built {regime:<12} {ds.meta['fingerprint']}  -> {written[regime]}")
+        built[regime] = build_dataset(rcfg)
         if transfer:
-            tds = build_transfer(ds, rcfg)
-            written[f"{regime}_transfer"] = save(tds, out / f"{regime}_transfer", force=force)
-            log(f"built {regime + '_transfer':<12} {tds.meta['fingerprint']}  -> {written[f'{regime}_transfer']}")
+            built[f"{regime}_transfer"] = build_transfer(built[regime], rcfg)
+    written = {}
+    for name, ds in built.items():
+        written[name] = save(ds, out / name, force=force)
+        log(f"built {name:<12} {ds.meta['fingerprint']}  -> {written[name]}")
     return written

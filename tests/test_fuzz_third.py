@@ -266,7 +266,7 @@ def test_checkpoint_and_dataset_folders_get_the_mode_mkdir_would_give(trained, s
     assert Path(smoke_data).stat().st_mode & 0o777 == expected
 
 
-# ------------------------------------------------------------------------------------------------ reports that look complete
+# ------------------------------------------------------------------------------------------ reports that look complete
 def test_a_report_of_an_unfinished_study_says_so_and_lists_each_missing_job():
     from grokscope.reporting.build import _meta, _skipped_rows
 

@@ -14,7 +14,8 @@ so the rules are tested on He et al.'s own figures and on alternative worlds (``
   bridge stays low; (ii) a circuit without grokking: both-hop full's final bridge is at the circuit level, with no
   delay. (ii) is also (i)'s positive control: a bridge measure that sees no circuit there cannot call one absent.
 - Finding 3 (He et al. §5), "limited transferability", on parents whose circuit is *measured* (final OOD bridge at
-  the circuit level, trained long enough for it to form): (iii-a) new+old composes from circuit parents and only
+  the circuit level by He et al.'s measure or by bridge decodable, the one that decided named; trained long enough
+  for it to form): (iii-a) new+old composes from circuit parents and only
   from them; (iii-b) old+new and new+new fail from every parent; (iii-c) the circuit parents recover the bridge on
   those queries. Contradicted when (iii-b) fails.
 """

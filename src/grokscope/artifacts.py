@@ -493,11 +493,7 @@ def new_tmp_dir(out: Path) -> Path:
     shared folder stays readable by the group)."""
     out = Path(out)
     clean_leftovers(out.resolve().parent, out.name)
-    tmp = make_temp_dir(out.resolve().parent, f"{TMP_PREFIX}{out.name}-")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    return tmp
+    return make_temp_dir(out.resolve().parent, f"{TMP_PREFIX}{out.name}-")
 
 
 # ------------------------------------------------------------------------------------------------ the run lock

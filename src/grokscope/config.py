@@ -166,6 +166,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- the --set grammar
+def repeated(items: list) -> list:
+    """The items a list names more than once, each once, in order (a study's ``[last, last]``, a grid's ``1,1``)."""
+    return list(dict.fromkeys(x for i, x in enumerate(items) if x in items[:i]))
+
+
 def split_set_items(items: list[str] | None) -> list[tuple[str, str]]:
     """``["lr=1e-3", "a=1,b=x"]`` -> ``[("lr", "1e-3"), ("a", "1"), ("b", "x")]``; malformed items are errors."""
     out, problems = [], []

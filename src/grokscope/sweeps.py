@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from grokscope import artifacts
-from grokscope.config import route_sets
+from grokscope.config import repeated, route_sets
 from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import first_step, is_delayed
@@ -53,9 +53,9 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
         if not all(raw):
             problems.append(f"--grid {item!r} has an empty value; give {key}=v1,v2 with no empty item")
             continue
-        twice = [v for i, v in enumerate(raw) if v in raw[:i]]
+        twice = repeated(raw)
         if twice:
-            problems.append(f"--grid {key}: value(s) {', '.join(map(repr, dict.fromkeys(twice)))} given twice "
+            problems.append(f"--grid {key}: value(s) {', '.join(map(repr, twice))} given twice "
                             f"(the same point twice); name each once")
             continue
         grid[key] = raw

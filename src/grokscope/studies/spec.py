@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope import artifacts
-from grokscope.config import apply_overrides, from_dict, route_sets, split_set_items, to_dict
+from grokscope.config import apply_overrides, from_dict, repeated, route_sets, split_set_items, to_dict
 from grokscope.data.config import DATA_PRESETS, REGIMES, TRANSFER_DRAWS, DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
@@ -272,8 +272,8 @@ def _errors(fn, where: str) -> list[str]:
 
 def _repeats(items: list) -> list[str]:
     """A list naming one thing twice (``[last, last]``) would run or count it twice: said once, by name."""
-    twice = [x for i, x in enumerate(items) if x in items[:i]]
-    return [f"{', '.join(map(repr, dict.fromkeys(twice)))} given twice; name each once"] if twice else []
+    twice = repeated(items)
+    return [f"{', '.join(map(repr, twice))} given twice; name each once"] if twice else []
 
 
 def _probe_problems(spec: str) -> list[str]:

@@ -49,9 +49,9 @@ from grokscope.data.encoding import SEQ_LEN, training_set  # noqa: E402
 from grokscope.data.store import load  # noqa: E402
 from grokscope.errors import GrokscopeError  # noqa: E402
 from grokscope.models import build_model  # noqa: E402
-from grokscope.training.loop import make_train_step  # noqa: E402
 from grokscope.training.runspec import RunSpec  # noqa: E402
 from grokscope.training.state import TrainState  # noqa: E402
+from grokscope.training.step import LoopPass, train_step  # noqa: E402
 
 PARTS = ("trm", "gpt", "micro", "stack")
 # He et al.'s trm as the paper preset must hold it (the authors' side is built from the same config).
@@ -166,13 +166,13 @@ def trainer_step_fn(family: str, preset: str, data: Path, device: str, compile_:
     torch.manual_seed(0)
     model = build_model(mcfg).to(device).train()
     state = TrainState(model, cfg, 10_000, device)
-    step_fn = make_train_step(state, cfg, device)
+    forward_backward = LoopPass([state], max_steps=0)
     batch = fixed_batch(ds, cfg.batch_size, device)
-    counter = {"step": 10_000}  # past the warm-up: the lr is the recipe's
+    state.loop.step = 10_000  # past the warm-up: the lr is the recipe's
 
     def step():
-        step_fn(batch, counter["step"])
-        counter["step"] += 1
+        train_step([state], [batch], forward_backward)
+        state.loop.step += 1
     return step
 
 

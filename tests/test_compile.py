@@ -8,7 +8,7 @@ import pytest
 
 from grokscope import api, artifacts, runtime
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import compiles
+from grokscope.training.step import compiles
 
 
 def test_the_compile_default_follows_device_family_and_budget(monkeypatch):

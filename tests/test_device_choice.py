@@ -120,8 +120,8 @@ def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():
     checks (which would stop the run as non-finite); a run whose every step overflows still stops."""
     from grokscope.models.registry import build_model, model_config
     from grokscope.training.config import TrainConfig
-    from grokscope.training.loop import apply_gradients
     from grokscope.training.state import NonFiniteLoss, TrainState
+    from grokscope.training.step import train_step
 
     model = build_model(model_config("gpt", "smoke", d_vocab=20))
     cfg = TrainConfig(precision="fp32")
@@ -129,10 +129,12 @@ def test_an_fp16_step_the_scaler_skipped_leaves_the_loss_mean_alone():
     state.scaler = torch.amp.GradScaler("cpu")  # stands for the CUDA fp16 scaler: the same skip logic
 
     def step(loss: float) -> None:
-        state.scaler.scale(torch.ones((), requires_grad=True))  # initialises the scale
-        for p in model.parameters():
-            p.grad = torch.full_like(p, loss)  # an overflow shows as inf gradients
-        apply_gradients(state, cfg, torch.tensor(loss))
+        def forward_backward(states, batches):  # the pass's result: an overflow shows as inf gradients
+            state.scaler.scale(torch.ones((), requires_grad=True))  # initialises the scale
+            for p in model.parameters():
+                p.grad = torch.full_like(p, loss)
+            return [torch.tensor(loss)]
+        train_step([state], [None], forward_backward)
     step(2.0)
     step(float("inf"))
     step(4.0)
@@ -200,7 +202,7 @@ def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_
     gradients and average equal the per-run reference bit for bit: the guarded Grokfast formula and torch's
     clip_grad_norm_, with one run clipped, one not at all and one with other Grokfast settings; then runs with
     limits of their own, and a run with a gradient missing (torch clips such runs one by one)."""
-    from grokscope.training.optim import Grokfast, clip_together
+    from grokscope.training.optim import Grokfast, clip_grad_norms
 
     settings = [(0.9, 2.0), (0.9, 2.0), (0.5, 1.0)]
     scales = [10.0, 1e-4, 1.0]  # at max_norm 1: run 0 is clipped, run 1 is not
@@ -217,11 +219,11 @@ def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_
         if step == len(cases) - 1:
             next(ours[1].parameters()).grad = next(ref[1].parameters()).grad = None
         with _CountOps() as ops:
-            Grokfast.apply_together(list(zip(fast, ours)))
+            Grokfast.filter([(f, m, False) for f, m in zip(fast, ours)])
         if step:  # (the first step starts each average at its gradients: a copy per tensor)
             assert ops.count <= 6 < n_tensors  # mul, add, add per (alpha, lambda): two settings
         with _CountOps() as ops:
-            clip_together([list(m.parameters()) for m in ours], max_norms)
+            clip_grad_norms([list(m.parameters()) for m in ours], max_norms)
         if step < 3:  # one norm for all, the per-run totals and coefficients, then a view and a scale per run
             assert ops.count <= 9 + 2 * len(ours) < n_tensors
         if step == 2:
@@ -237,37 +239,10 @@ def test_a_stacks_grokfast_and_clipping_take_a_few_ops_for_all_runs_with_torchs_
         assert all(torch.equal(f.ema[k], g.ema[k]) for k in g.ema)
 
 
-def test_a_stacks_fused_adamw_steps_together_with_each_runs_own_bits():
-    """On CUDA, AdamW is fused (make_optimizers) and a vmap stack steps every run's AdamW in one fused call
-    (optim.step_together). torch's fused AdamW also runs on the CPU, so the CUDA path shows here: weights, moments
-    and step counters equal each optimiser stepping alone, bit for bit."""
-    from grokscope.training.config import TrainConfig
-    from grokscope.training.optim import make_optimizers, step_together
-
-    alone, together = [_model_with_grads(k) for k in range(3)], [_model_with_grads(k) for k in range(3)]
-    opts = {id(m): make_optimizers(m, TrainConfig(lr=1e-2), "cuda") for m in alone + together}
-    assert all(o.defaults.get("fused") for group in opts.values() for o in group)
-    for step in range(3):
-        gen = torch.Generator().manual_seed(step)
-        for a, b in zip(alone, together):
-            for p, q in zip(a.parameters(), b.parameters()):
-                p.grad = torch.randn(p.shape, generator=gen)
-                q.grad = p.grad.clone()
-        for m in alone:
-            for o in opts[id(m)]:
-                o.step()
-        step_together([o for m in together for o in opts[id(m)]])
-    for a, b in zip(alone, together):
-        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-        sa, sb = opts[id(a)][0].state_dict()["state"], opts[id(b)][0].state_dict()["state"]
-        assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
-    assert not torch.equal(next(alone[0].parameters()), next(_model_with_grads(0).parameters()))  # they moved
-
-
 def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monkeypatch):
     """The epoch's shorter last batch must not turn the compiled step into a dynamic-shape graph for the full
     batches that follow (recorded with a compile backend that notes every graph's input shapes)."""
-    from grokscope.training import loop
+    from grokscope.training import step as step_module
     from grokscope.data.encoding import training_set
     from grokscope.data.build import build_dataset
     from grokscope.data.config import DATA_PRESETS
@@ -282,16 +257,17 @@ def test_the_compiled_step_keeps_static_shapes_when_the_last_batch_is_short(monk
                       [x for x in example_inputs if isinstance(x, torch.SymInt)])
         return gm.forward
     real_compile = torch.compile
-    monkeypatch.setattr(loop.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
+    monkeypatch.setattr(step_module.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
     torch._dynamo.reset()
     ds = build_dataset(DATA_PRESETS["smoke"])
     model = build_model(model_config("gpt", "smoke", d_vocab=ds.vocab.d_vocab))
     cfg = TrainConfig(model_config="smoke", precision="fp32", compile=True)
     state = TrainState(model, cfg, 100, "cpu")
-    step = loop.make_train_step(state, cfg, "cpu")
+    forward_backward = step_module.LoopPass([state], max_steps=0)
     data = training_set(ds)
-    for i, size in enumerate((16, 16, 5, 16, 16)):
-        step(data.take(torch.arange(size)), i)
+    for size in (16, 16, 5, 16, 16):
+        step_module.train_step([state], [data.take(torch.arange(size))], forward_backward)
+        state.loop.step += 1
     torch._dynamo.reset()
     assert len(graphs) == 2, graphs  # one static graph for the full batch, one for the short one
     assert not any(isinstance(x, torch.SymInt) for g in graphs for x in g)

@@ -40,7 +40,7 @@ from grokscope import api, artifacts, runs, runtime
 from grokscope.data.encoding import Encoded, training_set
 from grokscope.data.store import load
 from grokscope.models.registry import build_model
-from grokscope.training.loop import make_train_step
+from grokscope.training.step import LoopPass, train_step
 from grokscope.training.runspec import RunSpec
 from grokscope.training.state import TrainState
 from conftest import wait_until
@@ -192,11 +192,11 @@ def no_sync_allowed(device: str):
 
 @dataclass
 class Stepper:
-    """The trainer's own step (``make_train_step``) on a model and state built as the trainer builds them, driven one
+    """The trainer's own step (``step.train_step``) on a model and state built as the trainer builds them, driven one
     step at a time, so a test can guard, count or read around single steps."""
 
     state: TrainState
-    step_fn: object
+    forward_backward: LoopPass
     train_set: Encoded
 
     def batch(self) -> Encoded:
@@ -204,7 +204,7 @@ class Stepper:
 
     def step(self, batch: Encoded | None = None) -> None:
         with runtime.training_matmuls(self.state.device):  # the matmul precision training uses (TF32 on CUDA)
-            self.step_fn(self.batch() if batch is None else batch, self.state.loop.step)
+            train_step([self.state], [self.batch() if batch is None else batch], self.forward_backward)
         self.state.loop.step += 1
 
 
@@ -225,7 +225,7 @@ def stepper(data: Path, family: str, device: str, sets: list[str], compile_: boo
     if restore is not None:
         state.restore(restore)
         state.take_train_loss()  # the checkpoint's step was evaluated: nothing is pending, but start from zero
-    return Stepper(state, make_train_step(state, cfg, device), train_set)
+    return Stepper(state, LoopPass([state], max_steps=0), train_set)
 
 
 def losses_from(data: Path, checkpoint: Path, device: str, compile_: bool, n: int) -> list[float]:
@@ -487,21 +487,21 @@ def test_a_new_epochs_batch_order_reaches_the_device_without_a_sync(device):
 @pytest.mark.parametrize("family, precision", [("gpt", "fp32"), ("trm", "bf16")])
 def test_a_stacked_vmap_step_does_not_synchronise(data, tmp_path, device, monkeypatch, family, precision):
     """Three runs on the vmap backend (eager), whose stacked steps after the first two run under the sync guard:
-    the batched forward and backward, the runs' gradient filters, optimiser and EMA steps taken together, and the
-    batches drawn (evaluations and checkpoints, between the steps, may synchronise)."""
-    from grokscope.training import stack
+    the batched forward and backward, and the runs' gradient filters, optimiser and EMA steps (``step.train_step``;
+    evaluations, checkpoints and the batches drawn, between the steps, may synchronise)."""
+    from grokscope.training import loop
 
-    guarded, real_call = [], stack.VmapSteps.__call__
+    guarded, real_step, warm = [], loop.train_step, []
 
-    def call(self, active):
-        if len(guarded) < 2 and getattr(self, "warm", 0) >= 2:
+    def step(states, batches, forward_backward):
+        if len(guarded) < 2 and len(warm) >= 2:
             with no_sync_allowed(device):
-                real_call(self, active)
-            guarded.append(len(active))
+                real_step(states, batches, forward_backward)
+            guarded.append(len(states))
         else:
-            real_call(self, active)
-        self.warm = getattr(self, "warm", 0) + 1
-    monkeypatch.setattr(stack.VmapSteps, "__call__", call)
+            real_step(states, batches, forward_backward)
+        warm.append(1)
+    monkeypatch.setattr(loop, "train_step", step)
     sets = [f"train.precision={precision}", "train.compile=false", "train.max_steps=6", "train.eval_every=6",
             "train.grad_clip=1.0", *(["train.grokfast_lambda=2"] if family == "gpt" else [])]
     specs = [RunSpec.build(data, tmp_path / f"k{i}", family, "smoke", [*sets, f"train.seed={i}"], device=device,

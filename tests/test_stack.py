@@ -51,8 +51,12 @@ EXTRA = {"gpt": ("model.dropout=0.1",), "trm": ()}  # dropout: each stacked run 
 
 
 def _members(regimes, root, family, extra):
+    """Three runs: two datasets, three seeds, and a third run with its own lr, Grokfast filter and clipping (every
+    part of the step that takes all runs at once)."""
     return [_kwargs(regimes / "natural", root / "s0", family, 0, extra),
-            _kwargs(regimes / "both_full", root / "s1", family, 1, extra)]
+            _kwargs(regimes / "both_full", root / "s1", family, 1, extra),
+            _kwargs(regimes / "natural", root / "s2", family, 2,
+                    (*extra, "train.lr=3e-3", "train.grokfast_lambda=2", "train.grad_clip=0.5"))]
 
 
 @pytest.fixture(scope="module", params=["gpt", "trm"])
@@ -65,9 +69,11 @@ def alone(request, regimes, tmp_path_factory):
 
 
 def test_loop_backend_is_bit_identical_to_training_alone(regimes, alone, tmp_path):
+    """The one step (``step.train_step``) over a stack of three runs gives each run's metrics, weights and
+    optimiser state bit for bit as the same step over a stack of one (the run trained alone)."""
     family, reference = alone
     _train_stacked(_members(regimes, tmp_path, family, EXTRA[family]), backend="loop")
-    for i in range(2):
+    for i in range(3):
         (sa, wa, ta), (sb, wb, tb) = _final(reference / f"s{i}"), _final(tmp_path / f"s{i}")
         assert sa == sb == 30 and _rows(reference / f"s{i}") == _rows(tmp_path / f"s{i}")
         assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(torch.equal(ta[k], tb[k]) for k in ta)
@@ -82,8 +88,8 @@ def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path, capsys)
     capsys.readouterr()
     summaries = _train_stacked(members, backend="vmap")
     assert "runs stacked (vmap)" in capsys.readouterr().out  # really stacked, not one run after the other
-    assert [s["final_step"] for s in summaries] == [30, 30]
-    for i in range(2):
+    assert [s["final_step"] for s in summaries] == [30, 30, 30]
+    for i in range(3):
         (_, wa, _), (_, wb, _) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-3)
@@ -110,14 +116,14 @@ def test_stacked_runs_resume_and_stop_independently(regimes, tmp_path):
 def test_a_stacked_run_that_stops_writes_its_summary_while_the_others_train(regimes, tmp_path, monkeypatch):
     """A run that stops (its budget, or a stop rule) is finished on disk at once: a stack cut later (a session's end,
     a kill) leaves it with its summary, not looking like a run cut short."""
-    from grokscope.training import stack
+    from grokscope.training import step
 
-    seen, real_call = [], stack.LoopSteps.__call__
+    seen, real_call = [], step.LoopPass.__call__
 
-    def call(self, active):
-        seen.append((len(active), (tmp_path / "s0" / "summary.json").exists()))
-        real_call(self, active)
-    monkeypatch.setattr(stack.LoopSteps, "__call__", call)
+    def call(self, states, batches):
+        seen.append((len(states), (tmp_path / "s0" / "summary.json").exists()))
+        return real_call(self, states, batches)
+    monkeypatch.setattr(step.LoopPass, "__call__", call)
     members = [_kwargs(regimes / "natural", tmp_path / "s0", "gpt", 0, ("train.max_steps=10",)),
                _kwargs(regimes / "natural", tmp_path / "s1", "gpt", 1, ("train.max_steps=20",))]
     _train_stacked(members, backend="loop")
@@ -153,19 +159,19 @@ def test_a_compiled_vmap_stack_keeps_stopped_runs_slots_until_half_are_idle(regi
     where the eager stack rebuilds at every stop. Both give the runs' own results (the idle slots' gradients are
     left out): compiled with a recording backend that runs the captured graph as it is, the metrics and weights
     equal the eager stack's bit for bit."""
-    from grokscope.training import stack
+    from grokscope.training import step
 
     graphs, sizes = [], {"compiled": [], "eager": []}
 
     def recording(gm, example_inputs):
         graphs.append({x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim()})
         return gm.forward
-    real_compile, real_restack = torch.compile, stack.VmapSteps._restack
-    monkeypatch.setattr(stack.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
+    real_compile, real_restack = torch.compile, step.VmapPass._restack
+    monkeypatch.setattr(step.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording, **kw))
     torch._dynamo.reset()
     for mode in ("eager", "compiled"):
-        monkeypatch.setattr(stack, "compiles", lambda *a, compiled=mode == "compiled": compiled)
-        monkeypatch.setattr(stack.VmapSteps, "_restack",
+        monkeypatch.setattr(step, "compiles", lambda *a, compiled=mode == "compiled": compiled)
+        monkeypatch.setattr(step.VmapPass, "_restack",
                             lambda self, active, mode=mode: (sizes[mode].append(len(active)),
                                                              real_restack(self, active))[1])
         members = [_kwargs(regimes / "natural", tmp_path / mode / f"s{i}", "gpt", i,
@@ -174,8 +180,31 @@ def test_a_compiled_vmap_stack_keeps_stopped_runs_slots_until_half_are_idle(regi
         assert [s["final_step"] for s in summaries] == [6, 8, 10, 12, 14]
     torch._dynamo.reset()
     assert sizes == {"eager": [5, 4, 3, 2], "compiled": [5, 2]}
-    assert graphs and all(g == {5} or g == {2} for g in graphs) and len(graphs) <= 4, graphs
+    # the stack's graphs (every input leads with the stack's size), and the last run's own graph as it steps alone
+    stacked = [g for g in graphs if len(g) == 1]
+    assert stacked and all(g == {5} or g == {2} for g in stacked) and len(stacked) <= 4, graphs
+    assert len(graphs) - len(stacked) <= 2, graphs
     for i in range(5):
         (sa, wa, ta), (sb, wb, tb) = _final(tmp_path / "eager" / f"s{i}"), _final(tmp_path / "compiled" / f"s{i}")
         assert sa == sb and _rows(tmp_path / "eager" / f"s{i}") == _rows(tmp_path / "compiled" / f"s{i}")
         assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_grokscope_train_reaches_the_optimiser_step_in_four_calls(regimes, tmp_path, monkeypatch):
+    """From the CLI verb to the optimiser step: api.train, loop.train, step.train_step, the step itself (torch's
+    wrapper around AdamW.step). A new layer between them shows here."""
+    import inspect
+
+    from grokscope.cli import app
+
+    paths, real_step = [], torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        if not paths:
+            names = [frame.function for frame in inspect.stack()[1:]]
+            paths.append(names[:names.index("train_cmd")][::-1])
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    app(["train", "--data", str(regimes / "natural"), "--out", str(tmp_path / "r"), "--preset", "smoke", "--quiet",
+         "--set", "max_steps=2"], standalone_mode=False)
+    assert paths[0][:3] == ["train", "train", "train_step"] and len(paths[0]) <= 4, paths[0]

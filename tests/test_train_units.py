@@ -243,12 +243,12 @@ def test_scalar_log_writes_every_number_of_an_evaluation(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["gpt", "trm"])
-def test_stacked_runs_optimiser_and_ema_steps_taken_together_equal_one_by_one(family):
-    """The vmap backend steps every run's AdamW groups as one multi-tensor call per setting and every EMA as one
-    lerp per decay (loop.apply_gradients_together): weights, moments, step counters and EMA equal stepping each run
-    alone, bit for bit, with runs that share their settings and one that differs (its own call)."""
-    from grokscope.training.loop import apply_gradients, apply_gradients_together
+def test_a_stacks_gradient_optimiser_and_ema_steps_equal_one_by_one(family):
+    """``train_step`` over a stack of three runs (one whose lr differs) takes every run's clipping, optimiser and EMA
+    steps with the batched implementations; weights, moments, step counters and EMA equal stepping each run alone
+    (a stack of one), bit for bit, here with the same gradients fed to both."""
     from grokscope.training.state import TrainState
+    from grokscope.training.step import train_step
 
     cfgs = [TrainConfig(ema_decay=0.9, grad_clip=1.0, precision="fp32", lr=lr) for lr in (1e-3, 1e-3, 3e-3)]
 
@@ -258,18 +258,24 @@ def test_stacked_runs_optimiser_and_ema_steps_taken_together_equal_one_by_one(fa
             torch.manual_seed(seed)
             out.append(TrainState(_model(family), cfg, 100, "cpu"))
         return out
+
+    def given(grads, losses):  # a pass whose gradients and losses are given
+        def forward_backward(states, batches):
+            for state, k in zip(states, batches):
+                for p, g in zip(state.model.parameters(), grads[k]):
+                    p.grad = g.clone()
+            return [losses[k] for k in batches]
+        return forward_backward
     alone, together = runs(), runs()
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         grads = [[torch.randn(p.shape, generator=gen) for p in s.model.parameters()] for s in alone]
         losses = torch.rand(len(cfgs), generator=gen)
-        for states in (alone, together):
-            for state, gs in zip(states, grads):
-                for p, g in zip(state.model.parameters(), gs):
-                    p.grad = g.clone()
-        for k, (state, cfg) in enumerate(zip(alone, cfgs)):
-            apply_gradients(state, cfg, losses[k])
-        apply_gradients_together(together, cfgs, losses)
+        for k, state in enumerate(alone):
+            train_step([state], [k], given(grads, losses))
+        train_step(together, list(range(len(cfgs))), given(grads, losses))
+        for state in alone + together:
+            state.loop.step += 1
     for a, b in zip(alone, together):
         for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
             assert torch.equal(x, y), name
@@ -282,33 +288,8 @@ def test_stacked_runs_optimiser_and_ema_steps_taken_together_equal_one_by_one(fa
     assert not torch.equal(next(alone[0].model.parameters()), next(runs()[0].model.parameters()))
 
 
-def test_stacked_steps_resume_from_a_checkpoints_groups():
-    """A checkpoint keeps the optimiser groups as JSON (betas come back as a list): a resumed stack steps together
-    like a fresh one, and a family's SignSGD group without its own lr and decay is refused."""
-    import json as json_
-
-    from grokscope.training.optim import load_optimizer_tensors, optimizer_tensors, step_together
-
-    def one_run():
-        torch.manual_seed(0)
-        model = _model("gpt")
-        return model, make_optimizers(model, TrainConfig())
-
-    (a, opts_a), (b, opts_b) = one_run(), one_run()
-    for model, opts in ((a, opts_a), (b, opts_b)):
-        for p in model.parameters():
-            p.grad = torch.ones_like(p)
-        opts[0].step()
-    tensors, groups = optimizer_tensors(opts_b[0], "adamw")
-    load_optimizer_tensors(opts_b[0], "adamw", tensors, json_.loads(json_.dumps(groups)))
-    assert isinstance(opts_b[0].param_groups[0]["betas"], list)  # as a resumed run holds them
-    for model in (a, b):
-        for p in model.parameters():
-            p.grad = torch.full_like(p, 0.5)
-    opts_a[0].step()
-    step_together(opts_b)
-    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-
+def test_a_signsgd_group_must_carry_its_own_settings():
+    """A family's SignSGD group without its own lr and decay is refused."""
     class NoOwnLr(torch.nn.Module):
         def __init__(self):
             super().__init__()

@@ -49,10 +49,16 @@ def checked(func):
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise GrokscopeError(f"{func.__name__}(): {exc}") from None
-        for name, value in list(bound.arguments.items()):
-            bound.arguments[name] = _check_argument(func.__name__, name, value, hints().get(name))
+        bound.arguments.update(check_arguments(func, bound.arguments, hints()))
         return func(*bound.args, **bound.kwargs)
     return verb
+
+
+def check_arguments(func, arguments: dict, hints: dict | None = None) -> dict:
+    """``arguments`` of ``func`` checked against its annotations (what ``checked`` does before a verb runs): paths
+    come back as Paths with ``~`` expanded, anything else as given."""
+    hints = typing.get_type_hints(func) if hints is None else hints
+    return {name: _check_argument(func.__name__, name, value, hints.get(name)) for name, value in arguments.items()}
 
 
 def _check_argument(verb: str, name: str, value, hint):
@@ -209,17 +215,23 @@ def data_config(preset: str, regime: str | None = None, aug: str | None = None, 
     return resolve_data_config(preset, regime, aug_pairs, overrides)
 
 
-@checked
 def train(data: Path | None = None, out: Path | None = None, model: str = "gpt", preset: str = "micro",
           sets: list[str] | None = None, resume: bool = False, force_config: bool = False, device: str = "auto",
           quiet: bool = False, spec=None, backend: str = "auto") -> dict | list[dict]:
     """Train (or resume) a run given by keywords, or by a resolved ``RunSpec``; returns its summary. A list of specs
     is a stack: runs of one architecture trained in one process (``training/stack.py``), each in its own folder and
     resumable alone; returns their summaries."""
+    # Checked here rather than by the ``checked`` wrapper, so that from ``grokscope train`` to the optimiser step is
+    # four calls: api.train, loop.train, step.train_step, the optimiser's step.
+    given = check_arguments(train, {"data": data, "out": out, "model": model, "preset": preset, "sets": sets,
+                                    "resume": resume, "force_config": force_config, "device": device, "quiet": quiet,
+                                    "backend": backend})
+    data, out = given["data"], given["out"]
     from grokscope.data.store import load
-    from grokscope.training.loop import prepare, train_request
+    from grokscope.training.loop import train as train_stack
+    from grokscope.training.request import prepare
     from grokscope.training.runspec import RunSpec
-    from grokscope.training.stack import BACKENDS, train_group
+    from grokscope.training.stack import BACKENDS, stacks
 
     if spec is None:
         if data is None or out is None:
@@ -242,9 +254,10 @@ def train(data: Path | None = None, out: Path | None = None, model: str = "gpt",
         train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
         requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume, s.force_config,
                                 s.device, s.quiet))
-    if isinstance(spec, RunSpec):
-        return train_request(requests[0])
-    return train_group(requests, backend)
+    summaries = []
+    for stack in stacks(requests, backend):
+        summaries += train_stack(stack)
+    return summaries[0] if isinstance(spec, RunSpec) else summaries
 
 
 @checked

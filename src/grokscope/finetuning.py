@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,15 @@ from grokscope import artifacts, runs
 from grokscope.config import apply_overrides, check, from_dict
 from grokscope.data.config import TRANSFER_DRAWS, DataConfig
 from grokscope.data.store import Dataset, load, save
-from grokscope.data.transfer import RETENTION_SETS, build_transfer
+from grokscope.data.transfer import build_transfer
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
-from grokscope.metrics.milestones import first_step
 from grokscope.models.registry import config_from_dict
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import FineTune, train
+from grokscope.training.loop import train
+from grokscope.training.finetune import CATEGORIES, FineTuneBudget, transfer_summary  # noqa: F401 (re-exported)
+from grokscope.training.request import FineTune, prepare
+from grokscope.training.stack import Stack
 
 # Fine-tuning recipes, applied on top of the parent's training config.
 PAPER_FT_LR = 2e-5  # He et al. §5.1: the fine-tuning learning rate (after 4e-5 in pre-training)
@@ -65,51 +67,6 @@ def paper_step_lr(family: str, model_cfg: dict) -> float:
     return PAPER_FT_LR * init_scale(family, model_cfg) / PAPER_INIT_SCALE
 
 
-@dataclass(frozen=True)
-class FineTuneBudget:
-    """When a fine-tune stops before its ``max_steps`` cap (a function of its metrics rows, so resume is exact)."""
-
-    new_fact_multiple: float = 5.0  # run at least this many times the steps New Fact accuracy needed to reach 0.99
-    flat_evals: int = 4  # ... and until the watched category has not moved for this many evaluations
-    flat_tolerance: float = 0.02  # "not moved": max - min over those evaluations at most this
-    watch: str = "new_old_powered"
-
-    def problems(self) -> list[str]:
-        p = []
-        if not 0 <= self.new_fact_multiple <= 1e6:
-            p.append(f"new_fact_multiple (--new-fact-multiple) must be in [0, 1e6] (0 = run to max_steps; got "
-                     f"{self.new_fact_multiple})")
-        if not 1 <= self.flat_evals <= 10_000:
-            p.append(f"flat_evals (--flat-evals) must be in [1, 10000] (got {self.flat_evals})")
-        if not 0 <= self.flat_tolerance <= 1:
-            p.append(f"flat_tolerance (--flat-tolerance) must be in [0, 1] (got {self.flat_tolerance})")
-        return p
-
-    def stop_reason(self, rows: list[dict]) -> str:
-        """Why the fine-tune stops at the last of ``rows`` ("" = it goes on)."""
-        if self.new_fact_multiple <= 0 or not rows:
-            return ""
-        learned = first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE)
-        step = rows[-1]["step"]
-        if learned is None or step < max(self.new_fact_multiple * learned, 1):
-            return ""
-        recent = [r.get(self.watch) for r in rows[-self.flat_evals:]]
-        if len(recent) < self.flat_evals or any(v is None for v in recent) or \
-                max(recent) - min(recent) > self.flat_tolerance:
-            return ""
-        return (f"new facts >= {th.NEW_FACT_MILESTONE} at step {learned}; ran {self.new_fact_multiple:g}x that and "
-                f"{self.watch} moved <= {self.flat_tolerance:g} over the last {self.flat_evals} evaluations")
-
-
-CATEGORIES = {  # metric suffix -> (probe type, category code or None, faithful filter)
-    "new_old": ("test_inferred_new_mix", 1, True),
-    "old_new": ("test_inferred_new_mix", 2, True),
-    "new_old_powered": ("test_inferred_new_mix_powered", 1, False),
-    "old_new_powered": ("test_inferred_new_mix_powered", 2, False),
-    "new_new": ("test_inferred_new", None, False),
-}
-
-
 def category_rows(ds: Dataset) -> dict[str, np.ndarray]:
     """Probe rows per category (see CATEGORIES); the faithful sets keep only old hops that are id_atomic probes."""
     out = {}
@@ -122,24 +79,6 @@ def category_rows(ds: Dataset) -> dict[str, np.ndarray]:
             keep &= ds.arrays[f"probe.{probe_type}.old_in_id_probe"].astype(bool)
         out[name] = rows[keep]
     return out
-
-
-def transfer_summary(rows: list[dict], counts: dict[str, int]) -> dict:
-    """Steps to New Fact accuracy >= NEW_FACT_MILESTONE and to new+old >= NEW_OLD_COMPOSES; the final value of every
-    category measure."""
-    last = rows[-1] if rows else {}
-    final = {name: {"exact_match": last.get(name), "bridge_found": last.get(f"bridge_found_{name}"),
-                    "bridge_use": last.get(f"bridge_use_{name}"), "n": counts.get(name),
-                    "retained": last.get(f"{name}_retained"), "n_retained": last.get(f"n/{name}_retained"),
-                    "retention": last.get(f"retention_{name}")}
-             for name in ["atomic_new", *CATEGORIES]}
-    retention = {t: last.get(t) for t in ("id_atomic", "ood_atomic", "train_inferred", "test_inferred_iid",
-                                          "test_inferred_ood", *RETENTION_SETS)}
-    return {"steps_to_new_fact": first_step(rows, "atomic_new", th.NEW_FACT_MILESTONE),
-            "steps_to_new_old": first_step(rows, "new_old", th.NEW_OLD_COMPOSES),
-            "steps_to_new_old_powered": first_step(rows, "new_old_powered", th.NEW_OLD_COMPOSES),
-            "thresholds": {"new_fact": th.NEW_FACT_MILESTONE, "new_old": th.NEW_OLD_COMPOSES},
-            "final": final, "retention": retention}
 
 
 def given_transfer_set(parent_run: Path, parent_cfg: dict, data: Path) -> tuple[Dataset, Path]:
@@ -236,11 +175,10 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
     finetune = FineTune(init_weights=init, record=record,
                         probes={**{t: ds.probe(t) for t in ds.probe_types}, **cats},
                         lens={"ood": "test_inferred_ood", **{name: name for name in cats}},
-                        summarise=lambda rows: transfer_summary(rows, counts),
-                        mixed={name: code for name, (_, code, _) in CATEGORIES.items() if code},
-                        stop=budget.stop_reason)
-    return train(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
-                 finetune=finetune)
+                        counts=counts, mixed={name: code for name, (_, code, _) in CATEGORIES.items() if code},
+                        budget=budget)
+    return train(Stack([prepare(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
+                                finetune=finetune)]))[0]
 
 
 def _recorded_budget(out: Path, given: FineTuneBudget, quiet: bool) -> FineTuneBudget:

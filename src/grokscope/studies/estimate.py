@@ -29,7 +29,8 @@ from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
 from grokscope.studies.plan import Job
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import TRAIN_BYTES_PER_PARAM, budget, make_train_step
+from grokscope.training.request import TRAIN_BYTES_PER_PARAM, budget
+from grokscope.training.step import LoopPass, train_step
 from grokscope.training.state import TrainState
 from grokscope.finetuning import transfer_config
 
@@ -108,15 +109,16 @@ class Estimator:
         runtime.configure(self.device, cfg.threads)  # the threads and allocator settings training uses
         torch.manual_seed(0)
         model = build_model(model_cfg).to(self.device).train()
-        state = TrainState(model, cfg, len(rows), self.device)
-        step = make_train_step(state, replace(cfg, compile=False), self.device)  # eager: no compile time
+        state = TrainState(model, replace(cfg, compile=False), len(rows), self.device)  # eager: no compile time
+        forward_backward = LoopPass([state], max_steps=0)
         batch = encode(ds, rows[:cfg.batch_size]).to(self.device)
         times = []
         with runtime.training_matmuls(self.device):  # and its matmul precision
             for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, kernel selection)
                 _synchronize(self.device)
                 t0 = time.perf_counter()
-                step(batch, i)
+                state.loop.step = i
+                train_step([state], [batch], forward_backward)
                 _synchronize(self.device)
                 times.append(time.perf_counter() - t0)
         return sorted(times[1:])[len(times[1:]) // 2]

@@ -85,54 +85,15 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, prefix: str, tensors: dic
     opt.load_state_dict({"state": state, "param_groups": [{**g, **impl} for g in groups]})
 
 
-# The settings under which two AdamW parameter groups' steps are one call of torch's ``adam`` (decoupled decay).
-_ADAM_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable",
-              "fused", "decoupled_weight_decay")
-
-
-# From torch 2.7 AdamW is Adam with decoupled decay (its groups and ``_init_group`` are Adam's); before, its steps
-# are taken one optimiser at a time.
-_ADAMW_IS_ADAM = issubclass(torch.optim.AdamW, torch.optim.Adam)
-
-
 @torch.no_grad()
-def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
-    """``opt.step()`` for every optimiser of several runs, the AdamW groups that agree on every setting (a stack of
-    seeds or regimes: all of them) as one multi-tensor call instead of one per run. Each run keeps its own state
-    (moments and step counters, initialised as AdamW does), and every tensor gets the arithmetic ``AdamW.step``
-    gives it, so the weights and checkpoints equal stepping the runs one by one, bit for bit. Other optimisers (the
-    trm's SignSGD) step on their own."""
-    from torch.optim.adam import adam
-
-    calls: dict[tuple, tuple[list, ...]] = {}
-    for opt in optimizers:
-        if type(opt) is not torch.optim.AdamW or not _ADAMW_IS_ADAM:
-            opt.step()
-            continue
-        for group in opt.param_groups:
-            lists: tuple[list, ...] = ([], [], [], [], [], [])
-            has_complex = opt._init_group(group, *lists)  # AdamW.step's own bookkeeping: lazy state, grads
-            # (a group restored from a checkpoint holds betas as a list: JSON has no tuples)
-            key = tuple(tuple(group[k]) if k == "betas" else group[k] for k in _ADAM_KEYS)
-            merged = calls.setdefault((*key, has_complex), ([], [], [], [], [], []))
-            for into, part in zip(merged, lists):
-                into.extend(part)
-    for key, lists in calls.items():
-        settings = dict(zip(_ADAM_KEYS, key[:-1]))
-        beta1, beta2 = settings.pop("betas")
-        adam(*lists, has_complex=key[-1], beta1=beta1, beta2=beta2, grad_scale=None, found_inf=None, **settings)
-
-
-@torch.no_grad()
-def clip_together(params: list[list[torch.Tensor]], max_norms: list[float]) -> None:
-    """``torch.nn.utils.clip_grad_norm_(run's parameters, max_norm)`` for several runs: one multi-tensor norm for
+def clip_grad_norms(params: list[list[torch.Tensor]], max_norms: list[float]) -> None:
+    """``torch.nn.utils.clip_grad_norm_(run's parameters, max_norm)`` for R >= 1 runs: one multi-tensor norm for
     every gradient of every run and one scale per run, instead of a few calls per run; no host synchronisation. Runs
-    whose gradients are all of one device and dtype and equal in number (a stack) take the batched norm, with
-    torch's own arithmetic, so the gradients equal clipping the runs one by one (bit for bit on the CPU; a GPU's
-    reduction over a row of the runs' norms may sum in another order than over one run's); others are clipped by
-    torch one by one."""
-    if len(params) == 1:  # one run (training alone): torch's own
-        torch.nn.utils.clip_grad_norm_(params[0], max_norms[0])
+    whose gradients are all of one device and dtype and equal in number (a stack, or one run) take the batched norm,
+    with torch's own arithmetic, so the gradients equal torch clipping the runs one by one (bit for bit on the CPU; a
+    GPU's reduction over a row of the runs' norms may sum in another order than over one run's); others (mixed
+    dtypes) are clipped by torch run by run."""
+    if not params:
         return
     grads = [[p.grad for p in run if p.grad is not None] for run in params]
     flat = [g for run in grads for g in run]
@@ -159,8 +120,8 @@ class EMA:
 
     @staticmethod
     @torch.no_grad()
-    def update_together(pairs: list[tuple["EMA", nn.Module]]) -> None:
-        """``ema.update(model)`` for several runs: one multi-tensor lerp per decay value instead of one per run."""
+    def update_all(pairs: list[tuple["EMA", nn.Module]]) -> None:
+        """``ema.update(model)`` for R >= 1 runs: one multi-tensor lerp per decay value for all of them."""
         by_decay: dict[float, tuple[list, list]] = {}
         for ema, model in pairs:
             weights = model.state_dict()
@@ -177,7 +138,7 @@ class EMA:
 
     def update(self, model: nn.Module) -> None:
         """One multi-tensor kernel for every weight (a launch-bound small model paid one per tensor)."""
-        EMA.update_together([(self, model)])
+        EMA.update_all([(self, model)])
 
     def load(self, weights: dict, device) -> None:
         self.shadow = {k: weights[k].float().to(device).clone() for k in self.shadow}
@@ -190,32 +151,18 @@ class EMA:
 class Grokfast:
     """Grokfast-EMA (Lee et al. 2024): between backward and step, ema = a * ema + (1 - a) * g; g += lambda * ema.
 
-    A step whose gradients are not all finite (an fp16 overflow that the GradScaler will skip) leaves the average
-    untouched, so one overflow cannot write inf into it for good."""
+    A guarded run (one with a GradScaler) whose gradients are not all finite (an fp16 overflow the scaler will skip)
+    leaves its average untouched, so one overflow cannot write inf into it for good."""
 
     def __init__(self, alpha: float, lamb: float):
         self.alpha, self.lamb = alpha, lamb
         self.ema: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
     def apply(self, model: nn.Module, guard: bool = True) -> torch.Tensor:
-        """Filter the gradients in place. Returns a 0-d bool tensor: False when a gradient was not finite, in which
-        case neither the average nor the gradients were filtered. No host synchronisation: the decision stays on
-        the device. ``guard=False`` (no GradScaler: a non-finite gradient stops the run anyway) takes the
-        multi-tensor path, a few kernels for every gradient instead of a few per gradient."""
-        grads = Grokfast._gradients(model)
-        if not grads:
-            return torch.tensor(True)
-        if not guard:
-            Grokfast.apply_together([(self, model)])
-            return torch.ones((), dtype=torch.bool, device=next(iter(grads.values())).device)
-        finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all()
-        for name, g in grads.items():
-            old = self.ema.get(name)
-            new = g.detach().clone() if old is None else torch.add(old * self.alpha, g, alpha=1 - self.alpha)
-            self.ema[name] = torch.where(finite, new, old if old is not None else torch.zeros_like(g))
-            g.add_(torch.where(finite, self.ema[name], torch.zeros_like(g)), alpha=self.lamb)
-        return finite
+        """Filter one model's gradients in place (``Grokfast.filter`` for one run); returns whether they were
+        finite (a 0-d bool tensor, on the device)."""
+        finite = Grokfast.filter([(self, model, guard)])[0]
+        return finite if finite is not None else torch.ones((), dtype=torch.bool)
 
     @staticmethod
     def _gradients(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -223,27 +170,44 @@ class Grokfast:
 
     @staticmethod
     @torch.no_grad()
-    def apply_together(pairs: list[tuple["Grokfast", nn.Module]]) -> None:
-        """The unguarded filter for several runs (``(filter, model)`` each): three multi-tensor calls per
-        (alpha, lambda) for all of them instead of three per run. A run's first step starts its average at its
-        gradients. The same arithmetic as the guarded path, ema * a + g * (1 - a), so both give the same bits."""
-        calls: dict[tuple[float, float], tuple[list, list]] = {}
-        for filt, model in pairs:
+    def filter(entries: list[tuple["Grokfast", nn.Module, bool]]) -> list[torch.Tensor | None]:
+        """Filter the gradients of R >= 1 runs in place, ``(filter, model, guarded)`` each: three multi-tensor calls
+        per (alpha, lambda) for all of them; a run's first step starts its average at its gradients.
+
+        A guarded run (one with a GradScaler) gets its 0-d finite flag back, on the device (no host
+        synchronisation); when it is False the run's average and gradients were left as they were (the scaler skips
+        that step). An unguarded run gets None: its non-finite loss stops the run anyway."""
+        calls: dict[tuple[float, float], list] = {}
+        flags: list[torch.Tensor | None] = []
+        for filt, model, guarded in entries:
             grads = Grokfast._gradients(model)
-            if not grads:
-                continue
-            if not filt.ema:
-                filt.ema = {n: g.detach().clone() for n, g in grads.items()}
-                emas, values = [filt.ema[n] for n in grads], list(grads.values())
-                torch._foreach_add_(values, emas, alpha=filt.lamb)
-                continue
-            emas, values = calls.setdefault((filt.alpha, filt.lamb), ([], []))
-            emas.extend(filt.ema[n] for n in grads)
-            values.extend(grads.values())
-        for (alpha, lamb), (emas, values) in calls.items():
-            torch._foreach_mul_(emas, alpha)
-            torch._foreach_add_(emas, values, alpha=1 - alpha)
-            torch._foreach_add_(values, emas, alpha=lamb)
+            finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all() if guarded and grads \
+                else None
+            flags.append(finite if guarded and grads else torch.ones((), dtype=torch.bool) if guarded else None)
+            if grads:
+                calls.setdefault((filt.alpha, filt.lamb), []).append((filt, grads, finite))
+        for (alpha, lamb), members in calls.items():
+            old = [filt.ema.get(n) for filt, grads, _ in members for n in grads]
+            values = [g for _, grads, _ in members for g in grads.values()]
+            started = [k for k, o in enumerate(old) if o is not None]
+            new = [o if o is not None else g.detach().clone() for o, g in zip(old, values)]  # a first step
+            if started:
+                averaged = torch._foreach_mul([old[k] for k in started], alpha)
+                torch._foreach_add_(averaged, [values[k] for k in started], alpha=1 - alpha)
+                for k, a in zip(started, averaged):
+                    new[k] = a
+            added, k = [], 0
+            for filt, grads, finite in members:
+                for name in grads:
+                    if finite is not None:  # guarded: an overflow step keeps the old average and adds nothing
+                        new[k] = torch.where(finite, new[k], old[k] if old[k] is not None else torch.zeros_like(new[k]))
+                        added.append(torch.where(finite, new[k], torch.zeros_like(new[k])))
+                    else:
+                        added.append(new[k])
+                    filt.ema[name] = new[k]
+                    k += 1
+            torch._foreach_add_(values, added, alpha=lamb)
+        return flags
 
     def load(self, tensors: dict, device) -> None:
         self.ema = {k: v.to(device) for k, v in tensors.items()}

@@ -1,40 +1,147 @@
-"""Several runs of one architecture trained in lockstep in one process: seeds, regimes or grid points.
+"""A ``Stack``: R >= 1 runs of one architecture trained in lockstep in one process (a single run is a stack of one;
+seeds, regimes or grid points are stacks of several).
 
-Each run keeps its own data order, optimiser state, RNG state, checkpoints and run folder, so a stacked run can be
-resumed (or continued) alone. Two backends:
-
-- ``loop``: each run's forward and backward in turn, each with its own RNG state: bit-identical to training the run
-  alone. The CPU default, since on a CPU one bigger matmul is no faster than several small ones.
-- ``vmap``: one forward and backward for all runs over their weights stacked along a new leading dimension
-  (``torch.func.functional_call`` under ``torch.func.vmap``): one kernel launch per operation for all runs instead
-  of one per run, which is what a launch-bound small model needs on a GPU (the CUDA default). Compiled where a
-  single run would be (``loop.compiles``: on CUDA by default), one graph for the whole stack; the runs' gradient
-  filters, optimiser and EMA steps are a few multi-tensor calls for all of them. The result equals training alone
-  up to floating-point reassociation (a batched matmul may sum in another order), not bitwise.
+Each run keeps its own data order, optimiser state, RNG stream, checkpoints and run folder (``StackRun``), so a
+stacked run can be resumed (or continued) alone, and a run that stops is finished on disk while the others go on.
+The stack's pass computes every run's loss and gradients: ``loop`` (each run in turn, bit-identical to training it
+alone; the CPU default) or ``vmap`` (one batched forward and backward; the CUDA default), ``training/step.py``.
 
 Runs stack when they agree on everything the batched step computes: family, model config, precision, loss, batch
-size and device (and, for ``vmap``, no dropout). Otherwise, or when resumed runs stand at different steps, they are
-trained one after another.
+size and device (and, for ``vmap``, no dropout). ``stacks`` groups requests that do not into stacks of one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
+import time
 
 import torch
-from torch.func import functional_call, vmap
 
-from grokscope import artifacts, runtime
-from grokscope.data.encoding import Encoded
+from grokscope import artifacts, runs, runtime
+from grokscope.data.encoding import training_set
 from grokscope.errors import GrokscopeError
-from grokscope.models.registry import family_of
-from grokscope.training.loop import (RunRequest, Session, apply_gradients_together, compiles, drive, drive_alone,
-                                     make_train_step, set_learning_rates, train_request)
+from grokscope.models.registry import build_model
+from grokscope.training.config import parse_rule
+from grokscope.training.evaluate import LENS_SETS, eval_sets
+from grokscope.training.progress import Progress
+from grokscope.training.request import RunRequest, budget
+from grokscope.training.scalars import ScalarLog
+from grokscope.training.state import TrainState
+from grokscope.training.step import PASSES
 
 BACKENDS = ("auto", "loop", "vmap")
+
+
+class StackRun:
+    """One run of a stack: its request, state, evaluation sets, schedule, metrics rows, progress line and files."""
+
+    def __init__(self, request: RunRequest):
+        """The run in memory: threads, seed, model, optimiser state and evaluation sets. No file is read or written
+        (``start`` does that)."""
+        ds, cfg, device, finetune = request.ds, request.cfg, request.device, request.finetune
+        self.request, self.ds, self.cfg, self.out, self.device = request, ds, cfg, request.out, device
+        runtime.configure(device, cfg.threads)
+        self.train_set = training_set(ds).to(device)
+        self.plan = budget(cfg, len(self.train_set))
+        torch.manual_seed(cfg.seed)
+        model = build_model(request.model_cfg).to(device)
+        if finetune is not None and finetune.init_weights is not None:
+            model.load_state_dict(finetune.init_weights, strict=True)
+        self.model = model.train()
+        self.state = TrainState(model, cfg, len(self.train_set), device)
+        probes = finetune.probes if finetune else {t: ds.probe(t) for t in ds.probe_types}
+        lens = finetune.lens if finetune else LENS_SETS
+        self.sets = eval_sets(ds, model, probes, lens, cfg.eval_bridge_use, finetune.mixed if finetune else None
+                              ).to(device)
+        self.rule = parse_rule(cfg.stop_when) if cfg.stop_when else None
+        self.finetune = finetune
+        self.resumed_at, self.rows, self.last_row = None, [], {}
+
+    def start(self) -> "StackRun":
+        """Restore the last checkpoint when resuming (else start the files afresh), write config.yaml, and open the
+        metrics, TensorBoard and progress outputs."""
+        request, out, state = self.request, self.out, self.state
+        self.resumed_at = state.restore(out) if request.resume else None
+        if self.resumed_at is not None:
+            old = artifacts.read_config(out)["train"]
+            _reopen(state.loop, stop_rule_changed=(old.get("stop_when", ""), old.get("sat_multiple", 0.0)) != (
+                self.cfg.stop_when, self.cfg.sat_multiple))
+            rows = artifacts.read_metrics(out, warn=lambda msg: print(f"warning: {msg}"))
+            self.rows = [r for r in rows if r["step"] <= self.resumed_at]
+            artifacts.write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+            print(f"resumed {out} at step {self.resumed_at}")
+        else:
+            (out / "metrics.jsonl").write_text("")
+        artifacts.write_yaml_atomic(out / "config.yaml", request.config)
+        self.scalars = ScalarLog(out / "tensorboard", self.resumed_at)
+        self.progress = Progress(self.plan.max_steps, start=state.loop.step, quiet=request.quiet,
+                                 label=out.name, bridge_key=f"{self.model.bridge_metric}_ood")
+        self.t_start = time.perf_counter() - state.loop.wall_seconds
+        self.session_start = (time.perf_counter(), state.loop.step)
+        state.keep_rng()  # the stream this run continues with (a stacked run switches to it before each step)
+        return self
+
+    @property
+    def step(self) -> int:
+        """The run's step: ``TrainState.loop.step`` is its one owner (checkpoints save it)."""
+        return self.state.loop.step
+
+    def next_batch(self):
+        return self.train_set.take(self.state.order.next())
+
+    def close(self) -> None:
+        self.progress.close()
+        self.scalars.close()
+
+
+def _reopen(loop, stop_rule_changed: bool) -> None:
+    """A resumed run decides anew why it stops (a larger budget or time cap may let it go on); a stop the rule
+    already scheduled stands unless the rule changed."""
+    loop.stop_reason, loop.cut_short = "", False
+    if stop_rule_changed:
+        loop.stop_at, loop.rule_streak = None, 0
+
+
+class Stack:
+    """R >= 1 prepared runs (``request.prepare``) trained together by ``loop.train``. ``held()`` takes every run's
+    folder lock, then builds and starts the runs and the pass that steps them."""
+
+    def __init__(self, requests: list[RunRequest], backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(backend)
+        if len({stack_key(r) for r in requests}) > 1:
+            raise ValueError("runs of a stack must agree on architecture, precision, loss, batch size and device")
+        self.requests = list(requests)
+        self.backend = choose_backend(self.requests, backend)
+        if self.backend == "vmap" and any(r.model_cfg.draws_random() for r in self.requests):
+            raise GrokscopeError("the vmap backend cannot reproduce dropout's random draws; use --backend loop")
+        self.runs: list[StackRun] = []
+        self.forward_backward = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether several runs share the process (then each steps and evaluates with its own RNG stream)."""
+        return len(self.requests) > 1
+
+    @contextlib.contextmanager
+    def held(self):
+        """Every run's lock is held before any folder is touched; then the runs are built, restored and started."""
+        with contextlib.ExitStack() as locks:
+            for request in self.requests:
+                locks.enter_context(artifacts.FolderLock(request.out, "run"))
+            locks.enter_context(runtime.training_matmuls(self.requests[0].device))
+            for request in self.requests:
+                request.claim()
+            self.runs = [StackRun(request).start() for request in self.requests]
+            states = [run.state for run in self.runs]
+            self.forward_backward = PASSES[self.backend](states, max(run.plan.max_steps for run in self.runs))
+            yield self
+
+    def rng(self, run: StackRun):
+        """The context a run's evaluation runs in: its own RNG stream when the process is shared."""
+        return run.state.rng_scope() if self.shared else contextlib.nullcontext()
 
 
 def stack_key(request: RunRequest) -> str:
@@ -52,176 +159,17 @@ def choose_backend(requests: list[RunRequest], backend: str) -> str:
     return "vmap" if requests[0].device == "cuda" and not dropout else "loop"
 
 
-def train_group(requests: list[RunRequest], backend: str = "auto", log=print) -> list[dict]:
-    """Train the runs of ``requests`` (each checked by ``loop.prepare``) stacked when they can be, else one after
-    another; returns their summaries in order."""
-    if backend not in BACKENDS:
-        raise ValueError(backend)
-    if len({stack_key(r) for r in requests}) > 1 or len(requests) < 2:
-        if len(requests) > 1:
-            log("note: these runs differ in architecture, precision, loss or batch size; training them one after "
-                "another")
-        return [train_request(r) for r in requests]
-    backend = choose_backend(requests, backend)
-    if backend == "vmap" and any(r.model_cfg.draws_random() for r in requests):
-        raise GrokscopeError("the vmap backend cannot reproduce dropout's random draws; use --backend loop")
-    with contextlib.ExitStack() as locks:
-        for request in requests:
-            locks.enter_context(artifacts.FolderLock(request.out, "run"))
-        locks.enter_context(runtime.training_matmuls(requests[0].device))
-        for request in requests:  # every lock is held before any folder is touched
-            request.claim()
-        sessions = []
-        for request in requests:
-            sessions.append(Session(request).start())  # each keeps the RNG stream it continues with
-        if len({s.step for s in sessions}) > 1:
-            log("note: the resumed runs stand at different steps; training them one after another")
-            return [drive_alone(s) for s in sessions]
-        log(f"training {len(sessions)} runs stacked ({backend}): {', '.join(s.out.name for s in sessions)}")
-        steps = VmapSteps(sessions) if backend == "vmap" else LoopSteps(sessions)
-        return drive(sessions, steps, scope=_session_rng)
+def stacks(requests: list[RunRequest], backend: str = "auto", log=print) -> list[Stack]:
+    """``requests`` as one stack when they can step together, else as stacks of one, trained one after another."""
+    if len(requests) > 1 and len({stack_key(r) for r in requests}) > 1:
+        log("note: these runs differ in architecture, precision, loss or batch size; training them one after another")
+        return [Stack([r], backend) for r in requests]
+    stack = Stack(requests, backend)
+    if len(requests) > 1:
+        log(f"training {len(requests)} runs stacked ({stack.backend}): {', '.join(r.out.name for r in requests)}")
+    return [stack]
 
 
-# ------------------------------------------------------------------------------------------------ RNG per run
-@contextlib.contextmanager
-def _session_rng(session: Session):
-    """Run with ``session``'s own RNG stream (checkpoints save it; dropout draws from it); ``TrainState`` holds it."""
-    session.state.use_rng()
-    try:
-        yield
-    finally:
-        session.state.keep_rng()
-
-
-# ------------------------------------------------------------------------------------------------ backends
-class LoopSteps:
-    """Each active run's optimiser step in turn, with its own RNG stream."""
-
-    def __init__(self, sessions: list[Session]):
-        self.steps = {id(s): make_train_step(s.state, s.cfg, s.device, s.plan.max_steps) for s in sessions}
-
-    def __call__(self, active: list[Session]) -> None:
-        for session in active:
-            with _session_rng(session):
-                self.steps[id(session)](session.next_batch(), session.step)
-
-
-class _LossOf(torch.nn.Module):
-    """A module whose forward is a family's training loss, so ``functional_call`` can swap in any run's weights."""
-
-    def __init__(self, model, precision: str, device: str, spec):
-        super().__init__()
-        self.model, self.precision, self.device, self.spec = model, precision, device, spec
-
-    def forward(self, *tensors):
-        batch = Encoded(*tensors)
-        with self.model.autocast(self.precision, self.device):
-            return self.model.loss(batch, self.model.forward_batch(batch), self.spec)
-
-
-class VmapSteps:
-    """One batched forward and backward over the runs' stacked weights.
-
-    Each run's parameters are views into one stacked tensor per parameter name (``param.data = stacked[k]``), so the
-    runs' own optimisers update the stack in place and evaluation, checkpoints and EMA see every run's weights as
-    usual. The runs' Grokfast, clipping, optimiser and EMA steps are taken together (``loop.apply_gradients_together``:
-    a few multi-tensor calls for the whole stack, each run's state its own). A step at which the runs' batches
-    differ in size (an epoch ends sooner for a smaller training set) is taken run by run, and so is the last run
-    left.
-
-    Where the step is compiled (``loop.compiles``: on CUDA by default), a graph is specialised to the stack's size
-    (vmap fixes it), so a run that stops keeps its slot, computed and left unused, until half the slots are idle:
-    then the stack is rebuilt from the active runs. A stack of R runs compiles for at most log2(R) sizes (two graphs
-    each with the epoch's last, shorter batch), plus the single-run graph of the last run left, and computes at
-    most twice what its active runs need. Eager, the stack is rebuilt whenever a run stops."""
-
-    def __init__(self, sessions: list[Session]):
-        self.one_by_one = LoopSteps(sessions)
-        first = sessions[0]
-        self.loss_module = _LossOf(copy.deepcopy(first.model).for_vmap(), first.cfg.precision, first.device,
-                                   first.cfg.loss_spec())
-        self.names = [n for n, _ in first.model.named_parameters()]
-        self.buffer_names = [n for n, _ in first.model.named_buffers()]
-        self.slots: list[Session] = []  # the runs the stack holds, in order: active ones and idle ones
-        self.params: dict[str, torch.Tensor] = {}
-        self.buffers: dict[str, torch.Tensor] = {}
-        fields = len(dataclasses.fields(Encoded))
-        self.batched = vmap(self._loss, in_dims=(0, 0, *([0] * fields)))
-        self.compiled = compiles(first.cfg, first.device, family_of(first.model.cfg).name, first.plan.max_steps)
-        if self.compiled:
-            # Static shapes, as for one run: the epoch's last, shorter batch gets a graph of its own instead of
-            # turning every later full batch into a dynamic-shape graph.
-            self.batched = torch.compile(self.batched, dynamic=False)
-        # the graphs a stack may need (``_keeps_stack``), over dynamo's default limit of 8 per function for 16 runs
-        # (``cache_size_limit``: the name every torch since 2.4 knows; 2.7 renamed it recompile_limit)
-        self.graph_limit = max(8, 2 * (len(sessions).bit_length() + 1))
-        self._picked: tuple[tuple, list[int], torch.Tensor | None] = ((), [], None)
-
-    def _loss(self, params, buffers, *tensors):
-        return functional_call(self.loss_module, ({f"model.{k}": v for k, v in params.items()},
-                                                  {f"model.{k}": v for k, v in buffers.items()}), tensors)
-
-    def _keeps_stack(self, active: list[Session]) -> bool:
-        """Whether ``active`` can step in the current stack: all of them hold a slot and, compiled, at least half
-        the slots are active (a new stack size is a new graph)."""
-        held = {id(s) for s in self.slots}
-        if not self.slots or any(id(s) not in held for s in active):
-            return False
-        if self.compiled:
-            return 2 * len(active) > len(self.slots)
-        return len(active) == len(self.slots)
-
-    def _active_slots(self, active: list[Session]) -> tuple[list[int], torch.Tensor | None]:
-        """The slots of ``active``, and an index tensor that picks their losses (None: every slot is active); kept
-        while the active runs stay the same (no host-to-device copy per step)."""
-        key = tuple(id(s) for s in active)
-        if self._picked[0] != key:
-            index = {id(s): k for k, s in enumerate(self.slots)}
-            slots = [index[id(s)] for s in active]
-            pick = None if len(slots) == len(self.slots) else torch.tensor(slots, device=active[0].device)
-            self._picked = (key, slots, pick)
-        return self._picked[1], self._picked[2]
-
-    def _restack(self, active: list[Session]) -> None:
-        self.slots = list(active)
-        self._picked = ((), [], None)
-        params = [dict(s.model.named_parameters()) for s in active]
-        for name in self.names:
-            stacked = torch.stack([p[name].detach() for p in params])
-            for k, p in enumerate(params):
-                p[name].data = stacked[k]  # the run's parameter now lives in the stack
-            self.params[name] = stacked
-        buffers = [dict(s.model.named_buffers()) for s in active]
-        self.buffers = {name: torch.stack([b[name] for b in buffers]) for name in self.buffer_names}
-
-    def __call__(self, active: list[Session]) -> None:
-        batches = [session.next_batch() for session in active]
-        if len(active) == 1 or len({len(b) for b in batches}) > 1:
-            for session, batch in zip(active, batches):
-                with _session_rng(session):
-                    self.one_by_one.steps[id(session)](batch, session.step)
-            return
-        if not self._keeps_stack(active):
-            self._restack(active)
-        for session in active:
-            set_learning_rates(session.state, session.cfg, session.step)
-        own = {id(s): b for s, b in zip(active, batches)}
-        # an idle slot computes on an active run's batch; its loss is left out, so its gradient is zero and unused
-        slot_batches = [own.get(id(s), batches[0]) for s in self.slots]
-        tensors = [torch.stack([getattr(b, f.name) for b in slot_batches]) for f in dataclasses.fields(Encoded)]
-        leaves = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
-        with torch._dynamo.config.patch(cache_size_limit=self.graph_limit) if self.compiled else \
-                contextlib.nullcontext():
-            slot_losses = self.batched(leaves, self.buffers, *tensors)
-        slots, pick = self._active_slots(active)
-        losses = slot_losses if pick is None else slot_losses[pick]
-        if any(s.state.scaler is not None for s in active):
-            sum(s.state.scaler.scale(losses[k]) for k, s in enumerate(active)).backward()
-        else:
-            losses.sum().backward()
-        for k, session in zip(slots, active):
-            own_params = dict(session.model.named_parameters())
-            for name in self.names:
-                grad = leaves[name].grad
-                own_params[name].grad = None if grad is None else grad[k]
-        apply_gradients_together([s.state for s in active], [s.cfg for s in active], losses)
+def last_checkpoint(run: StackRun) -> str:
+    found = runs.list_checkpoints(run.out)
+    return str(found[-1]) if found else "none"

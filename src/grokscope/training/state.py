@@ -7,6 +7,7 @@ continues bit-identically on the CPU. Restored tensors are moved to the model's 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,16 @@ class TrainState:
     def keep_rng(self) -> None:
         """Remember where this run's stream stands (after a step or a boundary of a stacked run)."""
         self.rng = self.capture_rng()
+
+    @contextlib.contextmanager
+    def rng_scope(self):
+        """Run with this run's own RNG stream (checkpoints save it; dropout draws from it), then keep where it
+        stands: how runs that share a process each keep their own stream."""
+        self.use_rng()
+        try:
+            yield
+        finally:
+            self.keep_rng()
 
     # ------------------------------------------------------------------------------------------------ the loss
     def add_loss(self, loss: torch.Tensor) -> None:

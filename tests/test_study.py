@@ -562,3 +562,38 @@ def test_a_numeric_sweep_draws_the_phase_diagram(cli, tmp_path):
     table = pd.read_csv(tmp_path / "ph" / "sweep.csv")
     assert {"t_id90_epochs", "id_delayed"} <= set(table.columns)
     assert (tmp_path / "ph" / "phase.png").stat().st_size > 5_000
+
+
+def test_a_moved_or_copied_study_reads_its_own_runs_and_missing_runs_leave_the_report_alone(study, cli, tmp_path):
+    """Paths are recorded where the study was written; a study moved with ``mv`` (the original gone) or copied (the
+    original changed after the copy) reads its own folders: the report is the same, `grokscope study` finds every
+    job done and nothing changed. A study whose finished runs are missing refuses to rewrite its report."""
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    moved = tmp_path / "moved" / "study"
+    shutil.copytree(study, tmp_path / "original")
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "original").rename(moved)  # its manifest names the folder it was written in: now gone
+    def text(where):  # the report, less the time the report stage itself took (recorded after it was written)
+        return re.sub(r'\n *"report": [0-9.]+,', "", (where / "report.md").read_text().replace(str(where), "STUDY"))
+    expected = text(study)
+    for where in (copy, moved):
+        code, out, err = cli("report", where)
+        assert code == 0, err
+        assert text(where) == expected
+        code, out, err = cli("study", "--preset", "smoke", "--out", where)
+        assert code == 0 and "would change" not in err, err
+        assert "training" not in out and "step " not in out  # every job was done: nothing ran again
+    cfg = json.loads((copy / "study.json").read_text())
+    assert cfg["root"] == str(copy.resolve())
+    from grokscope import artifacts
+
+    run_cfg = artifacts.read_config(copy / "runs" / "gpt_natural")
+    assert run_cfg["data"]["path"] == str((copy / "datasets" / "natural").resolve())
+    ft_cfg = artifacts.read_config(copy / "runs" / "ft_gpt_natural_last")
+    assert ft_cfg["transfer"]["parent_run"] == str((copy / "runs" / "gpt_natural").resolve())
+    shutil.rmtree(copy / "runs" / "gpt_natural")
+    before = (copy / "report.md").read_text()
+    code, _, err = cli("report", copy)
+    assert code == 2 and "missing" in err and "gpt_natural" in err and "Traceback" not in err
+    assert (copy / "report.md").read_text() == before

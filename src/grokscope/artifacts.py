@@ -196,7 +196,50 @@ def read_config(run: Path) -> dict:
         raise GrokscopeError(f"{path}: model.family / model.config are missing; {fix}")
     cfg["train"], cfg["model"]["config"] = upgrade_settings(cfg["model"]["family"], cfg["train"],
                                                             cfg["model"]["config"])
+    # Paths are also recorded relative to the run folder: a run moved or copied with its study reads its own dataset
+    # and parent, not the ones at the place it was trained (which may be gone, or another copy's).
+    here = run.resolve()
+    for section, key, relative in (("data", "path", "relative"), ("transfer", "parent_run", "parent_relative")):
+        values = cfg.get(section)
+        if isinstance(values, dict) and isinstance(values.get(relative), str):
+            moved = Path(os.path.normpath(here / values[relative]))
+            if moved.is_dir():
+                values[key] = str(moved)
     return cfg
+
+
+def relative_to_run(target: Path, run: Path) -> str:
+    """``target`` as a path relative to the run folder ``run`` (what ``read_config`` resolves again)."""
+    return os.path.relpath(Path(target).resolve(), Path(run).resolve())
+
+
+# The folders of a study whose jobs' outputs tell where the study was when its manifest was written.
+_STUDY_OUTPUT_FOLDERS = ("runs", "datasets")
+
+
+def relocated(manifest: dict, root: Path) -> dict:
+    """A study manifest read from the folder ``root``, every recorded path under the folder it was written in moved
+    under ``root``: a study moved (``mv``), copied or reached by another path reads its own folders, never those of
+    the place it was written (gone, or another copy's). The old place is the manifest's ``root``, or for a manifest
+    written before it was recorded, the study folder of its jobs' outputs."""
+    here = str(Path(root).resolve())
+    was = manifest.get("root")
+    if not isinstance(was, str):
+        jobs = manifest.get("jobs") if isinstance(manifest.get("jobs"), dict) else {}
+        outs = [Path(e["out"]) for e in jobs.values() if isinstance(e, dict) and isinstance(e.get("out"), str)]
+        was = next((str(p.parent.parent) for p in outs if p.parent.name in _STUDY_OUTPUT_FOLDERS), None)
+    if was is None or was == here:
+        return manifest
+
+    def move(value):
+        if isinstance(value, str) and (value == was or value.startswith(was + os.sep)):
+            return here + value[len(was):]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+    return {**move(manifest), "root": here}
 
 
 def warn_stderr(message: str) -> None:

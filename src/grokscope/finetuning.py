@@ -169,7 +169,8 @@ def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cf
     cats = category_rows(ds)
     counts = {name: len(rows) for name, rows in cats.items()}
     counts["atomic_new"] = len(ds.probe("atomic_new"))
-    record = {"parent_run": str(parent_run.resolve()), "parent_step": step,
+    record = {"parent_run": str(parent_run.resolve()), "parent_relative": artifacts.relative_to_run(parent_run, out),
+              "parent_step": step,
               "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset,
               "budget": asdict(budget)}
     finetune = FineTune(init_weights=init, record=record,

@@ -118,11 +118,17 @@ class Figures:
 def load_study(root: Path) -> tuple[dict, dict, dict, dict]:
     """(manifest, spec, pre-training runs, fine-tunes) of a study folder, each run as ``read_run`` gives it."""
     root = Path(root)
-    manifest = artifacts.read_json(root / "study.json", "re-run `grokscope study`")
+    manifest = artifacts.relocated(artifacts.read_json(root / "study.json", "re-run `grokscope study`"), root)
     spec = manifest.get("spec") or {}
     if not spec:
         raise GrokscopeError(f"{root / 'study.json'}: holds no study spec; re-run `grokscope study`")
     check_manifest(manifest, root / "study.json")
+    missing = [r["path"] for role in ("pretrain", "finetune", "control") for r in job_records(manifest, role)
+               if r["status"] == "done" and not Path(r["path"]).is_dir()]
+    if missing:
+        raise GrokscopeError(f"{root}: {len(missing)} finished run folder(s) are missing ({', '.join(missing[:3])}"
+                             f"{' ...' if len(missing) > 3 else ''}); the report is left as it was; restore them, or "
+                             f"run `grokscope study` again to retrain them")
     pre = {r["job"]: (r, run) for r in job_records(manifest, "pretrain") if (run := read_run(Path(r["path"])))}
     ft = {r["job"]: (r, run) for r in job_records(manifest, "finetune") + job_records(manifest, "control")
           if (run := read_run(Path(r["path"])))}

@@ -297,7 +297,7 @@ class Manifest:
                 not all(isinstance(e, dict) for e in jobs.values()) or \
                 not isinstance(data.setdefault("stage_seconds", {}), dict):
             raise GrokscopeError(f"{path}: not a study manifest this grokscope reads; pass --fresh to start over")
-        return cls(root, data)
+        return cls(root, artifacts.relocated(data, root))
 
     def status(self, job: Job) -> str:
         return self.data["jobs"].get(job.name, {}).get("status", "pending")
@@ -368,5 +368,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
+        # where the study is: a manifest read from another place moves its paths there (artifacts.relocated)
+        self.data["root"] = str(self.root.resolve())
         artifacts.write_json_atomic(self.root / "study.json", self.data)
 

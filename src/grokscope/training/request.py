@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grokscope import runs, runtime
+from grokscope import artifacts, runs, runtime
 from grokscope.version import __version__
 from grokscope.data.encoding import SEQ_LEN, training_rows
 from grokscope.data.store import Dataset
@@ -52,10 +52,12 @@ def budget(cfg: TrainConfig, n_train: int) -> Budget:
     return Budget(max_steps, eval_every, checkpoint_steps(max_steps, cfg))
 
 
-def run_config(data_dir: Path, ds: Dataset, model_cfg, cfg: TrainConfig, extra: dict) -> dict:
+def run_config(data_dir: Path, ds: Dataset, model_cfg, cfg: TrainConfig, out: Path, extra: dict) -> dict:
+    """What config.yaml records. The dataset's path is also kept relative to the run folder, so a run moved or copied
+    with its study reads its own dataset (``artifacts.read_config``)."""
     return {"grokscope_version": __version__, "git_commit": runs.git_commit(), "torch_version": str(torch.__version__),
-            "data": {"path": str(Path(data_dir).resolve()), "fingerprint": ds.meta["fingerprint"],
-                     "name": ds.meta["name"], "kind": ds.meta["kind"]},
+            "data": {"path": str(Path(data_dir).resolve()), "relative": artifacts.relative_to_run(data_dir, out),
+                     "fingerprint": ds.meta["fingerprint"], "name": ds.meta["name"], "kind": ds.meta["kind"]},
             "model": {"family": family_of(model_cfg).name, "config": asdict(model_cfg)},
             "train": asdict(cfg), **extra}
 
@@ -136,7 +138,7 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
                              f"choose one of {', '.join(model_cls.loss_positions)}")
     out = Path(out)
     budget(cfg, len(training_rows(ds)))  # a budget the run cannot meet is refused before anything is written
-    config = run_config(data_dir, ds, model_cfg, cfg, {"transfer": finetune.record} if finetune else {})
+    config = run_config(data_dir, ds, model_cfg, cfg, out, {"transfer": finetune.record} if finetune else {})
     keep = kept_entries(finetune)
     if resume and (out / "config.yaml").exists() and not runs.has_readable_checkpoint(out):
         if (out / "summary.json").exists():  # a finished result is never replaced

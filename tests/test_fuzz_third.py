@@ -314,3 +314,36 @@ def test_a_family_rebuild_that_fails_on_a_later_regime_leaves_the_old_family_who
     after = {p.name: json.loads((p / "dataset.json").read_text())["fingerprint"] for p in (tmp_path / "fam").iterdir()
              if (p / "dataset.json").exists()}
     assert after == before  # no regime on the new seed
+
+
+def _run_tree(run):
+    """A run folder as the tool writes it, with a user's file in two of its subfolders."""
+    own = ["config.yaml", "metrics.jsonl", "summary.json", "checkpoints/step_00000010/model.safetensors",
+           "checkpoints/step_00000010/state.safetensors", "checkpoints/step_00000010/meta.json",
+           "tensorboard/events.out.tfevents.1.host.2.0", "analysis/lens.parquet", "analysis/summary.json",
+           "analysis/queries/schema.json", "analysis/queries/step_00000010.test_inferred_ood.parquet",
+           "checkpoints/.grokscope-tmp-step_00000020/model.safetensors"]
+    users = ["analysis/my_notes.md", "checkpoints/step_00000010/why_this_step.txt"]
+    for name in own + users:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    return own, users
+
+
+@pytest.mark.parametrize("how", ["a resume that starts over (runs.clear_run)", "study --fresh (artifacts.remove_own)"])
+def test_a_users_file_inside_a_runs_subfolders_survives_clearing_the_run(tmp_path, capsys, how):
+    """What the tool owns is decided file by file at every depth: clearing a run removes the files it wrote (and
+    the folders they leave empty), keeps a user's files in its subfolders, and names each one kept."""
+    from grokscope import artifacts, runs
+
+    run = tmp_path / "study" / "runs" / "gpt_natural"
+    own, users = _run_tree(run)
+    if how.startswith("a resume"):
+        runs.clear_run(run, keep=("data",))
+    else:
+        artifacts.remove_own(tmp_path / "study", [run])
+    assert all((run / name).read_text() == "x" for name in users)
+    assert not any((run / name).exists() for name in own)
+    assert not (run / "tensorboard").exists() and not (run / "analysis" / "queries").exists()
+    err = capsys.readouterr().err
+    assert all(f"kept {run / name}" in err for name in users)

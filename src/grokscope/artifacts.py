@@ -7,6 +7,7 @@ a folder holding anything else. Every read failure becomes one line, ``<path>: <
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -447,13 +448,49 @@ def foreign_entries(folder: Path) -> list[str]:
 
 def _remove_entries(folder: Path) -> None:
     """Remove what the tool writes in one of its folders, then the folder if nothing else (a user's notebook) is
-    left in it."""
+    left in it. In a run's subfolders only the files the tool writes there go (``remove_own_tree``)."""
     names = _own_entry_names(folder)
     for entry in folder.iterdir():
         if entry.name in names or entry.name.startswith(TMP_PREFIX) or entry.name == ".lock":
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            remove_own_tree(entry)
     if not any(folder.iterdir()):
         folder.rmdir()
+
+
+# The files the tool writes below a run folder, by path relative to it: a run's subfolders hold nothing else unless
+# a user put it there, and such a file survives a run being cleared (--fresh, --force, a resume that starts over).
+RUN_TREE_FILES = re.compile(r"""
+    checkpoints/step_\d{8}/(model\.safetensors|state\.safetensors|meta\.json)
+  | tensorboard/events\.out\.tfevents\.[^/]+
+  | analysis/(lens|trace|bridge_use)\.parquet
+  | analysis/(summary|regime|probe|compare)\.json
+  | analysis/queries/(schema\.json|step_\d{8}\.[a-z_]+\.parquet)
+  | data/(dataset\.json|vocab\.json|arrays\.npz|\.lock)
+""", re.X)
+
+
+def remove_own_tree(entry: Path) -> list[Path]:
+    """Remove one entry of a tool's folder: a file (or link) as it is; a folder file by file, only the files the
+    tool writes there (``RUN_TREE_FILES``, temporary leftovers and locks), then every folder left empty. Returns the
+    files kept (a user's), each also named on stderr."""
+    if not entry.is_dir() or entry.is_symlink():
+        entry.unlink(missing_ok=True)
+        return []
+    base, kept = entry.parent, []
+    for folder, dirs, files in os.walk(entry, topdown=False):
+        for name in files + [d for d in dirs if (Path(folder) / d).is_symlink()]:
+            path = Path(folder) / name
+            rel = path.relative_to(base).as_posix()
+            if RUN_TREE_FILES.fullmatch(rel) or name == ".lock" or any(
+                    part.startswith(TMP_PREFIX) for part in path.relative_to(base).parts):
+                path.unlink()
+            else:
+                kept.append(path)
+        with contextlib.suppress(OSError):  # not empty: it holds a user's file
+            Path(folder).rmdir()
+    for path in kept:
+        warn_stderr(f"kept {path}: not a file grokscope wrote")
+    return kept
 
 
 DATASET_ENTRIES = ("dataset.json", "vocab.json", "arrays.npz")

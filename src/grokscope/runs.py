@@ -271,9 +271,6 @@ def clear_run(out: Path, keep: tuple[str, ...] = ()) -> None:
     """Remove what a run wrote in ``out`` (never anything else), keeping the entries named in ``keep``."""
     for name in RUN_FILES:
         target = Path(out) / name
-        if name in keep:
+        if name in keep or not (target.exists() or target.is_symlink()):
             continue
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+        artifacts.remove_own_tree(target)  # in subfolders, only the files the tool wrote: a user's stay

@@ -26,6 +26,16 @@ def pytest_addoption(parser):
                     help="small step counts for the gpu-marked tests (a dry run of their code paths)")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs the suite in one process per core) each process trains on one thread:
+    two torch processes of two threads each on two cores slow each other several times over."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("GROKSCOPE_THREADS"):
+        os.environ["GROKSCOPE_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def run_cli(*args) -> int:
     try:
         main([str(a) for a in args])

@@ -181,9 +181,11 @@ class Grokfast:
         flags: list[torch.Tensor | None] = []
         for filt, model, guarded in entries:
             grads = Grokfast._gradients(model)
-            finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all() if guarded and grads \
-                else None
-            flags.append(finite if guarded and grads else torch.ones((), dtype=torch.bool) if guarded else None)
+            finite = None
+            if guarded:
+                finite = torch.stack([torch.isfinite(g).all() for g in grads.values()]).all() if grads else \
+                    torch.ones((), dtype=torch.bool)
+            flags.append(finite)
             if grads:
                 calls.setdefault((filt.alpha, filt.lamb), []).append((filt, grads, finite))
         for (alpha, lamb), members in calls.items():

@@ -597,3 +597,19 @@ def test_a_moved_or_copied_study_reads_its_own_runs_and_missing_runs_leave_the_r
     code, _, err = cli("report", copy)
     assert code == 2 and "missing" in err and "gpt_natural" in err and "Traceback" not in err
     assert (copy / "report.md").read_text() == before
+
+
+def test_the_plan_schedules_each_stage_on_its_workers():
+    """With workers side by side, a stage takes its longest worker: a stack group is one unit (its runs step in one
+    process), the units go longest first onto the least loaded worker, and the stages follow one another."""
+    from grokscope.studies.estimate import side_by_side
+    from grokscope.studies.plan import Job
+
+    def job(name, stage, group=None):
+        return Job(name, stage, [], Path(name), Path(name), {"stack_group": group} if group else {})
+    jobs = [job("g1", "train", "gpt"), job("g2", "train", "gpt"), job("t1", "train", "trm"),
+            job("f1", "transfer"), job("f2", "transfer"), job("f3", "transfer")]
+    seconds = {"g1": 30, "g2": 30, "t1": 50, "f1": 10, "f2": 8, "f3": 5}
+    assert side_by_side(jobs, seconds, 1) == 30 + 30 + 50 + 10 + 8 + 5
+    assert side_by_side(jobs, seconds, 2) == 60 + 13  # gpt stack | trm; then f1 | f2 + f3
+    assert side_by_side(jobs, seconds, 4) == 60 + 10

@@ -394,7 +394,8 @@ def plan_study(preset: str = "micro", out: Path | None = None, sets: list[str] |
     from grokscope.studies.spec import load_spec
 
     out = Path(out) if out else Path("reports") / Path(preset).stem
-    return plan_rows(plan(load_spec(preset, sets), out), pick_device(device), log=lambda _msg: None)
+    spec = load_spec(preset, sets)
+    return plan_rows(plan(spec, out), pick_device(device), log=lambda _msg: None, workers=spec.workers)
 
 
 @checked

@@ -49,3 +49,23 @@ def test_api_verbs_are_functions_after_the_subpackages_are_imported():
     assert type(gs) is type(loop)  # a plain module: no class swap
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         _ = gs.nonexistent
+
+
+# The CLI verb -> the function of ``import grokscope as gs`` that does its work.
+CLI_VERBS = {"train": "train", "stack": "train", "transfer": "transfer", "analyze": "analyze", "compare": "compare",
+             "study": "study", "sweep": "sweep", "report": "report", "data build": "build_data",
+             "data family": "build_family", "data transfer": "derive_transfer", "data show": "load_data",
+             "data export": "export_data", "data import": "import_data", "export tl": "export_tl"}
+
+
+def test_every_cli_verb_is_a_function_of_the_python_api():
+    import typer
+
+    import grokscope as gs
+    from grokscope.cli import app
+
+    def verbs(command, prefix=""):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from verbs(sub, f"{prefix}{name} ") if getattr(sub, "commands", None) else [prefix + name]
+    assert sorted(verbs(typer.main.get_command(app))) == sorted(CLI_VERBS)
+    assert all(callable(getattr(gs, name)) and name in gs.__all__ for name in CLI_VERBS.values())

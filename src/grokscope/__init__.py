@@ -14,7 +14,8 @@ from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
            "to_transformer_lens", "build_data", "train", "RunSpec", "analyze", "transfer", "compare", "study",
-           "sweep", "plan_study", "plan_sweep", "report", "export_tl"]
+           "sweep", "plan_study", "plan_sweep", "report", "export_tl", "build_family", "derive_transfer", "load_data",
+           "export_data", "import_data", "data_config"]
 
 
 _API_NAMES = frozenset(__all__) - {"__version__"}

@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml
 study: setup
 	$(VENV)/bin/grokscope study --preset micro --out reports/micro
 
-# The tests, after the import contract (dependencies point down; the report stage never imports torch).
+# The tests, after the import contract (dependencies point down; the report stage never imports torch). The suite
+# runs in one process per core (pytest-xdist; a test file stays in one process, so its module fixtures are built
+# once), each training on one thread.
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile
 	$(VENV)/bin/python -m pytest -m gpu tests/test_gpu.py --device cpu --quick
 
 bench: setup

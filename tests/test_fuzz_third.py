@@ -347,3 +347,41 @@ def test_a_users_file_inside_a_runs_subfolders_survives_clearing_the_run(tmp_pat
     assert not (run / "tensorboard").exists() and not (run / "analysis" / "queries").exists()
     err = capsys.readouterr().err
     assert all(f"kept {run / name}" in err for name in users)
+
+
+def _one_line_refusal(done) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+@pytest.mark.parametrize("command", ["data build", "data export", "analyze", "compare --out"])
+def test_tables_and_datasets_that_cannot_be_written_are_one_line_and_keep_what_was_there(command, trained,
+                                                                                          smoke_data, tmp_path):
+    """A full disk (here a file-size limit) while writing a dataset, an export, analysis tables or a comparison: one
+    line, exit 2, and what was there before is as it was (an earlier output, or nothing)."""
+    root, _ = trained
+    run = tmp_path / "gpt"
+    shutil.copytree(root / "gpt", run)
+    if command == "data build":
+        target = tmp_path / "d"
+        done = _limited(["data", "build", "--preset", "smoke", "--out", target], 4096)
+        _one_line_refusal(done)
+        assert not target.exists()
+    elif command == "data export":
+        target = tmp_path / "original"
+        done = _limited(["data", "export", smoke_data, "--out", target], 4096)
+        _one_line_refusal(done)
+        assert not target.exists()
+    elif command == "analyze":
+        assert gs.analyze(run, steps="last", probes="iid", analyses="lens")  # an earlier, complete analysis
+        before = {p.name: p.read_bytes() for p in (run / "analysis").iterdir() if p.is_file()}
+        done = _limited(["analyze", run, "--steps", "last", "--probes", "ood", "--analyses", "lens,trace"], 2048)
+        _one_line_refusal(done)
+        after = {p.name: p.read_bytes() for p in (run / "analysis").iterdir() if p.is_file()}
+        assert after == before  # the earlier tables and summary, untouched
+    else:
+        target = tmp_path / "cmp.json"
+        target.write_text(json.dumps({"kind": "grokscope compare", "a": "x", "b": "y", "verdict": "earlier"}))
+        done = _limited(["compare", run, root / "trm", "--out", target], 64)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert json.loads(target.read_text())["verdict"] == "earlier"

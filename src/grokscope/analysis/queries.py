@@ -73,10 +73,19 @@ def write_records(run: Path, step: int, probe_type: str, frame: pd.DataFrame, sc
     path = records_path(run, step, probe_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     artifacts.write_json_atomic(path.parent / "schema.json", schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet_atomic(frame, path)
     return path
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` to ``path`` whole or not at all: written beside it, then moved in; a write that fails (a full disk)
+    leaves the old table and no partial file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def bridge_use_table(frame: pd.DataFrame, schema: dict, probe_type: str, run: str = "", step: int = 0) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from grokscope.analysis.circuits import compare_paths
 from grokscope.analysis.logit_lens import lens_table
 from grokscope.analysis.patching import trace_table
 from grokscope.analysis.probe import bridge_decodable
-from grokscope.analysis.queries import bridge_use_table, query_records, write_records
+from grokscope.analysis.queries import bridge_use_table, query_records, write_parquet_atomic, write_records
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, is_composition, load
 from grokscope.errors import GrokscopeError
@@ -132,9 +132,7 @@ def merge_table(path: Path, new: pd.DataFrame) -> None:
         keys = set(zip(new["step"], new["probe_type"]))
         old = old[[k not in keys for k in zip(old["step"], old["probe_type"])]]
         new = pd.concat([old, new], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    new.sort_values(["step", "probe_type", "stage_index"], kind="stable").to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet_atomic(new.sort_values(["step", "probe_type", "stage_index"], kind="stable"), path)
 
 
 def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBES,

@@ -385,3 +385,56 @@ def test_tables_and_datasets_that_cannot_be_written_are_one_line_and_keep_what_w
         done = _limited(["compare", run, root / "trm", "--out", target], 64)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert json.loads(target.read_text())["verdict"] == "earlier"
+
+
+# ------------------------------------------------------------------------------------------------ every API argument
+def _api_argument_cases():
+    """(verb, parameter, a value of the wrong type) for every simply typed parameter of every verb of ``gs``: a flag
+    given as a word, a count as a fraction, a number as text, a text or a path as a number."""
+    import inspect
+    import types
+    import typing
+    from pathlib import Path
+
+    wrong = {bool: "no", int: 2.5, float: "1e-3", str: 3, Path: 3, list: "train.lr=1e-3"}
+    cases = []
+    for verb in gs.__all__:
+        func = getattr(gs, verb)
+        if not inspect.isfunction(func) or verb in ("open_run", "open_study", "lens", "trace", "bridge_use",
+                                                     "to_transformer_lens"):
+            continue
+        for name, hint in typing.get_type_hints(inspect.unwrap(func)).items():
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            options = [o for o in (typing.get_args(hint) if union else (hint,)) if o is not type(None)]
+            if name == "return" or len(options) != 1:
+                continue
+            kind = list if typing.get_origin(options[0]) is list else options[0]
+            if kind in wrong:
+                cases.append(pytest.param(verb, name, wrong[kind], id=f"{verb}-{name}"))
+    return cases
+
+
+def _valid_arguments(verb: str, root) -> dict:
+    """Values that pass the checks for the parameters a verb requires (the case then spoils one)."""
+    import inspect
+    import typing
+    from pathlib import Path
+
+    func = inspect.unwrap(getattr(gs, verb))
+    hints = typing.get_type_hints(func)
+    out = {}
+    for name, param in inspect.signature(func).parameters.items():
+        if param.default is inspect.Parameter.empty:
+            hint = hints.get(name)
+            out[name] = root / name if Path in (typing.get_args(hint) or (hint,)) else \
+                ["train.lr=1e-3"] if name == "grid" else f"{root / name}@last" if name in ("parent", "ref") else "x"
+    return out
+
+
+@pytest.mark.parametrize("verb, name, value", _api_argument_cases())
+def test_every_api_argument_of_the_wrong_type_is_refused_by_name_before_any_work(verb, name, value, tmp_path):
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(GrokscopeError) as caught:
+        getattr(gs, verb)(**{**_valid_arguments(verb, tmp_path), name: value})
+    assert f"{verb}(): {name}" in str(caught.value) and "\n" not in str(caught.value)
+    assert sorted(tmp_path.rglob("*")) == before  # refused before anything was written

@@ -70,6 +70,11 @@ def _check_argument(verb: str, name: str, value, hint):
         if type(None) not in options:
             raise GrokscopeError(f"{verb}(): {name} is required (got None)")
         return value
+    if any(typing.get_origin(o) is list for o in options):  # --set items, a sweep's grid: a list of texts
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise GrokscopeError(f"{verb}(): {name} must be a list of texts such as ['train.lr=1e-3'] (got "
+                                 f"{value!r})")
+        return list(value)
     if Path in options and not (str in options and isinstance(value, str) and not isinstance(value, Path)):
         return _plain_path(artifacts.as_path(value, f"{verb}(): {name}").expanduser(), f"{verb}(): {name}",
                            output=name == "out")
@@ -204,6 +209,7 @@ def import_data(folder: Path, out: Path, force: bool = False) -> Dataset:
     return ds
 
 
+@checked
 def data_config(preset: str, regime: str | None = None, aug: str | None = None, sets: list[str] | None = None,
                 seed: int | None = None):
     from grokscope.data.config import Augmentation, DataConfig, resolve_data_config

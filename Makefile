@@ -24,13 +24,14 @@ $(STAMP): pyproject.toml
 study: setup
 	$(VENV)/bin/grokscope study --preset micro --out reports/micro
 
-# The tests, after the import contract (dependencies point down; the report stage never imports torch). The suite
-# runs in one process per core (pytest-xdist; a test file stays in one process, so its module fixtures are built
-# once), each training on one thread.
+# The tests, after the import contract (dependencies point down; the report stage never imports torch): the suite
+# and the `gpu` checks as a CPU dry run (--device cpu --quick), in one process per core (pytest-xdist; a test file
+# stays in one process, so its module fixtures are built once), each training on one thread. CI sets
+# TEST_MARKS="not slow" to add its end-to-end `ci` checks to the same run.
+TEST_MARKS ?= not slow and not ci
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest -n auto --dist loadfile
-	$(VENV)/bin/python -m pytest -m gpu tests/test_gpu.py --device cpu --quick
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile -m "$(TEST_MARKS)" --device cpu --quick
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_data.py

@@ -286,7 +286,7 @@ def test_workers_side_by_side_stop_together_on_sigterm_and_the_study_resumes(tmp
     from conftest import wait_until
 
     raw = yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text())
-    raw["models"] = [{**m, "set": {**m.get("set", {}), "max_steps": 600}} for m in raw["models"]]
+    raw["models"] = [{**m, "set": {**m.get("set", {}), "max_steps": 200}} for m in raw["models"]]
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "workers": 2}))
     out = tmp_path / "two"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "grokscope"), "study", "--preset",

@@ -228,10 +228,9 @@ def train(data: Path | None = None, out: Path | None = None, model: str = "gpt",
     is a stack: runs of one architecture trained in one process (``training/stack.py``), each in its own folder and
     resumable alone; returns their summaries."""
     # Checked here rather than by the ``checked`` wrapper, so that from ``grokscope train`` to the optimiser step is
-    # four calls: api.train, loop.train, step.train_step, the optimiser's step.
-    given = check_arguments(train, {"data": data, "out": out, "model": model, "preset": preset, "sets": sets,
-                                    "resume": resume, "force_config": force_config, "device": device, "quiet": quiet,
-                                    "backend": backend})
+    # four calls: api.train, loop.train, step.train_step, the optimiser's step. ``locals()`` holds exactly the
+    # arguments at this point, so no parameter can be left out of the check.
+    given = check_arguments(train, dict(locals()))
     data, out = given["data"], given["out"]
     from grokscope.data.store import load
     from grokscope.training.loop import train as train_stack

@@ -46,7 +46,7 @@ def train(stack: Stack) -> list[dict]:
             for run in active:
                 state, step, plan = run.state, run.step, run.plan
                 try:
-                    with stack.rng(run):
+                    with state.rng_scope(stack.shared):
                         stopping = _stop_check(state.loop, step, plan, run.cfg, time.perf_counter() - run.t_start)
                         fresh = step != run.resumed_at  # a resumed step was evaluated and saved before the cut
                         if fresh and (step % plan.eval_every == 0 or stopping):

@@ -139,10 +139,6 @@ class Stack:
             self.forward_backward = PASSES[self.backend](states, max(run.plan.max_steps for run in self.runs))
             yield self
 
-    def rng(self, run: StackRun):
-        """The context a run's evaluation runs in: its own RNG stream when the process is shared."""
-        return run.state.rng_scope() if self.shared else contextlib.nullcontext()
-
 
 def stack_key(request: RunRequest) -> str:
     """What runs must share to be stepped together."""

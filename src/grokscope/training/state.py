@@ -71,9 +71,13 @@ class TrainState:
         self.rng = self.capture_rng()
 
     @contextlib.contextmanager
-    def rng_scope(self):
+    def rng_scope(self, shared: bool = True):
         """Run with this run's own RNG stream (checkpoints save it; dropout draws from it), then keep where it
-        stands: how runs that share a process each keep their own stream."""
+        stands: how runs that share a process each keep their own stream. A run alone in its process (``shared``
+        False) owns the process's stream, and nothing is switched."""
+        if not shared:
+            yield
+            return
         self.use_rng()
         try:
             yield

@@ -71,13 +71,6 @@ def compiles(cfg: TrainConfig, device: str, family: str, max_steps: int) -> bool
         runtime.cpu_compiler_available()
 
 
-def _own_rng(state: TrainState, shared: bool):
-    """Run with ``state``'s own RNG stream when several runs share the process (dropout draws from it)."""
-    if not shared:
-        return contextlib.nullcontext()
-    return state.rng_scope()
-
-
 class LoopPass:
     """Each run's forward, loss and backward in turn, with its own RNG stream; returns the losses."""
 
@@ -102,7 +95,7 @@ class LoopPass:
     def __call__(self, states: list[TrainState], batches: list[Encoded]) -> list[torch.Tensor]:
         losses = []
         for state, batch in zip(states, batches):
-            with _own_rng(state, self.shared):
+            with state.rng_scope(self.shared):
                 loss = self.loss_of[id(state)](batch)
                 (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
             losses.append(loss)

@@ -427,7 +427,8 @@ def _valid_arguments(verb: str, root) -> dict:
         if param.default is inspect.Parameter.empty:
             hint = hints.get(name)
             out[name] = root / name if Path in (typing.get_args(hint) or (hint,)) else \
-                ["train.lr=1e-3"] if name == "grid" else f"{root / name}@last" if name in ("parent", "ref") else "x"
+                ["train.lr=1e-3"] if name == "grid" else [{"verb": "train", "kwargs": {}}] if name == "calls" else \
+                f"{root / name}@last" if name in ("parent", "ref") else "x"
     return out
 
 

@@ -17,8 +17,8 @@ from grokscope.training.runspec import RunSpec
 VOLATILE = {"wall_seconds"}
 
 
-def _kwargs(data, out, family, seed, extra=()):
-    sets = ["train.max_steps=30", "train.eval_every=10", "train.threads=1", f"train.seed={seed}", *extra]
+def _kwargs(data, out, family, seed, extra=(), steps=30):
+    sets = [f"train.max_steps={steps}", "train.eval_every=10", "train.threads=1", f"train.seed={seed}", *extra]
     sets += ["model.forward_dtype=float32"] if family == "trm" else ["train.precision=fp32"]
     return {"data": data, "out": out, "model": family, "preset": "smoke", "sets": sets, "quiet": True}
 
@@ -50,13 +50,13 @@ def regimes(tmp_path_factory):
 EXTRA = {"gpt": ("model.dropout=0.1",), "trm": ()}  # dropout: each stacked run must keep its own RNG stream
 
 
-def _members(regimes, root, family, extra):
+def _members(regimes, root, family, extra, steps=30):
     """Three runs: two datasets, three seeds, and a third run with its own lr, Grokfast filter and clipping (every
     part of the step that takes all runs at once)."""
-    return [_kwargs(regimes / "natural", root / "s0", family, 0, extra),
-            _kwargs(regimes / "both_full", root / "s1", family, 1, extra),
+    return [_kwargs(regimes / "natural", root / "s0", family, 0, extra, steps),
+            _kwargs(regimes / "both_full", root / "s1", family, 1, extra, steps),
             _kwargs(regimes / "natural", root / "s2", family, 2,
-                    (*extra, "train.lr=3e-3", "train.grokfast_lambda=2", "train.grad_clip=0.5"))]
+                    (*extra, "train.lr=3e-3", "train.grokfast_lambda=2", "train.grad_clip=0.5"), steps)]
 
 
 @pytest.fixture(scope="module", params=["gpt", "trm"])
@@ -81,14 +81,15 @@ def test_loop_backend_is_bit_identical_to_training_alone(regimes, alone, tmp_pat
 
 @pytest.mark.parametrize("family", ["gpt", "trm"])
 def test_vmap_backend_agrees_within_tolerance(regimes, family, tmp_path, capsys):
-    """vmap cannot reproduce dropout, so both families are compared with runs trained alone without it."""
-    members = _members(regimes, tmp_path, family, ())
+    """vmap cannot reproduce dropout, so both families are compared with runs trained alone without it (10 steps:
+    vmap is slow on a CPU)."""
+    members = _members(regimes, tmp_path, family, (), steps=10)
     for i, kw in enumerate(members):
         api.train(**{**kw, "out": tmp_path / f"alone{i}"})
     capsys.readouterr()
     summaries = _train_stacked(members, backend="vmap")
     assert "runs stacked (vmap)" in capsys.readouterr().out  # really stacked, not one run after the other
-    assert [s["final_step"] for s in summaries] == [30, 30, 30]
+    assert [s["final_step"] for s in summaries] == [10, 10, 10]
     for i in range(3):
         (_, wa, _), (_, wb, _) = _final(tmp_path / f"alone{i}"), _final(tmp_path / f"s{i}")
         for k in wa:
@@ -147,7 +148,7 @@ def test_stack_cli(cli, regimes, tmp_path):
     assert code == 0, err
     assert "stacked" in out and json.loads((tmp_path / "b" / "summary.json").read_text())["final_step"] == 10
     code, _, err = cli("stack", "data build --out x")
-    assert code == 2 and "must be a train command" in err
+    assert code == 2 and "must be a train or transfer command" in err
     code, _, err = cli("stack", f"train --data {data} --out {tmp_path / 'c'}", f"train --data {data} --out "
                                                                               f"{tmp_path / 'c'}")
     assert code == 2 and "same --out" in err

@@ -1,10 +1,9 @@
 """The whole study on the smoke preset: every output file, the manifest's roles, no positive verdict where nothing
-generalises, resume by skipping, continuing after changes to unfinished jobs only, recovery of a job killed before
-its first checkpoint, the report in headless Chromium, and the sweep."""
+generalises, resume by skipping, a kill at every stage, the report in headless Chromium, and the sweep (the study's
+worker processes, Ray and changed unfinished jobs: ``test_study_workers.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
 from importlib import resources
 from pathlib import Path
 import json
@@ -90,6 +89,11 @@ def test_study_outputs(study):
     assert status["transfer ft_gpt_natural_sat"] == "skipped"  # the smoke gpt never saturates: no 'sat' fine-tune
     assert "never reached" in manifest["jobs"]["transfer ft_gpt_natural_sat"]["note"]
     assert all(s == "done" for n, s in status.items() if not n.endswith("_sat"))
+    # One job at a time (workers: 1): the gpt's fine-tunes trained stacked, in one process, as one call.
+    stacked_ft = [json.loads(p.read_text()) for p in (study / "jobs").glob("stack_ft_*.json")]
+    assert len(stacked_ft) == 1 and stacked_ft[0]["verb"] == "stack"
+    assert sorted(Path(c["kwargs"]["out"]).name for c in stacked_ft[0]["kwargs"]["calls"]) == sorted(
+        n.split()[1] for n, s in status.items() if n.startswith("transfer ") and s == "done")
     assert set(manifest["stage_seconds"]) >= {"data", "train", "analyze", "transfer", "compare", "report"}
     md = (study / "report.md").read_text()
     assert "## Findings" in md and "Scale tier smoke (preset smoke)" in md and "## Provenance" in md
@@ -169,43 +173,6 @@ def test_a_typo_is_refused_before_any_job(cli, tmp_path):
     assert code == 2 and "not a study folder" in err
 
 
-def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_checkpoint_restarts(cli, tmp_path):
-    out = tmp_path / "s"
-    small = ["--set", "train.max_steps=20", "--set", "transfer.max_steps=10"]
-    assert cli("study", "--preset", "smoke", "--out", out, *small)[0] == 0
-    manifest = json.loads((out / "study.json").read_text())
-    # a training job killed before its first checkpoint: config and metrics exist, no checkpoint
-    run = out / "runs" / "gpt_second_full"
-    shutil.rmtree(run / "checkpoints")
-    (run / "summary.json").unlink()
-    manifest["jobs"]["train gpt_second_full"]["status"] = "running"
-    # an unfinished fine-tune whose settings now change
-    ft = out / "runs" / "ft_gpt_control"
-    shutil.rmtree(ft)
-    manifest["jobs"]["transfer ft_gpt_control"]["status"] = "pending"
-    (out / "study.json").write_text(json.dumps(manifest))
-    code, out_text, err = cli("study", "--preset", "smoke", "--out", out, "--set", "train.max_steps=20",
-                              "--set", "transfer.max_steps=12")
-    assert code == 2 and "finished jobs would change" in err  # the other fine-tunes finished with max_steps=10
-    code, out_text, err = cli("study", "--preset", "smoke", "--out", out, *small)
-    assert code == 0, err
-    assert json.loads((run / "summary.json").read_text())["final_step"] == 20
-    assert (ft / "summary.json").exists()
-    # the study died before any fine-tune finished: changing the fine-tunes' settings continues, keeping the rest
-    manifest = json.loads((out / "study.json").read_text())
-    for name, entry in manifest["jobs"].items():
-        if name.startswith("transfer ") and entry["status"] == "done":
-            shutil.rmtree(out / "runs" / name.split()[1])
-            entry["status"] = "pending"
-    (out / "study.json").write_text(json.dumps(manifest))
-    trained = {p: p.stat().st_mtime for p in (out / "runs").glob("gpt_*/summary.json")}
-    code, _, err = cli("study", "--preset", "smoke", "--out", out, "--set", "train.max_steps=20",
-                       "--set", "transfer.max_steps=12")
-    assert code == 0, err
-    assert json.loads((ft / "summary.json").read_text())["final_step"] == 12
-    assert {p: p.stat().st_mtime for p in trained} == trained  # finished training was kept
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package chromium)")
 def test_report_renders_in_headless_chromium(study, tmp_path):
     html = (study / "report.html").read_text()
@@ -258,78 +225,6 @@ def test_report_writes_the_measured_section_of_a_readme(study, cli, tmp_path):
     code, out, err = cli("report", str(study), "--readme", str(bare))
     assert code == 2 and "needs one" in err and len(err.strip().splitlines()) == 1
     assert bare.read_text() == "no markers here\n"
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
-def test_smoke_study_on_local_ray(tmp_path, cli):
-    """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
-    specs, and one such file re-runs its job by hand."""
-    code, out, err = cli("study", "--preset", "smoke", "--out", tmp_path / "ray", "--executor", "ray")
-    assert code == 0, err
-    assert (tmp_path / "ray" / "report.html").exists()
-    specs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ray" / "jobs").glob("*.json")}
-    train = [c for c in specs.values() if c["verb"] == "train"]
-    assert train and all(isinstance(c["kwargs"]["spec"], (dict, list)) for c in train)
-    assert {c["verb"] for c in specs.values()} >= {"build_data", "train", "analyze", "transfer"}
-    analyze = next(p for p in (tmp_path / "ray" / "jobs").glob("analyze*.json"))
-    rerun = subprocess.run([sys.executable, "-m", "grokscope.worker", str(analyze)], capture_output=True, text=True,
-                           timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-
-
-def test_workers_side_by_side_stop_together_on_sigterm_and_the_study_resumes(tmp_path, cli):
-    """``workers: 2`` on a CPU: the gpt's stack and the trm's train at once in two worker processes, one thread each
-    (the cores shared out). A SIGTERM to the study stops both (an orphan would go on training and hold its runs'
-    locks), and the next run of the study finishes every job. One study serves the three checks (CI time)."""
-    import signal
-    import yaml
-    from conftest import wait_until
-
-    raw = yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text())
-    raw["models"] = [{**m, "set": {**m.get("set", {}), "max_steps": 200}} for m in raw["models"]]
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "workers": 2}))
-    out = tmp_path / "two"
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "grokscope"), "study", "--preset",
-                             str(tmp_path / "two.yaml"), "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-    def workers() -> list[str]:
-        ps = subprocess.run(["pgrep", "-f", f"grokscope.worker {out}"], capture_output=True, text=True)
-        return ps.stdout.split()
-
-    wait_until(lambda: len(workers()) == 2 and any(out.glob("runs/*/checkpoints/*")), 120, "two training workers",
-               poll=0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in err
-    assert not workers()  # stopped and waited for before the study exited
-
-    code, log, err = cli("study", "--preset", tmp_path / "two.yaml", "--out", out)
-    assert code == 0, err
-    assert "worker 1, 1 thread(s)" in log  # this machine has 2 cores; the log names each job's slot
-    manifest = json.loads((out / "study.json").read_text())
-    assert all(e["status"] in ("done", "skipped") for e in manifest["jobs"].values())
-    for run in (out / "runs").iterdir():
-        if not run.name.startswith("ft_"):
-            assert json.loads((run / "summary.json").read_text())["threads"] == 1
-
-    # An analysis killed mid-way ("running"), then the user's own narrower `analyze`: its summary is not the job's.
-    name = next(n for n in manifest["jobs"] if n.startswith("analyze "))
-    run = Path(manifest["jobs"][name]["out"])
-    manifest["jobs"][name]["status"] = "running"
-    (out / "study.json").write_text(json.dumps(manifest))
-    (run / "analysis" / "lens.parquet").unlink()
-    assert cli("analyze", run, "--analyses", "regime")[0] == 0
-    code, _, err = cli("study", "--preset", tmp_path / "two.yaml", "--out", out)
-    assert code == 0, err
-    assert (run / "analysis" / "lens.parquet").exists()  # the study ran it again
-    assert json.loads((run / "analysis" / "summary.json").read_text())["analyses"] == \
-        ["lens", "trace", "queries", "compare", "regime", "probe"]
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**raw, "workers": 0}))
-    code, _, err = cli("study", "--preset", bad, "--plan")
-    assert code == 2 and "study.workers" in err
 
 
 def test_the_worker_refuses_a_bad_spec_file_in_one_line(tmp_path):

@@ -125,18 +125,15 @@ def test_budget_problems_name_the_option():
     assert len(bad) == 3 and "--new-fact-multiple" in bad[0] and "--flat-evals" in bad[1]
 
 
-def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, cli, capsys):
+def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, cli, capsys, monkeypatch):
     """The stop rule is applied at an evaluation; the run checkpoints there, says why, and a finished fine-tune is
     not resumed."""
-    class StopAt20(FineTuneBudget):
-        def stop_reason(self, rows):
-            return "test rule" if rows[-1]["step"] >= 20 else ""
+    from grokscope import api
 
-    from grokscope.finetuning import run_transfer
-
-    out = tmp_path / "ft"
-    summary = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, quiet=True,
-                           budget=StopAt20())
+    monkeypatch.setattr(FineTuneBudget, "stop_reason", lambda self, rows: "test rule" if rows[-1]["step"] >= 20
+                        else "")
+    out, sets = tmp_path / "ft", ["max_steps=100", "eval_every=10"]
+    summary = api.transfer(f"{parent}@300", out, sets=sets, quiet=True)
     assert summary["final_step"] == 20 and summary["stop_reason"] == "test rule"
     assert runs.list_checkpoints(out)[-1] == 20
     assert artifacts.read_config(out)["transfer"]["budget"]["new_fact_multiple"] == 5.0
@@ -150,14 +147,13 @@ def test_finetune_stops_where_its_budget_says_and_records_why(parent, tmp_path, 
         assert (f"{cat}_retained" in last) == (kept > 0)
     # Resumed at its last checkpoint (as after a kill before summary.json), it stops there again.
     (out / "summary.json").unlink()
-    again = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, quiet=True,
-                         budget=StopAt20(), resume=True)
+    again = api.transfer(f"{parent}@300", out, sets=sets, quiet=True, resume=True)
     assert again["final_step"] == 20 and again["stop_reason"] == "test rule"
     assert [r["step"] for r in artifacts.read_metrics(out)] == [0, 10, 20]
     # Resumed with another budget, it keeps the one it started with (and says so).
+    monkeypatch.undo()
     (out / "summary.json").unlink()
-    kept = run_transfer((parent, "300"), out, overrides={"max_steps": 100, "eval_every": 10}, resume=True,
-                        budget=FineTuneBudget(new_fact_multiple=0))
+    kept = api.transfer(f"{parent}@300", out, sets=sets, resume=True, new_fact_multiple=0)
     assert kept["final_step"] == 100  # new facts never reach 0.99 here: either budget runs to the cap ...
     assert artifacts.read_config(out)["transfer"]["budget"]["new_fact_multiple"] == 5.0  # ... but the recorded one ran
     assert "resumes with the budget it started with" in capsys.readouterr().out
@@ -209,3 +205,69 @@ def test_a_study_passes_the_draw_only_when_it_is_set():
     smoke = {j.name: j for j in plan(load_spec("smoke"), Path("/tmp/study"))}
     ft = next(j for j in smoke.values() if j.stage == "transfer")
     assert "draw" not in ft.call["kwargs"] and "draw" not in ft.resolved and "--draw" not in ft.argv
+
+
+def _without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+
+def test_finetunes_stack_and_each_equals_the_same_fine_tune_alone(parent, tmp_path, cli):
+    """A fine-tune is a RunSpec: two fine-tunes (from two checkpoints) and the control stack in one process, and each
+    ends with the metrics and weights, bit for bit, of the same fine-tune trained alone."""
+    from grokscope import api
+
+    sets = ["max_steps=20", "eval_every=10"]
+    members = [dict(parent=f"{parent}@100"), dict(parent=f"{parent}@300"), dict(parent=str(parent), control=True)]
+    for i, m in enumerate(members):
+        api.transfer(out=tmp_path / f"alone{i}", sets=sets, quiet=True, **m)
+    summaries = api.stack([{"verb": "transfer", "kwargs": {"out": str(tmp_path / f"stacked{i}"), "sets": sets,
+                                                           "quiet": True, **m}} for i, m in enumerate(members)])
+    assert [s["final_step"] for s in summaries] == [20, 20, 20]
+    for i in range(len(members)):
+        alone, stacked = tmp_path / f"alone{i}", tmp_path / f"stacked{i}"
+        assert _without_time(artifacts.read_metrics(alone)) == _without_time(artifacts.read_metrics(stacked))
+        a, b = (load_file(runs.step_dir(r, 20) / "model.safetensors") for r in (alone, stacked))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        a_cfg, b_cfg = artifacts.read_config(alone), artifacts.read_config(stacked)
+        assert a_cfg["transfer"]["parent_step"] == b_cfg["transfer"]["parent_step"] and \
+            a_cfg["train"] == b_cfg["train"]
+    # The two fine-tunes start from their own checkpoints; the control from scratch, with the pre-training lr.
+    assert [artifacts.read_config(tmp_path / f"stacked{i}")["transfer"]["parent_step"] for i in range(3)] == \
+        [100, 300, 300]
+    # From the command line: quoted transfer (and train) commands stack the same way, each resumable alone.
+    code, out, err = cli("stack", f"transfer --from {parent}@300 --out {tmp_path / 'cli0'} --quiet --set "
+                                  f"max_steps=20,eval_every=10",
+                         f"transfer --from {parent} --control --out {tmp_path / 'cli1'} --quiet --set "
+                         f"max_steps=20,eval_every=10")
+    assert code == 0, err
+    assert "training 2 runs stacked" in out and out.count("done: ") == 2
+    assert _without_time(artifacts.read_metrics(tmp_path / "cli0")) == \
+        _without_time(artifacts.read_metrics(tmp_path / "alone1"))
+    code, _, err = cli("transfer", "--from", f"{parent}@300", "--out", tmp_path / "cli0", "--resume", "--quiet",
+                       "--set", "max_steps=30,eval_every=10,warmup_steps=1")
+    assert code == 0, err
+    assert artifacts.read_metrics(tmp_path / "cli0")[-1]["step"] == 30
+
+
+def test_a_stack_refuses_what_is_not_a_training_call(parent, tmp_path, cli):
+    from grokscope import api
+    from grokscope.errors import GrokscopeError
+
+    with pytest.raises(GrokscopeError, match="not a training call"):
+        api.stack([{"verb": "analyze", "kwargs": {"run": str(parent)}}])
+    with pytest.raises(GrokscopeError, match="non-empty list"):
+        api.stack([])
+    with pytest.raises(GrokscopeError, match="transfer\\(\\): .*unexpected keyword"):
+        api.stack([{"verb": "transfer", "kwargs": {"parent": str(parent), "out": str(tmp_path / "x"), "lr": 1}}])
+    code, _, err = cli("stack", f"analyze {parent}")
+    assert code == 2 and "must be a train or transfer command" in err
+    assert not (tmp_path / "x").exists()
+    # A fine-tune's spec is data: it round-trips through a job file, and a damaged source is refused by name.
+    from grokscope.training.runspec import RunSpec
+
+    spec = api.run_spec({"verb": "transfer", "kwargs": {"parent": f"{parent}@300", "out": str(tmp_path / "x")}})
+    assert spec.finetune["step"] == 300 and spec.finetune["budget"]["new_fact_multiple"] == 5.0 and spec.data == ""
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.settings()["finetune"] == spec.finetune
+    with pytest.raises(GrokscopeError, match="finetune must be a mapping of exactly parent, step"):
+        RunSpec.from_dict({**spec.to_dict(), "finetune": {"parent": str(parent)}})

@@ -13,7 +13,7 @@ The public API (``api.py``) is imported on first use, so ``import grokscope`` st
 from grokscope.version import __version__
 
 __all__ = ["__version__", "open_run", "open_study", "Run", "Study", "lens", "trace", "bridge_use",
-           "to_transformer_lens", "build_data", "train", "RunSpec", "analyze", "transfer", "compare", "study",
+           "to_transformer_lens", "build_data", "train", "RunSpec", "analyze", "transfer", "stack", "compare", "study",
            "sweep", "plan_study", "plan_sweep", "report", "export_tl", "build_family", "derive_transfer", "load_data",
            "export_data", "import_data", "data_config"]
 

@@ -13,6 +13,7 @@ drift. The handles (``Run``, ``Study``) and the analyses as functions (``lens``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -70,7 +71,13 @@ def _check_argument(verb: str, name: str, value, hint):
         if type(None) not in options:
             raise GrokscopeError(f"{verb}(): {name} is required (got None)")
         return value
-    if any(typing.get_origin(o) is list for o in options):  # --set items, a sweep's grid: a list of texts
+    lists = [o for o in options if typing.get_origin(o) is list]
+    if lists and typing.get_args(lists[0]) == (dict,):  # a stack's training calls
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
+            raise GrokscopeError(f"{verb}(): {name} must be a list of calls such as [{{'verb': 'train', 'kwargs': "
+                                 f"{{...}}}}] (got {str(value)[:80]!r})")
+        return list(value)
+    if lists:  # --set items, a sweep's grid: a list of texts
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise GrokscopeError(f"{verb}(): {name} must be a list of texts such as ['train.lr=1e-3'] (got "
                                  f"{value!r})")
@@ -224,14 +231,15 @@ def data_config(preset: str, regime: str | None = None, aug: str | None = None, 
 def train(data: Path | None = None, out: Path | None = None, model: str = "gpt", preset: str = "micro",
           sets: list[str] | None = None, resume: bool = False, force_config: bool = False, device: str = "auto",
           quiet: bool = False, spec=None, backend: str = "auto") -> dict | list[dict]:
-    """Train (or resume) a run given by keywords, or by a resolved ``RunSpec``; returns its summary. A list of specs
-    is a stack: runs of one architecture trained in one process (``training/stack.py``), each in its own folder and
-    resumable alone; returns their summaries."""
+    """Train (or resume) a run given by keywords, or by a resolved ``RunSpec`` (a fine-tune's too:
+    ``finetuning.finetune_spec``); returns its summary. A list of specs is a stack: runs of one architecture trained
+    in one process (``training/stack.py``), each in its own folder and resumable alone; returns their summaries."""
     # Checked here rather than by the ``checked`` wrapper, so that from ``grokscope train`` to the optimiser step is
     # four calls: api.train, loop.train, step.train_step, the optimiser's step. ``locals()`` holds exactly the
     # arguments at this point, so no parameter can be left out of the check.
     given = check_arguments(train, dict(locals()))
     data, out = given["data"], given["out"]
+    from grokscope import finetuning
     from grokscope.data.store import load
     from grokscope.training.loop import train as train_stack
     from grokscope.training.request import prepare
@@ -253,15 +261,20 @@ def train(data: Path | None = None, out: Path | None = None, model: str = "gpt",
     outs = [Path(s.out).resolve() for s in specs]
     if len(set(outs)) != len(outs):
         raise GrokscopeError("two stacked runs write to the same --out; give each run its own folder")
-    requests = []
-    for s in specs:
-        ds = load(s.data)
-        train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
-        requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume, s.force_config,
-                                s.device, s.quiet))
-    summaries = []
-    for stack in stacks(requests, backend):
-        summaries += train_stack(stack)
+    with contextlib.ExitStack() as held:
+        requests = []
+        for s in specs:
+            if s.finetune is not None:  # its folder is held from its derived transfer set to the end of training
+                held.enter_context(finetuning.target_held(s))
+                requests.append(finetuning.finetune_request(s))
+                continue
+            ds = load(s.data)
+            train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
+            requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume, s.force_config,
+                                    s.device, s.quiet))
+        summaries = []
+        for stack in stacks(requests, backend):
+            summaries += train_stack(stack)
     return summaries[0] if isinstance(spec, RunSpec) else summaries
 
 
@@ -285,13 +298,62 @@ def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "sc
     new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps).
     ``draw``: how the derived transfer set draws its new facts' tails (uniform, as the authors; or kept: among the
     kept old facts' heads, so He et al.'s new+old category has a usable n)."""
+    return train(spec=_finetune_spec(parent, out, data, preset, sets, control, device, quiet, resume,
+                                     new_fact_multiple, flat_evals, flat_tolerance, draw))
+
+
+def _finetune_spec(parent, out, data, preset, sets, control, device, quiet, resume, new_fact_multiple, flat_evals,
+                   flat_tolerance, draw):
+    """``transfer``'s checked arguments as the fine-tune's ``RunSpec`` (its recipe read from the parent's
+    config.yaml), which trains like any run: alone, or stacked (``stack``)."""
+    from grokscope.finetuning import FineTuneBudget, finetune_spec
     from grokscope.training.config import TrainConfig
-    from grokscope.finetuning import FineTuneBudget, run_transfer
 
     overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]
-    return run_transfer(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
-                        device=device, quiet=quiet, resume=resume,
-                        budget=FineTuneBudget(new_fact_multiple, flat_evals, flat_tolerance), draw=draw)
+    return finetune_spec(parse_run_ref(parent), out, data=data, preset=preset, overrides=overrides, control=control,
+                         device=device, quiet=quiet, resume=resume,
+                         budget=FineTuneBudget(new_fact_multiple, flat_evals, flat_tolerance), draw=draw)
+
+
+def _bound(verb, kwargs: dict) -> dict:
+    """A verb's keyword arguments, with its defaults, checked as the verb checks them."""
+    try:
+        bound = inspect.signature(verb).bind(**kwargs)
+    except TypeError as exc:
+        raise GrokscopeError(f"{verb.__name__}(): {exc}") from None
+    bound.apply_defaults()
+    return check_arguments(verb, bound.arguments)
+
+
+def run_spec(call: dict):
+    """The ``RunSpec`` a training call trains: ``{"verb": "train", "kwargs": {"spec": {...}}}``, the keywords of
+    ``train`` (data, out, model, preset, sets, ...) or of ``transfer`` (a fine-tune, resolved from its parent)."""
+    from grokscope.training.runspec import RunSpec
+
+    verb, kwargs = (call.get("verb"), call.get("kwargs")) if isinstance(call, dict) else (None, None)
+    if verb not in ("train", "transfer") or not isinstance(kwargs, dict):
+        raise GrokscopeError(f"not a training call: {str(call)[:80]!r}; expected {{'verb': 'train' or 'transfer', "
+                             f"'kwargs': {{...}}}}")
+    if verb == "transfer":
+        return _finetune_spec(**_bound(transfer, kwargs))
+    if isinstance(kwargs.get("spec"), dict) and set(kwargs) == {"spec"}:
+        return RunSpec.from_dict(kwargs["spec"])
+    a = _bound(train, kwargs)
+    if a["spec"] is not None or a["data"] is None or a["out"] is None:
+        raise GrokscopeError("a stacked train call gives data and out, or one spec")
+    return RunSpec.build(a["data"], a["out"], a["model"], a["preset"], a["sets"], resume=a["resume"],
+                         force_config=a["force_config"], device=a["device"], quiet=a["quiet"])
+
+
+@checked
+def stack(calls: list[dict], backend: str = "auto") -> list[dict]:
+    """Train several runs of one architecture stacked in one process: pre-training runs and fine-tunes alike (a
+    study's fine-tunes of one model, seeds, grid points). Each call is a training call (``run_spec``); each run keeps
+    its own folder, data order, optimiser and checkpoints, and resumes alone. Returns their summaries in order."""
+    if not calls:
+        raise GrokscopeError("stack(): calls must be a non-empty list of training calls "
+                             "({'verb': 'train' or 'transfer', 'kwargs': {...}})")
+    return train(spec=[run_spec(call) for call in calls], backend=backend)
 
 
 COMPARE_KIND = artifacts.COMPARE_KIND
@@ -431,12 +493,13 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
 
 def execute(call: dict) -> int:
     """Run one study job in this process: ``{"verb": "train", "kwargs": {"spec": ...}}`` as a study plan or a job's
-    ``spec.json`` holds it (the verbs: build_data, train, transfer, analyze, compare). Returns the exit code: 0, 2
-    after a user error (printed one line each), 130 when interrupted."""
+    ``spec.json`` holds it (the verbs: build_data, train, transfer, stack, analyze, compare). Returns the exit code:
+    0, 2 after a user error (printed one line each), 130 when interrupted."""
     from grokscope import errors
     from grokscope.training.runspec import RunSpec
 
-    verbs = {"build_data": build_data, "train": train, "transfer": transfer, "analyze": analyze, "compare": compare}
+    verbs = {"build_data": build_data, "train": train, "transfer": transfer, "analyze": analyze, "compare": compare,
+             "stack": stack}
     try:
         if not isinstance(call, dict) or call.get("verb") not in verbs or not isinstance(call.get("kwargs"), dict):
             raise GrokscopeError(f"not a job spec: {str(call)[:80]!r}; expected {{'verb': one of "

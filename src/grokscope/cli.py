@@ -157,31 +157,31 @@ def train_cmd(
 
 @app.command("stack")
 def stack_cmd(
-    commands: list[str] = typer.Argument(..., help="Train commands, each one quoted argument: 'train --data D "
-                                                   "--out RUN ...'."),
+    commands: list[str] = typer.Argument(..., help="Train or transfer commands, each one quoted argument: 'train "
+                                                   "--data D --out RUN ...' or 'transfer --from RUN@STEP --out FT "
+                                                   "...'."),
     backend: str = typer.Option("auto", help="auto (vmap on CUDA, loop on a CPU), loop or vmap."),
 ) -> None:
-    """Train several runs of one architecture stacked in one process (seeds, regimes, grid points); each run keeps
-    its own folder, data order, optimiser and checkpoints, and can be resumed alone with `grokscope train`."""
-    import shlex  # the user's quoted commands; a study passes resolved specs (grokscope.worker), never command lines
+    """Train several runs of one architecture stacked in one process (seeds, regimes, grid points, the fine-tunes of
+    one model); each run keeps its own folder, data order, optimiser and checkpoints, and can be resumed alone with
+    `grokscope train` or `grokscope transfer`."""
+    import shlex  # the user's quoted commands; a study passes its calls (grokscope.worker), never command lines
 
-    from grokscope.training.runspec import RunSpec
-
-    train_command = typer.main.get_command(app).get_command(None, "train")  # type: ignore[union-attr]
-    specs = []
+    group = typer.main.get_command(app)
+    calls = []
     for command in commands:
         try:
             argv = shlex.split(command)
         except ValueError as exc:  # an unbalanced quote
-            raise GrokscopeError(f"stacked command {command!r} cannot be read ({exc}); quote each train command "
-                                 f"once, as one argument") from None
-        if not argv or argv[0] != "train":
-            raise GrokscopeError(f"stacked command {command!r} must be a train command: 'train --data D --out RUN'")
-        p = train_command.make_context("train", argv[1:]).params
-        specs.append(RunSpec.build(p["data"], p["out"], p["model"], p["preset"], p["overrides"], resume=p["resume"],
-                                   force_config=p["force_config"], device=p["device"], quiet=p["quiet"]))
-    for spec, summary in zip(specs, api.train(spec=specs, backend=backend)):
-        print(f"done: {spec.out} step {summary['final_step']} ({summary['stop_reason']})")
+            raise GrokscopeError(f"stacked command {command!r} cannot be read ({exc}); quote each command once, as "
+                                 f"one argument") from None
+        if not argv or argv[0] not in ("train", "transfer"):
+            raise GrokscopeError(f"stacked command {command!r} must be a train or transfer command: 'train --data D "
+                                 f"--out RUN' or 'transfer --from RUN@STEP --out FT'")
+        params = group.get_command(None, argv[0]).make_context(argv[0], argv[1:]).params  # type: ignore[union-attr]
+        calls.append({"verb": argv[0], "kwargs": {("sets" if k == "overrides" else k): v for k, v in params.items()}})
+    for call, summary in zip(calls, api.stack(calls, backend=backend)):
+        print(f"done: {call['kwargs']['out']} step {summary['final_step']} ({summary['stop_reason']})")
 
 
 @app.command("transfer")

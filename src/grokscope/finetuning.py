@@ -16,6 +16,7 @@ caps it. He et al.'s fine-tunes learn the new facts by about 2.9k steps and comp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,10 +34,9 @@ from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.models.registry import config_from_dict
 from grokscope.training.config import TrainConfig
-from grokscope.training.loop import train
 from grokscope.training.finetune import CATEGORIES, FineTuneBudget, transfer_summary  # noqa: F401 (re-exported)
-from grokscope.training.request import FineTune, prepare
-from grokscope.training.stack import Stack
+from grokscope.training.request import FineTune, RunRequest, prepare
+from grokscope.training.runspec import RunSpec, plain
 
 # Fine-tuning recipes, applied on top of the parent's training config.
 PAPER_FT_LR = 2e-5  # He et al. §5.1: the fine-tuning learning rate (after 4e-5 in pre-training)
@@ -132,9 +132,13 @@ def transfer_config(parent_cfg: dict, preset: str, overrides: dict | None, contr
     return check(cfg)
 
 
-def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
-                 overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
-                 resume: bool = False, budget: FineTuneBudget = FineTuneBudget(), draw: str = "uniform") -> dict:
+def finetune_spec(parent_ref: tuple[Path, str | None], out: Path, data: Path | None = None, preset: str = "scaled",
+                  overrides: dict | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
+                  resume: bool = False, budget: FineTuneBudget = FineTuneBudget(), draw: str = "uniform") -> RunSpec:
+    """A fine-tune (or its control) as a ``RunSpec``: the parent's model and recipe with the fine-tuning preset, and
+    the fine-tune's source as data (``RunSpec.finetune``: parent run and step, control, preset, budget, draw). It
+    trains like any run (``api.train``), alone or stacked with others of its architecture. ``data`` empty: the
+    transfer set is derived from the parent's own dataset into ``OUT/data`` when the run is prepared."""
     if budget.problems():
         raise GrokscopeError(budget.problems())
     if draw not in TRANSFER_DRAWS:
@@ -143,43 +147,59 @@ def run_transfer(parent_ref: tuple[Path, str | None], out: Path, data: Path | No
     parent_cfg = artifacts.read_config(parent_run)
     step = runs.resolve_step(parent_run, step_spec)
     train_cfg = transfer_config(parent_cfg, preset, overrides, control)
-    model_cfg = config_from_dict(parent_cfg["model"]["family"], parent_cfg["model"]["config"],
-                                 f"{parent_run}/config.yaml: model.config")
-    out = Path(out)
-    given = given_transfer_set(parent_run, parent_cfg, data) if data is not None else None
-    runs.check_run_target(out, resume, keep=("data",))  # before the transfer set is derived into OUT/data
-    with artifacts.FolderLock(out, "run"):  # held from the derived data set to the end of training (re-entrant)
-        return _transfer(parent_run, parent_cfg, step, train_cfg, model_cfg, out, given, control, preset, device,
-                         quiet, resume, budget, draw)
+    family = parent_cfg["model"]["family"]
+    model_cfg = config_from_dict(family, parent_cfg["model"]["config"], f"{parent_run}/config.yaml: model.config")
+    if data is not None:  # a given transfer set must be the parent's, refused before any folder is made
+        given_transfer_set(parent_run, parent_cfg, Path(data))
+    source = {"parent": str(parent_run.resolve()), "step": step, "control": control, "preset": preset,
+              "budget": asdict(budget), "draw": draw}
+    return RunSpec(data="" if data is None else str(data), out=str(out), family=family, train=plain(asdict(train_cfg)),
+                   model=plain(asdict(model_cfg)), resume=resume, device=device, quiet=quiet, finetune=plain(source))
 
 
-def _transfer(parent_run: Path, parent_cfg: dict, step: int, train_cfg, model_cfg, out: Path, given, control: bool,
-              preset: str, device: str, quiet: bool, resume: bool, budget: FineTuneBudget, draw: str) -> dict:
-    runs.check_run_target(out, resume, keep=("data",))  # again under the lock: another process may have finished
-    if resume:
+@contextlib.contextmanager
+def target_held(spec: RunSpec):
+    """A fine-tune's folder checked, then locked from the derivation of its transfer set (``OUT/data``) to the end
+    of its training (the trainer takes the same, re-entrant, lock)."""
+    runs.check_run_target(Path(spec.out), spec.resume, keep=("data",))  # before the lock creates the folder
+    with artifacts.FolderLock(Path(spec.out), "run"):
+        yield
+
+
+def finetune_request(spec: RunSpec) -> RunRequest:
+    """The ``RunRequest`` of a fine-tune spec (``finetune_spec``), prepared while its folder is held
+    (``target_held``): its transfer set (given, or derived into ``OUT/data``), the parent's weights (the weights the
+    checkpoint evaluates with: the trm's EMA weights, where a new EMA starts), and its categories of queries."""
+    source, out = spec.finetune, Path(spec.out)
+    parent_run, step, control = Path(source["parent"]), source["step"], source["control"]
+    parent_cfg = artifacts.read_config(parent_run)
+    given = given_transfer_set(parent_run, parent_cfg, Path(spec.data)) if spec.data else None
+    runs.check_run_target(out, spec.resume, keep=("data",))  # again under the lock: another process may have finished
+    budget = FineTuneBudget(**source["budget"])
+    if spec.resume:
         _check_same_parent(out, parent_run, step, control)
-        budget = _recorded_budget(out, budget, quiet)
+        budget = _recorded_budget(out, budget, spec.quiet)
     init = None
-    if not control:  # the weights the checkpoint evaluates with: EMA weights for the trm (a new EMA starts there)
+    if not control:
         try:
             init, _, _ = runs.load_checkpoint(parent_run, step, with_state=False)
         except runs.CorruptCheckpoint as exc:
             raise GrokscopeError(f"{exc}; pick another parent step") from None
-    ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out, draw)
+    ds, data_dir = given or derived_transfer_set(parent_run, parent_cfg, out, source["draw"])
     cats = category_rows(ds)
     counts = {name: len(rows) for name, rows in cats.items()}
     counts["atomic_new"] = len(ds.probe("atomic_new"))
-    record = {"parent_run": str(parent_run.resolve()), "parent_relative": artifacts.relative_to_run(parent_run, out),
-              "parent_step": step,
-              "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control, "preset": preset,
-              "budget": asdict(budget)}
+    record = {"parent_run": str(parent_run), "parent_relative": artifacts.relative_to_run(parent_run, out),
+              "parent_step": step, "parent_data_fingerprint": parent_cfg["data"]["fingerprint"], "control": control,
+              "preset": source["preset"], "budget": asdict(budget)}
     finetune = FineTune(init_weights=init, record=record,
                         probes={**{t: ds.probe(t) for t in ds.probe_types}, **cats},
                         lens={"ood": "test_inferred_ood", **{name: name for name in cats}},
                         counts=counts, mixed={name: code for name, (_, code, _) in CATEGORIES.items() if code},
                         budget=budget)
-    return train(Stack([prepare(ds, data_dir, model_cfg, train_cfg, out, resume=resume, device=device, quiet=quiet,
-                                finetune=finetune)]))[0]
+    train_cfg, model_cfg = spec.configs(ds.vocab.d_vocab)
+    return prepare(ds, data_dir, model_cfg, train_cfg, out, resume=spec.resume, device=spec.device, quiet=spec.quiet,
+                   finetune=finetune)
 
 
 def _recorded_budget(out: Path, given: FineTuneBudget, quiet: bool) -> FineTuneBudget:

@@ -184,13 +184,13 @@ def plan_rows(jobs: list[Job], device: str, log=print, workers: int = 1) -> list
 
 def side_by_side(jobs: list[Job], seconds_of: dict[str, float], workers: int) -> float:
     """The wall time of the stages one after another, each stage's units on ``workers`` processes: a unit is a job,
-    or the runs of one stack group (trained in one process, one after another per step), longest first onto the
-    least loaded worker."""
+    or the pre-training runs of one stack group (trained in one process, one after another per step; side by side,
+    fine-tunes are not stacked), longest first onto the least loaded worker."""
     total = 0.0
     for stage in dict.fromkeys(j.stage for j in jobs):
         units: dict[str, float] = {}
         for job in (j for j in jobs if j.stage == stage):
-            key = job.record.get("stack_group") or job.name
+            key = (job.record.get("stack_group") if stage == "train" else None) or job.name
             units[key] = units.get(key, 0.0) + seconds_of.get(job.name, 0.0)
         loads = [0.0] * workers
         for seconds in sorted(units.values(), reverse=True):

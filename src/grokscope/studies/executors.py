@@ -86,6 +86,10 @@ class LocalExecutor:
             return [(f"worker {w}, {threads} thread(s)", {"GROKSCOPE_THREADS": str(threads)}) for w in range(workers)]
         return [("", {})]
 
+    def one_at_a_time(self, n_jobs: int) -> bool:
+        """Whether ``n_jobs`` jobs would run one after another (then stacking them costs no parallelism)."""
+        return len(self.slots(n_jobs)) == 1
+
     def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
         """Run (job, call) pairs; ``on_done(job, code, seconds)`` is called as each one ends."""
         slots = self.slots(len(jobs))
@@ -176,6 +180,9 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         self._remote = ray.remote(num_gpus=1 if ray.cluster_resources().get("GPU") else 0)(run_call_in_worker)
+
+    def one_at_a_time(self, n_jobs: int) -> bool:
+        return False  # tasks spread over the cluster's nodes
 
     def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
         refs = []

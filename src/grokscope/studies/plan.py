@@ -227,7 +227,8 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                                                                  str(run), *common],
                             run, run / "summary.json",
                             {"role": "finetune", "model": model.name, "family": model.family, "regime": regime,
-                             "seed": seed, "checkpoint": ckpt, "parent": str(parent), "path": str(run)},
+                             "seed": seed, "checkpoint": ckpt, "parent": str(parent), "path": str(run),
+                             "stack_group": f"fine-tunes of {model.name}"},
                             resumable=True, needs=[f"train {parent.name}"],
                             resolved={**resolved, "from": f"{parent}@{ckpt}"},
                             call=api_call("transfer", parent=f"{parent}@{ckpt}", out=run, **kwargs)))
@@ -238,15 +239,18 @@ def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: d
                                                              str(run), *common],
                         run, run / "summary.json",
                         {"role": "control", "model": model.name, "family": model.family, "regime": "natural",
-                         "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run)},
+                         "seed": seed, "checkpoint": None, "parent": str(parent), "path": str(run),
+                         "stack_group": f"fine-tunes of {model.name}"},
                         resumable=True, needs=[f"train {parent.name}"], resolved={**resolved, "control": str(parent)},
                         call=api_call("transfer", parent=str(parent), out=run, control=True, **kwargs)))
     return jobs
 
 
 def stacked(jobs: list[tuple[Job, dict]]) -> list[tuple[Job, dict, list[Job]]]:
-    """Group (job, call) pairs of training jobs that share a ``stack_group`` into one stacked training call each
-    (``api.train`` with a list of specs); returns (job to run, its call, the member jobs it stands for)."""
+    """Group (job, call) pairs of training or fine-tuning jobs that share a ``stack_group`` into one stacked call
+    each (pre-training runs: ``api.train`` with a list of specs; fine-tunes: ``api.stack`` with their calls, which
+    resolve against the parents' checkpoints when they run); returns (job to run, its call, the member jobs it
+    stands for)."""
     groups: dict[str, list[tuple[Job, dict]]] = {}
     for job, call in jobs:
         groups.setdefault(job.record.get("stack_group") or job.name, []).append((job, call))
@@ -256,8 +260,12 @@ def stacked(jobs: list[tuple[Job, dict]]) -> list[tuple[Job, dict, list[Job]]]:
             out.append((members[0][0], members[0][1], [members[0][0]]))
             continue
         names = [job.out.name for job, _ in members]
-        call = api_call("train", spec=[c["kwargs"]["spec"] for _, c in members])
-        group = Job(f"stack {' '.join(names)}", "train", ["stack", *names], members[0][0].out, members[0][0].done,
+        if all(c["verb"] == "train" and "spec" in c["kwargs"] for _, c in members):
+            call = api_call("train", spec=[c["kwargs"]["spec"] for _, c in members])
+        else:
+            call = api_call("stack", calls=[c for _, c in members])
+        first = members[0][0]
+        group = Job(f"stack {' '.join(names)}", first.stage, ["stack", *names], first.out, first.done,
                     {"role": "stack", "members": names}, call=call)
         out.append((group, call, [job for job, _ in members]))
     return out

@@ -103,7 +103,12 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
     if not todo:
         return
     t0 = time.time()
-    grouped = stacked(todo) if stack and stage == "train" else [(job, call, [job]) for job, call in todo]
+    # Pre-training runs stack by architecture. Fine-tunes of one model stack only where jobs run one at a time (a
+    # single GPU, vmap; or one CPU worker): side by side, single fine-tunes share the workers out more evenly.
+    if stack and (stage == "train" or (stage == "transfer" and ex.one_at_a_time(len(todo)))):
+        grouped = stacked(todo)
+    else:
+        grouped = [(job, call, [job]) for job, call in todo]
     members = {job.name: group for job, _, group in grouped}
     for job, _ in todo:
         manifest.mark(job, "running")

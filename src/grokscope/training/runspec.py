@@ -22,6 +22,7 @@ from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, config_from_dict, family, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
 
+FINETUNE_KEYS = ("parent", "step", "control", "preset", "budget", "draw")  # a fine-tune's source (RunSpec.finetune)
 # A placeholder vocabulary size while resolving a model config that no dataset has sized yet (dropped again).
 _UNSIZED_VOCAB = 128
 
@@ -33,8 +34,9 @@ def plain(value):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What one training run is: its data, family, resolved model and train configs, output folder, and how to
-    run it (resume, device, verbosity). Frozen, JSON-round-trippable (``to_dict`` / ``from_dict``)."""
+    """What one training run is: its data, family, resolved model and train configs, output folder, how to run it
+    (resume, device, verbosity), and for a fine-tune where it starts from. Frozen, JSON-round-trippable
+    (``to_dict`` / ``from_dict``)."""
 
     data: str
     out: str
@@ -45,6 +47,9 @@ class RunSpec:
     force_config: bool = False
     device: str = "auto"
     quiet: bool = False
+    # A fine-tune's source, as data: {parent, step, control, preset, budget, draw} (``finetuning.finetune_spec``).
+    # Its ``data`` is the given transfer set, or empty: derived from the parent's dataset into ``OUT/data``.
+    finetune: dict | None = None
 
     @classmethod
     def build(cls, data: Path | str, out: Path | str, model: str = "gpt", preset: str = "micro",
@@ -73,7 +78,8 @@ class RunSpec:
 
     def settings(self) -> dict:
         """What the run computes from: a study decides from these whether a finished run would change."""
-        return {"data": self.data, "train": self.train, "model": self.model}
+        settings = {"data": self.data, "train": self.train, "model": self.model}
+        return settings if self.finetune is None else {**settings, "finetune": self.finetune}
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))
@@ -90,6 +96,9 @@ class RunSpec:
                                                           *(f"missing key {k!r}" for k in missing)]))
         if data["family"] not in FAMILIES:
             raise GrokscopeError(f"{where}: unknown family {data['family']!r}; choose one of {', '.join(FAMILIES)}")
+        source = data.get("finetune")
+        if source is not None and (not isinstance(source, dict) or set(source) != set(FINETUNE_KEYS)):
+            raise GrokscopeError(f"{where}: finetune must be a mapping of exactly {', '.join(FINETUNE_KEYS)}")
         if isinstance(data["train"], dict) and isinstance(data["model"], dict):  # a spec file an older version wrote
             train, model = upgrade_settings(data["family"], data["train"], data["model"])
             data = {**data, "train": train, "model": model}

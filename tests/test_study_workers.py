@@ -67,7 +67,7 @@ def test_smoke_study_on_local_ray(tmp_path, cli):
     """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
     specs, and one such file re-runs its job by hand. The smoke study cut to one job of each kind (CI time)."""
     raw = small_study(regimes=["natural", "both_full"])
-    raw["transfer"][0].update({"from": ["natural"], "checkpoints": ["last"], "control": False})
+    raw["transfer"].update({"from": ["natural"], "checkpoints": ["last"], "control": False})
     (tmp_path / "ray.yaml").write_text(yaml.safe_dump(raw))
     code, out, err = cli("study", "--preset", tmp_path / "ray.yaml", "--out", tmp_path / "ray", "--executor", "ray")
     assert code == 0, err

@@ -31,7 +31,7 @@ study: setup
 TEST_MARKS ?= not slow and not ci
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest -n auto --dist loadfile -m "$(TEST_MARKS)" --device cpu --quick
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile -m "$(TEST_MARKS)" --device cpu --quick --durations=25
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_data.py

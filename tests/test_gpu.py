@@ -35,6 +35,7 @@ import pandas as pd
 import pytest
 import torch
 import torch._dynamo
+import yaml
 
 from grokscope import api, artifacts, runs, runtime
 from grokscope.data.encoding import Encoded, training_set
@@ -43,7 +44,7 @@ from grokscope.models.registry import build_model
 from grokscope.training.step import LoopPass, train_step
 from grokscope.training.runspec import RunSpec
 from grokscope.training.state import TrainState
-from conftest import wait_until
+from conftest import one_of_each_job, wait_until
 
 pytestmark = pytest.mark.gpu
 
@@ -313,10 +314,11 @@ def test_killed_run_resumes_like_an_uninterrupted_one(data, tmp_path, device, qu
                       SHARE_ATOL["exact" if exact else "near"])
 
 
-def test_smoke_study_runs_its_analyses_on_the_device(tmp_path, device, monkeypatch):
+def test_smoke_study_runs_its_analyses_on_the_device(tmp_path, device, quick, monkeypatch):
     """The study has no device option: its jobs take ``auto``. Here ``auto`` means the chosen device (so a CPU dry
     run stays on the CPU on a CUDA machine too). The manifest records where each training, fine-tuning, analysis and
-    comparison job ran, and every model the analyses load is on that device."""
+    comparison job ran, and every model the analyses load is on that device. The dry run (``--quick``) runs one job
+    of each kind."""
     pick = runtime.pick_device
     monkeypatch.setattr(runtime, "pick_device", lambda d: pick(device if d == "auto" else d))
     loaded, load_model = [], runs.load_model
@@ -326,7 +328,11 @@ def test_smoke_study_runs_its_analyses_on_the_device(tmp_path, device, monkeypat
         loaded.append(next(model.parameters()).device.type)
         return model, step
     monkeypatch.setattr(runs, "load_model", recording_load_model)
-    report = api.study("smoke", out=tmp_path / "s", log=lambda _msg: None)
+    preset = "smoke"
+    if quick:
+        preset = tmp_path / "one_of_each.yaml"
+        preset.write_text(yaml.safe_dump(one_of_each_job()))
+    report = api.study(str(preset), out=tmp_path / "s", log=lambda _msg: None)
     assert report.exists()
     jobs = json.loads((tmp_path / "s" / "study.json").read_text())["jobs"]
     stages = ("train", "transfer", "analyze", "compare")

@@ -10,18 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import wait_until
-
-
-def small_study(**changes) -> dict:
-    """The smoke study preset as a mapping, with ``changes`` to its top-level keys."""
-    return {**yaml.safe_load((resources.files("grokscope") / "presets" / "smoke.yaml").read_text()), **changes}
+from conftest import one_of_each_job, small_study, wait_until
 
 
 def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_checkpoint_restarts(cli, tmp_path):
@@ -66,9 +60,7 @@ def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_che
 def test_smoke_study_on_local_ray(tmp_path, cli):
     """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
     specs, and one such file re-runs its job by hand. The smoke study cut to one job of each kind (CI time)."""
-    raw = small_study(regimes=["natural", "both_full"])
-    raw["transfer"].update({"from": ["natural"], "checkpoints": ["last"], "control": False})
-    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(one_of_each_job()))
     code, out, err = cli("study", "--preset", tmp_path / "ray.yaml", "--out", tmp_path / "ray", "--executor", "ray")
     assert code == 0, err
     assert (tmp_path / "ray" / "report.html").exists()

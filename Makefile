@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.grokscope-installed
+# The extras set-up installs: what the tests need (CI adds `sweep`, Ray for the distributed study test).
+EXTRAS ?= dev,interp,track
 
 .PHONY: setup study test bench clean-venv
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[dev,interp,track]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(VENV)/torch-pin.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 # The main job: the micro study on this CPU (data, training, analyses, transfer, report) -> reports/micro/.
@@ -26,12 +28,14 @@ study: setup
 
 # The tests, after the import contract (dependencies point down; the report stage never imports torch): the suite
 # and the `gpu` checks as a CPU dry run (--device cpu --quick), in one process per core (pytest-xdist; a test file
-# stays in one process, so its module fixtures are built once), each training on one thread. CI sets
-# TEST_MARKS="not slow" to add its end-to-end `ci` checks to the same run.
+# stays in one process, so its module fixtures are built once; files go out in the order tests/conftest.py gives,
+# the longest first), each training on one thread. CI sets TEST_MARKS="not slow" to add its end-to-end `ci` checks to
+# the same run.
 TEST_MARKS ?= not slow and not ci
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest -n auto --dist loadfile -m "$(TEST_MARKS)" --device cpu --quick --durations=25
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder -m "$(TEST_MARKS)" --device cpu --quick \
+		--durations=25
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_data.py

@@ -1,5 +1,5 @@
-"""The package installs from a wheel into a fresh virtual environment, without the source tree, and runs the smoke
-study from there (marked ``ci``: CI runs it after ``make test``)."""
+"""The package installs from a wheel into a fresh virtual environment, without the source tree, plans the smoke study
+and runs a study of every stage from there (marked ``ci``: CI runs it after ``make test``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
+
+from conftest import one_of_each_job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +38,15 @@ def test_wheel_installs_and_runs_the_smoke_study(tmp_path):
     # the torch already installed here, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
     version = torch.__version__.split("+")[0]
     (tmp_path / "pin.txt").write_text(f"torch=={version}\n")
-    _run([*pip, f"torch=={version}"], timeout=900)
-    _run([*pip, "-c", tmp_path / "pin.txt", wheel], timeout=900)
+    _run([*pip, "-c", tmp_path / "pin.txt", wheel], timeout=900)  # the wheel and its dependencies, torch pinned
     away = tmp_path / "elsewhere"  # no source tree on the path
     away.mkdir()
-    proc = _run([venv / "bin" / "grokscope", "study", "--preset", "smoke", "--out", away / "study"], cwd=away,
-                timeout=900)
+    # The packaged smoke preset is read and planned; a study cut to one job of each kind runs every stage (CI time).
+    plan = _run([venv / "bin" / "grokscope", "study", "--preset", "smoke", "--plan"], cwd=away)
+    assert "transfer ft_gpt_control" in plan.stdout
+    (away / "one_of_each.yaml").write_text(yaml.safe_dump(one_of_each_job()))
+    proc = _run([venv / "bin" / "grokscope", "study", "--preset", "one_of_each.yaml", "--out", away / "study"],
+                cwd=away, timeout=900)
     assert (away / "study" / "report.html").exists() and "study done" in proc.stdout
     where = _run([venv / "bin" / "python", "-c", "import grokscope, sys; print(grokscope.__file__)"], cwd=away)
     assert str(venv) in where.stdout

@@ -128,3 +128,31 @@ def test_workers_side_by_side_stop_together_on_sigterm_and_the_study_resumes(tmp
     assert code == 2 and "study.workers" in err
 
 
+
+
+@pytest.mark.parametrize("code, others", [(2, "failed"), (130, "interrupted")])
+def test_a_stack_that_stops_short_keeps_its_finished_members_done(tmp_path, code, others):
+    """One member of a stacked job fails (or the user stops it) after another finished: the finished one is done
+    (it is skipped next time), the others are failed or interrupted."""
+    from grokscope.errors import GrokscopeError
+    from grokscope.studies.plan import Job, Manifest
+    from grokscope.studies.run import StudyInterrupted, _run_stage
+
+    jobs = [Job(f"transfer ft{i}", "transfer", [], tmp_path / f"ft{i}", tmp_path / f"ft{i}" / "summary.json",
+                {"stack_group": "fine-tunes of gpt"}, call={"verb": "transfer", "kwargs": {"out": f"ft{i}"}})
+            for i in range(3)]
+
+    class OneAtATime:
+        def one_at_a_time(self, n_jobs):
+            return True
+
+        def run(self, grouped, on_done):
+            assert len(grouped) == 1 and grouped[0][1]["verb"] == "stack"  # the three as one stacked call
+            jobs[1].done.parent.mkdir()
+            jobs[1].done.write_text("{}")  # ft1 finished; then its siblings stopped short
+            on_done(grouped[0][0], code, 3.0)
+
+    manifest = Manifest(tmp_path, {"jobs": {}, "stage_seconds": {}})
+    with pytest.raises(StudyInterrupted if code == 130 else GrokscopeError):
+        _run_stage("transfer", jobs, manifest, OneAtATime(), log=lambda _msg: None)
+    assert [manifest.status(j) for j in jobs] == [others, "done", others]

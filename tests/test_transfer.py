@@ -271,3 +271,41 @@ def test_a_stack_refuses_what_is_not_a_training_call(parent, tmp_path, cli):
     assert spec.settings()["finetune"] == spec.finetune
     with pytest.raises(GrokscopeError, match="finetune must be a mapping of exactly parent, step"):
         RunSpec.from_dict({**spec.to_dict(), "finetune": {"parent": str(parent)}})
+
+
+def test_a_refused_stack_leaves_no_fine_tune_folder_behind(parent, smoke_data, tmp_path):
+    """Its second member is refused after the first fine-tune's folder was locked and its transfer set derived:
+    that folder goes again (the command leaves nothing behind), and the existing run is untouched."""
+    from grokscope import api
+    from grokscope.errors import GrokscopeError
+
+    before = sorted(p.name for p in parent.iterdir())
+    with pytest.raises(GrokscopeError, match="already holds a run"):
+        api.stack([{"verb": "transfer", "kwargs": {"parent": f"{parent}@300", "out": str(tmp_path / "ft"),
+                                                   "sets": ["max_steps=10"], "quiet": True}},
+                   {"verb": "train", "kwargs": {"data": str(smoke_data), "out": str(parent), "preset": "smoke"}}])
+    assert not (tmp_path / "ft").exists()
+    assert sorted(p.name for p in parent.iterdir()) == before
+
+
+def test_stacked_calls_and_fine_tune_specs_are_checked_by_name(parent, smoke_data, tmp_path):
+    from grokscope import api
+    from grokscope.errors import GrokscopeError
+    from grokscope.training.runspec import RunSpec
+
+    spec = RunSpec.build(smoke_data, tmp_path / "a", "gpt", "smoke")
+    assert api.run_spec({"verb": "train", "kwargs": {"spec": spec}}) == spec  # a RunSpec as well as its dict
+    with pytest.raises(GrokscopeError, match="takes nothing beside it .*resume"):
+        api.run_spec({"verb": "train", "kwargs": {"spec": spec.to_dict(), "resume": True}})
+    with pytest.raises(GrokscopeError, match="backend belongs to the whole stack"):
+        api.run_spec({"verb": "train", "kwargs": {"data": str(smoke_data), "out": "x", "backend": "vmap"}})
+    assert "finetune" not in spec.to_dict()  # a pre-training run's spec file is as before
+    ft = api.run_spec({"verb": "transfer", "kwargs": {"parent": f"{parent}@300", "out": str(tmp_path / "ft")}})
+    bad = {**ft.to_dict(), "finetune": {**ft.finetune, "budget": {**ft.finetune["budget"], "colour": 1},
+                                        "step": "300", "draw": "biased"}}
+    with pytest.raises(GrokscopeError) as caught:
+        RunSpec.from_dict(bad, "job.json")
+    message = str(caught.value)
+    assert "job.json: finetune.step" in message and "draw must be one of" in message and "colour" in message
+    with pytest.raises(GrokscopeError, match="finetune.control must be true or false"):
+        RunSpec(**{**ft.to_dict(), "finetune": {**ft.finetune, "control": "no"}})  # however the spec is made

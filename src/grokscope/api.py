@@ -19,6 +19,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import types
 import typing
 from pathlib import Path
@@ -262,16 +263,25 @@ def train(data: Path | None = None, out: Path | None = None, model: str = "gpt",
     if len(set(outs)) != len(outs):
         raise GrokscopeError("two stacked runs write to the same --out; give each run its own folder")
     with contextlib.ExitStack() as held:
-        requests = []
-        for s in specs:
-            if s.finetune is not None:  # its folder is held from its derived transfer set to the end of training
-                held.enter_context(finetuning.target_held(s))
-                requests.append(finetuning.finetune_request(s))
-                continue
-            ds = load(s.data)
-            train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
-            requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume, s.force_config,
-                                    s.device, s.quiet))
+        requests, begun = [], []
+        try:
+            for s in specs:
+                if s.finetune is not None:  # its folder is held from its derived transfer set to the end of training
+                    if not Path(s.out).exists():
+                        begun.append(Path(s.out))
+                    held.enter_context(finetuning.target_held(s))
+                    requests.append(finetuning.finetune_request(s))
+                    continue
+                ds = load(s.data)
+                train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
+                requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume,
+                                        s.force_config, s.device, s.quiet))
+        except BaseException:
+            # Refused before any run trained: a fine-tune folder this call created (its lock, its derived transfer
+            # set) goes again, still under its lock, so a refused command leaves nothing behind.
+            for folder in begun:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         summaries = []
         for stack in stacks(requests, backend):
             summaries += train_stack(stack)
@@ -334,12 +344,18 @@ def run_spec(call: dict):
     if verb not in ("train", "transfer") or not isinstance(kwargs, dict):
         raise GrokscopeError(f"not a training call: {str(call)[:80]!r}; expected {{'verb': 'train' or 'transfer', "
                              f"'kwargs': {{...}}}}")
+    if "backend" in kwargs:
+        raise GrokscopeError("backend belongs to the whole stack (stack(calls, backend=...)), not to one call")
     if verb == "transfer":
         return _finetune_spec(**_bound(transfer, kwargs))
-    if isinstance(kwargs.get("spec"), dict) and set(kwargs) == {"spec"}:
-        return RunSpec.from_dict(kwargs["spec"])
+    if kwargs.get("spec") is not None:
+        if set(kwargs) != {"spec"}:
+            raise GrokscopeError(f"a stacked train call with a spec takes nothing beside it (got also "
+                                 f"{', '.join(sorted(set(kwargs) - {'spec'}))}); set those in the spec")
+        spec = kwargs["spec"]
+        return spec if isinstance(spec, RunSpec) else RunSpec.from_dict(spec, "a stacked train call's spec")
     a = _bound(train, kwargs)
-    if a["spec"] is not None or a["data"] is None or a["out"] is None:
+    if a["data"] is None or a["out"] is None:
         raise GrokscopeError("a stacked train call gives data and out, or one spec")
     return RunSpec.build(a["data"], a["out"], a["model"], a["preset"], a["sets"], resume=a["resume"],
                          force_config=a["force_config"], device=a["device"], quiet=a["quiet"])

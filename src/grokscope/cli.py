@@ -180,8 +180,12 @@ def stack_cmd(
                                  f"--out RUN' or 'transfer --from RUN@STEP --out FT'")
         params = group.get_command(None, argv[0]).make_context(argv[0], argv[1:]).params  # type: ignore[union-attr]
         calls.append({"verb": argv[0], "kwargs": {("sets" if k == "overrides" else k): v for k, v in params.items()}})
+    from grokscope.finetuning import print_transfer_summary
+
     for call, summary in zip(calls, api.stack(calls, backend=backend)):
         print(f"done: {call['kwargs']['out']} step {summary['final_step']} ({summary['stop_reason']})")
+        if "transfer" in summary:
+            print_transfer_summary(summary)
 
 
 @app.command("transfer")

@@ -190,6 +190,7 @@ def side_by_side(jobs: list[Job], seconds_of: dict[str, float], workers: int) ->
     for stage in dict.fromkeys(j.stage for j in jobs):
         units: dict[str, float] = {}
         for job in (j for j in jobs if j.stage == stage):
+            # Fine-tunes stack only where jobs run one at a time (studies/run.py), never beside other workers.
             key = (job.record.get("stack_group") if stage == "train" else None) or job.name
             units[key] = units.get(key, 0.0) + seconds_of.get(job.name, 0.0)
         loads = [0.0] * workers

@@ -113,14 +113,24 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
     for job, _ in todo:
         manifest.mark(job, "running")
 
+    def finished(member: Job) -> bool:
+        """A member of a stack that stopped short (a failed or interrupted sibling) may still have finished: its
+        run wrote its summary when it stopped, during this stage."""
+        return member.done.exists() and member.done.stat().st_mtime >= t0 and outputs_check_out(member)
+
     def on_done(job: Job, code: int, seconds: float) -> None:
+        group = members[job.name]
+        done = group if code == 0 else [m for m in group if len(group) > 1 and finished(m)]
+        for member in done:
+            manifest.mark(member, "done", seconds / len(group), ran_with=ran_with(member))
         if code in INTERRUPTED:  # the user asked it to stop: nothing failed
-            for member in members[job.name]:
-                manifest.mark(member, "interrupted")
+            for member in group:
+                if member not in done:
+                    manifest.mark(member, "interrupted")
             raise StudyInterrupted(INTERRUPTED_MESSAGE)
-        for member in members[job.name]:
-            manifest.mark(member, "done" if code == 0 else "failed", seconds / len(members[job.name]),
-                          ran_with=ran_with(member) if code == 0 else None)
+        for member in group:
+            if member not in done:
+                manifest.mark(member, "failed", seconds / len(group))
         if code != 0:
             raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
                                  f"finished jobs are kept and skipped")

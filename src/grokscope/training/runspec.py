@@ -18,9 +18,11 @@ from pathlib import Path
 
 from grokscope.artifacts import upgrade_settings
 from grokscope.config import from_dict, route_sets, split_set_items, to_dict
+from grokscope.data.config import TRANSFER_DRAWS
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, config_from_dict, family, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.training.finetune import FineTuneBudget
 
 FINETUNE_KEYS = ("parent", "step", "control", "preset", "budget", "draw")  # a fine-tune's source (RunSpec.finetune)
 # A placeholder vocabulary size while resolving a model config that no dataset has sized yet (dropped again).
@@ -50,6 +52,10 @@ class RunSpec:
     # A fine-tune's source, as data: {parent, step, control, preset, budget, draw} (``finetuning.finetune_spec``).
     # Its ``data`` is the given transfer set, or empty: derived from the parent's dataset into ``OUT/data``.
     finetune: dict | None = None
+
+    def __post_init__(self):
+        if self.finetune is not None:  # checked however the spec was made (from_dict names its file first)
+            _check_finetune(self.finetune, f"run spec {self.out}: finetune")
 
     @classmethod
     def build(cls, data: Path | str, out: Path | str, model: str = "gpt", preset: str = "micro",
@@ -82,7 +88,11 @@ class RunSpec:
         return settings if self.finetune is None else {**settings, "finetune": self.finetune}
 
     def to_dict(self) -> dict:
-        return plain(dataclasses.asdict(self))
+        """Every field, JSON-plain; ``finetune`` only for a fine-tune (a pre-training run's file is as before)."""
+        out = plain(dataclasses.asdict(self))
+        if out["finetune"] is None:
+            del out["finetune"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "run spec") -> "RunSpec":
@@ -96,10 +106,33 @@ class RunSpec:
                                                           *(f"missing key {k!r}" for k in missing)]))
         if data["family"] not in FAMILIES:
             raise GrokscopeError(f"{where}: unknown family {data['family']!r}; choose one of {', '.join(FAMILIES)}")
-        source = data.get("finetune")
-        if source is not None and (not isinstance(source, dict) or set(source) != set(FINETUNE_KEYS)):
-            raise GrokscopeError(f"{where}: finetune must be a mapping of exactly {', '.join(FINETUNE_KEYS)}")
+        if data.get("finetune") is not None:
+            _check_finetune(data["finetune"], f"{where}: finetune")
         if isinstance(data["train"], dict) and isinstance(data["model"], dict):  # a spec file an older version wrote
             train, model = upgrade_settings(data["family"], data["train"], data["model"])
             data = {**data, "train": train, "model": model}
         return cls(**data)
+
+
+def _check_finetune(source, where: str) -> None:
+    """A fine-tune's source as ``finetuning.finetune_spec`` writes it: each value checked, one line per problem."""
+    if not isinstance(source, dict) or set(source) != set(FINETUNE_KEYS):
+        raise GrokscopeError(f"{where} must be a mapping of exactly {', '.join(FINETUNE_KEYS)}")
+    problems = []
+    if not isinstance(source["parent"], str) or not source["parent"]:
+        problems.append(f"{where}.parent must be the parent run's folder")
+    if isinstance(source["step"], bool) or not isinstance(source["step"], int) or source["step"] < 0:
+        problems.append(f"{where}.step must be a checkpoint step, a whole number >= 0 (got {source['step']!r})")
+    if not isinstance(source["control"], bool):
+        problems.append(f"{where}.control must be true or false (got {source['control']!r})")
+    if source["draw"] not in TRANSFER_DRAWS:
+        problems.append(f"{where}.draw must be one of {', '.join(TRANSFER_DRAWS)} (got {source['draw']!r})")
+    if not isinstance(source["preset"], str):
+        problems.append(f"{where}.preset must be a transfer preset's name")
+    try:
+        budget = from_dict(FineTuneBudget, source["budget"], f"{where}.budget")
+        problems += budget.problems()
+    except GrokscopeError as exc:
+        problems += exc.problems
+    if problems:
+        raise GrokscopeError(problems)

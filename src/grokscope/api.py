@@ -31,6 +31,7 @@ from grokscope.config import route_sets, split_set_items
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.analysis import defaults
+from grokscope.training.finetune import FineTuneBudget  # the fine-tune budget's defaults (no torch import)
 from grokscope.notebook import Checkpoints, Run, Study, bridge_use, lens, trace  # noqa: F401 (the API's handles)
 
 # torch is imported on first use (runs, models), so `grokscope data ...` and `--help` start fast.
@@ -301,8 +302,9 @@ def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBE
 @checked
 def transfer(parent: str, out: Path, data: Path | None = None, preset: str = "scaled",
              sets: list[str] | None = None, control: bool = False, device: str = "auto", quiet: bool = False,
-             resume: bool = False, new_fact_multiple: float = 5.0, flat_evals: int = 4,
-             flat_tolerance: float = 0.02, draw: str = "uniform") -> dict:
+             resume: bool = False, new_fact_multiple: float = FineTuneBudget.new_fact_multiple,
+             flat_evals: int = FineTuneBudget.flat_evals, flat_tolerance: float = FineTuneBudget.flat_tolerance,
+             draw: str = "uniform") -> dict:
     """Fine-tune ``RUN[@STEP]`` on new facts (or train the control); returns the summary. It stops at ``max_steps``
     or, earlier, once it has run ``new_fact_multiple`` times the steps its New Fact accuracy needed to reach 0.99 and
     new+old has not moved by more than ``flat_tolerance`` for ``flat_evals`` evaluations (0: run to max_steps).
@@ -316,7 +318,7 @@ def _finetune_spec(parent, out, data, preset, sets, control, device, quiet, resu
                    flat_tolerance, draw):
     """``transfer``'s checked arguments as the fine-tune's ``RunSpec`` (its recipe read from the parent's
     config.yaml), which trains like any run: alone, or stacked (``stack``)."""
-    from grokscope.finetuning import FineTuneBudget, finetune_spec
+    from grokscope.finetuning import finetune_spec
     from grokscope.training.config import TrainConfig
 
     overrides = route_sets(split_set_items(sets), {"train": TrainConfig})["train"]

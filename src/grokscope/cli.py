@@ -19,6 +19,7 @@ from grokscope import api
 from grokscope import errors
 from grokscope.errors import GrokscopeError
 from grokscope.analysis import defaults
+from grokscope.training.finetune import FineTuneBudget
 from grokscope.reporting.console import print_dataset_summary, print_family_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -167,6 +168,8 @@ def stack_cmd(
     `grokscope train` or `grokscope transfer`."""
     import shlex  # the user's quoted commands; a study passes its calls (grokscope.worker), never command lines
 
+    from grokscope.finetuning import print_transfer_summary
+
     group = typer.main.get_command(app)
     calls = []
     for command in commands:
@@ -180,8 +183,6 @@ def stack_cmd(
                                  f"--out RUN' or 'transfer --from RUN@STEP --out FT'")
         params = group.get_command(None, argv[0]).make_context(argv[0], argv[1:]).params  # type: ignore[union-attr]
         calls.append({"verb": argv[0], "kwargs": {("sets" if k == "overrides" else k): v for k, v in params.items()}})
-    from grokscope.finetuning import print_transfer_summary
-
     for call, summary in zip(calls, api.stack(calls, backend=backend)):
         print(f"done: {call['kwargs']['out']} step {summary['final_step']} ({summary['stop_reason']})")
         if "transfer" in summary:
@@ -201,11 +202,13 @@ def transfer_cmd(
     control: bool = typer.Option(False, "--control", help="Train the same architecture from scratch on the same "
                                                           "data (the control group)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune."),
-    new_fact_multiple: float = typer.Option(5.0, "--new-fact-multiple", help="Run at least this many times the steps "
-                                            "New Fact accuracy needed to reach 0.99 (0: always run to max_steps)."),
-    flat_evals: int = typer.Option(4, "--flat-evals", help="... and until new+old has not moved for this many "
-                                                          "evaluations; max_steps caps it."),
-    flat_tolerance: float = typer.Option(0.02, "--flat-tolerance", help="'Not moved': max - min at most this."),
+    new_fact_multiple: float = typer.Option(
+        FineTuneBudget.new_fact_multiple, "--new-fact-multiple", help="Run at least this many times the steps New "
+        "Fact accuracy needed to reach 0.99 (0: always run to max_steps)."),
+    flat_evals: int = typer.Option(FineTuneBudget.flat_evals, "--flat-evals", help="... and until new+old has not "
+                                   "moved for this many evaluations; max_steps caps it."),
+    flat_tolerance: float = typer.Option(FineTuneBudget.flat_tolerance, "--flat-tolerance",
+                                         help="'Not moved': max - min at most this."),
     draw: str = typer.Option("uniform", "--draw", help="How the derived transfer set draws new facts' tails: uniform "
                                                         "(the authors') or kept (among the kept old facts' heads: "
                                                         "He et al.'s new+old category at a usable n)."),

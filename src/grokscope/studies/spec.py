@@ -58,9 +58,9 @@ class TransferSpec:
     preset: str = "scaled"
     set: dict[str, Any] = field(default_factory=dict)  # train overrides of the fine-tunes (max_steps is the cap)
     # When a fine-tune stops before its cap (finetuning.FineTuneBudget; 0: always run to max_steps).
-    new_fact_multiple: float = 5.0
-    flat_evals: int = 4
-    flat_tolerance: float = 0.02
+    new_fact_multiple: float = FineTuneBudget.new_fact_multiple
+    flat_evals: int = FineTuneBudget.flat_evals
+    flat_tolerance: float = FineTuneBudget.flat_tolerance
     # How the transfer sets draw new facts' tails: uniform (the authors') or kept (He et al.'s new+old at a usable n).
     draw: str = "uniform"
 

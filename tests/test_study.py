@@ -272,58 +272,6 @@ def test_sweep_writes_milestone_table(cli, tmp_path):
     assert code == 2 and "nan" in err and not (tmp_path / "bad").exists()
 
 
-KILL_POINTS = [  # (what, where the study pauses for the kill: tests/helpers/paused_study.py)
-    ("data building", "data"),
-    ("training before its first checkpoint", "train_before_checkpoint"),
-    ("training after its first checkpoint", "train_after_checkpoint"),
-    ("analyze", "analyze"),
-    ("transfer", "transfer"),
-    ("report", "report"),
-]
-
-
-def _final_metrics(root):
-    volatile = {"wall_seconds", "steps_per_second", "threads"}
-    out = {}
-    for summary in sorted((root / "runs").glob("*/summary.json")):
-        s = json.loads(summary.read_text())
-        out[summary.parent.name] = {k: v for k, v in s["final"].items() if k not in volatile}
-    return out
-
-
-@pytest.mark.ci
-def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_path):
-    """SIGKILL the smoke study at each stage in turn, re-run it without --fresh each time: it must finish, with the
-    final metrics of every run equal to those of the uninterrupted study. Every kill lands at its stage."""
-    import signal
-
-    from conftest import wait_until
-
-    out = tmp_path / "killed"
-    study_args = ["study", "--preset", "smoke", "--out", str(out)]
-    helper = Path(__file__).parent / "helpers" / "paused_study.py"
-    for what, point in KILL_POINTS:
-        # The study pauses at the point (a wrapped function writes the marker and sleeps), so every kill lands there.
-        marker = tmp_path / f"paused_{point}"
-        err = tmp_path / f"stderr_{point}.txt"
-        with err.open("w") as err_file:
-            proc = subprocess.Popen([sys.executable, str(helper), point, str(marker), *study_args],
-                                    stdout=subprocess.DEVNULL, stderr=err_file)
-            try:
-                wait_until(lambda p=proc, m=marker: p.poll() is not None or m.exists(), 300,
-                           f"the study to reach {what}")
-                assert marker.exists(), f"the study ended (exit {proc.returncode}) before {what}: " \
-                                        f"{err.read_text()[-1500:]}"
-            finally:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-    cmd = [sys.executable, "-m", "grokscope.cli", *study_args]
-    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-2000:]
-    assert _final_metrics(out) == _final_metrics(study)
-    assert (out / "report.html").exists()
-
-
 def test_plan_prints_every_job_with_its_cost_and_writes_nothing(cli, tmp_path):
     """`study --plan`: steps, parameters, FLOPs and a probe-timed estimate for every training and fine-tuning job."""
     from grokscope import api
@@ -508,3 +456,55 @@ def test_the_plan_schedules_each_stage_on_its_workers():
     assert side_by_side(jobs, seconds, 1) == 30 + 30 + 50 + 10 + 8 + 5
     assert side_by_side(jobs, seconds, 2) == 60 + 13  # gpt stack | trm; then f1 | f2 + f3
     assert side_by_side(jobs, seconds, 4) == 60 + 10
+
+
+KILL_POINTS = [  # (what, where the study pauses for the kill: tests/helpers/paused_study.py)
+    ("data building", "data"),
+    ("training before its first checkpoint", "train_before_checkpoint"),
+    ("training after its first checkpoint", "train_after_checkpoint"),
+    ("analyze", "analyze"),
+    ("transfer", "transfer"),
+    ("report", "report"),
+]
+
+
+def _final_metrics(root):
+    volatile = {"wall_seconds", "steps_per_second", "threads"}
+    out = {}
+    for summary in sorted((root / "runs").glob("*/summary.json")):
+        s = json.loads(summary.read_text())
+        out[summary.parent.name] = {k: v for k, v in s["final"].items() if k not in volatile}
+    return out
+
+
+@pytest.mark.ci
+def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_path):
+    """SIGKILL the smoke study at each stage in turn, re-run it without --fresh each time: it must finish, with the
+    final metrics of every run equal to those of the uninterrupted study. Every kill lands at its stage."""
+    import signal
+
+    from conftest import wait_until
+
+    out = tmp_path / "killed"
+    study_args = ["study", "--preset", "smoke", "--out", str(out)]
+    helper = Path(__file__).parent / "helpers" / "paused_study.py"
+    for what, point in KILL_POINTS:
+        # The study pauses at the point (a wrapped function writes the marker and sleeps), so every kill lands there.
+        marker = tmp_path / f"paused_{point}"
+        err = tmp_path / f"stderr_{point}.txt"
+        with err.open("w") as err_file:
+            proc = subprocess.Popen([sys.executable, str(helper), point, str(marker), *study_args],
+                                    stdout=subprocess.DEVNULL, stderr=err_file)
+            try:
+                wait_until(lambda p=proc, m=marker: p.poll() is not None or m.exists(), 300,
+                           f"the study to reach {what}")
+                assert marker.exists(), f"the study ended (exit {proc.returncode}) before {what}: " \
+                                        f"{err.read_text()[-1500:]}"
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+    cmd = [sys.executable, "-m", "grokscope.cli", *study_args]
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert _final_metrics(out) == _final_metrics(study)
+    assert (out / "report.html").exists()

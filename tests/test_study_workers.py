@@ -18,6 +18,25 @@ import yaml
 from conftest import small_study, wait_until
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
+def test_smoke_study_on_local_ray(tmp_path, cli):
+    """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
+    specs, and one such file re-runs its job by hand. The smoke study cut to one regime, no fine-tunes (CI time:
+    every job is a worker process, and the worker runs every verb alike)."""
+    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(small_study(regimes=["natural"], transfer=[])))
+    code, out, err = cli("study", "--preset", tmp_path / "ray.yaml", "--out", tmp_path / "ray", "--executor", "ray")
+    assert code == 0, err
+    assert (tmp_path / "ray" / "report.html").exists()
+    specs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ray" / "jobs").glob("*.json")}
+    train = [c for c in specs.values() if c["verb"] == "train"]
+    assert train and all(isinstance(c["kwargs"]["spec"], (dict, list)) for c in train)
+    assert {c["verb"] for c in specs.values()} == {"build_data", "train", "analyze"}
+    analyze = next(p for p in (tmp_path / "ray" / "jobs").glob("analyze*.json"))
+    rerun = subprocess.run([sys.executable, "-m", "grokscope.worker", str(analyze)], capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
 def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_checkpoint_restarts(cli, tmp_path):
     out = tmp_path / "s"
     small = ["--set", "train.max_steps=20", "--set", "transfer.max_steps=10"]
@@ -54,25 +73,6 @@ def test_changes_to_unfinished_jobs_continue_and_a_job_dead_before_its_first_che
     assert json.loads((ft / "summary.json").read_text())["final_step"] == 12
     assert {p: p.stat().st_mtime for p in trained} == trained  # finished training was kept
 
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
-def test_smoke_study_on_local_ray(tmp_path, cli):
-    """Every job a Ray task, each running a worker process on its spec file; the training jobs carry resolved
-    specs, and one such file re-runs its job by hand. The smoke study cut to one regime, no fine-tunes (CI time:
-    every job is a worker process, and the worker runs every verb alike)."""
-    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(small_study(regimes=["natural"], transfer=[])))
-    code, out, err = cli("study", "--preset", tmp_path / "ray.yaml", "--out", tmp_path / "ray", "--executor", "ray")
-    assert code == 0, err
-    assert (tmp_path / "ray" / "report.html").exists()
-    specs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ray" / "jobs").glob("*.json")}
-    train = [c for c in specs.values() if c["verb"] == "train"]
-    assert train and all(isinstance(c["kwargs"]["spec"], (dict, list)) for c in train)
-    assert {c["verb"] for c in specs.values()} == {"build_data", "train", "analyze"}
-    analyze = next(p for p in (tmp_path / "ray" / "jobs").glob("analyze*.json"))
-    rerun = subprocess.run([sys.executable, "-m", "grokscope.worker", str(analyze)], capture_output=True, text=True,
-                           timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
 
 
 def test_workers_side_by_side_stop_together_on_sigterm_and_the_study_resumes(tmp_path, cli):

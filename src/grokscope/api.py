@@ -131,17 +131,41 @@ def to_transformer_lens(model):
 @checked
 def build_data(out: Path, preset: str = "micro", regime: str | None = None, aug: str | None = None,
                sets: list[str] | None = None, transfer: bool = False, seed: int | None = None,
-               force: bool = False) -> Dataset:
-    """One dataset (a pre-training regime, or with ``transfer`` its fine-tuning set), written to ``out``."""
+               force: bool = False, task: str = "composition") -> Dataset:
+    """One dataset (a pre-training regime, or with ``transfer`` its fine-tuning set), written to ``out``; with
+    ``task="comparison"``, Wang et al.'s comparison task (``data/comparison.py``)."""
     from grokscope.data.build import build_dataset
     from grokscope.data.store import save
     from grokscope.data.transfer import build_transfer
 
+    if task == "comparison":
+        return _build_comparison(out, preset, regime, aug, sets, transfer, seed, force)
+    if task != "composition":
+        raise GrokscopeError(f"unknown task {task!r}; choose composition or comparison")
     cfg = data_config(preset, regime, aug, sets, seed).validate(transfer=transfer)
     artifacts.check_output_dir(Path(out), force, kind="dataset")
     ds = build_dataset(cfg)
     if transfer:
         ds = build_transfer(ds, cfg)
+    save(ds, out, force=force)
+    return ds
+
+
+def _build_comparison(out: Path, preset: str, regime: str | None, aug: str | None, sets: list[str] | None,
+                      transfer: bool, seed: int | None, force: bool) -> Dataset:
+    from grokscope.data.comparison import ComparisonConfig, build_comparison, resolve_comparison_config
+    from grokscope.data.store import save
+
+    unused = [f"--{name} is a composition-task option; drop it for --task comparison" for name, given in
+              (("regime", regime), ("aug", aug), ("transfer", transfer)) if given]
+    if unused:
+        raise GrokscopeError(unused)
+    overrides = route_sets(split_set_items(sets), {"data": ComparisonConfig})["data"]
+    if seed is not None:
+        overrides["seed"] = seed
+    cfg = resolve_comparison_config(preset, overrides).validate()
+    artifacts.check_output_dir(Path(out), force, kind="dataset")
+    ds = build_comparison(cfg)
     save(ds, out, force=force)
     return ds
 
@@ -172,9 +196,10 @@ def derive_transfer(parent: Path, out: Path, sets: list[str] | None = None, forc
     from grokscope.config import apply_overrides, from_dict
     from grokscope.data.config import DataConfig
     from grokscope.data.store import load, save
-    from grokscope.data.transfer import build_transfer
+    from grokscope.data.transfer import build_transfer, check_transfer_parent
 
     ds = load(parent)
+    check_transfer_parent(ds)
     base = from_dict(DataConfig, {**ds.meta["config"]}, f"{parent}/dataset.json: config") \
         if ds.meta.get("seed") is not None else \
         DataConfig(num_entities=ds.vocab.num_entities, num_relations=ds.vocab.num_relations,
@@ -274,7 +299,7 @@ def train(data: Path | None = None, out: Path | None = None, model: str = "gpt",
                     requests.append(finetuning.finetune_request(s))
                     continue
                 ds = load(s.data)
-                train_cfg, model_cfg = s.configs(ds.vocab.d_vocab)
+                train_cfg, model_cfg = s.configs(ds.vocab.d_vocab, ds.vocab.seq_len)
                 requests.append(prepare(ds, Path(s.data), model_cfg, train_cfg, Path(s.out), s.resume,
                                         s.force_config, s.device, s.quiet))
         except BaseException:
@@ -402,6 +427,9 @@ def compare(a: str, b: str, probes: str = defaults.COMPARE_PROBES, out: Path | N
     device = runtime.pick_device(device)  # --device cuda without CUDA: one line, not a traceback
     (run_a, step_a), (run_b, step_b) = parse_run_ref(a), parse_run_ref(b)
     ds = run_dataset(run_a)
+    if ds.task != "composition":
+        raise GrokscopeError(f"{run_a}: path comparison reads the two-hop path (the bridge's stage and the causal map "
+                             f"of h, r1, r2); a {ds.task} run has none: compare its `grokscope analyze` tables")
     graph_a, graph_b = graph_key(ds.meta), graph_key(run_dataset(run_b).meta)
     if graph_a != graph_b:
         raise GrokscopeError(f"{run_a} and {run_b} were trained on different graphs ({graph_a} vs {graph_b}); "

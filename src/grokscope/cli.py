@@ -50,11 +50,13 @@ def data_build(
     seed: Optional[int] = SeedOpt,
     overrides: Optional[list[str]] = DataSetOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
+    task: str = typer.Option("composition", "--task", help="composition (two-hop facts) or comparison (Wang et al.'s "
+                                                            "attribute comparisons)."),
 ) -> None:
     """Build one dataset: a pre-training set, or with --transfer its fine-tuning set."""
     t0 = time.perf_counter()
     ds = api.build_data(out=out, preset=preset, regime=regime, aug=aug, sets=overrides, transfer=transfer, seed=seed,
-                        force=force)
+                        force=force, task=task)
     print_dataset_summary(ds, header=f"wrote {out} in {time.perf_counter() - t0:.2f} s")
 
 
@@ -96,7 +98,8 @@ def data_show(
     """Print counts per split and probe type."""
     ds = api.load_data(path)
     if as_json:
-        print(json.dumps({"name": ds.meta["name"], "kind": ds.meta["kind"], "counts": ds.meta["counts"],
+        print(json.dumps({"name": ds.meta["name"], "task": ds.task, "kind": ds.meta["kind"],
+                          "counts": ds.meta["counts"],
                           "fingerprint": ds.meta["fingerprint"], "d_vocab": ds.vocab.d_vocab,
                           "config": ds.meta["config"], "warnings": ds.meta.get("warnings", [])}))
     else:
@@ -111,9 +114,9 @@ def data_export(
     force: bool = typer.Option(False, "--force", help="Replace an earlier export."),
 ) -> None:
     """Write train/valid/test/vocab.json in the original authors' item format."""
-    api.export_data(path=path, out=out, fmt=fmt, force=force)
-    print(f"exported {path} -> {out} (train.json, valid.json, test.json, vocab.json, id_facts.json, "
-          f"ood_facts.json)")
+    written = api.export_data(path=path, out=out, fmt=fmt, force=force)
+    names = sorted(p.name for p in Path(written).glob("*.json") if p.name != "grokscope-export.json")
+    print(f"exported {path} -> {out} ({', '.join(names)})")
 
 
 @data_app.command("import")

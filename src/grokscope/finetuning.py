@@ -29,7 +29,7 @@ from grokscope import artifacts, runs
 from grokscope.config import apply_overrides, check, from_dict
 from grokscope.data.config import TRANSFER_DRAWS, DataConfig
 from grokscope.data.store import Dataset, load, save
-from grokscope.data.transfer import build_transfer
+from grokscope.data.transfer import build_transfer, check_transfer_parent
 from grokscope.errors import GrokscopeError
 from grokscope.metrics import thresholds as th
 from grokscope.models.registry import config_from_dict
@@ -103,6 +103,7 @@ def derived_transfer_set(parent_run: Path, parent_cfg: dict, out: Path, draw: st
     if parent_ds.meta["fingerprint"] != parent_cfg["data"]["fingerprint"]:
         raise GrokscopeError(f"{parent_cfg['data']['path']}: changed since {parent_run} was trained; pass the "
                              f"transfer set with --data")
+    check_transfer_parent(parent_ds)  # a comparison run has no two-hop facts to add
     dcfg = dataclasses.replace(from_dict(DataConfig, parent_ds.meta["config"], "dataset config"), transfer_draw=draw)
     ds = build_transfer(parent_ds, dcfg)
     save(ds, data_dir)
@@ -197,7 +198,7 @@ def finetune_request(spec: RunSpec) -> RunRequest:
                         lens={"ood": "test_inferred_ood", **{name: name for name in cats}},
                         counts=counts, mixed={name: code for name, (_, code, _) in CATEGORIES.items() if code},
                         budget=budget)
-    train_cfg, model_cfg = spec.configs(ds.vocab.d_vocab)
+    train_cfg, model_cfg = spec.configs(ds.vocab.d_vocab, ds.vocab.seq_len)
     return prepare(ds, data_dir, model_cfg, train_cfg, out, resume=spec.resume, device=spec.device, quiet=spec.quiet,
                    finetune=finetune)
 

@@ -32,23 +32,37 @@ def _probe_set(probes) -> ProbeSet:
 
 
 def lens(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
-    """The logit-lens table (as ``analysis/lens.parquet``) of ``model`` on a probe set."""
+    """The logit-lens table (as ``analysis/lens.parquet``) of ``model`` on a probe set; on a comparison dataset's,
+    the comparison task's value and label lens (as ``analysis/comparison_lens.parquet``) on up to 300 comparisons."""
     from grokscope.analysis.logit_lens import lens_table
     from grokscope.data.encoding import encode
 
     probes = _probe_set(probes)
+    if probes.dataset.task == "comparison":
+        return _comparison(model, probes, step, run, lens=True)
     return lens_table(model, encode(probes.dataset, probes.rows).to(model.device), probes.name, run, step)
 
 
 def trace(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
-    """The causal-tracing table (as ``analysis/trace.parquet``) on up to 300 compositions of a probe set."""
+    """The causal-tracing table (as ``analysis/trace.parquet``) on up to 300 compositions of a probe set; on a
+    comparison dataset's, the comparison task's tracing at e1 and e2 (as ``analysis/comparison_trace.parquet``)."""
     from grokscope.analysis.patching import trace_table
     from grokscope.analysis.run_analysis import TRACE_EXAMPLES, sample_rows
     from grokscope.data.encoding import encode
 
     probes = _probe_set(probes)
+    if probes.dataset.task == "comparison":
+        return _comparison(model, probes, step, run, lens=False)
     rows = sample_rows(probes.rows[is_composition(probes.rows)], TRACE_EXAMPLES)
     return trace_table(model, encode(probes.dataset, rows), probes.dataset, rows, probes.name, run, step)
+
+
+def _comparison(model, probes: ProbeSet, step: int, run: str, lens: bool) -> pd.DataFrame:
+    from grokscope.analysis.comparison import comparison_table
+    from grokscope.analysis.run_analysis import TRACE_EXAMPLES, sample_rows
+
+    rows = sample_rows(probes.rows[is_composition(probes.rows)], TRACE_EXAMPLES)
+    return comparison_table(model, probes.dataset, rows, probes.name, run, step, lens=lens, trace=not lens)
 
 
 def bridge_use(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.DataFrame:
@@ -58,6 +72,9 @@ def bridge_use(model, probes: ProbeSet, step: int = 0, run: str = "") -> pd.Data
     from grokscope.analysis.queries import bridge_use_table, query_records
 
     probes = _probe_set(probes)
+    if probes.dataset.task != "composition":
+        raise GrokscopeError(f"bridge use is the composition task's measure (the bridge entity of two hops); "
+                             f"{probes.name} is a {probes.dataset.task} probe set: use gs.trace for its tracing")
     frame, schema = query_records(model, probes.dataset, probes.rows)
     return bridge_use_table(frame, schema, probes.name, run, step)
 

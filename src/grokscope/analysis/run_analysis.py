@@ -8,7 +8,10 @@
   Finding 1), and the negative control step 0 vs the last checkpoint, which must come out "different";
 - ``regime.json``: the regime label on OOD and ID compositions;
 - ``probe.json``: bridge decodable, a linear probe for b on every stage x
-  slot with its three controls (``analysis/probe.py``), per analysed step.
+  slot with its three controls (``analysis/probe.py``), per analysed step;
+- ``comparison_lens.parquet``, ``comparison_trace.parquet``: for a run on the comparison task, its lens and causal
+  tracing instead (``analysis/comparison.py``; the analyses ``lens`` and ``trace``, the others being the composition
+  task's).
 Tables have columns run, step, probe_type, stage, stage_index, position, metric, value, n; re-running replaces
 the rows of the (step, probe type) pairs it recomputes and keeps the others.
 """
@@ -22,6 +25,7 @@ import pandas as pd
 
 from grokscope import artifacts, runs
 from grokscope.analysis.circuits import compare_paths
+from grokscope.analysis.comparison import comparison_table, summarise
 from grokscope.analysis.logit_lens import lens_table
 from grokscope.analysis.patching import trace_table
 from grokscope.analysis.probe import bridge_decodable
@@ -37,6 +41,7 @@ PROBE_ALIASES = {"ood": "test_inferred_ood", "iid": "test_inferred_iid", "train"
                  "new": "test_inferred_new", "mix": "test_inferred_new_mix",
                  "mix_powered": "test_inferred_new_mix_powered"}
 ANALYSES = ("lens", "trace", "queries", "compare", "regime", "probe")
+COMPARISON_ANALYSES = ("lens", "trace")  # what the comparison task has (analysis/comparison.py)
 TRACE_EXAMPLES = 300  # Wang et al. sample 300 compositions for causal tracing
 NAMED_STEPS = ("last", "sat", "grokked")
 
@@ -141,12 +146,58 @@ def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBE
     run = Path(run)
     wanted = resolve_analyses(analyses)
     ds = run_dataset(run, data)
+    if ds.task == "comparison":
+        wanted = comparison_analyses(wanted, analyses)
     with artifacts.FolderLock(run, "run"):  # not while the run trains, nor beside another analysis of it
+        if ds.task == "comparison":
+            return _analyze_comparison(run, wanted, ds, steps, probes, device, log)
         return _analyze(run, wanted, ds, steps, probes, device, log)
 
 
+def comparison_analyses(wanted: list[str], spec: str) -> list[str]:
+    """The analyses a comparison run gets: lens and trace (of the default list, those two; named ones must be)."""
+    if spec == defaults.ANALYSES:
+        return list(COMPARISON_ANALYSES)
+    other = [a for a in wanted if a not in COMPARISON_ANALYSES]
+    if other:
+        raise GrokscopeError(f"--analyses {', '.join(other)}: composition-task analyses; a comparison run has "
+                             f"{' and '.join(COMPARISON_ANALYSES)}")
+    return wanted
+
+
+def _analyze_comparison(run: Path, wanted: list[str], ds: Dataset, steps: str, probes: str, device: str,
+                        log) -> dict:
+    """The comparison task's lens and causal tracing (``analysis/comparison.py``) at each step and probe set, on
+    a fixed sample of each set's comparisons, into ``comparison_lens.parquet`` and ``comparison_trace.parquet`` (one
+    file each, so re-running one analysis keeps the other's rows)."""
+    probe_types = resolve_probes(ds, probes)
+    step_list = resolve_steps(run, steps, log)
+    out_dir = run / "analysis"
+    artifacts.ensure_writable_dir(out_dir)
+    _check_targets(out_dir)
+    parts: dict[str, list] = {name: [] for name in wanted}
+    for step in step_list:
+        model, _ = runs.load_model(run, step, device)
+        for pt in probe_types:
+            rows = sample_rows(ds.probe(pt)[is_composition(ds.probe(pt))], TRACE_EXAMPLES)
+            for name in wanted if len(rows) else ():
+                parts[name].append(comparison_table(model, ds, rows, pt, run.name, step, lens=name == "lens",
+                                                    trace=name == "trace"))
+        log(f"analysed step {step}")
+    result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types, "device": device,
+                    "analyses": list(wanted), "task": ds.task}
+    tables = [pd.concat(found, ignore_index=True) for found in parts.values() if found]
+    for name, found in parts.items():
+        if found:
+            merge_table(out_dir / f"comparison_{name}.parquet", pd.concat(found, ignore_index=True))
+    if tables:
+        result["comparison"] = summarise(pd.concat(tables, ignore_index=True))
+    artifacts.write_json_atomic(out_dir / "summary.json", result)
+    return result
+
+
 OUTPUT_FILES = ("lens.parquet", "trace.parquet", "bridge_use.parquet", "compare.json", "regime.json", "probe.json",
-                "summary.json")
+                "summary.json", "comparison_lens.parquet", "comparison_trace.parquet")
 
 
 def _check_targets(out_dir: Path) -> None:

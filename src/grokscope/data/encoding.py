@@ -1,6 +1,7 @@
 """Dataset rows -> model tensors (He et al. App. B; Wang et al.), one container for every model family.
 
-Both families see the target sequence ``[h, r1, r2, t, </a>]`` (atomic facts: ``[h, r, t, </a>, pad]``):
+Both families see the target sequence ``[h, r1, r2, t, </a>]`` (atomic facts: ``[h, r, t, </a>, pad]``); in a
+comparison dataset ``[attr, <q>, e1, <mask>, e2, label, </a>]`` (atomic facts ``[e, attr, value, </a>, pad x 3]``):
 - a causal decoder reads ``seq`` and is supervised at ``at`` (the positions that predict t and ``</a>``) with
   ``targets`` the tokens that follow;
 - a non-autoregressive model reads ``inputs`` (the prompt with answer slots = pad) and is supervised on ``labels``
@@ -14,23 +15,23 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from grokscope.data.store import COLUMNS, Dataset, is_composition
+from grokscope.data.store import Dataset
 
 IGNORE = -100  # label value that the losses skip
-SEQ_LEN = 5  # every example is [h, r1, r2, t, </a>] (atomic facts: [h, r, t, </a>, pad])
+SEQ_LEN = 5  # every composition example is [h, r1, r2, t, </a>] (atomic facts: [h, r, t, </a>, pad])
 
 
 @dataclass
 class Encoded:
     """Tensors for a set of facts: everything training, evaluation and the analyses read."""
 
-    seq: torch.Tensor  # [n, 5] target sequences
-    prompt_len: torch.Tensor  # [n] 2 (atomic) or 3 (composition)
-    inputs: torch.Tensor  # [n, 5] prompt with answer slots = pad
-    labels: torch.Tensor  # [n, 5] target sequence with pads = IGNORE
+    seq: torch.Tensor  # [n, T] target sequences (T = the task's seq_len: 5 composition, 7 comparison)
+    prompt_len: torch.Tensor  # [n] 2 (atomic), 3 (composition) or 5 (comparison)
+    inputs: torch.Tensor  # [n, T] prompt with answer slots = pad
+    labels: torch.Tensor  # [n, T] target sequence with pads = IGNORE
     at: torch.Tensor  # [n, 2] positions of seq that predict t and </a>
     targets: torch.Tensor  # [n, 2] t and </a>
-    bridge: torch.Tensor  # [n] bridge entity token id (-1 for atomic facts)
+    bridge: torch.Tensor  # [n] bridge entity token id (-1 for atomic facts and comparisons)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -53,15 +54,15 @@ class Encoded:
 
 def encode(ds: Dataset, rows: np.ndarray) -> Encoded:
     vocab = ds.vocab
-    rows = np.asarray(rows).reshape(-1, len(COLUMNS))
+    rows = np.asarray(rows).reshape(-1, len(vocab.columns))
     seq = torch.from_numpy(vocab.encode(rows))
-    prompt_len = torch.from_numpy(np.where(is_composition(rows), 3, 2))
+    prompt_len = torch.from_numpy(vocab.prompt_lengths(rows))
     pos = torch.arange(seq.shape[1])
     inputs = torch.where(pos < prompt_len[:, None], seq, vocab.pad_id)
     labels = torch.where(seq == vocab.pad_id, IGNORE, seq)
     at = torch.stack([prompt_len - 1, prompt_len], dim=1)
     targets = torch.gather(seq, 1, at + 1)
-    bridge = torch.from_numpy(np.where(rows[:, 3] >= 0, vocab.entity_id(rows[:, 3]), -1))
+    bridge = torch.from_numpy(vocab.bridge_ids(rows))
     return Encoded(seq, prompt_len, inputs, labels, at, targets, bridge)
 
 

@@ -1,6 +1,7 @@
 """The original authors' JSON format (Wang et al.'s and He et al.'s released generators): export and import,
 so datasets move both ways between grokscope and the released code (Wang et al.'s ``composition.ipynb``, He et al.'s
-``Grokking_analysis``).
+``Grokking_analysis``; the comparison task's in ``comparison_format.py``, chosen by the dataset's task on export and
+by the vocabulary on import).
 
 Items are ``{"input_text": "<e_12><r_3>", "target_text": "<e_12><r_3><e_907></a>"}``; probes carry a ``type``.
 Export order equals storage order and import reads in order, so a round trip keeps the content fingerprint.
@@ -16,6 +17,7 @@ import numpy as np
 
 from grokscope.data.augment import SOURCE_AUG_HOP1, SOURCE_AUG_HOP2, SOURCE_NATURAL
 from grokscope import artifacts
+from grokscope.data.comparison_format import export_comparison, import_comparison, is_comparison_vocab
 from grokscope.data.store import Dataset, is_composition
 from grokscope.data.transfer import fact_lookup
 from grokscope.data.vocab import TOKEN_RE, Vocab
@@ -42,6 +44,8 @@ def export_original(ds: Dataset, out: Path, force: bool = False) -> Path:
     if ds.meta.get("kind") == "transfer":
         raise GrokscopeError("export of transfer datasets is not supported; export the pre-training dataset and "
                              "rebuild the transfer set with `grokscope data transfer`")
+    if ds.task == "comparison":
+        return export_comparison(ds, out, force)
     def fill(tmp: Path) -> None:
         train = _items(ds.arrays["train_atomic"]) + _items(ds.arrays["train_inferred"])
         test = [item for t in ds.probe_types for item in _items(ds.probe(t), t)]
@@ -95,15 +99,17 @@ def _import_original(folder: Path) -> Dataset:
         raise GrokscopeError(f"{folder} holds invalid JSON ({exc}); re-export it") from None
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise GrokscopeError(f"{folder / 'vocab.json'}: not a list of token strings; re-export the dataset")
+    for name, items in (("train.json", train), ("valid.json", valid), ("test.json", test)):
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            raise GrokscopeError(f"{folder / name}: not a list of items; re-export the dataset")
+    if is_comparison_vocab(tokens):
+        return import_comparison(folder, tokens, train, valid, test)
     ent = {t: int(t[3:-1]) for t in tokens if t.startswith("<e_")}
     rel = {t: int(t[3:-1]) for t in tokens if t.startswith("<r_")}
     if not ent or not rel or sorted(ent.values()) != list(range(len(ent))) or \
             sorted(rel.values()) != list(range(len(rel))):
         raise GrokscopeError(f"{folder / 'vocab.json'}: entity / relation tokens are missing or not numbered "
                              f"0..n-1; re-export the dataset")
-    for name, items in (("train.json", train), ("valid.json", valid), ("test.json", test)):
-        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-            raise GrokscopeError(f"{folder / name}: not a list of items; re-export the dataset")
     vocab = Vocab(len(ent), len(rel))
     train_rows = _parse(train, "train.json", ent, rel)
     is_atomic = ~is_composition(train_rows)

@@ -1,7 +1,9 @@
 """On-disk dataset format: ``dataset.json`` + ``vocab.json`` + ``arrays.npz``, written atomically.
 
-Facts are stored as int32 rows with columns ``COLUMNS = (h, r1, r2, b, t)``: atomic facts have ``r2 = b = -1``;
-compositions keep their bridge entity ``b`` so analyses never re-derive it. Array names:
+Facts are stored as int32 rows whose columns the dataset's task gives (``vocab.columns``). The composition task's
+are ``COLUMNS = (h, r1, r2, b, t)``: atomic facts have ``r2 = b = -1``; compositions keep their bridge entity ``b`` so
+analyses never re-derive it. The comparison task's are ``(e1, attr, e2, v1, v2, answer)`` (``data/comparison.py``).
+In both, column 2 is set exactly in the inferred rows (compositions, comparisons). Array names:
 
 - ``atomic`` / ``atomic.is_ood`` (/ ``atomic.is_new`` in transfer sets): every fact of the graph;
 - ``train_atomic``, ``train_inferred`` (+ ``train_inferred.source``: 0 natural, 1 hop-1 aug, 2 hop-2 aug),
@@ -24,7 +26,7 @@ import numpy as np
 
 from grokscope import artifacts
 from grokscope.version import __version__
-from grokscope.data.vocab import Vocab
+from grokscope.data.vocab import ComparisonVocab, Vocab, vocab_from_json
 from grokscope.errors import GrokscopeError
 
 SCHEMA_VERSION = 1
@@ -36,7 +38,8 @@ R2 = COLUMNS.index("r2")
 
 
 def is_composition(rows: np.ndarray) -> np.ndarray:
-    """[n] whether each stored row is a two-hop composition (atomic facts have r2 = -1)."""
+    """[n] whether each stored row is an inferred item: a two-hop composition (atomic facts have r2 = -1), or in a
+    comparison dataset a comparison (column 2, e2, likewise -1 in atomic facts)."""
     return np.asarray(rows)[:, R2] >= 0
 
 
@@ -45,8 +48,13 @@ class Dataset:
     """A dataset in memory: metadata, vocabulary and named arrays."""
 
     meta: dict
-    vocab: Vocab
+    vocab: Vocab | ComparisonVocab
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """``composition`` or ``comparison``."""
+        return self.vocab.task
 
     @property
     def probe_types(self) -> list[str]:
@@ -76,7 +84,7 @@ class Dataset:
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
-        h.update(f"{self.vocab.num_entities}:{self.vocab.num_relations}".encode())
+        h.update(self.vocab.signature().encode())
         for name in sorted(self.arrays):
             arr = np.ascontiguousarray(self.arrays[name])
             h.update(f"|{name}:{arr.dtype.str}:{arr.shape}|".encode())
@@ -87,7 +95,7 @@ class Dataset:
         """Fill the derived metadata (counts, fingerprint, schema) before saving."""
         self.meta.update(schema_version=SCHEMA_VERSION, grokscope_version=__version__,
                          counts=self.counts(), fingerprint=self.fingerprint(),
-                         d_vocab=self.vocab.d_vocab, columns=list(COLUMNS))
+                         d_vocab=self.vocab.d_vocab, columns=list(self.vocab.columns))
         return self
 
 
@@ -97,7 +105,7 @@ class ProbeSet:
 
     dataset: Dataset
     name: str
-    rows: np.ndarray  # [n, 5] storage rows (h, r1, r2, b, t)
+    rows: np.ndarray  # [n, columns] storage rows (composition: h, r1, r2, b, t)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -154,19 +162,21 @@ def load(path: Path, verify: bool = True) -> Dataset:
     return ds
 
 
-def _load_vocab(path: Path, fix: str) -> Vocab:
+def _load_vocab(path: Path, fix: str) -> Vocab | ComparisonVocab:
     data = artifacts.read_json(path, fix)
-    n_ent, n_rel = data.get("num_entities"), data.get("num_relations")
-    if not (isinstance(n_ent, int) and isinstance(n_rel, int) and n_ent > 0 and n_rel > 0):
-        raise GrokscopeError(f"{path}: num_entities / num_relations are missing or not positive integers; {fix}")
-    vocab = Vocab(n_ent, n_rel)
+    if not isinstance(data, dict):
+        raise GrokscopeError(f"{path}: not a vocabulary (a JSON object); {fix}")
+    try:
+        vocab = vocab_from_json(data)
+    except ValueError as exc:
+        raise GrokscopeError(f"{path}: {exc}; {fix}") from None
     if data.get("tokens") != vocab.tokens():
-        raise GrokscopeError(f"{path}: the token list does not match {n_ent} entities and {n_rel} relations "
-                             f"(a token is missing, extra or renamed); {fix}")
+        raise GrokscopeError(f"{path}: the token list does not match the sizes it states ({vocab.signature()}; a "
+                             f"token is missing, extra or renamed); {fix}")
     return vocab
 
 
-def _load_arrays(path: Path, vocab: Vocab, fix: str) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, vocab: Vocab | ComparisonVocab, fix: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -177,14 +187,17 @@ def _load_arrays(path: Path, vocab: Vocab, fix: str) -> dict[str, np.ndarray]:
     missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
     if missing:
         raise GrokscopeError(f"{path}: arrays {', '.join(missing)} are missing; {fix}")
-    limits = np.array([vocab.num_entities, vocab.num_relations, vocab.num_relations, vocab.num_entities,
-                       vocab.num_entities])
+    limits, width = vocab.row_limits(), len(vocab.columns)
     for name, arr in arrays.items():
         if not is_row_array(name):
             continue  # per-row flags (is_ood, source, category, ...)
-        if arr.ndim != 2 or arr.shape[1] != len(COLUMNS) or not np.issubdtype(arr.dtype, np.integer):
-            raise GrokscopeError(f"{path}: array {name} has shape {arr.shape} ({arr.dtype}), expected [n, 5] "
-                                 f"integers; {fix}")
-        if len(arr) and ((arr >= limits).any() or (arr < -1).any() or (arr[:, [0, 1, 4]] < 0).any()):
+        if arr.ndim != 2 or arr.shape[1] != width or not np.issubdtype(arr.dtype, np.integer):
+            raise GrokscopeError(f"{path}: array {name} has shape {arr.shape} ({arr.dtype}), expected [n, {width}] "
+                                 f"integers ({vocab.task} rows); {fix}")
+        if len(arr) and ((arr >= limits).any() or (arr < -1).any() or
+                         (arr[:, list(vocab.REQUIRED_COLUMNS)] < 0).any()):
             raise GrokscopeError(f"{path}: array {name} holds ids outside the vocabulary; {fix}")
+        problem = vocab.row_problem(arr) if len(arr) else None
+        if problem:
+            raise GrokscopeError(f"{path}: array {name} holds {problem}; {fix}")
     return arrays

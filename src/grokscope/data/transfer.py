@@ -163,12 +163,20 @@ def retention_sets(atomic: np.ndarray, lookup: np.ndarray, kept_atomic: np.ndarr
     return {f"probe.{name}": atomic[mask] for name, mask in masks.items()}
 
 
-def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
-    """The transfer dataset of ``parent`` (a pre-training dataset), following He et al. §5.1 and the authors' code,
-    with sizes scaled by N."""
+def check_transfer_parent(parent: Dataset) -> None:
+    """A transfer set is derived from a composition pre-training dataset."""
     if parent.meta.get("kind") == "transfer":
         raise GrokscopeError("the parent is already a transfer dataset; derive the transfer set from a "
                              "pre-training dataset")
+    if parent.task != "composition":
+        raise GrokscopeError(f"transfer sets are new two-hop facts (He et al. §5.1): the parent is a {parent.task} "
+                             f"dataset; derive it from a composition dataset")
+
+
+def build_transfer(parent: Dataset, cfg: DataConfig) -> Dataset:
+    """The transfer dataset of ``parent`` (a pre-training dataset), following He et al. §5.1 and the authors' code,
+    with sizes scaled by N."""
+    check_transfer_parent(parent)
     cfg.validate(transfer=True)
     n_ent, n_rel = parent.vocab.num_entities, parent.vocab.num_relations
     rng = stream(cfg.transfer_seed, STREAM_TRANSFER)

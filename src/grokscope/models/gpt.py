@@ -281,7 +281,9 @@ class GPT(ModelFamily):
         return 3.0 * batch_size * (T * per_token + attention + head)
 
     def prompt(self, batch) -> torch.Tensor:
-        return batch.seq[:, :3]
+        # the sequence without its answer and </a>: (h, r1, r2) in composition, (attr, <q>, e1, <mask>, e2) in
+        # comparison
+        return batch.seq[:, :batch.seq.shape[1] - 2]
 
     def readout_stages(self) -> list[tuple[str, str]]:
         # L0 = embeddings, Ll = output of block l.

@@ -37,7 +37,6 @@ from grokscope.models.losses import IGNORE, sequence_mean_loss
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 PRECISION_DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
-ANSWER_SLOT = 3  # the slot of t in [h, r1, r2, t, </a>]
 
 
 @dataclass
@@ -378,4 +377,6 @@ class TRM(ModelFamily):
         return self.readout_stages()[1:-1]
 
     def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self(tokens)[:, ANSWER_SLOT]
+        # the answer's slot, the one before </a>: t in [h, r1, r2, t, </a>], the label in the comparison task's
+        # [attr, <q>, e1, <mask>, e2, label, </a>]
+        return self(tokens)[:, tokens.shape[1] - 2]

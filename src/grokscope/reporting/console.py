@@ -8,8 +8,8 @@ def print_dataset_summary(ds, header: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{header}\n{ds.meta['name']} ({ds.meta['kind']}), fingerprint {ds.meta['fingerprint']}, "
-                        f"d_vocab {ds.vocab.d_vocab}", title_justify="left")
+    table = Table(title=f"{header}\n{ds.meta['name']} ({ds.task} task, {ds.meta['kind']}), fingerprint "
+                        f"{ds.meta['fingerprint']}, d_vocab {ds.vocab.d_vocab}", title_justify="left")
     table.add_column("split / probe type")
     table.add_column("items", justify="right")
     for name, n in ds.meta["counts"].items():

@@ -23,7 +23,7 @@ from grokscope import runtime
 from grokscope.config import from_dict
 from grokscope.data.build import build_dataset
 from grokscope.data.config import DataConfig
-from grokscope.data.encoding import SEQ_LEN, encode, training_rows
+from grokscope.data.encoding import encode, training_rows
 from grokscope.data.store import Dataset
 from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
@@ -79,7 +79,7 @@ class Estimator:
         return self.transfer_sets[path]
 
     def cost(self, family: str, model_dict: dict, cfg: TrainConfig, ds: Dataset) -> Cost:
-        model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, SEQ_LEN) \
+        model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, ds.vocab.seq_len) \
             .for_precision(cfg.precision)
         with torch.device("meta"):  # sizes and FLOPs without allocating the weights
             meta = build_model(model_cfg)

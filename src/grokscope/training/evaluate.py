@@ -88,7 +88,7 @@ def eval_sets(ds: Dataset, model, probes: dict[str, np.ndarray], lens: dict[str,
     ``mixed`` (probe name -> category code) marks the mixed categories also scored on retained old hops."""
     sets = {name: encode(ds, rows) for name, rows in probes.items()}
     use = {}
-    if bridge_use_cap > 0:
+    if bridge_use_cap > 0 and ds.task == "composition":  # a comparison has no bridge entity to swap
         for suffix, name in lens.items():
             if len(probes.get(name, ())) and is_composition(probes[name]).any():
                 use[suffix] = bridge_use_set(ds, model, probes[name], bridge_use_cap)

@@ -13,7 +13,7 @@ import torch
 
 from grokscope import artifacts, runs, runtime
 from grokscope.version import __version__
-from grokscope.data.encoding import SEQ_LEN, training_rows
+from grokscope.data.encoding import training_rows
 from grokscope.data.store import Dataset
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import build_model, family_of
@@ -66,9 +66,9 @@ def check_fits_dataset(model_cfg, ds: Dataset) -> None:
     if model_cfg.d_vocab != ds.vocab.d_vocab:
         raise GrokscopeError(f"model d_vocab {model_cfg.d_vocab} does not match the dataset's {ds.vocab.d_vocab}; "
                              f"drop the d_vocab override (it is read from dataset.json)")
-    if model_cfg.context_length < SEQ_LEN:
+    if model_cfg.context_length < ds.vocab.seq_len:
         raise GrokscopeError(f"model sequence length {model_cfg.context_length} is shorter than the dataset's "
-                             f"{SEQ_LEN} tokens; drop the n_ctx/seq_len override")
+                             f"{ds.vocab.seq_len} tokens; drop the n_ctx/seq_len override")
 
 
 TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments

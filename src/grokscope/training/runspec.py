@@ -19,6 +19,7 @@ from pathlib import Path
 from grokscope.artifacts import upgrade_settings
 from grokscope.config import from_dict, route_sets, split_set_items, to_dict
 from grokscope.data.config import TRANSFER_DRAWS
+from grokscope.data.vocab import SEQ_LEN
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, config_from_dict, family, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
@@ -75,11 +76,15 @@ class RunSpec:
         return cls(data=str(data), out=str(out), family=family_name, train=plain(to_dict(train_cfg)),
                    model=plain(model), **flags)
 
-    def configs(self, d_vocab: int):
-        """(TrainConfig, model config) as typed dataclasses, the model sized for a dataset of ``d_vocab`` tokens (the
-        sequence length was sized when the spec was built; a size the user set is kept, for the trainer to check)."""
+    def configs(self, d_vocab: int, seq_len: int = SEQ_LEN):
+        """(TrainConfig, model config) as typed dataclasses, the model sized for a dataset of ``d_vocab`` tokens and
+        ``seq_len`` positions. The spec was built with the composition task's length (5): where it still holds 5, a
+        dataset of longer sequences (the comparison task's 7) sizes it (a 5 the user set could not fit it anyway);
+        any other size the user set is kept, for the trainer to check."""
         train_cfg = from_dict(TrainConfig, self.train, f"{self.out}: train config")
         model_cfg = config_from_dict(self.family, {"d_vocab": d_vocab, **self.model}, f"{self.out}: model config")
+        if model_cfg.context_length == SEQ_LEN != seq_len:
+            model_cfg = model_cfg.for_dataset(model_cfg.d_vocab, seq_len)
         return train_cfg, model_cfg
 
     def settings(self) -> dict:

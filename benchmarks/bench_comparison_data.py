@@ -16,15 +16,17 @@ import argparse
 import dataclasses
 import itertools
 import json
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from grokscope.data.comparison import COMPARISON_PRESETS, build_comparison
-from grokscope.data.comparison_format import export_comparison
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_time  # noqa: E402
+
+from grokscope.data.comparison import COMPARISON_PRESETS, build_comparison  # noqa: E402
+from grokscope.data.comparison_format import export_comparison  # noqa: E402
 
 
 def baseline(out: Path, n: int, a: int = 20, v: int = 20, phi: float = 7.2, id_ratio: float = 0.9, seed: int = 0):
@@ -72,15 +74,6 @@ def baseline(out: Path, n: int, a: int = 20, v: int = 20, phi: float = 7.2, id_r
     return len(train)
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="median over this many builds (the baseline: 1)")
@@ -90,11 +83,12 @@ def main() -> None:
     cfg = dataclasses.replace(COMPARISON_PRESETS["paper"], num_entities=n)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ours = timed(lambda: export_comparison(build_comparison(cfg), tmp / "ours", force=True), args.repeats)
-        paper = timed(lambda: export_comparison(build_comparison(COMPARISON_PRESETS["paper"]), tmp / "paper",
-                                                force=True), args.repeats)
+        ours = median_time(lambda: export_comparison(build_comparison(cfg), tmp / "ours", force=True), args.repeats,
+                           warmup=0)
+        paper = median_time(lambda: export_comparison(build_comparison(COMPARISON_PRESETS["paper"]), tmp / "paper",
+                                                      force=True), args.repeats, warmup=0)
         (tmp / "base").mkdir()
-        base = timed(lambda: baseline(tmp / "base", n), 1)
+        base = median_time(lambda: baseline(tmp / "base", n), 1, warmup=0)
     print(f"comparison dataset, {n} entities x 20 attributes (JSON written): grokscope {ours:.3f} s (median of "
           f"{args.repeats}), baseline {base:.2f} s -> ratio {base / ours:.0f}x")
     print(f"grokscope at the authors' 1,000 entities: {paper:.3f} s (the baseline's loop grows with N^2: about "

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grokscope.data.comparison import COMPARISON_PRESETS, ComparisonConfig, build_comparison, labels
+from grokscope.data.comparison import COMPARISON_PRESETS, ComparisonConfig, build_comparison
+from grokscope.data.vocab import comparison_labels as labels
 from grokscope.data.encoding import encode
 from grokscope.data.store import load, save
 from grokscope.errors import GrokscopeError

@@ -29,17 +29,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope.data.comparison import labels
+from grokscope.data.comparison import value_table
 from grokscope.data.encoding import encode
 from grokscope.data.store import Dataset, is_composition
+from grokscope.data.vocab import comparison_labels
 from grokscope.metrics.records import TIDY_COLUMNS
-from grokscope.models.readout import answers, patched_stages, stage_logits
+from grokscope.models.readout import answers, patched_stages, replace_at, stage_logits
 
 E1, MASK, E2 = 2, 3, 4  # prompt positions of [attr, <q>, e1, <mask>, e2]
-PATCHED = {E1: (E1, MASK), E2: (E2,)}  # per entity (by its position), the positions Wang et al. replace
+PATCHED = {E1: [E1, MASK], E2: [E2]}  # per entity (by its position), the positions Wang et al. replace
+ENTITY_NAMES = {E1: "e1", E2: "e2"}
 
 
-def answer_position(model, tokens: torch.Tensor, seq_len: int) -> int:
+def answer_position(tokens: torch.Tensor, seq_len: int) -> int:
     """Where the label is read: a causal decoder's last prompt position; a model that fills answer slots (the trm,
     whose prompt is the whole sequence) the label's own slot."""
     return tokens.shape[1] - 2 if tokens.shape[1] == seq_len else tokens.shape[1] - 1
@@ -65,7 +67,7 @@ def lens_records(model, ds: Dataset, rows: np.ndarray) -> list[tuple]:
             out.append((name, s, at, "value_top1", float(top[s].float().mean())))
             out.append((name, s, at, "value_mrr", float((1 / (rank[s] + 1)).mean())))
     label_ids = torch.as_tensor(vocab.label_id(rows[:, 1], rows[:, 5]), device=logits.device)
-    at = answer_position(model, tokens, vocab.seq_len)
+    at = answer_position(tokens, vocab.seq_len)
     read = logits[:, :, at].argmax(-1) == label_ids  # [S, B]
     for s, name in enumerate(names):
         out.append((name, s, at, "label_top1", float(read[s].float().mean())))
@@ -78,8 +80,7 @@ def counterfactuals(ds: Dataset, rows: np.ndarray, entity: str, seed: int = 0) -
     dataset could hold) whose value changes the label: the other entity's value when the two differ, else a
     neighbour of it. Returns (index of the comparisons that have one, their counterfactual rows)."""
     atomic, is_ood = ds.arrays["atomic"], ds.arrays["atomic.is_ood"].astype(bool)
-    value = np.full((ds.vocab.num_entities, ds.vocab.num_attributes), -1)
-    value[atomic[:, 0], atomic[:, 1]] = atomic[:, 5]
+    value = value_table(atomic, ds.vocab.num_entities, ds.vocab.num_attributes)
     in_id = np.zeros_like(value, dtype=bool)
     in_id[atomic[:, 0], atomic[:, 1]] = ~is_ood
     rng = np.random.default_rng(seed)
@@ -96,18 +97,10 @@ def counterfactuals(ds: Dataset, rows: np.ndarray, entity: str, seed: int = 0) -
         new = list(row)
         new[col] = int(rng.choice(pool))
         new[3], new[4] = value[new[0], attr], value[new[2], attr]
-        new[5] = int(labels(new[3], new[4]))
+        new[5] = int(comparison_labels(new[3], new[4]))
         keep.append(k)
         out.append(new)
     return np.array(keep, dtype=np.int64), np.array(out, dtype=rows.dtype).reshape(-1, rows.shape[1])
-
-
-def _replace_positions(positions: list[int], states: dict[str, torch.Tensor]):
-    def patch(act, hook):
-        act = act.clone()
-        act[:, positions] = states[hook.name][:, positions].to(act.dtype)
-        return act
-    return patch
 
 
 @torch.no_grad()
@@ -115,23 +108,24 @@ def trace_records(model, ds: Dataset, rows: np.ndarray) -> tuple[list[tuple], di
     """(stage, stage_index, position, metric, value) of the causal tracing at e1 and e2; and how many comparisons
     each entity's tracing used: those with a counterfactual, answered right both as themselves and as the
     counterfactual (none: no rows for that entity)."""
-    stages = [hook for _, hook in model.patch_stages()]
-    names = [label for label, _ in model.patch_stages()]
+    names, stages = [label for label, _ in model.patch_stages()], [hook for _, hook in model.patch_stages()]
     out, counts = [], {}
     for entity, positions in PATCHED.items():
-        keep, ctf = counterfactuals(ds, rows, "e1" if entity == E1 else "e2")
+        keep, ctf = counterfactuals(ds, rows, ENTITY_NAMES[entity])
+        counts[entity] = 0
+        if not len(keep):
+            continue
         clean = model.prompt(encode(ds, rows[keep])).to(model.device)
         source = model.prompt(encode(ds, ctf)).to(model.device)
         expect = torch.as_tensor(ds.vocab.label_id(ctf[:, 1], ctf[:, 5]), device=model.device)
         own = torch.as_tensor(ds.vocab.label_id(rows[keep, 1], rows[keep, 5]), device=model.device)
-        right = (answers(model, clean) == own) & (answers(model, source) == expect) if len(keep) else \
-            torch.zeros(0, dtype=torch.bool)
+        right = (answers(model, clean) == own) & (answers(model, source) == expect)
         counts[entity] = int(right.sum())
         if not counts[entity]:
             continue
         clean, source, expect = clean[right], source[right], expect[right]
         _, cache = model.run_with_cache(source, names_filter=stages)
-        patch = _replace_positions([model.token_offset + p for p in positions], cache)
+        patch = replace_at([model.token_offset + p for p in positions], cache)
         for s, name in enumerate(names):
             with model.hooks([(hook, patch) for hook in patched_stages(model, stages, s)]):
                 flipped = model.answer_logits(clean).argmax(-1) == expect
@@ -162,8 +156,7 @@ def summarise(table: pd.DataFrame) -> dict:
     out = {}
     for (step, probe), part in table.groupby(["step", "probe_type"]):
         best = part.groupby(["metric", "position"])["value"].max()
-        where = {E1: "e1", E2: "e2"}
-        entry = {f"{metric}@{'answer' if metric == 'label_top1' else where[position]}": float(v)
+        entry = {f"{metric}@{'answer' if metric == 'label_top1' else ENTITY_NAMES[position]}": float(v)
                  for (metric, position), v in best.items()}
         read = part[(part.metric == "label_top1") & (part.value >= 0.5)]
         entry["label_read_from"] = None if read.empty else str(read.sort_values("stage_index").iloc[0]["stage"])

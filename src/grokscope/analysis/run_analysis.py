@@ -146,12 +146,11 @@ def analyze(run: Path, steps: str = defaults.STEPS, probes: str = defaults.PROBE
     run = Path(run)
     wanted = resolve_analyses(analyses)
     ds = run_dataset(run, data)
+    work = _analyze
     if ds.task == "comparison":
-        wanted = comparison_analyses(wanted, analyses)
+        wanted, work = comparison_analyses(wanted, analyses), _analyze_comparison
     with artifacts.FolderLock(run, "run"):  # not while the run trains, nor beside another analysis of it
-        if ds.task == "comparison":
-            return _analyze_comparison(run, wanted, ds, steps, probes, device, log)
-        return _analyze(run, wanted, ds, steps, probes, device, log)
+        return work(run, wanted, ds, steps, probes, device, log)
 
 
 def comparison_analyses(wanted: list[str], spec: str) -> list[str]:
@@ -186,12 +185,11 @@ def _analyze_comparison(run: Path, wanted: list[str], ds: Dataset, steps: str, p
         log(f"analysed step {step}")
     result: dict = {"run": str(run), "steps": step_list, "probe_types": probe_types, "device": device,
                     "analyses": list(wanted), "task": ds.task}
-    tables = [pd.concat(found, ignore_index=True) for found in parts.values() if found]
-    for name, found in parts.items():
-        if found:
-            merge_table(out_dir / f"comparison_{name}.parquet", pd.concat(found, ignore_index=True))
+    tables = {name: pd.concat(found, ignore_index=True) for name, found in parts.items() if found}
+    for name, table in tables.items():
+        merge_table(out_dir / f"comparison_{name}.parquet", table)
     if tables:
-        result["comparison"] = summarise(pd.concat(tables, ignore_index=True))
+        result["comparison"] = summarise(pd.concat(tables.values(), ignore_index=True))
     artifacts.write_json_atomic(out_dir / "summary.json", result)
     return result
 

@@ -25,11 +25,10 @@ import numpy as np
 from grokscope.data.composition import sample_cap
 from grokscope.data.kg import STREAM_KG, STREAM_OOD, STREAM_PHI, STREAM_PROBES, STREAM_SPLIT, stream
 from grokscope.data.store import Dataset
-from grokscope.data.vocab import ComparisonVocab
+from grokscope.data.vocab import ComparisonVocab, comparison_labels
 from grokscope.errors import GrokscopeError
 
 TASK = "comparison"
-LESS, EQUAL, GREATER = 0, 1, 2  # the labels, in the order of the authors' <attr_i_0>, <attr_i_1>, <attr_i_2>
 # Sizes beyond these are typos: every attribute's ID pairs are enumerated (A x n_id^2 / 2 of them, 8.1 million at
 # the authors' size, about 0.2 GB).
 MAX_ENTITIES = 20_000
@@ -136,9 +135,11 @@ def resolve_comparison_config(preset: str, overrides: dict | None = None) -> Com
     return apply_overrides(cfg, overrides, what="data") if overrides else cfg
 
 
-def labels(v1: np.ndarray, v2: np.ndarray) -> np.ndarray:
-    """The comparison label of each pair of values: LESS, EQUAL or GREATER."""
-    return np.sign(np.asarray(v1, np.int64) - np.asarray(v2, np.int64)) + 1
+def value_table(atomic: np.ndarray, num_entities: int, num_attributes: int) -> np.ndarray:
+    """[N, A] each entity's value for each attribute, from the atomic rows (-1 where a fact is missing)."""
+    value = np.full((num_entities, num_attributes), -1, dtype=np.int64)
+    value[atomic[:, 0], atomic[:, 1]] = atomic[:, 5]
+    return value
 
 
 def atomic_rows(values: np.ndarray) -> np.ndarray:
@@ -154,7 +155,7 @@ def atomic_rows(values: np.ndarray) -> np.ndarray:
 def comparison_rows(values: np.ndarray, attr: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
     """Comparisons ``(e1, attr, e2, v1, v2, label)``."""
     v1, v2 = values[e1, attr], values[e2, attr]
-    return np.stack([e1, attr, e2, v1, v2, labels(v1, v2)], axis=1).astype(np.int32)
+    return np.stack([e1, attr, e2, v1, v2, comparison_labels(v1, v2)], axis=1).astype(np.int32)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from grokscope import artifacts
+from grokscope.data.comparison import value_table
 from grokscope.data.store import Dataset, is_composition
 from grokscope.data.vocab import TOKEN_RE, ComparisonVocab
 from grokscope.errors import GrokscopeError
@@ -115,8 +116,7 @@ def import_comparison(folder: Path, tokens: list[str], train: list, valid: list,
     train_rows = _parse(train, "train.json", vocab)
     is_atomic = ~is_composition(train_rows)
     atomic = train_rows[is_atomic]
-    value = np.full((vocab.num_entities, vocab.num_attributes), -1, dtype=np.int64)
-    value[atomic[:, 0], atomic[:, 1]] = atomic[:, 5]
+    value = value_table(atomic, vocab.num_entities, vocab.num_attributes)
 
     def with_values(rows: np.ndarray, where: str) -> np.ndarray:
         inferred = is_composition(rows)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from grokscope.data.store import Dataset
+from grokscope.data.vocab import SEQ_LEN  # noqa: F401 (the composition task's length, for this module's readers)
 
 IGNORE = -100  # label value that the losses skip
-SEQ_LEN = 5  # every composition example is [h, r1, r2, t, </a>] (atomic facts: [h, r, t, </a>, pad])
 
 
 @dataclass

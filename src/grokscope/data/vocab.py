@@ -111,6 +111,11 @@ class Vocab:
         return "".join(table[i] for i in ids if i != self.pad_id)
 
 
+def comparison_labels(v1, v2) -> np.ndarray:
+    """The comparison task's label of each pair of values: 0 (v1 < v2), 1 (equal) or 2 (v1 > v2)."""
+    return np.sign(np.asarray(v1, np.int64) - np.asarray(v2, np.int64)) + 1
+
+
 COMPARISON_SEQ_LEN = 7  # [attr, <q>, e1, <mask>, e2, label, </a>]; atomic facts [e, attr, value, </a>, pad x 3]
 
 
@@ -189,8 +194,7 @@ class ComparisonVocab:
         atomic, comp = rows[~inferred], rows[inferred]
         if (atomic[:, 3:5] != -1).any() or (atomic[:, 5] >= self.num_values).any():
             return "an atomic fact with a second entity, values, or a value out of range"
-        label = np.sign(comp[:, 3] - comp[:, 4]) + 1
-        if (comp[:, 3:5] < 0).any() or (comp[:, 5] != label).any():
+        if (comp[:, 3:5] < 0).any() or (comp[:, 5] != comparison_labels(comp[:, 3], comp[:, 4])).any():
             return "a comparison whose label is not the one its two values give"
         return None
 

@@ -54,9 +54,9 @@ def answers(model, tokens: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     return torch.cat([model.answer_logits(tokens[i:i + chunk]).argmax(-1) for i in range(0, len(tokens), chunk)])
 
 
-def replace_at(pos: int, states: dict[str, torch.Tensor]):
-    """A hook that replaces the state at token position ``pos`` with the one ``states`` (another run's cache, keyed by
-    hook name) holds there: the one patching step of bridge use and causal tracing."""
+def replace_at(pos: int | list[int], states: dict[str, torch.Tensor]):
+    """A hook that replaces the state at token position ``pos`` (or positions) with the one ``states`` (another run's
+    cache, keyed by hook name) holds there: the one patching step of bridge use and causal tracing."""
     def patch(act, hook):
         act = act.clone()
         act[:, pos] = states[hook.name][:, pos].to(act.dtype)

@@ -513,28 +513,28 @@ def plan_study(preset: str = "micro", out: Path | None = None, sets: list[str] |
 
 @checked
 def plan_sweep(grid: list[str], preset: str = "micro", out: Path | None = None, model: str | None = None,
-               device: str = "auto") -> list[dict]:
+               device: str = "auto", task: str = "composition") -> list[dict]:
     """Every job of a sweep with its budget and estimated cost; runs and writes nothing (``sweep --plan``)."""
     from grokscope.runtime import pick_device
     from grokscope.studies.estimate import plan_rows
     from grokscope.sweeps import sweep_jobs
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
-    _, data_jobs, train_jobs = sweep_jobs(preset, grid, out, model)
+    _, data_jobs, train_jobs = sweep_jobs(preset, grid, out, model, task)
     return plan_rows([*data_jobs, *(job for _, job in train_jobs)], pick_device(device), log=lambda _msg: None)
 
 
 @checked
 def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, executor: str = "local",
           address: str | None = None, model: str | None = None, runner=None, log=print, stack: bool = True,
-          fresh: bool = False) -> Path:
+          fresh: bool = False, task: str = "composition") -> Path:
     """Train over a grid of config values (stacked where the points share an architecture); returns the path of
-    sweep.csv."""
+    sweep.csv. ``task="comparison"``: on the preset's comparison dataset (its ``comparison`` section)."""
     from grokscope.sweeps import run_sweep
 
     out = Path(out) if out else Path("reports") / f"sweep_{Path(preset).stem}"
     return run_sweep(preset, grid, out, executor, address, model, log=log, runner=runner or execute, stack=stack,
-                     fresh=fresh)
+                     fresh=fresh, task=task)
 
 
 def execute(call: dict) -> int:

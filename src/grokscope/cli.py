@@ -325,12 +325,15 @@ def sweep_cmd(
     fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the sweep in --out."),
     plan_only: bool = typer.Option(False, "--plan", help="Print every grid point with its steps, parameters, "
                                                          "training FLOPs and estimated time here; run nothing."),
+    task: str = typer.Option("composition", "--task", help="composition (the preset's natural regime) or "
+                                                            "comparison (the preset's comparison section, Wang et "
+                                                            "al.'s comparison task)."),
 ) -> None:
     """Train over a grid of config values and write a milestone table (CSV) and figures."""
     if plan_only:
-        return _print_plan(api.plan_sweep(grid=grid, preset=preset, out=out, model=model))
+        return _print_plan(api.plan_sweep(grid=grid, preset=preset, out=out, model=model, task=task))
     csv = api.sweep(grid=grid, preset=preset, out=out, executor=executor, address=address, model=model,
-                    stack=stack, fresh=fresh)
+                    stack=stack, fresh=fresh, task=task)
     print(csv.read_text())
     print(f"wrote {csv} and {csv.with_name('sweep.png')}")
 

@@ -19,7 +19,9 @@ import pandas as pd
 
 from grokscope import artifacts
 from grokscope.config import repeated, route_sets
+from grokscope.data.comparison import ComparisonConfig, resolve_comparison_config
 from grokscope.data.config import DataConfig, resolve_data_config
+from grokscope.data.vocab import ComparisonVocab
 from grokscope.metrics import thresholds as th
 from grokscope.metrics.milestones import first_step, is_delayed
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
@@ -27,12 +29,14 @@ from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job, upgraded
 from grokscope.studies.run import INTERRUPTED
-from grokscope.studies.spec import data_sets, load_spec, model_sets, spec_dict
+from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
+                                    spec_dict)
 from grokscope.training.config import TrainConfig, resolve_train_config
 
 
-def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
-    """``section.KEY=v1,v2`` items (sections data, train, model) -> {qualified key: [values]}."""
+def parse_grid(items: list[str], model_family: str, data_cls: type = DataConfig) -> dict[str, list[str]]:
+    """``section.KEY=v1,v2`` items (sections data, train, model) -> {qualified key: [values]}; ``data_cls``: the
+    task's data config (``DataConfig``, or ``ComparisonConfig`` for the comparison task)."""
     grid, problems = {}, []
     fam = family(model_family)
     for item in items:
@@ -42,7 +46,7 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
             problems.append(f"grid item {item!r} must be data.KEY=v1,v2, train.KEY=v1,v2 or model.KEY=v1,v2")
             continue
         try:
-            route_sets([(key, "")], {"data": DataConfig, "train": TrainConfig, "model": fam.config_cls})
+            route_sets([(key, "")], {"data": data_cls, "train": TrainConfig, "model": fam.config_cls})
         except GrokscopeError as exc:
             problems.extend(exc.problems)
             continue
@@ -68,6 +72,7 @@ def parse_grid(items: list[str], model_family: str) -> dict[str, list[str]]:
     return grid
 
 
+TASKS = ("composition", "comparison")
 SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep.png", "sweep_curves.png", "phase.png", "jobs")
 
 
@@ -77,39 +82,61 @@ def point_name(point: dict[str, str]) -> str:
     return "_".join(f"{k}={v}" for k, v in point.items())
 
 
-def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | None = None):
-    """The data and train jobs of every grid point, validated before anything runs."""
+def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | None = None,
+               task: str = "composition"):
+    """The data and train jobs of every grid point, validated before anything runs. ``task="comparison"``: the points
+    train on the preset's comparison dataset (its ``comparison`` section) instead of its natural regime."""
     spec = load_spec(preset)
     names = [m.name for m in spec.models]
     if model_name is not None and model_name not in names:
         raise GrokscopeError(f"--model {model_name!r} is not a model of {preset} ({', '.join(names)})")
+    if task not in TASKS:
+        raise GrokscopeError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    comparison = task == "comparison"
+    if comparison and spec.comparison is None:
+        raise GrokscopeError(f"--task comparison: the preset {preset} has no comparison section; choose a preset "
+                             f"that has one (contrast) or add one to your study file")
     model = spec.model(model_name or names[0])
-    grid = parse_grid(grid_items, model.family)
-    base_train, base_model = model_sets(model)
+    if comparison and model not in spec.comparison_models():
+        raise GrokscopeError(f"--model {model.name}: not trained on the comparison task in {preset} "
+                             f"({', '.join(m.name for m in spec.comparison_models())})")
+    grid = parse_grid(grid_items, model.family, ComparisonConfig if comparison else DataConfig)
+    base_train, base_model = comparison_model_sets(spec, model) if comparison else model_sets(model)
+    base_data = comparison_data_sets(spec) if comparison else data_sets(spec)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     data_jobs: dict[str, Job] = {}
     train_jobs, problems = [], []
     for point in points:
-        data_set = {**data_sets(spec), **{k[5:]: v for k, v in point.items() if k.startswith("data.")}}
+        data_set = {**base_data, **{k[5:]: v for k, v in point.items() if k.startswith("data.")}}
         train_set = {**base_train, **{k[6:]: v for k, v in point.items() if k.startswith("train.")}}
         model_set = {**base_model, **{k[6:]: v for k, v in point.items() if k.startswith("model.")}}
         try:
-            cfg = resolve_data_config(spec.data.preset, "natural", None, data_set).validate()
+            if comparison:
+                preset_name = spec.comparison.preset
+                c = resolve_comparison_config(preset_name, data_set).validate()
+                d_vocab = ComparisonVocab(c.num_entities, c.num_attributes, c.num_values).d_vocab
+            else:
+                preset_name = spec.data.preset
+                d_vocab = resolve_data_config(preset_name, "natural", None, data_set).validate().num_entities
             tcfg = resolve_train_config(model.family, model.preset, train_set)
-            model_config(model.family, tcfg.model_config, d_vocab=cfg.num_entities, overrides=model_set)
+            model_config(model.family, tcfg.model_config, d_vocab=d_vocab, overrides=model_set)
         except GrokscopeError as exc:
             problems += [f"grid point {point_name(point)}: {p}" for p in exc.problems]
             continue
+        # named by its settings (and the comparison task by its own prefix): a later sweep in the same folder never
+        # mixes them up
         key = json.dumps(data_set, sort_keys=True)
-        if key not in data_jobs:  # named by its settings: a later sweep in the same folder never mixes them up
-            data_dir = out / "datasets" / f"d_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-            data_jobs[key] = data_job(spec.data.preset, "natural", data_dir, data_set, name=f"data {data_dir.name}")
+        if key not in data_jobs:
+            data_dir = out / "datasets" / f"{'c' if comparison else 'd'}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+            data_jobs[key] = data_job(preset_name, None if comparison else "natural", data_dir, data_set,
+                                      name=f"data {data_dir.name}", task=task)
         data_dir = data_jobs[key].out
         sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
         run = out / "runs" / point_name(point)
         group = json.dumps([model.name, model_set], sort_keys=True, default=str)  # same model settings: stackable
+        record = {"regime": None, "task": task} if comparison else {"regime": "natural"}
         train_jobs.append((point, train_job(model.name, model.family, model.preset, data_dir, run, sets,
-                                            {"regime": "natural", "point": point, "stack_group": group},
+                                            {**record, "point": point, "stack_group": group},
                                             [data_jobs[key].name])))
     if problems:
         raise GrokscopeError(problems)
@@ -118,11 +145,11 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
 
 def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "local", address: str | None = None,
               model_name: str | None = None, log=print, runner: Runner | None = None, stack: bool = True,
-              fresh: bool = False) -> Path:
+              fresh: bool = False, task: str = "composition") -> Path:
     """Run (or continue) a sweep in ``out``. A folder holding another sweep's finished points is refused unless
     ``fresh``: its runs would be reused under settings they were not trained with."""
     out = Path(out)
-    grid, data_jobs, train_jobs = sweep_jobs(preset, grid_items, out, model_name)
+    grid, data_jobs, train_jobs = sweep_jobs(preset, grid_items, out, model_name, task)
     if out.exists() and any(p.name != ".lock" for p in out.iterdir()) and not (out / "sweep.json").exists():
         raise GrokscopeError(f"{out}: exists and is not a sweep folder; choose another --out")
     artifacts.ensure_writable_dir(out)
@@ -133,14 +160,14 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
         elif (out / "sweep.json").exists():
             old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
-            if (old.get("spec"), old.get("model")) != (spec, model_name):
-                raise GrokscopeError(f"{out}: holds a sweep of another preset or model; choose another --out or "
-                                     f"pass --fresh to start over")
+            if (old.get("spec"), old.get("model"), old.get("task", "composition")) != (spec, model_name, task):
+                raise GrokscopeError(f"{out}: holds a sweep of another preset, model or task; choose another --out "
+                                     f"or pass --fresh to start over")
             changed = _changed_points(old.get("resolved"), [*data_jobs, *(j for _, j in train_jobs)])
             if changed:
                 raise GrokscopeError(f"{out}: finished points would change ({', '.join(changed[:3])}"
                                      f"{' ...' if len(changed) > 3 else ''}); choose another --out or pass --fresh")
-        state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name,
+        state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name, "task": task,
                  "points": [p for p, _ in train_jobs],
                  "resolved": {j.name: j.resolved for j in [*data_jobs, *(j for _, j in train_jobs)]},
                  "outputs": sorted({*(() if fresh else _recorded_outputs(out)),

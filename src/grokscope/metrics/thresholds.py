@@ -57,6 +57,11 @@ BRIDGE_PRESENT = 0.5  # a fine-tune's bridge is found when its interval lies abo
 FAITHFUL_MIN_N = 16  # the figures show the powered set where the paper's category has fewer queries than the
 #                      paper's smallest (He et al. Fig. 4 rows A/E: n = 16); the verdicts always use the paper's
 
+# -- Wang et al.'s contrast (Finding W: OOD comparison against OOD composition, reporting/contrast.py)
+ABOVE_CHANCE = 0.05  # OOD comparison "above chance": its interval above the most frequent label's share plus this
+#                      (toolkit choice: a model at chance straddles chance itself, so a rise must be a few points)
+#                    "generalised" on a task: above halfway between its chance floor and 1.0 (as COMPOSES)
+
 # The bridge-use measure (docs/methods.md, "Bridge use"): 2 = untrained donors forward, the reverse patch for OOD and
 # new hops, the carried patch for the trm. Runs and records measured with an older version show it as not measured.
 BRIDGE_USE_VERSION = 2

@@ -27,6 +27,7 @@ from grokscope.reporting import plots, reference, render
 from grokscope.reporting.findings import (CATEGORIES, RETENTION_KINDS, Decodable, FineTuneFacts, RunFacts,
                                        across_seeds, finding_1, finding_2, finding_3, pick_category,
                                        transfer_agreement)
+from grokscope.reporting.contrast import finding_w, label_chance
 from grokscope.reporting.readme import write_measured
 from grokscope.reporting.tables import finetune_rows, run_rows
 
@@ -123,8 +124,8 @@ def load_study(root: Path) -> tuple[dict, dict, dict, dict]:
     if not spec:
         raise GrokscopeError(f"{root / 'study.json'}: holds no study spec; re-run `grokscope study`")
     check_manifest(manifest, root / "study.json")
-    missing = [r["path"] for role in ("pretrain", "finetune", "control") for r in job_records(manifest, role)
-               if r["status"] == "done" and not Path(r["path"]).is_dir()]
+    missing = [r["path"] for role in ("pretrain", "finetune", "control", "comparison")
+               for r in job_records(manifest, role) if r["status"] == "done" and not Path(r["path"]).is_dir()]
     if missing:
         raise GrokscopeError(f"{root}: {len(missing)} finished run folder(s) are missing ({', '.join(missing[:3])}"
                              f"{' ...' if len(missing) > 3 else ''}); the report is left as it was; restore them, or "
@@ -138,6 +139,7 @@ def load_study(root: Path) -> tuple[dict, dict, dict, dict]:
 # The record keys the report reads, per role (a manifest written by an older grokscope, or edited by hand, may miss
 # some: that is one line naming the job, never a KeyError).
 RECORD_KEYS = {"pretrain": ("path", "model", "regime"), "finetune": ("path", "regime", "checkpoint", "parent"),
+               "comparison": ("path", "model"),
                "control": ("path",), "compare": ("path", "regime_b"), "analysis": ("path",)}
 
 
@@ -156,6 +158,21 @@ def check_manifest(manifest: dict, where: Path) -> None:
         missing = [k for k in RECORD_KEYS.get(record.get("role"), ()) if not isinstance(record.get(k), str)]
         if missing:
             raise GrokscopeError(f"{where}: job {name!r} has no {', '.join(missing)} in its record; {fix}")
+
+
+def comparison_runs(manifest: dict) -> dict[str, tuple[dict, dict]]:
+    """The study's finished runs on the comparison task (job -> (record, run)), each with its lens and causal-tracing
+    tables (``comparison_lens`` / ``comparison_trace``; None before its analysis)."""
+    out = {}
+    for record in job_records(manifest, "comparison"):
+        run = read_run(Path(record["path"]))
+        if run is None:
+            continue
+        for name in ("lens", "trace"):
+            path = Path(record["path"]) / "analysis" / f"comparison_{name}.parquet"
+            run[f"comparison_{name}"] = pd.read_parquet(path) if path.exists() else None
+        out[record["job"]] = (record, run)
+    return out
 
 
 def study_findings(root: Path) -> list[dict]:
@@ -197,6 +214,7 @@ def build_report(root: Path, readme: Path | None = None) -> Path:
 def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> render.Report:
     figs = Figures(root / "figures")
     _figures(figs, spec, pre, ft)
+    _contrast_figures(figs, spec, pre, comparison_runs(manifest))
     # What the tool wrote in figures/, so that --fresh removes exactly these and keeps a user's own plots there.
     artifacts.write_json_atomic(figs.dir / artifacts.FIGURES_INDEX, sorted(f for f, _, _ in figs.items))
     report = assemble(spec, manifest, pre, ft, figs.items)
@@ -209,7 +227,8 @@ def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list) -> 
     """Everything the report shows, computed from the study's files."""
     findings = _findings(spec, manifest, pre, ft)
     tables = {"compute": _compute_rows(pre), "transfer": _transfer_rows(spec, pre, ft), "worth": _worth_rows(pre, ft),
-              "bridge": _bridge_rows(pre), "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest)}
+              "bridge": _bridge_rows(pre), "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest),
+              "contrast": _contrast_rows(pre, comparison_runs(manifest))}
     provenance = {"grokscope": __version__,
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
                   "study preset": spec.get("name"), "tier": spec.get("tier"),
@@ -224,7 +243,8 @@ def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list) -> 
         name=str(spec.get("name")), meta=_meta(spec, pre, manifest), findings=findings,
         runs=run_rows([(run, facts(run)) for _, run in runs]),
         finetunes=finetune_rows(sorted(_finetune_facts(pre, ft), key=lambda f: f.name)) if ft else [],
-        figures=list(figures), sections=[(title, tables[key], SECTION_NOTES.get(key, "")) for key, title in SECTIONS],
+        figures=list(figures), sections=[(title, tables[key], SECTION_NOTES.get(key, "")) for key, title in SECTIONS
+                                         if tables[key] or key not in OPTIONAL_SECTIONS],
         provenance=provenance, notes=_run_notes(pre))
 
 
@@ -324,6 +344,77 @@ def _circuit_figures(figs: Figures, run: dict) -> None:
                  "first and the last analysed checkpoint.")
 
 
+def _contrast_pairs(pre: dict, cmp: dict) -> list[tuple[str, int, dict, dict | None]]:
+    """(model, seed, comparison run, natural composition run or None) of every comparison run."""
+    return [(r.get("model"), r.get("seed"), run, _by(pre, r.get("model"), "natural", r.get("seed"))[1])
+            for r, run in sorted(cmp.values(), key=lambda pair: pair[1]["name"])]
+
+
+def _contrast_figures(figs: Figures, spec: dict, pre: dict, cmp: dict) -> None:
+    """Per model with comparison runs: both tasks' curves side by side (Wang et al. Fig. 1), and the comparison's
+    causal tracing and label lens (the first seed)."""
+    pairs = _contrast_pairs(pre, cmp)
+    for model in dict.fromkeys(m for m, _, _, _ in pairs):
+        mine = [(seed, c, n) for m, seed, c, n in pairs if m == model]
+        panels = {"composition (natural)": {f"seed {seed}": n["metrics"] for seed, _, n in mine if n is not None},
+                  "comparison": {f"seed {seed}": c["metrics"] for seed, c, _ in mine}}
+        panels = {k: v for k, v in panels.items() if v}
+        chance = {"comparison": label_chance(mine[0][1])}
+        figs.add(plots.contrast_panels(panels, chance, f"{model}: composition against comparison"),
+                 f"contrast_{model}", f"Composition against comparison ({model})",
+                 "Wang et al. Fig. 1 analogue: training, ID test and OOD test exact match vs step on each task, one "
+                 "line per seed; the dotted line is the OOD comparisons' chance level (the most frequent label). "
+                 "Wang et al.: OOD stays about 0 on composition and rises on comparison.")
+        run = mine[0][1]
+        trace, lens = run.get("comparison_trace"), run.get("comparison_lens")
+        if trace is not None and not trace.empty:
+            probe = "test_inferred_iid" if "test_inferred_iid" in set(trace.probe_type) else trace.probe_type.iloc[0]
+            sub = trace[(trace.probe_type == probe) & (trace.metric == "patch_flip")]
+            maps = {f"step {s}": g.pivot_table(index="stage", columns="position", values="value", sort=False)
+                    .rename(columns={2: "e1", 4: "e2"}) for s, g in sub.groupby("step")}
+            if maps:
+                figs.add(plots.causal_heatmaps(maps, f"{run['name']}: causal tracing on {probe}"),
+                         f"comparison_trace_{model}", f"Causal tracing on comparison ({run['name']})",
+                         "Share of comparisons (answered right unpatched and as the counterfactual) whose label "
+                         "flips to the counterfactual's when the state of e1 (with the mask after it) or e2 is "
+                         "replaced at a stage by a counterfactual's whose value changes the label (Wang et al.'s "
+                         "causal tracing for comparison). High where the state still carries the value; e2 is the "
+                         "decoder's last prompt position, where the label is read, so it stays 1 there by "
+                         "construction (docs/comparison.md).")
+        if lens is not None and not lens.empty:
+            probe = "test_inferred_ood" if "test_inferred_ood" in set(lens.probe_type) else lens.probe_type.iloc[0]
+            sub = lens[(lens.probe_type == probe) & (lens.metric == "label_top1")].sort_values("stage_index")
+            profiles = {f"step {s}": pd.Series(g["value"].values, index=g["stage"].values)
+                        for s, g in sub.groupby("step")}
+            if profiles:
+                figs.add(plots.lens_profiles(profiles, f"{run['name']}: label read per stage on {probe}",
+                                             "label top-1"), f"comparison_label_{model}",
+                         f"Label lens on comparison ({run['name']})",
+                         "Logit lens at the answer position: the share of comparisons whose label is the top token "
+                         "at each stage (where the comparison is read; an atomic-only model stays near 0).")
+
+
+def _contrast_rows(pre: dict, cmp: dict) -> list[dict]:
+    rows = []
+    for model, seed, comparison, natural in _contrast_pairs(pre, cmp):
+        for task, run in (("composition (natural)", natural), ("comparison", comparison)):
+            if run is None:
+                continue
+            s = run["summary"]
+            chance = label_chance(run) if task == "comparison" else (run["rows"][0].get("test_inferred_ood")
+                                                                       if run["rows"] else None)
+
+            def cell(metric, run=run):
+                rate = final_rate(run["rows"], metric)
+                return "-" if rate is None else rate.text(compact=True)
+
+            rows.append({"model": model, "seed": seed, "task": task, "run": run["name"], "steps": s["final_step"],
+                         "t_sat": s["milestones"].get("t_sat") or "-", "final train": cell("train_acc"),
+                         "final ID": cell("test_inferred_iid"), "final OOD": cell("test_inferred_ood"),
+                         "OOD chance": "-" if chance is None else f"{chance:.3f}"})
+    return rows
+
+
 def models_in_order(spec: dict) -> list[dict]:
     """The study's models, He et al.'s (the trm) first: the findings are theirs; other families are extensions."""
     models = [m for m in spec.get("models", []) if isinstance(m, dict)]
@@ -346,6 +437,13 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
         mine = {job: pair for job, pair in ft.items() if pair[0].get("model", name) == name}
         found = _model_findings(spec, manifest, pre, mine, name)
         out += [{**f, "model": name, "scope": scope_of(model)} for f in found]
+    cmp = comparison_runs(manifest)
+    for model in models_in_order(spec):
+        name = model["name"]
+        mine = {r.get("seed"): run for r, run in cmp.values() if r.get("model") == name}
+        if mine:
+            per_seed = {seed: (run, _by(pre, name, "natural", seed)[1]) for seed, run in sorted(mine.items())}
+            out.append({**finding_w(per_seed), "model": name, "scope": "Wang et al.'s contrast"})
     return out
 
 
@@ -600,6 +698,10 @@ def _num(x) -> str:
 
 # Why the recipes deviate: said once under the deviations table, in both renderings.
 SECTION_NOTES = {
+    "contrast": "Each model trained on composition (natural regime) and on Wang et al.'s comparison task. Final: the "
+                "mean of the last 3 evaluations, 95% Wilson interval. OOD chance: for comparison the most frequent "
+                "label's share of the OOD comparisons (a model that never compares does no better); for composition "
+                "the step-0 value. Finding W reads these rows.",
     "transfer": "He et al. §5 fine-tune the trm; fine-tunes of other models are an extension. A fine-tune stops at "
                 "its step cap, or once it has run the stated multiple of the steps its New Fact accuracy needed to "
                 "reach 0.99 and new+old has not moved for the stated number of evaluations. The scaled recipe "
@@ -617,7 +719,8 @@ SECTION_NOTES = {
                   "docs/calibration.md (§1: at weight decay 1.0 the OOD atomic facts stay at 0.33 after 12,000 "
                   "steps; an EMA of 0.999 averages over a twelfth of the run).",
 }
-SECTIONS = (("compute", "Compute"),
+OPTIONAL_SECTIONS = ("contrast",)  # shown only in a study that has them (a comparison section)
+SECTIONS = (("contrast", "Composition against comparison (Wang et al. Fig. 1)"), ("compute", "Compute"),
             ("transfer", "Fine-tunes in detail: where each stopped and why, every category's final rates"),
             ("worth", "Was waiting for grokking worth it?"),
             ("bridge", "Bridge use per checkpoint (per-query records)"),

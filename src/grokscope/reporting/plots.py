@@ -85,6 +85,30 @@ def grokking_curve(df: pd.DataFrame, title: str):
     return fig
 
 
+def contrast_panels(panels: dict[str, dict[str, pd.DataFrame]], chance: dict[str, float | None], title: str):
+    """Wang et al. Fig. 1 analogue, both tasks side by side: per task (panel), training, ID test and OOD test exact
+    match vs step, one line per seed (the first solid, the others dashed), and the OOD chance level dotted."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.2), squeeze=False, sharey=True)
+    for ax, (task, runs) in zip(axes[0], panels.items()):
+        for i, (name, df) in enumerate(runs.items()):
+            style = "-" if i == 0 else "--"
+            for col, label, color in (("train_acc", "training", COLORS["train"]),
+                                      ("test_inferred_iid", "ID test", COLORS["iid"]),
+                                      ("test_inferred_ood", "OOD test", COLORS["ood"])):
+                _curve(ax, df, col, f"{label} ({name})" if len(runs) > 1 else label, color, None, style)
+        if chance.get(task) is not None:
+            ax.axhline(chance[task], color=COLORS["ood"], linestyle=":", linewidth=1,
+                       label=f"OOD chance {chance[task]:.2f}")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.05)
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0][0].set_ylabel("exact match")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def transfer_grid(runs: dict[str, pd.DataFrame], categories: list[tuple[str, str]], title: str,
                   bridge_metric: str = "bridge_found", scales: dict[str, int | None] | None = None,
                   paper: dict[str, tuple[dict, int]] | None = None):

@@ -88,7 +88,8 @@ def first_screen_md(r: Report) -> str:
 def cards_md(r: Report) -> str:
     out = []
     for n, group in _by_number(r.findings).items():
-        out.append(f"### Finding {n}: {group[0]['claim']}\n\nHe et al.: {group[0]['paper']}.\n")
+        out.append(f"### Finding {n}: {group[0]['claim']}\n\n{group[0].get('source', 'He et al.')}: "
+                   f"{group[0]['paper']}.\n")
         for f in group:
             out.append(f"#### {f.get('model', '')} ({f.get('scope', '')}): **{f['verdict']}**\n")
             if f.get("votes"):
@@ -151,7 +152,7 @@ def cards_html(r: Report) -> str:
     out = []
     for n, group in _by_number(r.findings).items():
         parts = [f"<section class='card' id='finding-{n}'><h3>Finding {n}: {_e(group[0]['claim'])}</h3>"
-                 f"<p class='paper'>He et al.: {_e(group[0]['paper'])}.</p>"]
+                 f"<p class='paper'>{_e(group[0].get('source', 'He et al.'))}: {_e(group[0]['paper'])}.</p>"]
         for f in group:
             parts.append(f"<h4>{badge(f['verdict'])} {_e(f.get('model', ''))} <small>({_e(f.get('scope', ''))})"
                          f"</small></h4>" + (f"<p>{_e(reason(f['verdict']))}</p>" if reason(f["verdict"]) else ""))

@@ -22,6 +22,7 @@ import torch
 from grokscope import runtime
 from grokscope.config import from_dict
 from grokscope.data.build import build_dataset
+from grokscope.data.comparison import ComparisonConfig, build_comparison
 from grokscope.data.config import DataConfig
 from grokscope.data.encoding import encode, training_rows
 from grokscope.data.store import Dataset
@@ -60,8 +61,9 @@ class Estimator:
 
     def __init__(self, jobs: list[Job], device: str, threads: int = 0):
         self.device, self.threads = device, threads  # threads: each worker's share of the cores (0: all)
-        self.data_cfg = {str(j.out): from_dict(DataConfig, j.resolved["data"], j.name) for j in jobs
-                         if j.stage == "data"}
+        self.data_cfg = {str(j.out): from_dict(ComparisonConfig if j.resolved.get("task") == "comparison"
+                                               else DataConfig, j.resolved["data"], j.name)
+                         for j in jobs if j.stage == "data"}
         self.datasets: dict = {}
         self.transfer_sets: dict = {}
         self.probes: dict[str, float] = {}
@@ -69,7 +71,8 @@ class Estimator:
     def dataset(self, path) -> Dataset:
         path = str(path)
         if path not in self.datasets:
-            self.datasets[path] = build_dataset(self.data_cfg[path])
+            cfg = self.data_cfg[path]
+            self.datasets[path] = build_comparison(cfg) if isinstance(cfg, ComparisonConfig) else build_dataset(cfg)
         return self.datasets[path]
 
     def transfer_set(self, path) -> Dataset:

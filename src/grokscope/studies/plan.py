@@ -28,12 +28,15 @@ from grokscope import artifacts, runs
 from grokscope.errors import GrokscopeError
 from grokscope.config import apply_overrides, to_dict
 from grokscope.data.config import DataConfig, resolve_data_config
-from grokscope.studies.spec import StudySpec, TransferSpec, data_sets, model_sets, spec_dict, transfer_sets
+from grokscope.studies.spec import (StudySpec, TransferSpec, comparison_data_sets, comparison_model_sets, data_sets,
+                                    model_sets, spec_dict, transfer_sets)
 from grokscope.training.config import TrainConfig
 from grokscope.training.runspec import RunSpec, plain
 from grokscope.finetuning import TRANSFER_PRESETS
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
+COMPARISON_PROBES = "iid,ood"  # a comparison run's analysed probe sets: ID and OOD comparisons
+COMPARISON_ANALYSES = "lens,trace"  # what a comparison run has (analysis/run_analysis.py)
 MANIFEST_SCHEMA = 1
 
 
@@ -61,6 +64,12 @@ def api_call(verb: str, **kwargs) -> dict:
 
 def resolved_data(preset: str, regime: str, sets: dict) -> dict:
     return plain({"data": to_dict(resolve_data_config(preset, regime, None, sets))})
+
+
+def resolved_comparison_data(preset: str, sets: dict) -> dict:
+    from grokscope.data.comparison import resolve_comparison_config
+
+    return plain({"data": to_dict(resolve_comparison_config(preset, sets)), "task": "comparison"})
 
 
 def resolved_overrides(sets: dict) -> dict:
@@ -126,7 +135,16 @@ def set_args(values: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- job builders
-def data_job(preset: str, regime: str, out: Path, sets: dict, name: str | None = None) -> Job:
+def data_job(preset: str, regime: str | None, out: Path, sets: dict, name: str | None = None,
+             task: str = "composition") -> Job:
+    """A dataset: a composition regime's, or (``task="comparison"``, no regime) the comparison task's."""
+    if task == "comparison":
+        return Job(name or "data comparison", "data", ["data", "build", "--task", task, "--preset", preset, "--out",
+                                                      str(out), "--force", *set_args(sets)],
+                   out, out / "dataset.json", {"role": "data", "task": task, "path": str(out)},
+                   resolved=resolved_comparison_data(preset, sets),
+                   call=api_call("build_data", out=out, preset=preset, task=task,
+                                 sets=[f"{k}={v}" for k, v in sets.items()] or None, force=True))
     return Job(name or f"data {regime}", "data", ["data", "build", "--preset", preset, "--regime", regime, "--out",
                                                   str(out), "--force", *set_args(sets)],
                out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)},
@@ -146,11 +164,15 @@ def train_job(model_name: str, family: str, preset: str, data_dir: Path, run: Pa
                resolved=plain(spec.settings()), call=api_call("train", spec=spec.to_dict()))
 
 
-def analyze_job(run: Path, probes: str, steps: str, record: dict) -> Job:
-    return Job(f"analyze {run.name}", "analyze", ["analyze", str(run), "--probes", probes, "--steps", steps], run,
+def analyze_job(run: Path, probes: str, steps: str, record: dict, analyses: str | None = None) -> Job:
+    """``analyses``: named only where they are not the default list (a comparison run's lens and trace), so that the
+    jobs of studies planned before keep their identity."""
+    named = {"analyses": analyses} if analyses else {}
+    return Job(f"analyze {run.name}", "analyze", ["analyze", str(run), "--probes", probes, "--steps", steps,
+                                                  *(["--analyses", analyses] if analyses else [])], run,
                run / "analysis" / "summary.json", {**record, "role": "analysis", "path": str(run)},
-               needs=[f"train {run.name}"], resolved={"probes": probes, "steps": steps},
-               call=api_call("analyze", run=run, probes=probes, steps=steps))
+               needs=[f"train {run.name}"], resolved={"probes": probes, "steps": steps, **named},
+               call=api_call("analyze", run=run, probes=probes, steps=steps, **named))
 
 
 def plan(spec: StudySpec, root: Path) -> list[Job]:
@@ -177,6 +199,7 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                 jobs.append(job)
                 jobs.append(analyze_job(run, spec.analysis.probes, spec.analysis.steps, job.record))
                 pretrain[(model.name, regime, seed)] = run
+    jobs += _comparison_jobs(spec, data_root, run_root)
     for entry in spec.transfer:
         jobs += _transfer_jobs(spec, entry, run_root, pretrain)
     for model in spec.models:
@@ -196,6 +219,32 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                                 needs=[f"train {a.name}", f"train {b.name}"],
                                 resolved={"a": f"{a}@last", "b": f"{b}@last"},
                                 call=api_call("compare", a=f"{a}@last", b=f"{b}@last", out=out)))
+    return jobs
+
+
+def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[Job]:
+    """Wang et al.'s comparison task beside composition: one dataset, and per model and seed a run on it
+    (``<model>_comparison[_s<seed>]``, role ``comparison``) with its lens and causal tracing."""
+    if spec.comparison is None:
+        return []
+    data = data_job(spec.comparison.preset, None, data_root / "comparison", comparison_data_sets(spec),
+                    task="comparison")
+    jobs = [data]
+    for model in spec.comparison_models():
+        train_over, model_over = comparison_model_sets(spec, model)
+        sets = {**{f"train.{k}": v for k, v in train_over.items()},
+                **{f"model.{k}": v for k, v in model_over.items()}}
+        for seed in spec.seeds:
+            suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
+            run = run_root / f"{model.name}_comparison{suffix}"
+            seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
+            # its vocabulary differs from composition's: it stacks only with the model's other comparison runs
+            group = json.dumps([model.name, "comparison", model_over], sort_keys=True, default=str)
+            job = train_job(model.name, model.family, model.preset, data.out, run, seeded,
+                            {"role": "comparison", "task": "comparison", "regime": None, "seed": seed,
+                             "stack_group": group}, needs=[data.name])
+            jobs.append(job)
+            jobs.append(analyze_job(run, COMPARISON_PROBES, spec.analysis.steps, job.record, COMPARISON_ANALYSES))
     return jobs
 
 

@@ -66,6 +66,17 @@ class TransferSpec:
 
 
 @dataclass
+class ComparisonSpec:
+    """Wang et al.'s comparison task beside composition (their Fig. 1): each named model also trains on one
+    comparison dataset, and the report sets its OOD comparison accuracy against its OOD composition accuracy."""
+    preset: str = "micro"  # a comparison data preset (data/comparison.py: smoke, micro, mini, paper)
+    set: dict[str, Any] = field(default_factory=dict)  # comparison data overrides (num_entities, phi, ...)
+    models: list[str] | None = None  # which models train on it; default: every model of the study
+    # model name -> train.KEY / model.KEY entries for its comparison run only (on top of the model's own ``set``)
+    per_model: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
 class StudySpec:
     name: str
     tier: str
@@ -80,12 +91,20 @@ class StudySpec:
     # On a CPU, a stage's independent jobs (the gpt's stack and the trm's) run side by side in this many worker
     # processes, the cores shared out as threads; 1 = one job at a time in the study's own process.
     workers: int = 1
+    comparison: ComparisonSpec | None = None  # the comparison task's runs (none by default)
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
 
     def regimes_of(self, model: ModelSpec) -> list[str]:
         return model.regimes if model.regimes is not None else list(self.regimes)
+
+    def comparison_models(self) -> list[ModelSpec]:
+        """The models trained on the comparison task (none without a ``comparison`` section)."""
+        if self.comparison is None:
+            return []
+        names = self.comparison.models
+        return [m for m in self.models if names is None or m.name in names]
 
 
 def presets_dir():
@@ -189,6 +208,20 @@ def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]
     return routed["train"], routed["model"]
 
 
+def comparison_model_sets(spec: StudySpec, model: ModelSpec) -> tuple[dict, dict]:
+    """A model's (train, model) overrides for its comparison run: its own ``set``, then the comparison section's
+    ``per_model`` entries for it."""
+    items = {**model.set, **((spec.comparison.per_model.get(model.name) or {}) if spec.comparison else {})}
+    return model_sets(ModelSpec(model.name, model.family, model.preset, set=items))
+
+
+def comparison_data_sets(spec: StudySpec) -> dict:
+    """The comparison section's data ``set`` with bare keys."""
+    from grokscope.data.comparison import ComparisonConfig
+
+    return route_sets(list(spec.comparison.set.items()), {"data": ComparisonConfig})["data"]
+
+
 def _errors_or_train(model: ModelSpec, regime: str | None) -> dict:
     """The train overrides of a model entry (for ``regime``), or {} when they do not parse (reported elsewhere)."""
     try:
@@ -248,11 +281,41 @@ def validate(spec: StudySpec) -> list[str]:
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
     steps = [x.strip() for x in spec.analysis.steps.split(",")]
     p += [f"study.analysis.steps: {x}" for x in _step_problems(steps, allow_all=True) + _repeats(steps)]
+    if spec.comparison is not None:
+        p += _comparison_problems(spec)
     fine_tuned = [t.model for t in spec.transfer]
     if len(set(fine_tuned)) != len(fine_tuned):
         p.append(f"study.transfer: one entry per model (got {fine_tuned})")
     for i, entry in enumerate(spec.transfer):
         p += _transfer_problems(spec, entry, f"study.transfer[{i}]", data_ok)
+    return p
+
+
+def _comparison_problems(spec: StudySpec) -> list[str]:
+    """Problems of the comparison section alone (a bad model entry is reported at the entry)."""
+    from grokscope.data.comparison import COMPARISON_PRESETS, resolve_comparison_config
+
+    c, where, p = spec.comparison, "study.comparison", []
+    if c.preset not in COMPARISON_PRESETS:
+        p.append(f"{where}.preset {c.preset!r}: choose one of {', '.join(COMPARISON_PRESETS)}")
+    else:
+        p += _errors(lambda: resolve_comparison_config(c.preset, comparison_data_sets(spec)).validate(), f"{where}.set")
+    names = [m.name for m in spec.models]
+    unknown = [n for n in (c.models or []) if n not in names]
+    if c.models is not None and (unknown or not c.models):
+        p.append(f"{where}.models {c.models}: choose models of the study ({', '.join(names)}), or leave it out for "
+                 f"all of them")
+    p += [f"{where}.models: {x}" for x in _repeats(c.models or [])]
+    chosen = [m.name for m in spec.comparison_models()]
+    stray = [n for n in c.per_model if n not in chosen]
+    if stray:
+        p.append(f"{where}.per_model {stray}: not models trained on the comparison task ({', '.join(chosen)})")
+    for model in spec.comparison_models():
+        if model.name in c.per_model and model.family in FAMILIES and not _errors(lambda m=model: _check_model(m), ""):
+            merged = ModelSpec(model.name, model.family, model.preset, set={**model.set, **c.per_model[model.name]})
+            p += _errors(lambda m=merged: _check_model(m), f"{where}.per_model.{model.name}")
+            if "seed" in _errors_or_train(merged, None):
+                p.append(f"{where}.per_model.{model.name}: sets train.seed; give the seeds with the study's `seeds:`")
     return p
 
 

@@ -1,0 +1,133 @@
+"""Wang et al.'s contrast (their Fig. 1 and §4-5): out-of-distribution generalisation succeeds on the comparison task
+and fails on composition, for the same model, from a study's files (``docs/methods.md``, "The comparison task").
+
+A study with a ``comparison`` section trains a model on composition (its natural regime) and on comparison. The
+finding "W" is decided per seed from plain numbers, then across seeds, with the votes and checks of He et al.'s
+findings (``reporting/findings.py``):
+
+- (a) OOD comparison above chance: the final OOD comparison exact match lies above its chance floor, the share of
+  the most frequent label among the OOD comparisons (a model that never compares can do no better), plus
+  ``th.ABOVE_CHANCE`` (a model at chance straddles the floor itself);
+- (b) OOD comparison generalised: it lies above halfway between that floor and 1.0 (Wang et al.'s grokked model is
+  near 1.0 on OOD comparisons);
+- (c) OOD composition not generalised: the natural run's final OOD composition exact match lies below halfway
+  between its floor (its step-0 value, about 1 / entities) and 1.0 (Wang et al.: about 0 even after 2M steps).
+
+The verdict (``verdict_w``): (a) or (c) failed: contradicted (no OOD comparison above chance, or composition
+generalised OOD: either way the contrast is absent); (a) and (c) held: supported when (b) held, partly supported
+otherwise (the comparison rises above chance but not to Wang et al.'s level); an interval straddling (a)'s or (c)'s
+threshold: undecided at this n; one of them unmeasured: not testable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from grokscope.data.store import load
+from grokscope.errors import GrokscopeError
+from grokscope.metrics import thresholds as th
+from grokscope.metrics.intervals import ABOVE, BELOW, final_rate
+from grokscope.reporting.findings import (FAILED, HELD, NOT_TESTABLE, OPEN, UNDECIDED, Check, Vote, _result,
+                                         across_seeds, from_checks)
+
+FINDING = "W"
+OOD = "test_inferred_ood"
+CLAIM = ("A grokked transformer generalises out of distribution on comparison but not on composition (Wang et al. "
+         "§4-5, Fig. 1)")
+PAPER = ("Fig. 1: on composition the OOD test accuracy stays about 0 even after 2M steps while ID "
+         "rises to about 1.0; on comparison OOD rises with ID, because its circuit is parallel (both values are "
+         "retrieved in the lower layers and compared in the upper ones)")
+RULE = ("per seed: (a) OOD comparison exact match (mean of the last 3 evaluations, 95% Wilson interval) above its "
+        f"chance floor (the most frequent label's share of the OOD comparisons) + {th.ABOVE_CHANCE}; (b) above "
+        "halfway between that floor and 1.0; (c) the natural composition run's OOD exact match below halfway between "
+        "its step-0 value and 1.0. (a) or (c) failed: contradicted (the contrast is absent); (a) and (c) held: "
+        "supported when (b) held, else partly supported; (a) or (c) undecided: undecided at this n; unmeasured: not "
+        "testable. Seeds are combined as for He et al.'s findings")
+
+
+def halfway(floor: float) -> float:
+    """Generalised on a task: halfway between its chance floor and 1.0 (as Finding 3's COMPOSES is halfway between
+    full composition and a coin flip)."""
+    return round(floor + (1.0 - floor) / 2, 3)
+
+
+def label_chance(run: dict, probe: str = OOD) -> float | None:
+    """The share of the most frequent label among a comparison run's ``probe`` set (the best a model that never
+    compares can do), from its dataset; None when the dataset is gone."""
+    data = run["config"].get("data") or {}
+    for path in (data.get("path"), Path(run["path"]) / str(data.get("relative", ""))):
+        if path and Path(path).is_dir():
+            try:
+                rows = load(Path(path), verify=False).probe(probe)
+            except GrokscopeError:
+                return None
+            if not len(rows):
+                return None
+            return round(float(np.bincount(rows[:, 5], minlength=3).max() / len(rows)), 3)
+    return None
+
+
+def _step0(run: dict, metric: str) -> float | None:
+    first = run["rows"][0] if run["rows"] else {}
+    return first.get(metric) if first.get("step") == 0 else None
+
+
+def contrast_votes(comparison: dict, composition: dict | None) -> tuple[list[Vote], list[str]]:
+    """The three votes of one seed, and what was measured, from a comparison run and a natural composition run."""
+    cmp_ood, cmp_id = final_rate(comparison["rows"], OOD), final_rate(comparison["rows"], "test_inferred_iid")
+    chance = label_chance(comparison)
+    measured = [f"{comparison['name']}: OOD comparison {cmp_ood.text() if cmp_ood else 'not measured'}, ID "
+                f"{cmp_id.text() if cmp_id else 'not measured'}, chance (most frequent OOD label) "
+                + (f"{chance:.3f}" if chance is not None else "unknown (dataset gone)")]
+    above = Check(FINDING, comparison["name"], "OOD comparison EM", cmp_ood if chance is not None else None,
+                  round(chance + th.ABOVE_CHANCE, 3) if chance is not None else 0.0, ABOVE, floor=chance,
+                  source=f"toolkit: the most frequent label's share + {th.ABOVE_CHANCE}")
+    general = Check(FINDING, comparison["name"], "OOD comparison EM", cmp_ood if chance is not None else None,
+                    halfway(chance) if chance is not None else 0.0, ABOVE, floor=chance,
+                    source="toolkit: halfway between chance and 1.0")
+    votes = [from_checks("(a) OOD comparison above chance", [above]),
+             from_checks("(b) OOD comparison generalised", [general])]
+    if composition is None:
+        votes.append(Vote("(c) OOD composition not generalised", NOT_TESTABLE, "no natural composition run"))
+        return votes, measured
+    comp_ood = final_rate(composition["rows"], OOD)
+    floor = _step0(composition, OOD) or 0.0
+    comp_id = final_rate(composition["rows"], "test_inferred_iid")
+    measured.append(f"{composition['name']}: OOD composition {comp_ood.text() if comp_ood else 'not measured'}, ID "
+                    f"{comp_id.text() if comp_id else 'not measured'}, step-0 OOD {floor:.3f}")
+    votes.append(from_checks("(c) OOD composition not generalised",
+                             [Check(FINDING, composition["name"], "OOD composition EM", comp_ood, halfway(floor),
+                                    BELOW, floor=floor, source="toolkit: halfway between chance and 1.0")]))
+    return votes, measured
+
+
+def finding_w(per_seed_runs: dict[int, tuple[dict, dict | None]]) -> dict:
+    """Finding W for one model: seed -> (its comparison run, its natural composition run or None)."""
+    per_seed = {}
+    for seed, (comparison, composition) in per_seed_runs.items():
+        votes, measured = contrast_votes(comparison, composition)
+        per_seed[seed] = _result_w(verdict_w(votes), measured, votes)
+    return across_seeds(per_seed)
+
+
+def verdict_w(votes: list[Vote]) -> str:
+    """The contrast's verdict from its votes (a), (b), (c), in that order (the rule in the module docstring)."""
+    above, general, composition = votes
+    deciding = (above, composition)
+    if any(v.outcome == FAILED for v in deciding):
+        failed = " and ".join(v.name for v in deciding if v.outcome == FAILED)
+        return f"contradicted ({failed} failed)"
+    if any(v.outcome == OPEN for v in deciding):
+        return UNDECIDED
+    if any(v.outcome == NOT_TESTABLE for v in deciding):
+        return f"{NOT_TESTABLE} ({'; '.join(f'{v.name}: {v.why}' for v in deciding if v.outcome == NOT_TESTABLE)})"
+    if general.outcome == HELD:
+        return "supported"
+    return f"partly supported ({general.name} {general.outcome})"
+
+
+def _result_w(verdict: str, measured: list[str], votes: list[Vote]) -> dict:
+    out = _result(1, verdict, measured, RULE, votes=votes)
+    return {**out, "finding": FINDING, "claim": CLAIM, "paper": PAPER, "source": "Wang et al."}

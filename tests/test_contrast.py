@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -86,6 +87,19 @@ def test_the_sweep_trains_the_comparison_task_or_says_why_not(tmp_path):
         sweep_jobs(str(spec_file), ["data.phi=2,3"], tmp_path / "sw3", task="chess")
 
 
+def test_a_comparison_sweep_runs_and_tabulates_each_point_against_its_chance_level(cli, tmp_path):
+    spec_file = write(tmp_path / "s.yaml", contrast_study())
+    code, out, err = cli("sweep", "--preset", spec_file, "--task", "comparison", "--grid", "data.phi=2,3", "--out",
+                         tmp_path / "sw")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "sw" / "sweep.csv")
+    assert list(table["data.phi"]) == [2, 3] and table["steps"].tolist() == [40, 40]
+    assert table["ood_chance"].between(0.3, 0.6).all()  # the most frequent of three labels, 2 of them common
+    # the same folder holds a comparison sweep: a composition sweep there is refused, not mixed in
+    code, _, err = cli("sweep", "--preset", spec_file, "--grid", "data.phi=2,3", "--out", tmp_path / "sw")
+    assert code == 2 and "another preset, model or task" in err
+
+
 def test_study_runs_both_tasks_reports_the_contrast_and_resumes_with_nothing_to_do(cli, tmp_path):
     spec_file = write(tmp_path / "s.yaml", contrast_study())
     code, out, err = cli("study", "--preset", spec_file, "--out", tmp_path / "st")
@@ -104,11 +118,11 @@ def test_study_runs_both_tasks_reports_the_contrast_and_resumes_with_nothing_to_
 
 
 # ------------------------------------------------------------------------------------------------ Finding W
-def _run(name: str, ood: float, n: int = 900, iid: float = 0.9, step0_ood: float = 0.0) -> dict:
+def _run(name: str, ood: float, n: int = 900, iid: float = 0.97, step0_ood: float = 0.0, cut: bool = False) -> dict:
     rows = [{"step": 0, "test_inferred_ood": step0_ood, "test_inferred_iid": 0.0, "n/test_inferred_ood": n}]
     rows += [{"step": s, "test_inferred_ood": ood, "test_inferred_iid": iid, "n/test_inferred_ood": n,
               "n/test_inferred_iid": n} for s in (100, 200, 300)]
-    return {"name": name, "rows": rows, "config": {}, "path": "."}
+    return {"name": name, "rows": rows, "config": {}, "path": ".", "summary": {"cut_short": cut}}
 
 
 @pytest.fixture
@@ -130,10 +144,26 @@ def test_finding_w_comes_out_each_way(chance, comparison_ood, composition_ood, e
     assert result["finding"] == "W" and result["source"] == "Wang et al."
 
 
+def test_finding_w_needs_models_that_generalised_in_distribution(chance):
+    # a composition model that learned nothing is at chance on OOD for no reason: (c) cannot be read
+    result = finding_w({0: (_run("cmp", 0.97), _run("nat", 0.0, iid=0.05))})
+    assert result["verdict"].startswith(NOT_TESTABLE) and "did not generalise ID composition" in result["verdict"]
+    # a comparison model below the grokked level: above chance is read, the generalised level is not
+    result = finding_w({0: (_run("cmp", 0.66, iid=0.84), _run("nat", 0.0))})
+    assert result["verdict"].startswith("partly supported") and "did not generalise ID comparison" in \
+        result["verdict"]
+    # ... and at chance it still fails (a)
+    assert finding_w({0: (_run("cmp", 0.45, iid=0.84), _run("nat", 0.0))})["verdict"].startswith("contradicted")
+    # a run stopped by the time cap decides nothing
+    assert finding_w({0: (_run("cmp", 0.97, cut=True), _run("nat", 0.0))})["verdict"].startswith(NOT_TESTABLE)
+
+
 def test_finding_w_without_a_composition_run_or_a_dataset_is_not_testable(chance, monkeypatch):
     assert finding_w({0: (_run("cmp", 0.97), None)})["verdict"].startswith(NOT_TESTABLE)
     monkeypatch.setattr(contrast, "label_chance", lambda run, probe="test_inferred_ood": None)
     assert finding_w({0: (_run("cmp", 0.97), _run("nat", 0.0))})["verdict"].startswith(NOT_TESTABLE)
+    monkeypatch.setattr(contrast, "label_chance", lambda run, probe="test_inferred_ood": 0.96)  # one label: no room
+    assert finding_w({0: (_run("cmp", 0.99), _run("nat", 0.0))})["verdict"].startswith(NOT_TESTABLE)
 
 
 def test_finding_w_across_seeds_says_when_seeds_disagree(chance):
@@ -153,3 +183,5 @@ def test_verdict_w_reads_the_two_deciding_votes_first():
     assert verdict_w([v(FAILED), v(HELD), v(HELD)]).startswith("contradicted")
     assert verdict_w([v(HELD), v(HELD), v(OPEN)]) == "undecided at this n"
     assert verdict_w([v(HELD), v(HELD), v(NOT_TESTABLE)]).startswith(NOT_TESTABLE)
+    assert verdict_w([v(OPEN), v(HELD), v(NOT_TESTABLE)]).startswith("undecided at this n (x:")
+    assert verdict_w([v(HELD), v(NOT_TESTABLE), v(HELD)]).startswith("partly supported")

@@ -175,7 +175,8 @@ class Study:
                              for name, e in self.manifest.get("jobs", {}).items()])
 
     def runs(self, role: str = "pretrain", **where) -> dict[str, Run]:
-        """Runs of a role (pretrain, finetune, control), filtered by record fields: ``runs(model="gpt")``."""
+        """Runs of a role (pretrain, finetune, control, comparison), filtered by record fields: ``runs(model="gpt")``,
+        ``runs("comparison")`` (Wang et al.'s comparison task, a study's ``comparison`` section)."""
         out = {}
         for e in self.manifest.get("jobs", {}).values():
             record = e.get("record", {})

@@ -30,7 +30,7 @@ from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job, upgraded
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
-                                    spec_dict)
+                                    spec_dict, without_absent_sections)
 from grokscope.training.config import TrainConfig, resolve_train_config
 
 
@@ -96,10 +96,11 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
     if comparison and spec.comparison is None:
         raise GrokscopeError(f"--task comparison: the preset {preset} has no comparison section; choose a preset "
                              f"that has one (contrast) or add one to your study file")
-    model = spec.model(model_name or names[0])
-    if comparison and model not in spec.comparison_models():
-        raise GrokscopeError(f"--model {model.name}: not trained on the comparison task in {preset} "
-                             f"({', '.join(m.name for m in spec.comparison_models())})")
+    trained = [m.name for m in spec.comparison_models()] if comparison else names
+    model = spec.model(model_name or trained[0])  # default: the first model trained on the task
+    if model.name not in trained:
+        raise GrokscopeError(f"--model {model.name}: not trained on the comparison task in {preset}; pass --model "
+                             f"one of {', '.join(trained)}")
     grid = parse_grid(grid_items, model.family, ComparisonConfig if comparison else DataConfig)
     base_train, base_model = comparison_model_sets(spec, model) if comparison else model_sets(model)
     base_data = comparison_data_sets(spec) if comparison else data_sets(spec)
@@ -160,7 +161,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
         elif (out / "sweep.json").exists():
             old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
-            if (old.get("spec"), old.get("model"), old.get("task", "composition")) != (spec, model_name, task):
+            if (without_absent_sections(old.get("spec")), old.get("model"), old.get("task", "composition")) != \
+                    (spec, model_name, task):
                 raise GrokscopeError(f"{out}: holds a sweep of another preset, model or task; choose another --out "
                                      f"or pass --fresh to start over")
             changed = _changed_points(old.get("resolved"), [*data_jobs, *(j for _, j in train_jobs)])
@@ -230,13 +232,19 @@ def _recorded_outputs(out: Path) -> list[str]:
 
 
 def write_table(out: Path, grid: dict, train_jobs) -> Path:
+    from grokscope.reporting.contrast import label_chance
+
     rows = []
     for point, job in train_jobs:
         summary = artifacts.read_summary(job.out)
         final = summary["final"]
         metrics = artifacts.read_metrics(job.out)
+        chance = {}
+        if job.record.get("task") == "comparison":  # the OOD comparisons' most frequent label: the floor to read
+            chance = {"ood_chance": label_chance({"config": artifacts.read_config(job.out), "path": job.out})}
         rows.append({**point, **summary["milestones"], **_id_phase(metrics), "final_train": final.get("train_acc"),
                      "final_iid": final.get("test_inferred_iid"), "final_ood": final.get("test_inferred_ood"),
+                     **chance,
                      f"final_{summary.get('bridge_metric', 'bridge_use')}_ood":
                          final.get(f"{summary.get('bridge_metric', 'bridge_use')}_ood"),
                      "steps": summary["final_step"], "stop_reason": summary["stop_reason"],

@@ -27,7 +27,7 @@ from grokscope.reporting import plots, reference, render
 from grokscope.reporting.findings import (CATEGORIES, RETENTION_KINDS, Decodable, FineTuneFacts, RunFacts,
                                        across_seeds, finding_1, finding_2, finding_3, pick_category,
                                        transfer_agreement)
-from grokscope.reporting.contrast import finding_w, label_chance
+from grokscope.reporting.contrast import finding_w, label_chance, step0
 from grokscope.reporting.readme import write_measured
 from grokscope.reporting.tables import finetune_rows, run_rows
 
@@ -213,22 +213,25 @@ def build_report(root: Path, readme: Path | None = None) -> Path:
 
 def _write_report(root: Path, manifest: dict, spec: dict, pre: dict, ft: dict) -> render.Report:
     figs = Figures(root / "figures")
+    cmp = comparison_runs(manifest)
     _figures(figs, spec, pre, ft)
-    _contrast_figures(figs, spec, pre, comparison_runs(manifest))
+    _contrast_figures(figs, spec, pre, cmp)
     # What the tool wrote in figures/, so that --fresh removes exactly these and keeps a user's own plots there.
     artifacts.write_json_atomic(figs.dir / artifacts.FIGURES_INDEX, sorted(f for f, _, _ in figs.items))
-    report = assemble(spec, manifest, pre, ft, figs.items)
+    report = assemble(spec, manifest, pre, ft, figs.items, cmp)
     (root / "report.md").write_text(render.markdown(report))
     (root / "report.html").write_text(render.page(report, figs.dir))
     return report
 
 
-def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list) -> render.Report:
-    """Everything the report shows, computed from the study's files."""
-    findings = _findings(spec, manifest, pre, ft)
+def assemble(spec: dict, manifest: dict, pre: dict, ft: dict, figures: list, cmp: dict | None = None
+             ) -> render.Report:
+    """Everything the report shows, computed from the study's files (``cmp``: its comparison runs, read once)."""
+    cmp = comparison_runs(manifest) if cmp is None else cmp
+    findings = _findings(spec, manifest, pre, ft, cmp)
     tables = {"compute": _compute_rows(pre), "transfer": _transfer_rows(spec, pre, ft), "worth": _worth_rows(pre, ft),
               "bridge": _bridge_rows(pre), "deviations": _deviation_rows(pre, ft), "skipped": _skipped_rows(manifest),
-              "contrast": _contrast_rows(pre, comparison_runs(manifest))}
+              "contrast": _contrast_rows(pre, cmp)}
     provenance = {"grokscope": __version__,
                   "git commit": next((r["config"].get("git_commit") for _, r in pre.values()), None),
                   "study preset": spec.get("name"), "tier": spec.get("tier"),
@@ -401,8 +404,7 @@ def _contrast_rows(pre: dict, cmp: dict) -> list[dict]:
             if run is None:
                 continue
             s = run["summary"]
-            chance = label_chance(run) if task == "comparison" else (run["rows"][0].get("test_inferred_ood")
-                                                                       if run["rows"] else None)
+            chance = label_chance(run) if task == "comparison" else step0(run, "test_inferred_ood")
 
             def cell(metric, run=run):
                 rate = final_rate(run["rows"], metric)
@@ -426,7 +428,7 @@ def scope_of(model: dict) -> str:
     return "He et al.'s model" if model.get("family") == "trm" else "extension"
 
 
-def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
+def _findings(spec: dict, manifest: dict, pre: dict, ft: dict, cmp: dict | None = None) -> list[dict]:
     """Per model (the trm first): Findings 1 and 2 per seed (then across seeds), and Finding 3 on that model's
     fine-tunes (the first seed's). Each finding records its model and scope."""
     out = []
@@ -437,7 +439,7 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict) -> list[dict]:
         mine = {job: pair for job, pair in ft.items() if pair[0].get("model", name) == name}
         found = _model_findings(spec, manifest, pre, mine, name)
         out += [{**f, "model": name, "scope": scope_of(model)} for f in found]
-    cmp = comparison_runs(manifest)
+    cmp = comparison_runs(manifest) if cmp is None else cmp
     for model in models_in_order(spec):
         name = model["name"]
         mine = {r.get("seed"): run for r, run in cmp.values() if r.get("model") == name}

@@ -82,15 +82,18 @@ def settings_hash(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _defaults() -> dict:
+def _defaults(task: str | None = None) -> dict:
     """Default values of the config sections a resolved record holds (a setting added in a later version, at its
-    default, is not a change of a job recorded before it existed)."""
-    return plain({"train": to_dict(TrainConfig()), "data": to_dict(DataConfig())})
+    default, is not a change of a job recorded before it existed); ``task``: a comparison dataset's own config."""
+    from grokscope.data.comparison import ComparisonConfig
+
+    data = ComparisonConfig() if task == "comparison" else DataConfig()
+    return plain({"train": to_dict(TrainConfig()), "data": to_dict(data)})
 
 
 def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
     """``key: old -> new`` for every resolved setting that differs (nested keys joined by dots)."""
-    defaults = _defaults() if defaults is None else defaults
+    defaults = _defaults(new.get("task") if isinstance(new, dict) else None) if defaults is None else defaults
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
@@ -222,6 +225,13 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     return jobs
 
 
+def named_steps(steps: str) -> str:
+    """The analysis steps a run of another budget surely has: step 0 and the named ones (a step number of the
+    composition runs may lie past a comparison run's end)."""
+    kept = [s.strip() for s in steps.split(",") if not s.strip().isdigit() or s.strip() == "0"]
+    return ",".join(kept) or "0,last"
+
+
 def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[Job]:
     """Wang et al.'s comparison task beside composition: one dataset, and per model and seed a run on it
     (``<model>_comparison[_s<seed>]``, role ``comparison``) with its lens and causal tracing."""
@@ -244,7 +254,8 @@ def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[J
                             {"role": "comparison", "task": "comparison", "regime": None, "seed": seed,
                              "stack_group": group}, needs=[data.name])
             jobs.append(job)
-            jobs.append(analyze_job(run, COMPARISON_PROBES, spec.analysis.steps, job.record, COMPARISON_ANALYSES))
+            jobs.append(analyze_job(run, COMPARISON_PROBES, named_steps(spec.analysis.steps), job.record,
+                                    COMPARISON_ANALYSES))
     return jobs
 
 

@@ -186,7 +186,14 @@ def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
 
 
 def spec_dict(spec: StudySpec) -> dict:
-    return to_dict(spec)
+    """The spec as plain values; a study without a comparison section is written as before the section existed (a
+    sweep or study recorded then keeps its identity)."""
+    return without_absent_sections(to_dict(spec))
+
+
+def without_absent_sections(raw: dict) -> dict:
+    """A recorded spec with optional sections that are absent (None) left out."""
+    return {k: v for k, v in raw.items() if not (k == "comparison" and v is None)} if isinstance(raw, dict) else raw
 
 
 def data_sets(spec: StudySpec) -> dict:
@@ -309,7 +316,8 @@ def _comparison_problems(spec: StudySpec) -> list[str]:
     chosen = [m.name for m in spec.comparison_models()]
     stray = [n for n in c.per_model if n not in chosen]
     if stray:
-        p.append(f"{where}.per_model {stray}: not models trained on the comparison task ({', '.join(chosen)})")
+        p.append(f"{where}.per_model {stray}: not models trained on the comparison task ({', '.join(chosen)}); "
+                 f"remove them, or add them to {where}.models")
     for model in spec.comparison_models():
         if model.name in c.per_model and model.family in FAMILIES and not _errors(lambda m=model: _check_model(m), ""):
             merged = ModelSpec(model.name, model.family, model.preset, set={**model.set, **c.per_model[model.name]})

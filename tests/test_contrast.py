@@ -100,6 +100,21 @@ def test_a_comparison_sweep_runs_and_tabulates_each_point_against_its_chance_lev
     assert code == 2 and "another preset, model or task" in err
 
 
+def test_a_sweep_recorded_with_or_without_the_comparison_key_resumes(cli, tmp_path):
+    """Sweeps recorded before the comparison section existed (no key) or while it was written as null resume."""
+    spec_file = write(tmp_path / "s.yaml", {k: v for k, v in contrast_study().items() if k != "comparison"})
+    args = ("sweep", "--preset", spec_file, "--grid", "train.seed=0", "--grid", "train.max_steps=20", "--out",
+            tmp_path / "sw")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    state = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert "comparison" not in state["spec"]
+    for recorded in ({**state["spec"], "comparison": None}, state["spec"]):
+        (tmp_path / "sw" / "sweep.json").write_text(json.dumps({**state, "spec": recorded}))
+        code, _, err = cli(*args)
+        assert code == 0, err
+
+
 def test_study_runs_both_tasks_reports_the_contrast_and_resumes_with_nothing_to_do(cli, tmp_path):
     spec_file = write(tmp_path / "s.yaml", contrast_study())
     code, out, err = cli("study", "--preset", spec_file, "--out", tmp_path / "st")

@@ -90,12 +90,15 @@ def contrast_panels(panels: dict[str, dict[str, pd.DataFrame]], chance: dict[str
     match vs step, one line per seed (the first solid, the others dashed), and the OOD chance level dotted."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, (task, runs) in zip(axes[0], panels.items()):
-        for i, (name, df) in enumerate(runs.items()):
+        for i, df in enumerate(runs.values()):
             style = "-" if i == 0 else "--"
             for col, label, color in (("train_acc", "training", COLORS["train"]),
                                       ("test_inferred_iid", "ID test", COLORS["iid"]),
                                       ("test_inferred_ood", "OOD test", COLORS["ood"])):
-                _curve(ax, df, col, f"{label} ({name})" if len(runs) > 1 else label, color, None, style)
+                _curve(ax, df, col, label if i == 0 else None, color, None, style)  # colours named once
+        if len(runs) > 1:  # which line is which seed: by style
+            ax.plot([], [], "-", color="gray", label=next(iter(runs)))
+            ax.plot([], [], "--", color="gray", label=", ".join(list(runs)[1:]))
         if chance.get(task) is not None:
             ax.axhline(chance[task], color=COLORS["ood"], linestyle=":", linewidth=1,
                        label=f"OOD chance {chance[task]:.2f}")

@@ -508,3 +508,16 @@ def test_study_killed_at_every_stage_finishes_with_the_same_metrics(study, tmp_p
     assert final.returncode == 0, final.stderr[-2000:]
     assert _final_metrics(out) == _final_metrics(study)
     assert (out / "report.html").exists()
+
+
+def test_a_timed_probe_step_counts_the_cpu_time_its_threads_ran_not_the_time_other_processes_took():
+    from grokscope.studies.estimate import step_seconds
+
+    # idle: OpenMP's threads spin, so CPU time over threads is the wall time
+    assert step_seconds(0.10, 0.20, 2, "cpu") == pytest.approx(0.10)
+    # busy: the step waited for the cores half of its wall time; the estimate is the time it ran
+    assert step_seconds(0.30, 0.10, 1, "cpu") == pytest.approx(0.10)
+    # never above the wall time, and on an accelerator the wall time (the host's CPU time is not the device's)
+    assert step_seconds(0.10, 0.50, 2, "cpu") == pytest.approx(0.10)
+    assert step_seconds(0.30, 0.01, 1, "cuda") == pytest.approx(0.30)
+    assert step_seconds(0.30, 0.0, 1, "cpu") == pytest.approx(0.30)  # no CPU time measured: the wall time

@@ -118,17 +118,29 @@ class Estimator:
         forward_backward = LoopPass([state], max_steps=0)
         batch = encode(ds, rows[:cfg.batch_size]).to(self.device)
         times = []
+        threads = torch.get_num_threads()
         with runtime.training_matmuls(self.device):  # and its matmul precision
             for i in range(PROBE_STEPS + 1):  # the first step warms up (allocations, kernel selection)
                 _synchronize(self.device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 state.loop.step = i
                 train_step([state], [batch], forward_backward)
                 _synchronize(self.device)
-                times.append(time.perf_counter() - t0)
+                times.append(step_seconds(time.perf_counter() - t0, time.process_time() - c0, threads, self.device))
         # The fastest step: other work on a busy machine only ever slows a step down, so the minimum is the
         # estimate that load disturbs least.
         return min(times[1:])
+
+
+def step_seconds(wall: float, cpu: float, threads: int, device: str) -> float:
+    """A timed step's seconds on an idle machine. On the CPU, the process's CPU time over its threads: the time its
+    threads ran (OpenMP's waiting threads spin, so on an idle machine this is the wall time), which other processes
+    competing for the cores do not inflate, where the wall time grows with them (a study planned beside another
+    training job was estimated at several times its length). Never more than the wall time; on an accelerator the
+    wall time, as the host's CPU time does not measure the device's work."""
+    if device != "cpu" or threads < 1 or cpu <= 0:
+        return wall
+    return min(wall, cpu / threads)
 
 
 def _synchronize(device: str) -> None:

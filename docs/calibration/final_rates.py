@@ -1,11 +1,12 @@
 """Final exact match of runs with their 95% intervals, and the steps to each milestone, as one Markdown table.
 
-    python docs/calibration/final_rates.py RUN [RUN ...] [--out FILE.csv]
+    python docs/calibration/final_rates.py RUN [RUN ...] [--at STEP] [--out FILE.csv]
 
 Per run: its steps, t_sat (first train accuracy >= 0.99, as `tabulate.py` and the findings), the first steps at which
 ID and OOD exact match reach 0.5 and 0.9, the OOD maximum, and the final train, ID and OOD exact match as the findings
 read them (the mean of the last 3 evaluations, its Wilson interval and n). `docs/calibration.md` §10 reads the
-comparison and shared-layer runs with it.
+comparison and shared-layer runs with it. ``--at STEP``: each run read as if it had stopped there (runs of other
+budgets compared at the same step).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from grokscope.metrics.intervals import final_rate
 from grokscope.metrics.milestones import first_step
 
 
-def row(run: Path) -> dict:
-    rows = artifacts.read_metrics(run)
+def row(run: Path, at: int | None = None) -> dict:
+    rows = [r for r in artifacts.read_metrics(run) if at is None or r["step"] <= at]
     out = {"run": run.name, "steps": rows[-1]["step"] if rows else 0,
            "t_sat": first_step(rows, "train_acc", th.SATURATION)}
     for probe, short in (("test_inferred_iid", "id"), ("test_inferred_ood", "ood")):
@@ -40,9 +41,10 @@ def row(run: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--at", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    table = pd.DataFrame([row(r) for r in args.runs]).astype(object).fillna("-")
+    table = pd.DataFrame([row(r, args.at) for r in args.runs]).astype(object).fillna("-")
     if args.out:
         table.to_csv(args.out, index=False)
     cols = list(table.columns)

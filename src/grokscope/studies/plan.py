@@ -187,21 +187,13 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     for model in spec.models:
         for regime in spec.regimes_of(model):
             train_over, model_over = model_sets(model, regime)
-            sets = {**{f"train.{k}": v for k, v in train_over.items()},
-                    **{f"model.{k}": v for k, v in model_over.items()}}
-            for seed in spec.seeds:
-                suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
-                run = run_root / f"{model.name}_{regime}{suffix}"
-                # The study's seed is the run's seed (the spec refuses a train.seed of its own); the default seed
-                # is left out of the job so that runs planned before this rule keep their identity.
-                seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
-                # Runs of one model with the same model settings share an architecture: they may be stacked.
-                group = json.dumps([model.name, model_over], sort_keys=True, default=str)
-                job = train_job(model.name, model.family, model.preset, data_root / regime, run, seeded,
-                                {"regime": regime, "seed": seed, "stack_group": group}, needs=[f"data {regime}"])
+            # Runs of one model with the same model settings share an architecture: they may be stacked.
+            group = json.dumps([model.name, model_over], sort_keys=True, default=str)
+            for seed, job in _seeded_runs(spec, model, regime, data_root / regime, run_root, train_over, model_over,
+                                          {"regime": regime}, group, [f"data {regime}"]):
                 jobs.append(job)
-                jobs.append(analyze_job(run, spec.analysis.probes, spec.analysis.steps, job.record))
-                pretrain[(model.name, regime, seed)] = run
+                jobs.append(analyze_job(job.out, spec.analysis.probes, spec.analysis.steps, job.record))
+                pretrain[(model.name, regime, seed)] = job.out
     jobs += _comparison_jobs(spec, data_root, run_root)
     for entry in spec.transfer:
         jobs += _transfer_jobs(spec, entry, run_root, pretrain)
@@ -225,6 +217,23 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     return jobs
 
 
+def _seeded_runs(spec: StudySpec, model, label: str, data_dir: Path, run_root: Path, train_over: dict,
+                 model_over: dict, record: dict, group: str, needs: list[str]) -> list[tuple[int, Job]]:
+    """(seed, training job) of ``model`` on one dataset for every seed of the study: ``runs/<model>_<label>`` (with
+    ``_s<seed>`` when the study has several seeds)."""
+    sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
+    out = []
+    for seed in spec.seeds:
+        suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
+        run = run_root / f"{model.name}_{label}{suffix}"
+        # The study's seed is the run's seed (the spec refuses a train.seed of its own); the default seed is left out
+        # of the job so that runs planned before this rule keep their identity.
+        seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
+        out.append((seed, train_job(model.name, model.family, model.preset, data_dir, run, seeded,
+                                    {**record, "seed": seed, "stack_group": group}, needs=needs)))
+    return out
+
+
 def named_steps(steps: str) -> str:
     """The analysis steps a run of another budget surely has: step 0 and the named ones (a step number of the
     composition runs may lie past a comparison run's end)."""
@@ -242,19 +251,12 @@ def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[J
     jobs = [data]
     for model in spec.comparison_models():
         train_over, model_over = comparison_model_sets(spec, model)
-        sets = {**{f"train.{k}": v for k, v in train_over.items()},
-                **{f"model.{k}": v for k, v in model_over.items()}}
-        for seed in spec.seeds:
-            suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
-            run = run_root / f"{model.name}_comparison{suffix}"
-            seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
-            # its vocabulary differs from composition's: it stacks only with the model's other comparison runs
-            group = json.dumps([model.name, "comparison", model_over], sort_keys=True, default=str)
-            job = train_job(model.name, model.family, model.preset, data.out, run, seeded,
-                            {"role": "comparison", "task": "comparison", "regime": None, "seed": seed,
-                             "stack_group": group}, needs=[data.name])
+        # its vocabulary differs from composition's: it stacks only with the model's other comparison runs
+        group = json.dumps([model.name, "comparison", model_over], sort_keys=True, default=str)
+        for _, job in _seeded_runs(spec, model, "comparison", data.out, run_root, train_over, model_over,
+                                   {"role": "comparison", "task": "comparison", "regime": None}, group, [data.name]):
             jobs.append(job)
-            jobs.append(analyze_job(run, COMPARISON_PROBES, named_steps(spec.analysis.steps), job.record,
+            jobs.append(analyze_job(job.out, COMPARISON_PROBES, named_steps(spec.analysis.steps), job.record,
                                     COMPARISON_ANALYSES))
     return jobs
 

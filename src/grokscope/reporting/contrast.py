@@ -147,7 +147,9 @@ def finding_w(per_seed_runs: dict[int, tuple[dict, dict | None]]) -> dict:
     per_seed = {}
     for seed, (comparison, composition) in per_seed_runs.items():
         votes, measured = contrast_votes(comparison, composition)
-        per_seed[seed] = _result_w(verdict_w(votes), measured, votes)
+        verdict = verdict_w(votes)
+        # "partly": the first screen names what fell short, the vote (b)
+        per_seed[seed] = _result_w(verdict, measured, votes, votes[1] if verdict.startswith("partly") else None)
     return across_seeds(per_seed)
 
 
@@ -168,6 +170,6 @@ def verdict_w(votes: list[Vote]) -> str:
     return f"partly supported ({general.name}: {general.outcome}{': ' + general.why if general.why else ''})"
 
 
-def _result_w(verdict: str, measured: list[str], votes: list[Vote]) -> dict:
-    out = _result(1, verdict, measured, RULE, votes=votes)
+def _result_w(verdict: str, measured: list[str], votes: list[Vote], lead: Vote | None = None) -> dict:
+    out = _result(1, verdict, measured, RULE, votes=votes, lead=lead)
     return {**out, "finding": FINDING, "claim": CLAIM, "paper": PAPER, "source": "Wang et al."}

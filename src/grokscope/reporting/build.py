@@ -439,13 +439,11 @@ def _findings(spec: dict, manifest: dict, pre: dict, ft: dict, cmp: dict | None 
         mine = {job: pair for job, pair in ft.items() if pair[0].get("model", name) == name}
         found = _model_findings(spec, manifest, pre, mine, name)
         out += [{**f, "model": name, "scope": scope_of(model)} for f in found]
-    cmp = comparison_runs(manifest) if cmp is None else cmp
+    pairs = _contrast_pairs(pre, comparison_runs(manifest) if cmp is None else cmp)
     for model in models_in_order(spec):
-        name = model["name"]
-        mine = {r.get("seed"): run for r, run in cmp.values() if r.get("model") == name}
-        if mine:
-            per_seed = {seed: (run, _by(pre, name, "natural", seed)[1]) for seed, run in sorted(mine.items())}
-            out.append({**finding_w(per_seed), "model": name, "scope": "Wang et al.'s contrast"})
+        per_seed = dict(sorted((seed, (c, n)) for m, seed, c, n in pairs if m == model["name"]))
+        if per_seed:
+            out.append({**finding_w(per_seed), "model": model["name"], "scope": "Wang et al.'s contrast"})
     return out
 
 

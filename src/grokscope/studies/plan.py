@@ -141,18 +141,13 @@ def set_args(values: dict) -> list[str]:
 def data_job(preset: str, regime: str | None, out: Path, sets: dict, name: str | None = None,
              task: str = "composition") -> Job:
     """A dataset: a composition regime's, or (``task="comparison"``, no regime) the comparison task's."""
-    if task == "comparison":
-        return Job(name or "data comparison", "data", ["data", "build", "--task", task, "--preset", preset, "--out",
-                                                      str(out), "--force", *set_args(sets)],
-                   out, out / "dataset.json", {"role": "data", "task": task, "path": str(out)},
-                   resolved=resolved_comparison_data(preset, sets),
-                   call=api_call("build_data", out=out, preset=preset, task=task,
-                                 sets=[f"{k}={v}" for k, v in sets.items()] or None, force=True))
-    return Job(name or f"data {regime}", "data", ["data", "build", "--preset", preset, "--regime", regime, "--out",
-                                                  str(out), "--force", *set_args(sets)],
-               out, out / "dataset.json", {"role": "data", "regime": regime, "path": str(out)},
-               resolved=resolved_data(preset, regime, sets),
-               call=api_call("build_data", out=out, preset=preset, regime=regime,
+    which = {"task": task} if task == "comparison" else {"regime": regime}
+    (flag, value), = which.items()
+    resolved = resolved_comparison_data(preset, sets) if task == "comparison" else resolved_data(preset, regime, sets)
+    return Job(name or f"data {value}", "data", ["data", "build", "--preset", preset, f"--{flag}", value, "--out",
+                                                 str(out), "--force", *set_args(sets)],
+               out, out / "dataset.json", {"role": "data", **which, "path": str(out)}, resolved=resolved,
+               call=api_call("build_data", out=out, preset=preset, **which,
                              sets=[f"{k}={v}" for k, v in sets.items()] or None, force=True))
 
 

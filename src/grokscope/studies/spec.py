@@ -8,7 +8,7 @@ of the study) and ``transfer``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -191,9 +191,13 @@ def spec_dict(spec: StudySpec) -> dict:
     return without_absent_sections(to_dict(spec))
 
 
+OPTIONAL_SECTIONS = tuple(f.name for f in fields(StudySpec) if f.default is None)  # (comparison)
+
+
 def without_absent_sections(raw: dict) -> dict:
-    """A recorded spec with optional sections that are absent (None) left out."""
-    return {k: v for k, v in raw.items() if not (k == "comparison" and v is None)} if isinstance(raw, dict) else raw
+    """A recorded spec with its optional sections that are absent (None) left out."""
+    return {k: v for k, v in raw.items() if not (k in OPTIONAL_SECTIONS and v is None)} if isinstance(raw, dict) \
+        else raw
 
 
 def data_sets(spec: StudySpec) -> dict:
@@ -215,11 +219,16 @@ def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]
     return routed["train"], routed["model"]
 
 
+def comparison_model(spec: StudySpec, model: ModelSpec) -> ModelSpec:
+    """The model entry its comparison run trains with: its own ``set``, then the comparison section's ``per_model``
+    entries for it."""
+    extra = (spec.comparison.per_model.get(model.name) or {}) if spec.comparison else {}
+    return ModelSpec(model.name, model.family, model.preset, set={**model.set, **extra})
+
+
 def comparison_model_sets(spec: StudySpec, model: ModelSpec) -> tuple[dict, dict]:
-    """A model's (train, model) overrides for its comparison run: its own ``set``, then the comparison section's
-    ``per_model`` entries for it."""
-    items = {**model.set, **((spec.comparison.per_model.get(model.name) or {}) if spec.comparison else {})}
-    return model_sets(ModelSpec(model.name, model.family, model.preset, set=items))
+    """A model's (train, model) overrides for its comparison run."""
+    return model_sets(comparison_model(spec, model))
 
 
 def comparison_data_sets(spec: StudySpec) -> dict:
@@ -320,7 +329,7 @@ def _comparison_problems(spec: StudySpec) -> list[str]:
                  f"remove them, or add them to {where}.models")
     for model in spec.comparison_models():
         if model.name in c.per_model and model.family in FAMILIES and not _errors(lambda m=model: _check_model(m), ""):
-            merged = ModelSpec(model.name, model.family, model.preset, set={**model.set, **c.per_model[model.name]})
+            merged = comparison_model(spec, model)
             p += _errors(lambda m=merged: _check_model(m), f"{where}.per_model.{model.name}")
             if "seed" in _errors_or_train(merged, None):
                 p.append(f"{where}.per_model.{model.name}: sets train.seed; give the seeds with the study's `seeds:`")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,23 @@ def one_of_each_job(**changes) -> dict:
     raw = small_study(regimes=["natural", "both_full"], **changes)
     raw["transfer"] = {**raw["transfer"], "from": ["natural"], "checkpoints": ["last"], "control": False}
     return raw
+
+
+def fake_train_job(out: Path, group: str | None = None):
+    """A typed training job for ``out`` that no test trains (a spec of no settings), for the runner's bookkeeping."""
+    from grokscope.studies.jobs import TrainJob
+    from grokscope.training.runspec import RunSpec
+
+    return TrainJob(model="gpt", spec=RunSpec(data="data", out=str(out), family="gpt", train={}, model={}),
+                    preset="smoke", info={"stack_group": group} if group else {})
+
+
+def fake_transfer_job(out: Path, parent: Path | None = None):
+    """A typed fine-tuning job for ``out`` (from ``parent@last``), for the runner's bookkeeping."""
+    from grokscope.studies.jobs import TransferJob
+
+    return TransferJob(model="gpt", family="gpt", regime="natural", seed=0, parent=parent or out.parent / "parent",
+                       checkpoint="last", out=out)
 
 
 def run_cli(*args) -> int:

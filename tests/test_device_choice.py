@@ -91,11 +91,30 @@ def test_cuda_training_allows_tf32_and_restores_the_callers_setting(monkeypatch,
 
 def test_precision_is_checked_against_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     assert runtime.resolve_precision("bf16", "cuda")[0] == "fp16"  # a GPU without bf16 (before Ampere)
     assert runtime.resolve_precision("fp16", "cpu")[0] == "bf16"
     assert runtime.resolve_precision("bf16", "cpu") == ("bf16", None)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert runtime.resolve_precision("bf16", "cuda") == ("bf16", None)
+    # A CPU without native bf16 (AVX2 only) emulates it many times slower than fp32: fp32 instead, with a note.
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    precision, note = runtime.resolve_precision("bf16", "cpu")
+    assert precision == "fp32" and "no native bf16" in note
+    assert runtime.resolve_precision("fp16", "cpu")[0] == "fp32"
+    assert runtime.resolve_precision("fp32", "cpu") == ("fp32", None)
+    assert runtime.resolve_precision("bf16", "cuda") == ("bf16", None)  # a GPU's bf16 does not depend on the CPU
+
+
+def test_a_bf16_run_on_a_cpu_without_it_trains_and_records_fp32(monkeypatch, tmp_path, smoke_data, capsys):
+    """The fallback reaches the run: its config.yaml records the precision it trained with."""
+    from grokscope import api, artifacts
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    api.train(smoke_data, tmp_path / "r", "gpt", "smoke", ["train.max_steps=2", "train.eval_every=2",
+                                                         "train.precision=bf16", "train.threads=1"], quiet=True)
+    assert artifacts.read_config(tmp_path / "r")["train"]["precision"] == "fp32"
+    assert "no native bf16" in capsys.readouterr().out
 
 
 def test_a_cpu_stacked_run_never_touches_cuda(monkeypatch):

@@ -14,7 +14,9 @@ import pytest
 
 from grokscope import artifacts
 from grokscope.errors import GrokscopeError
-from grokscope.studies.plan import Job, Manifest
+from conftest import fake_train_job
+from grokscope.studies.jobs import AnalyzeJob, Job
+from grokscope.studies.manifest import Manifest
 
 TINY = "max_steps=20,eval_every=10,eval_bridge_use=16"
 
@@ -122,9 +124,8 @@ def test_3b_export_tl_force_keeps_a_users_files(cli, tiny_run, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def _fake_job(root: Path, name: str, stage: str = "train") -> Job:
-    out = root / "runs" / name
-    return Job(f"{stage} {name}", stage, [stage, str(out)], out, out / "summary.json", {"path": str(out)})
+def _fake_job(root: Path, name: str) -> Job:
+    return fake_train_job(root / "runs" / name)
 
 
 def test_4_study_fresh_removes_only_the_studys_outputs(tmp_path):
@@ -209,7 +210,7 @@ def test_8_a_users_analysis_file_does_not_mark_the_studys_job_done(tmp_path):
     from grokscope.studies.run import _run_stage
 
     root = tmp_path / "study"
-    job = Job("analyze r", "analyze", ["analyze", "r"], root / "r", root / "r" / "analysis" / "summary.json", {})
+    job = AnalyzeJob(run=root / "r", probes="ood", steps="last")
     job.done.parent.mkdir(parents=True)
     job.done.write_text("{}")  # a user's own `analyze --analyses regime`
     manifest = Manifest.open(root)
@@ -217,7 +218,7 @@ def test_8_a_users_analysis_file_does_not_mark_the_studys_job_done(tmp_path):
 
     class Ex:
         def run(self, jobs, on_done):
-            for j, _ in jobs:
+            for j in jobs:
                 ran.append(j.name)
                 on_done(j, 0, 0.1)
     _run_stage("analyze", [job], manifest, Ex(), log=lambda *_: None)
@@ -232,12 +233,12 @@ def test_9_ctrl_c_in_a_study_job_is_an_interruption_not_a_failure(tmp_path, caps
 
     root = tmp_path / "study"
     root.mkdir()
-    job = Job("train r", "train", ["train"], root / "r", root / "r" / "summary.json", {})
+    job = fake_train_job(root / "r")
     manifest = Manifest.open(root)
 
     class Ex:
         def run(self, jobs, on_done):
-            on_done(jobs[0][0], 130, 1.0)
+            on_done(jobs[0], 130, 1.0)
     with pytest.raises(StudyInterrupted):
         _run_stage("train", [job], manifest, Ex(), log=lambda *_: None)
     assert manifest.status(job) == "interrupted"

@@ -89,10 +89,10 @@ def test_study_outputs(study):
     assert status["transfer ft_gpt_natural_sat"] == "skipped"  # the smoke gpt never saturates: no 'sat' fine-tune
     assert "never reached" in manifest["jobs"]["transfer ft_gpt_natural_sat"]["note"]
     assert all(s == "done" for n, s in status.items() if not n.endswith("_sat"))
-    # One job at a time (workers: 1): the gpt's fine-tunes trained stacked, in one process, as one call.
+    # One job at a time (workers: 1): the gpt's fine-tunes trained stacked, in one process, as one job.
     stacked_ft = [json.loads(p.read_text()) for p in (study / "jobs").glob("stack_ft_*.json")]
-    assert len(stacked_ft) == 1 and stacked_ft[0]["verb"] == "stack"
-    assert sorted(Path(c["kwargs"]["out"]).name for c in stacked_ft[0]["kwargs"]["calls"]) == sorted(
+    assert len(stacked_ft) == 1 and stacked_ft[0]["kind"] == "stack"
+    assert sorted(Path(m["out"]).name for m in stacked_ft[0]["members"]) == sorted(
         n.split()[1] for n, s in status.items() if n.startswith("transfer ") and s == "done")
     assert set(manifest["stage_seconds"]) >= {"data", "train", "analyze", "transfer", "compare", "report"}
     md = (study / "report.md").read_text()
@@ -316,7 +316,8 @@ def test_transfer_entries_are_a_list_and_a_single_mapping_still_reads():
 
 
 def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests_still_read(tmp_path):
-    from grokscope.studies.plan import Manifest, resume_call
+    from grokscope.studies.manifest import Manifest
+    from grokscope.studies.plan import resumed
 
     spec = load_spec("smoke")
     jobs = {j.name: j for j in plan(spec, tmp_path)}
@@ -334,8 +335,8 @@ def test_a_changed_unfinished_job_goes_stale_and_starts_over_and_older_manifests
     (run.out / "config.yaml").write_text("x: 1\n")
     (run.out / "notes.txt").write_text("mine")
     (run.out / "config.yaml").write_text("x: 1\n")
-    assert resume_call(run)["kwargs"]["spec"]["resume"] is True  # an interrupted run continues
-    call = resume_call(run, stale=True)  # cleared and started over, not resumed on the new settings
+    assert resumed(run).call["kwargs"]["spec"]["resume"] is True  # an interrupted run continues
+    call = resumed(run, stale=True).call  # cleared and started over, not resumed on the new settings
     assert call["kwargs"]["spec"]["resume"] is False and not (run.out / "config.yaml").exists()
     assert (run.out / "notes.txt").exists()
     # A manifest written before resolved settings were recorded is compared by command line; the fine-tuning
@@ -446,13 +447,11 @@ def test_the_plan_schedules_each_stage_on_its_workers():
     """With workers side by side, a stage takes its longest worker: a stack group is one unit (its runs step in one
     process), the units go longest first onto the least loaded worker, and the stages follow one another."""
     from grokscope.studies.estimate import side_by_side
-    from grokscope.studies.plan import Job
+    from conftest import fake_train_job, fake_transfer_job
 
-    def job(name, stage, group=None):
-        return Job(name, stage, [], Path(name), Path(name), {"stack_group": group} if group else {})
-    jobs = [job("g1", "train", "gpt"), job("g2", "train", "gpt"), job("t1", "train", "trm"),
-            job("f1", "transfer"), job("f2", "transfer"), job("f3", "transfer")]
-    seconds = {"g1": 30, "g2": 30, "t1": 50, "f1": 10, "f2": 8, "f3": 5}
+    jobs = [fake_train_job(Path("g1"), "gpt"), fake_train_job(Path("g2"), "gpt"), fake_train_job(Path("t1"), "trm"),
+            fake_transfer_job(Path("f1")), fake_transfer_job(Path("f2")), fake_transfer_job(Path("f3"))]
+    seconds = {"train g1": 30, "train g2": 30, "train t1": 50, "transfer f1": 10, "transfer f2": 8, "transfer f3": 5}
     assert side_by_side(jobs, seconds, 1) == 30 + 30 + 50 + 10 + 8 + 5
     assert side_by_side(jobs, seconds, 2) == 60 + 13  # gpt stack | trm; then f1 | f2 + f3
     assert side_by_side(jobs, seconds, 4) == 60 + 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import small_study, wait_until
+from conftest import fake_transfer_job, small_study, wait_until
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (extra 'sweep'; CI installs it)")
@@ -28,9 +28,10 @@ def test_smoke_study_on_local_ray(tmp_path, cli):
     assert code == 0, err
     assert (tmp_path / "ray" / "report.html").exists()
     specs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ray" / "jobs").glob("*.json")}
-    train = [c for c in specs.values() if c["verb"] == "train"]
-    assert train and all(isinstance(c["kwargs"]["spec"], (dict, list)) for c in train)
-    assert {c["verb"] for c in specs.values()} == {"build_data", "train", "analyze"}
+    runs = [m for c in specs.values() if c["kind"] in ("train", "stack") for m in c.get("members", [c])]
+    assert runs and all(isinstance(m["spec"], dict) for m in runs)  # each a resolved RunSpec
+    kinds = {c["kind"] for c in specs.values()}
+    assert {"data", "analyze"} <= kinds <= {"data", "train", "stack", "analyze"}
     analyze = next(p for p in (tmp_path / "ray" / "jobs").glob("analyze*.json"))
     rerun = subprocess.run([sys.executable, "-m", "grokscope.worker", str(analyze)], capture_output=True, text=True,
                            timeout=300)
@@ -135,22 +136,20 @@ def test_a_stack_that_stops_short_keeps_its_finished_members_done(tmp_path, code
     """One member of a stacked job fails (or the user stops it) after another finished: the finished one is done
     (it is skipped next time), the others are failed or interrupted."""
     from grokscope.errors import GrokscopeError
-    from grokscope.studies.plan import Job, Manifest
+    from grokscope.studies.manifest import Manifest
     from grokscope.studies.run import StudyInterrupted, _run_stage
 
-    jobs = [Job(f"transfer ft{i}", "transfer", [], tmp_path / f"ft{i}", tmp_path / f"ft{i}" / "summary.json",
-                {"stack_group": "fine-tunes of gpt"}, call={"verb": "transfer", "kwargs": {"out": f"ft{i}"}})
-            for i in range(3)]
+    jobs = [fake_transfer_job(tmp_path / f"ft{i}") for i in range(3)]
 
     class OneAtATime:
         def one_at_a_time(self, n_jobs):
             return True
 
         def run(self, grouped, on_done):
-            assert len(grouped) == 1 and grouped[0][1]["verb"] == "stack"  # the three as one stacked call
+            assert len(grouped) == 1 and grouped[0].call["verb"] == "stack"  # the three as one stacked call
             jobs[1].done.parent.mkdir()
             jobs[1].done.write_text("{}")  # ft1 finished; then its siblings stopped short
-            on_done(grouped[0][0], code, 3.0)
+            on_done(grouped[0], code, 3.0)
 
     manifest = Manifest(tmp_path, {"jobs": {}, "stage_seconds": {}})
     with pytest.raises(StudyInterrupted if code == 130 else GrokscopeError):

@@ -126,11 +126,27 @@ def training_matmuls(device: str):
     return matmul_precision(device, tf32=True)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on Arm). Elsewhere
+    oneDNN emulates it, and a bf16 autocast step is many times slower than fp32: 16x for the micro gpt and 12x for
+    the micro trm on an AVX2-only EPYC (docs/calibration.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def resolve_precision(precision: str, device: str) -> tuple[str, str | None]:
     """The precision a run on ``device`` can use, and a note when it differs from the one asked for: fp16 needs
-    CUDA (its GradScaler); bf16 on a GPU without it (before Ampere) falls back to fp16."""
+    CUDA (its GradScaler); bf16 on a GPU without it (before Ampere) falls back to fp16, and on a CPU without native
+    bf16 to fp32 (emulated bf16 would be slower, not faster)."""
     if precision == "fp16" and device != "cuda":
+        if device == "cpu" and not cpu_has_bf16():
+            return "fp32", "note: fp16 needs CUDA and this CPU has no native bf16; using fp32 instead"
         return "bf16", "note: fp16 needs CUDA; using bf16 instead"
     if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         return "fp16", "note: this GPU has no bf16; using fp16 with a GradScaler instead"
+    if precision == "bf16" and device == "cpu" and not cpu_has_bf16():
+        return "fp32", ("note: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16), where bf16 is emulated "
+                        "and many times slower; using fp32 instead")
     return precision, None

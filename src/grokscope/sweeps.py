@@ -27,10 +27,12 @@ from grokscope.metrics.milestones import first_step, is_delayed
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
-from grokscope.studies.plan import Job, data_job, differences, resume_call, stacked, train_job, upgraded
+from grokscope.studies.jobs import Job, TrainJob, stacked
+from grokscope.studies.migrations import differences, in_todays_layout, sweep_identity
+from grokscope.studies.plan import data_job, resumed
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
-                                    spec_dict, without_absent_sections)
+                                    spec_dict)
 from grokscope.training.config import TrainConfig, resolve_train_config
 
 
@@ -136,9 +138,9 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
         run = out / "runs" / point_name(point)
         group = json.dumps([model.name, model_set], sort_keys=True, default=str)  # same model settings: stackable
         record = {"regime": None, "task": task} if comparison else {"regime": "natural"}
-        train_jobs.append((point, train_job(model.name, model.family, model.preset, data_dir, run, sets,
-                                            {**record, "point": point, "stack_group": group},
-                                            [data_jobs[key].name])))
+        train_jobs.append((point, TrainJob.build(model.name, model.family, model.preset, data_dir, run, sets,
+                                                 {**record, "point": point, "stack_group": group},
+                                                 [data_jobs[key].name])))
     if problems:
         raise GrokscopeError(problems)
     return grid, list(data_jobs.values()), train_jobs
@@ -161,8 +163,7 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
         elif (out / "sweep.json").exists():
             old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
-            if (without_absent_sections(old.get("spec")), old.get("model"), old.get("task", "composition")) != \
-                    (spec, model_name, task):
+            if sweep_identity(old) != (spec, model_name, task):
                 raise GrokscopeError(f"{out}: holds a sweep of another preset, model or task; choose another --out "
                                      f"or pass --fresh to start over")
             changed = _changed_points(old.get("resolved"), [*data_jobs, *(j for _, j in train_jobs)])
@@ -185,13 +186,13 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
                                      f"finished points are kept")
 
         try:
-            todo = [(j, j.call) for j in data_jobs if not j.done.exists()]
+            todo = [j for j in data_jobs if not j.done.exists()]
             if todo:
                 ex.run(todo, on_done)
-            todo = [(j, resume_call(j)) for _, j in train_jobs if not j.done.exists()]
-            grouped = stacked(todo) if stack else [(job, call, [job]) for job, call in todo]
+            todo = [resumed(j) for _, j in train_jobs if not j.done.exists()]
+            grouped = stacked(todo) if stack else [(job, [job]) for job in todo]
             if grouped:
-                ex.run([(job, call) for job, call, _ in grouped], on_done)
+                ex.run([job for job, _ in grouped], on_done)
             return write_table(out, grid, train_jobs)
         except KeyboardInterrupt:  # Ctrl-C between jobs: the same one line as inside a job
             raise Interrupted(INTERRUPTED_MESSAGE) from None
@@ -205,7 +206,7 @@ def _changed_points(recorded, jobs: list[Job]) -> list[str]:
     out = []
     for job in jobs:
         old = recorded.get(job.name)
-        if isinstance(old, dict) and job.done.exists() and (diff := differences(upgraded(old, job),
+        if isinstance(old, dict) and job.done.exists() and (diff := differences(in_todays_layout(old, job),
                                                                                   job.resolved)):
             out.append(f"{job.name} ({'; '.join(diff[:2])})")
     return out

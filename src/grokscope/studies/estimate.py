@@ -28,7 +28,7 @@ from grokscope.data.encoding import encode, training_rows
 from grokscope.data.store import Dataset
 from grokscope.data.transfer import build_transfer
 from grokscope.models.registry import FAMILIES, build_model
-from grokscope.studies.plan import Job
+from grokscope.studies.jobs import Job
 from grokscope.training.config import TrainConfig
 from grokscope.training.request import TRAIN_BYTES_PER_PARAM, budget
 from grokscope.training.step import LoopPass, train_step

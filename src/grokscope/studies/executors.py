@@ -7,11 +7,12 @@
   scales poorly at this width, ``docs/calibration.md``).
 - ``ray``: each job as a Ray task on a cluster (``--address``) or a local Ray instance (extra ``sweep``).
 
-A job is an API call (``{"verb": ..., "kwargs": ...}``, a training job's kwargs holding its resolved ``RunSpec``).
-Every executor writes it to ``<study>/jobs/<job>.json`` before it runs (a record, and a way to re-run one job by
-hand); a worker process reads that file (``python -m grokscope.worker SPEC.json``), a Ray task gets the same
+A job is a typed value (``studies/jobs.py``; a training job holds its resolved ``RunSpec``). Every executor writes
+it to ``<study>/jobs/<job>.json`` (``Job.to_dict``, with its kind) before it runs (a record, and a way to re-run one
+job by hand); a worker process reads that file (``python -m grokscope.worker JOB.json``), a Ray task gets the same
 mapping and writes it to a file on its own node. Nothing is turned into a command line and parsed back. The
-in-process runner (``api.execute``) is supplied by the caller, since this package sits below the API.
+in-process runner (``api.execute``, which takes the job's API call) is supplied by the caller, since this package
+sits below the API.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from grokscope import artifacts
 from grokscope.errors import GrokscopeError
-from grokscope.studies.plan import Job
+from grokscope.studies.jobs import Job
 
 Runner = Callable[[dict], int]
 EXECUTORS = ("local", "ray")
@@ -41,14 +42,14 @@ def worker_command(spec_file: Path) -> list[str]:
 
 
 def spec_file(spec_dir: Path, job: Job) -> Path:
-    """Where a job's call is written: one file per job, named after it."""
+    """Where a job file is written: one per job, named after it."""
     return Path(spec_dir) / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', job.name)[:150]}.json"
 
 
-def write_spec(spec_dir: Path, job: Job, call: dict) -> Path:
+def write_spec(spec_dir: Path, job: Job) -> Path:
     path = spec_file(spec_dir, job)
     path.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json_atomic(path, call)
+    artifacts.write_json_atomic(path, job.to_dict())
     return path
 
 
@@ -90,16 +91,16 @@ class LocalExecutor:
         """Whether ``n_jobs`` jobs would run one after another (then stacking them costs no parallelism)."""
         return len(self.slots(n_jobs)) == 1
 
-    def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
-        """Run (job, call) pairs; ``on_done(job, code, seconds)`` is called as each one ends."""
+    def run(self, jobs: list[Job], on_done) -> None:
+        """Run the jobs; ``on_done(job, code, seconds)`` is called as each one ends."""
         slots = self.slots(len(jobs))
         if len(slots) > 1:
             return self._run_parallel(jobs, on_done, slots)
-        for job, call in jobs:
+        for job in jobs:
             self.log(f"[{job.stage}] {job.name}")
-            path = write_spec(self.spec_dir, job, call)
+            path = write_spec(self.spec_dir, job)
             t0 = time.time()
-            code = self.runner(call) if self.runner is not None else subprocess_runner(path)
+            code = self.runner(job.call) if self.runner is not None else subprocess_runner(path)
             on_done(job, code, time.time() - t0)
 
     def _run_parallel(self, jobs, on_done, slots: list[tuple[str, dict]]) -> None:
@@ -110,10 +111,10 @@ class LocalExecutor:
             try:
                 while pending or active:
                     while pending and free:
-                        (job, call), slot = pending.pop(0), free.pop(0)
+                        job, slot = pending.pop(0), free.pop(0)
                         label, extra = slots[slot]
                         self.log(f"[{job.stage}] {job.name} ({label})")
-                        proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job, call)),
+                        proc = subprocess.Popen(worker_command(write_spec(self.spec_dir, job)),
                                                 env={**os.environ, **extra})
                         active.append((proc, job, time.time(), slot))
                     for entry in list(active):
@@ -159,12 +160,12 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_call_in_worker(call: dict) -> tuple[int, float]:
-    """What a Ray task does: write the call to a spec file on its own node and run a worker process on it."""
+def run_job_in_worker(job: dict) -> tuple[int, float]:
+    """What a Ray task does: write the job file on its own node and run a worker process on it."""
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="grokscope-job-") as tmp:
-        path = Path(tmp) / "spec.json"
-        artifacts.write_json_atomic(path, call)
+        path = Path(tmp) / "job.json"
+        artifacts.write_json_atomic(path, job)
         return subprocess_runner(path), time.time() - t0
 
 
@@ -179,16 +180,16 @@ class RayExecutor:
         self.ray, self.spec_dir, self.log = ray, Path(spec_dir), log
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self._remote = ray.remote(num_gpus=1 if ray.cluster_resources().get("GPU") else 0)(run_call_in_worker)
+        self._remote = ray.remote(num_gpus=1 if ray.cluster_resources().get("GPU") else 0)(run_job_in_worker)
 
     def one_at_a_time(self, n_jobs: int) -> bool:
         return False  # tasks spread over the cluster's nodes
 
-    def run(self, jobs: list[tuple[Job, dict]], on_done) -> None:
+    def run(self, jobs: list[Job], on_done) -> None:
         refs = []
-        for job, call in jobs:
-            write_spec(self.spec_dir, job, call)  # the record on the driver; the task ships the same mapping
-            refs.append((self._remote.remote(call), job))
+        for job in jobs:
+            write_spec(self.spec_dir, job)  # the record on the driver; the task ships the same mapping
+            refs.append((self._remote.remote(job.to_dict()), job))
         for ref, job in refs:
             code, seconds = self.ray.get(ref)
             on_done(job, code, seconds)

@@ -16,7 +16,9 @@ from grokscope.analysis import defaults
 from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.metrics import thresholds as th
 from grokscope.studies.executors import EXECUTORS, Runner, make_executor
-from grokscope.studies.plan import STAGES, Job, Manifest, plan, resume_call, stacked
+from grokscope.studies.jobs import AnalyzeJob, Job, stacked
+from grokscope.studies.manifest import Manifest
+from grokscope.studies.plan import STAGES, plan, resumed
 from grokscope.studies.spec import load_spec
 
 
@@ -96,7 +98,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
             log(f"[{stage}] {job.name}: skipped ({skip})")
             manifest.mark(job, "skipped", note=skip)
             continue
-        todo.append((job, resume_call(job, stale=status == "stale")))
+        todo.append(resumed(job, stale=status == "stale"))
     skipped = len(jobs) - len(todo)
     if skipped:
         log(f"[{stage}] {skipped} job(s) already complete or skipped")
@@ -108,9 +110,9 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
     if stack and (stage == "train" or (stage == "transfer" and ex.one_at_a_time(len(todo)))):
         grouped = stacked(todo)
     else:
-        grouped = [(job, call, [job]) for job, call in todo]
-    members = {job.name: group for job, _, group in grouped}
-    for job, _ in todo:
+        grouped = [(job, [job]) for job in todo]
+    members = {job.name: group for job, group in grouped}
+    for job in todo:
         manifest.mark(job, "running")
 
     def finished(member: Job) -> bool:
@@ -135,7 +137,7 @@ def _run_stage(stage: str, jobs: list[Job], manifest: Manifest, ex, log, stack: 
             raise GrokscopeError(f"study job '{job.name}' failed (exit {code}); fix the cause and re-run the study: "
                                  f"finished jobs are kept and skipped")
 
-    ex.run([(job, call) for job, call, _ in grouped], on_done)
+    ex.run([job for job, _ in grouped], on_done)
     manifest.add_stage_time(stage, time.time() - t0)
 
 
@@ -143,13 +145,13 @@ def outputs_check_out(job: Job) -> bool:
     """Whether a job the study started, and whose output file exists, finished: an analysis summary counts only when
     it covers every analysis the job asked for (a user's own `analyze --analyses regime` writes one too, and must not
     mark a job interrupted mid-way done without its lens and trace tables)."""
-    if job.stage != "analyze":
+    if not isinstance(job, AnalyzeJob):
         return True
     try:
         covered = artifacts.read_json(job.done, "re-run the study").get("analyses")
     except GrokscopeError:
         return False
-    wanted = ((job.call or {}).get("kwargs") or {}).get("analyses") or defaults.ANALYSES
+    wanted = job.analyses or defaults.ANALYSES
     return isinstance(covered, list) and set(wanted.split(",")) <= set(covered)
 
 

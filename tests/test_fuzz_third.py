@@ -193,9 +193,11 @@ def test_a_symlink_loop_as_a_target_is_one_line(cli, tmp_path):
     assert code == 2 and "cannot be resolved" in err and "Traceback" not in err
 
 
-def test_a_stacked_command_with_an_unbalanced_quote_is_one_line(cli, tmp_path):
-    code, _, err = cli("stack", f"train --data {tmp_path} --out 'x")
-    assert code == 2 and "cannot be read (No closing quotation)" in err and "Traceback" not in err
+def test_a_stacked_file_that_is_damaged_is_one_line(cli, tmp_path):
+    """(Once a quoted command with an unbalanced quote; `stack` now reads run specs and job files.)"""
+    (tmp_path / "spec.json").write_text('{"data": "d", "out": "x')
+    code, _, err = cli("stack", tmp_path / "spec.json")
+    assert code == 2 and "spec.json" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 

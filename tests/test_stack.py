@@ -141,16 +141,28 @@ def test_runs_of_different_architectures_train_one_after_another(regimes, tmp_pa
 
 
 def test_stack_cli(cli, regimes, tmp_path):
+    """`train --spec-only` writes a run's resolved spec and trains nothing; `stack` trains such specs together."""
     data = regimes / "natural"
-    code, out, err = cli("stack", f"train --data {data} --preset smoke --quiet --out {tmp_path / 'a'} --set "
-                                  f"max_steps=10", f"train --data {data} --preset smoke --quiet --out "
-                                                   f"{tmp_path / 'b'} --set max_steps=10,seed=3")
+    for name, sets in (("a", "max_steps=10"), ("b", "max_steps=10,seed=3")):
+        code, out, err = cli("train", "--data", data, "--preset", "smoke", "--quiet", "--out", tmp_path / name,
+                             "--set", sets, "--spec-only", tmp_path / f"{name}.json")
+        assert code == 0 and "nothing trained" in out, err
+    assert not (tmp_path / "a").exists()  # nothing trained, nothing written but the spec
+    assert json.loads((tmp_path / "b.json").read_text())["train"]["seed"] == 3
+    code, _, err = cli("train", "--data", data, "--out", tmp_path / "a", "--spec-only", tmp_path / "a.json")
+    assert code == 2 and "exists" in err  # a spec is never written over a file
+    code, out, err = cli("stack", tmp_path / "a.json", tmp_path / "b.json")
     assert code == 0, err
     assert "stacked" in out and json.loads((tmp_path / "b" / "summary.json").read_text())["final_step"] == 10
-    code, _, err = cli("stack", "data build --out x")
-    assert code == 2 and "must be a train or transfer command" in err
-    code, _, err = cli("stack", f"train --data {data} --out {tmp_path / 'c'}", f"train --data {data} --out "
-                                                                              f"{tmp_path / 'c'}")
+    (tmp_path / "data.json").write_text(json.dumps({"kind": "data", "preset": "smoke", "out": "x"}))
+    code, _, err = cli("stack", tmp_path / "data.json")
+    assert code == 2 and "not a training job" in err
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    code, _, err = cli("stack", tmp_path / "other.json")
+    assert code == 2 and "neither a run spec nor a job file" in err
+    for name in "cd":
+        assert cli("train", "--data", data, "--out", tmp_path / "c", "--spec-only", tmp_path / f"{name}.json")[0] == 0
+    code, _, err = cli("stack", tmp_path / "c.json", tmp_path / "d.json")
     assert code == 2 and "same --out" in err
 
 

@@ -234,11 +234,11 @@ def test_finetunes_stack_and_each_equals_the_same_fine_tune_alone(parent, tmp_pa
     # The two fine-tunes start from their own checkpoints; the control from scratch, with the pre-training lr.
     assert [artifacts.read_config(tmp_path / f"stacked{i}")["transfer"]["parent_step"] for i in range(3)] == \
         [100, 300, 300]
-    # From the command line: quoted transfer (and train) commands stack the same way, each resumable alone.
-    code, out, err = cli("stack", f"transfer --from {parent}@300 --out {tmp_path / 'cli0'} --quiet --set "
-                                  f"max_steps=20,eval_every=10",
-                         f"transfer --from {parent} --control --out {tmp_path / 'cli1'} --quiet --set "
-                         f"max_steps=20,eval_every=10")
+    # From the command line: fine-tunes' specs (transfer --spec-only) stack the same way, each resumable alone.
+    for i, source in enumerate(([f"{parent}@300"], [str(parent), "--control"])):
+        assert cli("transfer", "--from", *source, "--out", tmp_path / f"cli{i}", "--quiet", "--set",
+                   "max_steps=20,eval_every=10", "--spec-only", tmp_path / f"cli{i}.json")[0] == 0
+    code, out, err = cli("stack", tmp_path / "cli0.json", tmp_path / "cli1.json")
     assert code == 0, err
     assert "training 2 runs stacked" in out and out.count("done: ") == 2
     assert _without_time(artifacts.read_metrics(tmp_path / "cli0")) == \
@@ -259,8 +259,10 @@ def test_a_stack_refuses_what_is_not_a_training_call(parent, tmp_path, cli):
         api.stack([])
     with pytest.raises(GrokscopeError, match="transfer\\(\\): .*unexpected keyword"):
         api.stack([{"verb": "transfer", "kwargs": {"parent": str(parent), "out": str(tmp_path / "x"), "lr": 1}}])
-    code, _, err = cli("stack", f"analyze {parent}")
-    assert code == 2 and "must be a train or transfer command" in err
+    (tmp_path / "analyze.json").write_text(json.dumps({"kind": "analyze", "run": str(parent), "probes": "ood",
+                                                         "steps": "last"}))
+    code, _, err = cli("stack", tmp_path / "analyze.json")
+    assert code == 2 and "not a training job" in err
     assert not (tmp_path / "x").exists()
     # A fine-tune's spec is data: it round-trips through a job file, and a damaged source is refused by name.
     from grokscope.training.runspec import RunSpec

@@ -7,6 +7,7 @@ traceback reaches the user for bad input.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -18,8 +19,6 @@ import typer
 from grokscope import api
 from grokscope import errors
 from grokscope.errors import GrokscopeError
-from grokscope.analysis import defaults
-from grokscope.training.finetune import FineTuneBudget
 from grokscope.reporting.console import print_dataset_summary, print_family_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,10 +28,25 @@ export_app = typer.Typer(no_args_is_help=True, help="Export trained models to ot
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
 
-PresetOpt = typer.Option("micro", "--preset", "-p", help="Scale preset: smoke, micro, mini or paper.")
-DataSetOpt = typer.Option(None, "--set", "-s", help="Override a generator parameter: --set data.num_entities=300 "
-                                                    "(or num_entities=300).")
-SeedOpt = typer.Option(None, help="Random seed (default 0).", min=0)
+
+
+def default(verb, name: str):
+    """``verb``'s default for its keyword ``name``: every default is written once, in ``api.py``, and the command
+    line shows it (tests/test_cli_defaults.py checks that no command restates one)."""
+    return inspect.signature(verb).parameters[name].default
+
+
+def preset_opt(verb):
+    return typer.Option(default(verb, "preset"), "--preset", "-p", help="Scale preset: smoke, micro, mini or paper.")
+
+
+def data_set_opt(verb):
+    return typer.Option(default(verb, "sets"), "--set", "-s", help="Override a generator parameter: --set "
+                                                                   "data.num_entities=300 (or num_entities=300).")
+
+
+def seed_opt(verb):
+    return typer.Option(default(verb, "seed"), help="Random seed (default 0).", min=0)
 # Every --out is declared readable=False: click checks an existing path's readability with a second system call
 # after stat, which a concurrent command replacing that folder (an atomic swap) can fall between, giving a usage
 # box instead of one line. The API checks its output folder itself and reports a problem in one line.
@@ -42,16 +56,20 @@ SeedOpt = typer.Option(None, help="Random seed (default 0).", min=0)
 @data_app.command("build")
 def data_build(
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Dataset folder to write."),
-    preset: str = PresetOpt,
+    preset: str = preset_opt(api.build_data),
     regime: Optional[str] = typer.Option(
-        None, help="Augmentation regime: natural, both_full, both_half, first_full, second_full."),
-    aug: Optional[str] = typer.Option(None, help="Custom augmentation: h1ratio=..,h1k=..,h2ratio=..,h2k=.."),
-    transfer: bool = typer.Option(False, "--transfer", help="Write the transfer (fine-tuning) set of the dataset."),
-    seed: Optional[int] = SeedOpt,
-    overrides: Optional[list[str]] = DataSetOpt,
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
-    task: str = typer.Option("composition", "--task", help="composition (two-hop facts) or comparison (Wang et al.'s "
-                                                            "attribute comparisons)."),
+        default(api.build_data, "regime"),
+        help="Augmentation regime: natural, both_full, both_half, first_full, second_full."),
+    aug: Optional[str] = typer.Option(default(api.build_data, "aug"),
+                                      help="Custom augmentation: h1ratio=..,h1k=..,h2ratio=..,h2k=.."),
+    transfer: bool = typer.Option(default(api.build_data, "transfer"), "--transfer",
+                                  help="Write the transfer (fine-tuning) set of the dataset."),
+    seed: Optional[int] = seed_opt(api.build_data),
+    overrides: Optional[list[str]] = data_set_opt(api.build_data),
+    force: bool = typer.Option(default(api.build_data, "force"), "--force", help="Replace an existing dataset folder."),
+    task: str = typer.Option(default(api.build_data, "task"), "--task",
+                             help="composition (two-hop facts) or comparison (Wang et al.'s "
+                                  "attribute comparisons)."),
 ) -> None:
     """Build one dataset: a pre-training set, or with --transfer its fine-tuning set."""
     t0 = time.perf_counter()
@@ -63,13 +81,13 @@ def data_build(
 @data_app.command("family")
 def data_family(
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Folder to hold one dataset folder per regime."),
-    preset: str = PresetOpt,
-    seed: Optional[int] = SeedOpt,
-    overrides: Optional[list[str]] = DataSetOpt,
+    preset: str = preset_opt(api.build_family),
+    seed: Optional[int] = seed_opt(api.build_family),
+    overrides: Optional[list[str]] = data_set_opt(api.build_family),
     transfer: Optional[bool] = typer.Option(
-        None, "--transfer/--no-transfer",
+        default(api.build_family, "transfer"), "--transfer/--no-transfer",
         help="Also build each regime's transfer set (default: when the graph has unused (entity, relation) pairs)."),
-    force: bool = typer.Option(False, "--force", help="Replace existing dataset folders."),
+    force: bool = typer.Option(default(api.build_family, "force"), "--force", help="Replace existing dataset folders."),
 ) -> None:
     """Build the five regimes of He et al. Fig. 2 (and their transfer sets) on one graph."""
     t0 = time.perf_counter()
@@ -82,8 +100,9 @@ def data_family(
 def data_transfer(
     parent: Path = typer.Argument(..., help="A pre-training dataset folder."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Transfer dataset folder to write."),
-    overrides: Optional[list[str]] = DataSetOpt,
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
+    overrides: Optional[list[str]] = data_set_opt(api.derive_transfer),
+    force: bool = typer.Option(default(api.derive_transfer, "force"), "--force",
+                               help="Replace an existing dataset folder."),
 ) -> None:
     """Derive the transfer (fine-tuning) set of an existing pre-training dataset (He et al. §5.1)."""
     tds = api.derive_transfer(parent=parent, out=out, sets=overrides, force=force)
@@ -110,8 +129,8 @@ def data_show(
 def data_export(
     path: Path = typer.Argument(..., help="Dataset folder."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Folder for the original-format JSON files."),
-    fmt: str = typer.Option("original", "--format", help="Export format (only 'original')."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier export."),
+    fmt: str = typer.Option(default(api.export_data, "fmt"), "--format", help="Export format (only 'original')."),
+    force: bool = typer.Option(default(api.export_data, "force"), "--force", help="Replace an earlier export."),
 ) -> None:
     """Write train/valid/test/vocab.json in the original authors' item format."""
     written = api.export_data(path=path, out=out, fmt=fmt, force=force)
@@ -123,32 +142,50 @@ def data_export(
 def data_import(
     folder: Path = typer.Argument(..., help="Folder with train.json, valid.json, test.json, vocab.json."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Dataset folder to write."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
+    force: bool = typer.Option(default(api.import_data, "force"), "--force",
+                               help="Replace an existing dataset folder."),
 ) -> None:
     """Read an original-format dataset (bridges recovered from atomic facts) into grokscope's format."""
     print_dataset_summary(api.import_data(folder=folder, out=out, force=force), header=f"imported {folder} -> {out}")
 
 
 # ------------------------------------------------------------------------------------------------ runs
-DeviceOpt = typer.Option("auto", help="auto, cpu, cuda or mps.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="Log lines per evaluation instead of a live bar.")
+
+
+def device_opt(verb):
+    return typer.Option(default(verb, "device"), help="auto (cuda, else mps, else cpu), cpu, cuda or mps.")
+
+
+def quiet_opt(verb):
+    return typer.Option(default(verb, "quiet"), "--quiet", "-q", help="Log lines per evaluation instead of a live bar.")
 
 
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (grokscope data build)."),
-    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt or trm."),
-    preset: str = typer.Option("micro", "--preset", "-p", help="Recipe: smoke, micro, mini or paper."),
+    model: str = typer.Option(default(api.train, "model"), "--model", "-m", help="Model family: gpt or trm."),
+    preset: str = typer.Option(default(api.train, "preset"), "--preset", "-p",
+                               help="Recipe: smoke, micro, mini or paper."),
     overrides: Optional[list[str]] = typer.Option(
-        None, "--set", "-s", help="Override a setting: --set train.lr=1e-3 --set model.d_model=64 (bare keys: the "
+        default(api.train, "sets"), "--set", "-s",
+        help="Override a setting: --set train.lr=1e-3 --set model.d_model=64 (bare keys: the "
                                   "section that has them)."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Run folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    force_config: bool = typer.Option(False, "--force-config", help="Allow --resume with a changed config."),
-    device: str = DeviceOpt,
-    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(default(api.train, "resume"), "--resume",
+                                help="Continue the run in --out from its last checkpoint."),
+    force_config: bool = typer.Option(default(api.train, "force_config"), "--force-config",
+                                      help="Allow --resume with a changed config."),
+    device: str = device_opt(api.train),
+    quiet: bool = quiet_opt(api.train),
+    spec_only: Optional[Path] = typer.Option(None, "--spec-only", readable=False,
+                                             help="Write the run's resolved spec (JSON) to this new file and train "
+                                                  "nothing: `grokscope stack` trains several in one process."),
 ) -> None:
     """Train a model on a dataset: checkpoints, metrics.jsonl, summary.json with milestones."""
+    if spec_only is not None:
+        return _write_spec_only(spec_only, {"verb": "train", "kwargs": dict(
+            data=data, out=out, model=model, preset=preset, sets=overrides, resume=resume, force_config=force_config,
+            device=device, quiet=quiet)})
     summary = api.train(data=data, out=out, model=model, preset=preset, sets=overrides, resume=resume,
                         force_config=force_config, device=device, quiet=quiet)
     ms = ", ".join(f"{k}={v}" for k, v in summary["milestones"].items() if v is not None) or "none reached"
@@ -161,35 +198,54 @@ def train_cmd(
 
 @app.command("stack")
 def stack_cmd(
-    commands: list[str] = typer.Argument(..., help="Train or transfer commands, each one quoted argument: 'train "
-                                                   "--data D --out RUN ...' or 'transfer --from RUN@STEP --out FT "
-                                                   "...'."),
-    backend: str = typer.Option("auto", help="auto (vmap on CUDA, loop on a CPU), loop or vmap."),
+    files: list[Path] = typer.Argument(..., help="Run specs (written by `grokscope train ... --spec-only FILE` or "
+                                                 "`grokscope transfer ... --spec-only FILE`) or job files a study or "
+                                                 "sweep wrote (<out>/jobs/*.json: train, transfer or stack jobs)."),
+    backend: str = typer.Option(default(api.stack, "backend"),
+                                help="auto (vmap on CUDA, loop on a CPU), loop or vmap."),
 ) -> None:
     """Train several runs of one architecture stacked in one process (seeds, regimes, grid points, the fine-tunes of
     one model); each run keeps its own folder, data order, optimiser and checkpoints, and can be resumed alone with
     `grokscope train` or `grokscope transfer`."""
-    import shlex  # the user's quoted commands; a study passes its calls (grokscope.worker), never command lines
-
     from grokscope.finetuning import print_transfer_summary
 
-    group = typer.main.get_command(app)
-    calls = []
-    for command in commands:
-        try:
-            argv = shlex.split(command)
-        except ValueError as exc:  # an unbalanced quote
-            raise GrokscopeError(f"stacked command {command!r} cannot be read ({exc}); quote each command once, as "
-                                 f"one argument") from None
-        if not argv or argv[0] not in ("train", "transfer"):
-            raise GrokscopeError(f"stacked command {command!r} must be a train or transfer command: 'train --data D "
-                                 f"--out RUN' or 'transfer --from RUN@STEP --out FT'")
-        params = group.get_command(None, argv[0]).make_context(argv[0], argv[1:]).params  # type: ignore[union-attr]
-        calls.append({"verb": argv[0], "kwargs": {("sets" if k == "overrides" else k): v for k, v in params.items()}})
+    calls = [call for path in files for call in _training_calls(path)]
     for call, summary in zip(calls, api.stack(calls, backend=backend)):
-        print(f"done: {call['kwargs']['out']} step {summary['final_step']} ({summary['stop_reason']})")
+        kwargs = call["kwargs"]
+        print(f"done: {kwargs['spec']['out'] if 'spec' in kwargs else kwargs['out']} step {summary['final_step']} "
+              f"({summary['stop_reason']})")
         if "transfer" in summary:
             print_transfer_summary(summary)
+
+
+def _training_calls(path: Path) -> list[dict]:
+    """The training calls a stacked file stands for: a run spec is one; a job file its job (a stack job: each
+    member). Anything else is one line naming the file."""
+    from grokscope import artifacts
+    from grokscope.studies import jobs
+
+    data = artifacts.read_json(path, "give a run spec (`grokscope train ... --spec-only FILE`) or a job file")
+    if isinstance(data, dict) and "kind" in data:
+        job = jobs.from_dict(data, str(path))
+        members = job.members if isinstance(job, jobs.StackJob) else (job,)
+        if not all(isinstance(m, (jobs.TrainJob, jobs.TransferJob)) for m in members):
+            raise GrokscopeError(f"{path}: a {job.kind} job, not a training job; stack train, transfer or stack jobs")
+        return [m.call for m in members]
+    if isinstance(data, dict) and {"data", "out", "family"} <= set(data):
+        return [{"verb": "train", "kwargs": {"spec": data}}]  # checked as a spec by api.stack
+    raise GrokscopeError(f"{path}: neither a run spec nor a job file; write a spec with `grokscope train ... "
+                         f"--spec-only FILE` (or `transfer ... --spec-only FILE`)")
+
+
+def _write_spec_only(path: Path, call: dict) -> None:
+    """``--spec-only``: the run's resolved spec as JSON in a new file, and nothing trained."""
+    from grokscope import artifacts
+
+    if path.exists() or path.is_symlink():
+        raise GrokscopeError(f"{path}: exists; --spec-only writes a new file: choose another path or remove it")
+    artifacts.write_json_atomic(path, api.run_spec(call).to_dict())
+    print(f"wrote the run spec of {call['kwargs']['out']} to {path} (nothing trained); train it with `grokscope "
+          f"stack {path} ...`")
 
 
 @app.command("transfer")
@@ -197,33 +253,46 @@ def transfer_cmd(
     parent: str = typer.Option(..., "--from", help="Pre-trained RUN or RUN@STEP (STEP: a number, sat, grokked or "
                                                    "last; default last)."),
     out: Path = typer.Option(..., "--out", "-o", readable=False, help="Fine-tune run folder."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Transfer dataset (default: built from the "
-                                                                   "parent's own dataset into OUT/data)."),
-    preset: str = typer.Option("scaled", "--preset", "-p", help="Recipe: paper (lr 2e-5, eval every 50 epochs) or "
-                                                                "scaled (lr parent/2, eval every 250 steps)."),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a train setting."),
-    control: bool = typer.Option(False, "--control", help="Train the same architecture from scratch on the same "
-                                                          "data (the control group)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fine-tune."),
+    data: Optional[Path] = typer.Option(default(api.transfer, "data"), "--data", "-d",
+                                        help="Transfer dataset (default: built from the "
+                                             "parent's own dataset into OUT/data)."),
+    preset: str = typer.Option(default(api.transfer, "preset"), "--preset", "-p",
+                               help="Recipe: paper (lr 2e-5, eval every 50 epochs) or "
+                                    "scaled (lr parent/2, eval every 250 steps)."),
+    overrides: Optional[list[str]] = typer.Option(default(api.transfer, "sets"), "--set", "-s",
+                                                  help="Override a train setting."),
+    control: bool = typer.Option(default(api.transfer, "control"), "--control",
+                                 help="Train the same architecture from scratch on the same "
+                                      "data (the control group)."),
+    resume: bool = typer.Option(default(api.transfer, "resume"), "--resume", help="Continue an interrupted fine-tune."),
     new_fact_multiple: float = typer.Option(
-        FineTuneBudget.new_fact_multiple, "--new-fact-multiple", help="Run at least this many times the steps New "
-        "Fact accuracy needed to reach 0.99 (0: always run to max_steps)."),
-    flat_evals: int = typer.Option(FineTuneBudget.flat_evals, "--flat-evals", help="... and until new+old has not "
-                                   "moved for this many evaluations; max_steps caps it."),
-    flat_tolerance: float = typer.Option(FineTuneBudget.flat_tolerance, "--flat-tolerance",
+        default(api.transfer, "new_fact_multiple"), "--new-fact-multiple",
+        help="Run at least this many times the steps New Fact accuracy needed to reach 0.99 (0: always run to "
+             "max_steps)."),
+    flat_evals: int = typer.Option(default(api.transfer, "flat_evals"), "--flat-evals",
+                                   help="... and until new+old has not "
+                                        "moved for this many evaluations; max_steps caps it."),
+    flat_tolerance: float = typer.Option(default(api.transfer, "flat_tolerance"), "--flat-tolerance",
                                          help="'Not moved': max - min at most this."),
-    draw: str = typer.Option("uniform", "--draw", help="How the derived transfer set draws new facts' tails: uniform "
-                                                        "(the authors') or kept (among the kept old facts' heads: "
-                                                        "He et al.'s new+old category at a usable n)."),
-    device: str = DeviceOpt,
-    quiet: bool = QuietOpt,
+    draw: str = typer.Option(default(api.transfer, "draw"), "--draw",
+                             help="How the derived transfer set draws new facts' tails: uniform "
+                                  "(the authors') or kept (among the kept old facts' heads: "
+                                  "He et al.'s new+old category at a usable n)."),
+    device: str = device_opt(api.transfer),
+    quiet: bool = quiet_opt(api.transfer),
+    spec_only: Optional[Path] = typer.Option(None, "--spec-only", readable=False,
+                                             help="Write the fine-tune's resolved spec (JSON) to this new file and "
+                                                  "train nothing: `grokscope stack` trains several in one process."),
 ) -> None:
     """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
     from grokscope.finetuning import print_transfer_summary
 
-    summary = api.transfer(parent=parent, out=out, data=data, preset=preset, sets=overrides, control=control,
-                           device=device, quiet=quiet, resume=resume, new_fact_multiple=new_fact_multiple,
-                           flat_evals=flat_evals, flat_tolerance=flat_tolerance, draw=draw)
+    kwargs = dict(parent=parent, out=out, data=data, preset=preset, sets=overrides, control=control, device=device,
+                  quiet=quiet, resume=resume, new_fact_multiple=new_fact_multiple, flat_evals=flat_evals,
+                  flat_tolerance=flat_tolerance, draw=draw)
+    if spec_only is not None:
+        return _write_spec_only(spec_only, {"verb": "transfer", "kwargs": kwargs})
+    summary = api.transfer(**kwargs)
     print(f"done: {out} step {summary['final_step']} ({summary['stop_reason']})")
     print_transfer_summary(summary)
 
@@ -231,15 +300,18 @@ def transfer_cmd(
 @app.command("analyze")
 def analyze_cmd(
     run: Path = typer.Argument(..., help="Run folder."),
-    steps: str = typer.Option(defaults.STEPS, help="all, last, sat (first checkpoint at training saturation), "
-                                                         "grokked (first at ID test >= 0.9) or STEP,STEP,..."),
-    probes: str = typer.Option(defaults.PROBES, help="Probe types: ood, iid, train, new, mix, mix_powered or "
-                                                     "full names."),
-    analyses: str = typer.Option(defaults.ANALYSES,
+    steps: str = typer.Option(default(api.analyze, "steps"),
+                              help="all, last, sat (first checkpoint at training saturation), "
+                                   "grokked (first at ID test >= 0.9) or STEP,STEP,..."),
+    probes: str = typer.Option(default(api.analyze, "probes"),
+                               help="Probe types: ood, iid, train, new, mix, mix_powered or "
+                                    "full names."),
+    analyses: str = typer.Option(default(api.analyze, "analyses"),
                                  help="Any of lens, trace, queries (per-query records and bridge use), compare, "
                                       "regime."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder if it moved since training."),
-    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
+    data: Optional[Path] = typer.Option(default(api.analyze, "data"),
+                                        help="Dataset folder if it moved since training."),
+    device: str = device_opt(api.analyze),
 ) -> None:
     """Logit lens, causal tracing, bridge use, path comparison and regime classification -> RUN/analysis/."""
     result = api.analyze(run=run, steps=steps, probes=probes, analyses=analyses, data=data, device=device)
@@ -260,9 +332,10 @@ def analyze_cmd(
 def compare_cmd(
     a: str = typer.Argument(..., help="RUN@STEP of the first checkpoint."),
     b: str = typer.Argument(..., help="RUN@STEP of the second checkpoint."),
-    probes: str = typer.Option(defaults.COMPARE_PROBES, help="Composition probes to compare on (from A's dataset)."),
-    out: Optional[Path] = typer.Option(None, help="Write the comparison as JSON here."),
-    device: str = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
+    probes: str = typer.Option(default(api.compare, "probes"),
+                               help="Composition probes to compare on (from A's dataset)."),
+    out: Optional[Path] = typer.Option(default(api.compare, "out"), help="Write the comparison as JSON here."),
+    device: str = device_opt(api.compare),
 ) -> None:
     """Do two checkpoints (e.g. of two regimes) use the same inference path?"""
     c = api.compare(a=a, b=b, probes=probes, out=out, device=device)
@@ -273,10 +346,10 @@ def compare_cmd(
 @export_app.command("tl")
 def export_tl_cmd(
     ref: str = typer.Argument(..., help="RUN or RUN@STEP (default: the last checkpoint)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+    out: Optional[Path] = typer.Option(default(api.export_tl, "out"), "--out", "-o", readable=False,
                                        help="Folder (default RUN/export_tl_step_<STEP>)."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out."),
-    check: bool = typer.Option(True, "--check/--no-check",
+    force: bool = typer.Option(default(api.export_tl, "force"), "--force", help="Replace an earlier export in --out."),
+    check: bool = typer.Option(default(api.export_tl, "check"), "--check/--no-check",
                                help="With transformer-lens installed, build the TL model and compare logits."),
 ) -> None:
     """Write a gpt checkpoint in TransformerLens's layout (tl_model.safetensors + tl_config.json)."""
@@ -287,16 +360,21 @@ def export_tl_cmd(
 # ------------------------------------------------------------------------------------------------ studies
 @app.command("study")
 def study_cmd(
-    preset: str = typer.Option("micro", "--preset", "-p", help="smoke, micro, mini, paper, or a YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+    preset: str = typer.Option(default(api.study, "preset"), "--preset", "-p",
+                               help="smoke, micro, mini, paper, or a YAML file."),
+    out: Optional[Path] = typer.Option(default(api.study, "out"), "--out", "-o", readable=False,
                                        help="Study folder (default reports/<preset>)."),
-    executor: str = typer.Option("local", help="local (in-process on a CPU, one job per GPU) or ray."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)."),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
+    executor: str = typer.Option(default(api.study, "executor"),
+                                 help="local (in-process on a CPU, one job per GPU) or ray."),
+    address: Optional[str] = typer.Option(default(api.study, "address"),
+                                          help="Ray cluster address (default: a local Ray instance)."),
+    overrides: Optional[list[str]] = typer.Option(default(api.study, "sets"), "--set", "-s",
                                                   help="data.KEY=V, train.KEY=V, model.KEY=V or transfer.KEY=V."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the study in --out."),
-    stack: bool = typer.Option(True, "--stack/--no-stack", help="Train runs of one architecture stacked in one "
-                                                                "process (grokscope stack)."),
+    fresh: bool = typer.Option(default(api.study, "fresh"), "--fresh",
+                               help="Start over, discarding the study in --out."),
+    stack: bool = typer.Option(default(api.study, "stack"), "--stack/--no-stack",
+                               help="Train runs of one architecture stacked in one "
+                                    "process (grokscope stack)."),
     plan_only: bool = typer.Option(False, "--plan", help="Print every job with its steps, parameters, training "
                                                          "FLOPs and estimated time here; run and write nothing."),
 ) -> None:
@@ -313,19 +391,23 @@ def study_cmd(
 def sweep_cmd(
     grid: list[str] = typer.Option(..., "--grid", "-g", help="data.KEY=v1,v2 / train.KEY=v1,v2 / model.KEY=v1,v2;"
                                                              " repeat for a product grid."),
-    preset: str = typer.Option("micro", "--preset", "-p", help="Study preset whose data and model to use."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Which model of the preset (default: the "
-                                                                    "first)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False,
+    preset: str = typer.Option(default(api.sweep, "preset"), "--preset", "-p",
+                               help="Study preset whose data and model to use."),
+    model: Optional[str] = typer.Option(default(api.sweep, "model"), "--model", "-m",
+                                        help="Which model of the preset (default: the "
+                                             "first)."),
+    out: Optional[Path] = typer.Option(default(api.sweep, "out"), "--out", "-o", readable=False,
                                        help="Sweep folder (default reports/sweep_<preset>)."),
-    executor: str = typer.Option("local", help="local or ray."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address."),
-    stack: bool = typer.Option(True, "--stack/--no-stack", help="Train grid points that share an architecture "
-                                                                "stacked in one process."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start over, discarding the sweep in --out."),
+    executor: str = typer.Option(default(api.sweep, "executor"), help="local or ray."),
+    address: Optional[str] = typer.Option(default(api.sweep, "address"), help="Ray cluster address."),
+    stack: bool = typer.Option(default(api.sweep, "stack"), "--stack/--no-stack",
+                               help="Train grid points that share an architecture "
+                                    "stacked in one process."),
+    fresh: bool = typer.Option(default(api.sweep, "fresh"), "--fresh",
+                               help="Start over, discarding the sweep in --out."),
     plan_only: bool = typer.Option(False, "--plan", help="Print every grid point with its steps, parameters, "
                                                          "training FLOPs and estimated time here; run nothing."),
-    task: str = typer.Option("composition", "--task", help="composition (the preset's natural regime) or "
+    task: str = typer.Option(default(api.sweep, "task"), "--task", help="composition (the preset's natural regime) or "
                                                             "comparison (the preset's comparison section, Wang et "
                                                             "al.'s comparison task)."),
 ) -> None:
@@ -348,9 +430,9 @@ def _print_plan(rows: list[dict]) -> None:
 @app.command("report")
 def report_cmd(study: Path = typer.Argument(..., help="A study folder (grokscope study --out)."),
                readme: Optional[Path] = typer.Option(
-                   None, readable=False, help="Also write the measured tables (findings, runs, fine-tunes) into this "
-                                              "README, between its '<!-- grokscope measured: begin -->' and "
-                                              "'<!-- grokscope measured: end -->' lines.")) -> None:
+                   default(api.report, "readme"), readable=False,
+                   help="Also write the measured tables (findings, runs, fine-tunes) into this README, between its "
+                        "'<!-- grokscope measured: begin -->' and '<!-- grokscope measured: end -->' lines.")) -> None:
     """Rebuild a study's report from its run folders (reads files only)."""
     print(f"wrote {api.report(path=study, readme=readme)}" + (f" and the measured section of {readme}" if readme
                                                                 else ""))

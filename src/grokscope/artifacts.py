@@ -227,7 +227,9 @@ def relocated(manifest: dict, root: Path) -> dict:
     was = manifest.get("root")
     if not isinstance(was, str):
         jobs = manifest.get("jobs") if isinstance(manifest.get("jobs"), dict) else {}
-        outs = [Path(e["out"]) for e in jobs.values() if isinstance(e, dict) and isinstance(e.get("out"), str)]
+        outputs = manifest.get("outputs") if isinstance(manifest.get("outputs"), list) else []  # a sweep's
+        outs = [Path(e["out"]) for e in jobs.values() if isinstance(e, dict) and isinstance(e.get("out"), str)] + \
+            [Path(o) for o in outputs if isinstance(o, str)]
         was = next((str(p.parent.parent) for p in outs if p.parent.name in _STUDY_OUTPUT_FOLDERS), None)
     if was is None or was == here:
         return manifest

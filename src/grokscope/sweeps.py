@@ -28,7 +28,7 @@ from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.jobs import Job, TrainJob, stacked
-from grokscope.studies.migrations import differences, in_todays_layout, sweep_identity
+from grokscope.studies.migrations import differences, in_todays_layout, read_sweep, sweep_identity
 from grokscope.studies.plan import data_job, resumed
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
@@ -161,8 +161,7 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
         if fresh:  # the sweep's own outputs, by name: a user's files in the folder stay
             paths = [*_recorded_outputs(out), *(j.out for j in data_jobs), *(j.out for _, j in train_jobs)]
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
-        elif (out / "sweep.json").exists():
-            old = artifacts.read_json(out / "sweep.json", "pass --fresh to start the sweep over")
+        elif (old := read_sweep(out)) is not None:
             if sweep_identity(old) != (spec, model_name, task):
                 raise GrokscopeError(f"{out}: holds a sweep of another preset, model or task; choose another --out "
                                      f"or pass --fresh to start over")
@@ -170,8 +169,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             if changed:
                 raise GrokscopeError(f"{out}: finished points would change ({', '.join(changed[:3])}"
                                      f"{' ...' if len(changed) > 3 else ''}); choose another --out or pass --fresh")
-        state = {"preset": preset, "spec": spec, "grid": grid, "model": model_name, "task": task,
-                 "points": [p for p, _ in train_jobs],
+        state = {"root": str(out.resolve()), "preset": preset, "spec": spec, "grid": grid, "model": model_name,
+                 "task": task, "points": [p for p, _ in train_jobs],
                  "resolved": {j.name: j.resolved for j in [*data_jobs, *(j for _, j in train_jobs)]},
                  "outputs": sorted({*(() if fresh else _recorded_outputs(out)),
                                     *(str(Path(j.out).resolve()) for j in [*data_jobs, *(j for _, j in train_jobs)])})}
@@ -225,8 +224,8 @@ def _save_figure(fig, path: Path) -> None:
 def _recorded_outputs(out: Path) -> list[str]:
     """The outputs an earlier sweep in ``out`` recorded (kept, so that a later --fresh removes them too)."""
     try:
-        old = json.loads((out / "sweep.json").read_text())
-    except (OSError, ValueError):
+        old = read_sweep(out)
+    except GrokscopeError:
         return []
     outputs = old.get("outputs") if isinstance(old, dict) else None
     return [o for o in outputs if isinstance(o, str)] if isinstance(outputs, list) else []

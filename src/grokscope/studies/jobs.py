@@ -22,10 +22,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from grokscope.config import apply_overrides, to_dict
+from grokscope.config import to_dict
 from grokscope.errors import GrokscopeError
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
-from grokscope.training.config import TrainConfig
+from grokscope.studies.spec import typed_train_sets
 from grokscope.training.runspec import RunSpec, plain
 
 DEFAULT_DRAW = "uniform"  # the authors' draw of new facts' tails (data.config.TRANSFER_DRAWS)
@@ -42,12 +42,6 @@ def set_args(values: dict) -> list[str]:
 
 def set_items(values: dict) -> list[str] | None:
     return [f"{k}={v}" for k, v in values.items()] or None
-
-
-def resolved_overrides(sets: dict) -> dict:
-    """Train overrides as the typed values they set (a fine-tune's config is its parent's with these on top)."""
-    cfg = apply_overrides(TrainConfig(), sets, what="train") if sets else TrainConfig()
-    return plain({k: getattr(cfg, k) for k in sets})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,7 +309,7 @@ class TransferJob(Job):
     @property
     def resolved(self) -> dict:
         resolved = plain({"preset": self.preset, "recipe": TRANSFER_PRESETS[self.preset],
-                          "set": resolved_overrides(self.sets),
+                          "set": typed_train_sets(self.sets),
                           "budget": {"new_fact_multiple": float(self.new_fact_multiple),
                                      "flat_evals": self.flat_evals, "flat_tolerance": float(self.flat_tolerance)}})
         return {**resolved, **self.drawn, **({"control": str(self.parent)} if self.control else {"from": self.source})}

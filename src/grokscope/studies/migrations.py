@@ -12,8 +12,9 @@ What changed, and how an older record is read:
   their command lines always carried at their default values (``without_default_flags``).
 - **A moved or copied study** records the folder it was written in; its paths are read under the folder it is in
   now (``artifacts.relocated``; manifests before ``root`` was recorded: the study folder of its jobs' outputs).
-- **Sweeps before the comparison task** recorded their spec without a ``comparison`` section, and no ``task``
-  (``sweep_identity``).
+- **Sweeps** record the study spec they ran: one recorded before a spec field existed (``workers``, a transfer's
+  ``draw``, the ``comparison`` section) or before ``task`` is read with today's defaults (``sweep_identity``); a
+  sweep recorded before its folder was (``root``) is moved by its outputs' paths (``read_sweep``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from grokscope import artifacts
-from grokscope.config import to_dict
+from grokscope.config import from_dict, to_dict
 from grokscope.errors import GrokscopeError
 from grokscope.studies.jobs import Job, TrainJob
-from grokscope.studies.spec import without_absent_sections
+from grokscope.studies.spec import StudySpec, spec_dict, transfer_as_list, without_absent_sections
 from grokscope.training.config import TrainConfig
 from grokscope.training.runspec import plain
 
@@ -107,6 +108,23 @@ def recorded_changes(entry: dict, job: Job) -> list[str]:
     return [] if argv is None or without_default_flags(argv) == job.argv else ["command line"]
 
 
+def read_sweep(out: Path) -> dict | None:
+    """``<out>/sweep.json`` with its paths under the folder it is in now (None when there is none)."""
+    path = Path(out) / "sweep.json"
+    if not path.exists():
+        return None
+    state = artifacts.read_json(path, "pass --fresh to start the sweep over")
+    if not isinstance(state, dict):
+        raise GrokscopeError(f"{path}: not a sweep record this grokscope reads; pass --fresh to start over")
+    return artifacts.relocated(state, out)
+
+
 def sweep_identity(state: dict) -> tuple:
-    """What a recorded sweep is (its spec, model and task), as today's sweeps record it."""
-    return without_absent_sections(state.get("spec")), state.get("model"), state.get("task", "composition")
+    """What a recorded sweep is (its spec, model and task), as today's sweeps record it: the spec read into today's
+    type, so a field added since is at its default (a spec no longer readable is compared as recorded)."""
+    spec = state.get("spec")
+    try:
+        spec = spec_dict(from_dict(StudySpec, transfer_as_list(spec), "the recorded spec"))
+    except GrokscopeError:
+        spec = without_absent_sections(spec)
+    return spec, state.get("model"), state.get("task", "composition")

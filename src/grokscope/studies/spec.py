@@ -210,6 +210,12 @@ def transfer_sets(entry: TransferSpec) -> dict:
     return route_sets(list(entry.set.items()), {"train": TrainConfig})["train"]
 
 
+def typed_train_sets(sets: dict) -> dict:
+    """Train overrides as the typed values they set (a fine-tune's config is its parent's with these on top)."""
+    cfg = apply_overrides(TrainConfig(), sets, what="train") if sets else TrainConfig()
+    return {k: getattr(cfg, k) for k in sets}
+
+
 def model_sets(model: ModelSpec, regime: str | None = None) -> tuple[dict, dict]:
     """A model entry's ``set`` (with its ``per_regime`` entries for ``regime`` on top) split into (train overrides,
     model overrides)."""

@@ -1,0 +1,72 @@
+"""Study and sweep folders written by earlier grokscope versions continue under today's code (the stored layouts in
+tests/data/layouts, one per layout this repository has written): copied to a new folder, nothing re-runs and no
+finished job counts as changed; a changed setting still does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grokscope import api
+from grokscope.errors import GrokscopeError
+
+LAYOUTS = Path(__file__).parent / "data" / "layouts"
+STUDY = str(LAYOUTS / "study.yaml")
+
+
+def _copy(kind: str, layout: str, tmp_path: Path) -> Path:
+    out = tmp_path / "moved" / layout
+    shutil.copytree(LAYOUTS / kind / layout, out)
+    return out
+
+
+def _changed_preset(tmp_path: Path) -> Path:
+    """The same study with the gpt's learning rate changed: a setting of finished jobs."""
+    raw = yaml.safe_load(Path(STUDY).read_text())
+    raw["models"][0]["set"]["lr"] = 0.5
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.mark.parametrize("layout", sorted(p.name for p in (LAYOUTS / "study").iterdir()))
+def test_an_older_study_continues_with_nothing_run_again(layout, tmp_path, monkeypatch):
+    from grokscope.reporting import build
+
+    # The stored folders hold no run data: the report is not what this checks.
+    monkeypatch.setattr(build, "build_report", lambda root, *a: Path(root) / "report.html")
+    out, ran = _copy("study", layout, tmp_path), []
+    api.study(preset=STUDY, out=out, runner=lambda call: ran.append(call) or 0, log=lambda _msg: None)
+    assert ran == []
+    manifest = json.loads((out / "study.json").read_text())
+    assert manifest["root"] == str(out.resolve()) and len(manifest["jobs"]) == 11
+    assert {e["status"] for e in manifest["jobs"].values()} == {"done"}
+    assert all(e["record"]["path"].startswith(str(out.resolve())) for e in manifest["jobs"].values())
+    with pytest.raises(GrokscopeError, match="finished jobs would change.*lr"):
+        api.study(preset=_changed_preset(tmp_path), out=out, runner=lambda call: ran.append(call) or 0,
+                  log=lambda _msg: None)
+    assert ran == []
+
+
+@pytest.mark.parametrize("layout", sorted(p.name for p in (LAYOUTS / "sweep").iterdir()))
+def test_an_older_sweep_continues_with_nothing_run_again(layout, tmp_path, monkeypatch):
+    from grokscope import sweeps
+
+    monkeypatch.setattr(sweeps, "write_table", lambda out, *a: Path(out) / "sweep.csv")
+    out, ran = _copy("sweep", layout, tmp_path), []
+    grid = ["train.lr=1e-3,2e-3"]
+    api.sweep(grid=grid, preset=STUDY, out=out, runner=lambda call: ran.append(call) or 0, log=lambda _msg: None)
+    assert ran == []
+    state = json.loads((out / "sweep.json").read_text())
+    assert state["root"] == str(out.resolve()) and all(o.startswith(str(out.resolve())) for o in state["outputs"])
+    raw = yaml.safe_load(Path(STUDY).read_text())
+    raw["models"][0]["set"]["max_steps"] = 30
+    (tmp_path / "longer.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(GrokscopeError, match="another preset|would change"):
+        api.sweep(grid=grid, preset=str(tmp_path / "longer.yaml"), out=out, runner=lambda call: ran.append(call) or 0,
+                  log=lambda _msg: None)
+    assert ran == []

@@ -70,3 +70,26 @@ def test_an_older_sweep_continues_with_nothing_run_again(layout, tmp_path, monke
         api.sweep(grid=grid, preset=str(tmp_path / "longer.yaml"), out=out, runner=lambda call: ran.append(call) or 0,
                   log=lambda _msg: None)
     assert ran == []
+
+
+def test_an_unfinished_sweep_point_whose_settings_changed_starts_over(tmp_path, monkeypatch):
+    """The study's stale rule, in a sweep: an interrupted point whose resolved settings changed (here its family's
+    training recipe, as a grokscope upgrade may change it) starts over; it once met "config changed" and failed the
+    sweep. A finished point with changed settings is still refused."""
+    from grokscope.training import config as train_config
+
+    out, grid = tmp_path / "sw", ["train.lr=1e-3,2e-3"]
+    api.sweep(grid=grid, preset=STUDY, out=out, log=lambda _msg: None)
+    points = sorted((out / "runs").iterdir())
+    recipe = {**train_config.TRAIN_PRESETS[("gpt", "smoke")], "weight_decay": 0.3}
+    monkeypatch.setitem(train_config.TRAIN_PRESETS, ("gpt", "smoke"), recipe)
+    with pytest.raises(GrokscopeError, match="finished points would change.*weight_decay"):
+        api.sweep(grid=grid, preset=STUDY, out=out, log=lambda _msg: None)
+    for run in points:  # each point as a kill after its last checkpoint leaves it
+        (run / "summary.json").unlink()
+    api.sweep(grid=grid, preset=STUDY, out=out, log=lambda _msg: None)
+    for run in points:
+        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["weight_decay"] == 0.3
+        assert json.loads((run / "summary.json").read_text())["final_step"] == 20
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(row)["step"] for row in rows] == [0, 10, 20]  # started over: one run from step 0

@@ -28,7 +28,7 @@ from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.jobs import Job, TrainJob, stacked
-from grokscope.studies.migrations import differences, in_todays_layout, read_sweep, sweep_identity
+from grokscope.studies.migrations import differences, in_todays_layout, read_sweep, stale, sweep_identity
 from grokscope.studies.plan import data_job, resumed
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
@@ -158,6 +158,7 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
     artifacts.ensure_writable_dir(out)
     with artifacts.FolderLock(out, "sweep"):
         spec = spec_dict(load_spec(preset))
+        old = None
         if fresh:  # the sweep's own outputs, by name: a user's files in the folder stay
             paths = [*_recorded_outputs(out), *(j.out for j in data_jobs), *(j.out for _, j in train_jobs)]
             artifacts.remove_own(out, [*SWEEP_FILES, *(Path(p).resolve() for p in paths)])
@@ -169,6 +170,8 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             if changed:
                 raise GrokscopeError(f"{out}: finished points would change ({', '.join(changed[:3])}"
                                      f"{' ...' if len(changed) > 3 else ''}); choose another --out or pass --fresh")
+        recorded = (old or {}).get("resolved")
+        recorded = recorded if isinstance(recorded, dict) else {}
         state = {"root": str(out.resolve()), "preset": preset, "spec": spec, "grid": grid, "model": model_name,
                  "task": task, "points": [p for p, _ in train_jobs],
                  "resolved": {j.name: j.resolved for j in [*data_jobs, *(j for _, j in train_jobs)]},
@@ -188,7 +191,9 @@ def run_sweep(preset: str, grid_items: list[str], out: Path, executor: str = "lo
             todo = [j for j in data_jobs if not j.done.exists()]
             if todo:
                 ex.run(todo, on_done)
-            todo = [resumed(j) for _, j in train_jobs if not j.done.exists()]
+            # An unfinished point whose settings changed starts over, as a study's job does (a resume would meet
+            # "config changed"); one whose budget only was raised continues.
+            todo = [resumed(j, stale=stale(recorded.get(j.name), j)) for _, j in train_jobs if not j.done.exists()]
             grouped = stacked(todo) if stack else [(job, [job]) for job in todo]
             if grouped:
                 ex.run([job for job, _ in grouped], on_done)

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from grokscope import artifacts, runs
+from grokscope import artifacts
 from grokscope.studies import migrations
 from grokscope.studies.jobs import Job
 from grokscope.studies.spec import StudySpec, spec_dict
@@ -37,18 +37,9 @@ class Manifest:
         return self.data["jobs"].get(job.name, {}).get("status", "pending")
 
     def budget_only(self, job: Job) -> bool:
-        """Whether an unfinished training job's settings changed only in what a resume may change (its budget and
-        stop rules, ``runs.RESUMABLE_KEYS``): it then continues from its checkpoint under the new budget, as
-        ``train --resume`` does, instead of starting over (a long run raised from 40,000 to 60,000 steps keeps
-        its first 40,000)."""
-        old = (self.data["jobs"].get(job.name) or {}).get("resolved")
-        if job.stage != "train" or not isinstance(old, dict) or not isinstance(old.get("train"), dict):
-            return False
-
-        def without_budget(resolved: dict) -> dict:
-            return {**resolved, "train": {k: v for k, v in (resolved.get("train") or {}).items()
-                                          if k not in runs.RESUMABLE_KEYS}}
-        return without_budget(migrations.in_todays_layout(old, job)) == without_budget(job.resolved)
+        """Whether an unfinished training job's settings changed only in what a resume may change
+        (``migrations.budget_only``)."""
+        return migrations.budget_only((self.data["jobs"].get(job.name) or {}).get("resolved"), job)
 
     def changes(self, job: Job) -> list[str]:
         """How the job's resolved settings differ from the recorded ones (``key: old -> new``)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grokscope import artifacts
+from grokscope import artifacts, runs
 from grokscope.config import from_dict, to_dict
 from grokscope.errors import GrokscopeError
 from grokscope.studies.jobs import Job, TrainJob
@@ -85,6 +85,26 @@ def in_todays_layout(resolved: dict, job: Job) -> dict:
         return resolved
     train, model = artifacts.upgrade_settings(job.spec.family, resolved["train"], resolved["model"])
     return {**resolved, "train": train, "model": model}
+
+
+def budget_only(old, job: Job) -> bool:
+    """Whether an unfinished training job's recorded settings ``old`` differ from today's only in what a resume may
+    change (its budget and stop rules, ``runs.RESUMABLE_KEYS``): it then continues from its checkpoint under the new
+    budget, as ``train --resume`` does, instead of starting over (a long run raised from 40,000 to 60,000 steps keeps
+    its first 40,000)."""
+    if job.stage != "train" or not isinstance(old, dict) or not isinstance(old.get("train"), dict):
+        return False
+
+    def without_budget(resolved: dict) -> dict:
+        return {**resolved, "train": {k: v for k, v in (resolved.get("train") or {}).items()
+                                      if k not in runs.RESUMABLE_KEYS}}
+    return without_budget(in_todays_layout(old, job)) == without_budget(job.resolved)
+
+
+def stale(old, job: Job) -> bool:
+    """Whether an unfinished job must start over: its recorded settings changed beyond its budget."""
+    return isinstance(old, dict) and bool(differences(in_todays_layout(old, job), job.resolved)) and \
+        not budget_only(old, job)
 
 
 def without_default_flags(argv: list) -> list:

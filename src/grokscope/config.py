@@ -153,9 +153,12 @@ def _build_value(value: Any, annotation: Any, where: str) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass as a plain dict with its YAML keys (the inverse of ``from_dict``)."""
+    """A dataclass as a plain dict with its YAML keys (the inverse of ``from_dict``); fields derived after loading
+    (``init=False``) are not part of the file."""
     out = {}
     for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             value = to_dict(value)

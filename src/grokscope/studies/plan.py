@@ -17,12 +17,13 @@ Layout of a study folder::
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from grokscope import runs
 from grokscope.studies.jobs import AnalyzeJob, CompareJob, DataJob, Job, TrainJob, TransferJob
-from grokscope.studies.spec import (StudySpec, TransferSpec, comparison_data_sets, comparison_model_sets, data_sets,
-                                    model_sets, transfer_sets)
+from grokscope.studies.spec import (PlannedRun, StudySpec, TransferSpec, comparison_data_sets, data_sets,
+                                    resolve_runs, transfer_sets)
 from grokscope.training.config import TrainConfig
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
@@ -42,20 +43,21 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     """Every job of the study, in dependency order."""
     root = Path(root)
     data_root, run_root = root / "datasets", root / "runs"
+    runs = spec.runs or resolve_runs(spec)  # resolved by load_spec; a spec made by hand is resolved here
     jobs: list[Job] = [data_job(spec.data.preset, r, data_root / r, data_sets(spec)) for r in spec.regimes]
     pretrain: dict[tuple[str, str, int], Path] = {}
     for model in spec.models:
         for regime in spec.regimes_of(model):
-            train_over, model_over = model_sets(model, regime)
+            planned = runs[(model.name, regime)]
             # Runs of one model with the same model settings share an architecture: they may be stacked.
-            group = json.dumps([model.name, model_over], sort_keys=True, default=str)
-            for seed, job in _seeded_runs(spec, model, regime, data_root / regime, run_root, train_over, model_over,
+            group = json.dumps([model.name, planned.model_sets], sort_keys=True, default=str)
+            for seed, job in _seeded_runs(spec, model, regime, planned, data_root / regime, run_root,
                                           {"regime": regime}, group, [f"data {regime}"]):
                 jobs.append(job)
                 jobs.append(AnalyzeJob(run=job.out, probes=spec.analysis.probes, steps=spec.analysis.steps,
                                        info=job.record))
                 pretrain[(model.name, regime, seed)] = job.out
-    jobs += _comparison_jobs(spec, data_root, run_root)
+    jobs += _comparison_jobs(spec, runs, data_root, run_root)
     for entry in spec.transfer:
         jobs += _transfer_jobs(spec, entry, run_root, pretrain)
     for model in spec.models:
@@ -71,20 +73,20 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
     return jobs
 
 
-def _seeded_runs(spec: StudySpec, model, label: str, data_dir: Path, run_root: Path, train_over: dict,
-                 model_over: dict, record: dict, group: str, needs: list[str]) -> list[tuple[int, TrainJob]]:
+def _seeded_runs(spec: StudySpec, model, label: str, planned: PlannedRun, data_dir: Path, run_root: Path,
+                 record: dict, group: str, needs: list[str]) -> list[tuple[int, TrainJob]]:
     """(seed, training job) of ``model`` on one dataset for every seed of the study: ``runs/<model>_<label>`` (with
-    ``_s<seed>`` when the study has several seeds)."""
-    sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
+    ``_s<seed>`` when the study has several seeds), each the planned run with its data, folder and seed."""
     out = []
     for seed in spec.seeds:
         suffix = f"_s{seed}" if len(spec.seeds) > 1 else ""
         run = run_root / f"{model.name}_{label}{suffix}"
         # The study's seed is the run's seed (the spec refuses a train.seed of its own); the default seed is left out
-        # of the job so that runs planned before this rule keep their identity.
-        seeded = sets if seed == TrainConfig.seed else {**sets, "train.seed": seed}
-        out.append((seed, TrainJob.build(model.name, model.family, model.preset, data_dir, run, seeded,
-                                         {**record, "seed": seed, "stack_group": group}, needs)))
+        # of the command line so that runs planned before this rule keep their identity.
+        seeded = planned.sets if seed == TrainConfig.seed else {**planned.sets, "train.seed": seed}
+        run_spec = replace(planned.spec, data=str(data_dir), out=str(run), train={**planned.spec.train, "seed": seed})
+        out.append((seed, TrainJob(model=model.name, spec=run_spec, preset=model.preset, sets=seeded,
+                                   info={**record, "seed": seed, "stack_group": group}, needs=list(needs))))
     return out
 
 
@@ -95,7 +97,7 @@ def named_steps(steps: str) -> str:
     return ",".join(kept) or "0,last"
 
 
-def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[Job]:
+def _comparison_jobs(spec: StudySpec, runs: dict, data_root: Path, run_root: Path) -> list[Job]:
     """Wang et al.'s comparison task beside composition: one dataset, and per model and seed a run on it
     (``<model>_comparison[_s<seed>]``, role ``comparison``) with its lens and causal tracing."""
     if spec.comparison is None:
@@ -104,10 +106,10 @@ def _comparison_jobs(spec: StudySpec, data_root: Path, run_root: Path) -> list[J
                     task="comparison")
     jobs: list[Job] = [data]
     for model in spec.comparison_models():
-        train_over, model_over = comparison_model_sets(spec, model)
+        planned = runs[(model.name, "comparison")]
         # its vocabulary differs from composition's: it stacks only with the model's other comparison runs
-        group = json.dumps([model.name, "comparison", model_over], sort_keys=True, default=str)
-        for _, job in _seeded_runs(spec, model, "comparison", data.out, run_root, train_over, model_over,
+        group = json.dumps([model.name, "comparison", planned.model_sets], sort_keys=True, default=str)
+        for _, job in _seeded_runs(spec, model, "comparison", planned, data.out, run_root,
                                    {"role": "comparison", "task": "comparison", "regime": None}, group, [data.name]):
             jobs.append(job)
             jobs.append(AnalyzeJob(run=job.out, probes=COMPARISON_PROBES, steps=named_steps(spec.analysis.steps),

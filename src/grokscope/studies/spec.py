@@ -19,6 +19,7 @@ from grokscope.data.config import DATA_PRESETS, REGIMES, TRANSFER_DRAWS, DataCon
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.training.runspec import RunSpec
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
 from grokscope.analysis import defaults
 
@@ -92,6 +93,9 @@ class StudySpec:
     # processes, the cores shared out as threads; 1 = one job at a time in the study's own process.
     workers: int = 1
     comparison: ComparisonSpec | None = None  # the comparison task's runs (none by default)
+    # Every model's run on each dataset (a regime, or "comparison"), resolved once by ``load_spec``: the plan only
+    # gives each its data, folder and seed. Not part of the file.
+    runs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -177,12 +181,42 @@ def transfer_as_list(raw: dict) -> dict:
 
 
 def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
-    """Read, override and validate a study; every problem of every entry is reported at once."""
+    """Read, override and validate a study, every problem of every entry reported at once; then resolve every run
+    it trains (``runs``)."""
     spec = from_dict(StudySpec, apply_study_sets(transfer_as_list(read_preset(preset)), overrides), "study")
     problems = validate(spec)
     if problems:
         raise GrokscopeError(problems)
+    spec.runs = resolve_runs(spec)
     return spec
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A model's run on one dataset, resolved: the ``set`` items as its command line names them (``train.K``,
+    ``model.K``) and its ``RunSpec`` with every setting typed (data and folder empty: the plan gives them)."""
+
+    sets: dict
+    spec: RunSpec
+
+    @property
+    def model_sets(self) -> dict:
+        return {k[len("model."):]: v for k, v in self.sets.items() if k.startswith("model.")}
+
+
+def resolve_runs(spec: StudySpec) -> dict[tuple[str, str], PlannedRun]:
+    """(model name, regime or "comparison") -> the run, resolved once."""
+    runs = {(model.name, regime): planned_run(model, regime) for model in spec.models
+            for regime in spec.regimes_of(model)}
+    runs.update({(model.name, "comparison"): planned_run(comparison_model(spec, model))
+                 for model in spec.comparison_models()})
+    return runs
+
+
+def planned_run(model: ModelSpec, regime: str | None = None) -> PlannedRun:
+    train_over, model_over = model_sets(model, regime)
+    sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
+    return PlannedRun(sets, RunSpec.build("", "", model.family, model.preset, sets, quiet=True))
 
 
 def spec_dict(spec: StudySpec) -> dict:

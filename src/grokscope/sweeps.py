@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from grokscope import artifacts
-from grokscope.config import repeated, route_sets
+from grokscope.config import repeated, route_sets, to_dict
 from grokscope.data.comparison import ComparisonConfig, resolve_comparison_config
 from grokscope.data.config import DataConfig, resolve_data_config
 from grokscope.data.vocab import ComparisonVocab
@@ -34,6 +34,7 @@ from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
                                     spec_dict)
 from grokscope.training.config import TrainConfig, resolve_train_config
+from grokscope.training.runspec import plain
 
 
 def parse_grid(items: list[str], model_family: str, data_cls: type = DataConfig) -> dict[str, list[str]]:
@@ -116,11 +117,12 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
         try:
             if comparison:
                 preset_name = spec.comparison.preset
-                c = resolve_comparison_config(preset_name, data_set).validate()
-                d_vocab = ComparisonVocab(c.num_entities, c.num_attributes, c.num_values).d_vocab
+                data_cfg = resolve_comparison_config(preset_name, data_set).validate()
+                d_vocab = ComparisonVocab(data_cfg.num_entities, data_cfg.num_attributes, data_cfg.num_values).d_vocab
             else:
                 preset_name = spec.data.preset
-                d_vocab = resolve_data_config(preset_name, "natural", None, data_set).validate().num_entities
+                data_cfg = resolve_data_config(preset_name, "natural", None, data_set).validate()
+                d_vocab = data_cfg.num_entities
             tcfg = resolve_train_config(model.family, model.preset, train_set)
             model_config(model.family, tcfg.model_config, d_vocab=d_vocab, overrides=model_set)
         except GrokscopeError as exc:
@@ -132,7 +134,7 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
         if key not in data_jobs:
             data_dir = out / "datasets" / f"{'c' if comparison else 'd'}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
             data_jobs[key] = data_job(preset_name, None if comparison else "natural", data_dir, data_set,
-                                      name=f"data {data_dir.name}", task=task)
+                                      plain(to_dict(data_cfg)), name=f"data {data_dir.name}", task=task)
         data_dir = data_jobs[key].out
         sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
         run = out / "runs" / point_name(point)

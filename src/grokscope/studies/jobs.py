@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from grokscope.config import to_dict
 from grokscope.errors import GrokscopeError
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
-from grokscope.studies.spec import typed_train_sets
 from grokscope.training.runspec import RunSpec, plain
 
 DEFAULT_DRAW = "uniform"  # the authors' draw of new facts' tails (data.config.TRANSFER_DRAWS)
@@ -84,7 +81,8 @@ class DataJob(Job):
     paths: ClassVar[tuple[str, ...]] = ("out",)
     preset: str
     out: Path
-    sets: dict = field(default_factory=dict)  # data config overrides, bare keys
+    config: dict  # the resolved data config (every field): what the job builds
+    sets: dict = field(default_factory=dict)  # data config overrides, bare keys (the command line's)
     regime: str | None = None
     task: str = "composition"
     label: str | None = None  # the job's name where the plan gives one (a sweep's data points)
@@ -115,15 +113,9 @@ class DataJob(Job):
     def record(self) -> dict:
         return {"role": "data", **self.which, "path": str(self.out)}
 
-    @cached_property
+    @property
     def resolved(self) -> dict:
-        if self.task == "comparison":
-            from grokscope.data.comparison import resolve_comparison_config
-
-            return plain({"data": to_dict(resolve_comparison_config(self.preset, self.sets)), "task": "comparison"})
-        from grokscope.data.config import resolve_data_config
-
-        return plain({"data": to_dict(resolve_data_config(self.preset, self.regime, None, self.sets))})
+        return plain({"data": self.config, **({"task": "comparison"} if self.task == "comparison" else {})})
 
     @property
     def call(self) -> dict:
@@ -257,7 +249,8 @@ class TransferJob(Job):
     checkpoint: str | None = None  # sat | grokked | last | a step; None for the control
     control: bool = False
     preset: str = "scaled"
-    sets: dict = field(default_factory=dict)  # train overrides, bare keys
+    sets: dict = field(default_factory=dict)  # train overrides, bare keys (the command line's)
+    typed_sets: dict = field(default_factory=dict)  # the same overrides as the typed values they set
     new_fact_multiple: float = FineTuneBudget.new_fact_multiple
     flat_evals: int = FineTuneBudget.flat_evals
     flat_tolerance: float = FineTuneBudget.flat_tolerance
@@ -309,7 +302,7 @@ class TransferJob(Job):
     @property
     def resolved(self) -> dict:
         resolved = plain({"preset": self.preset, "recipe": TRANSFER_PRESETS[self.preset],
-                          "set": typed_train_sets(self.sets),
+                          "set": self.typed_sets,
                           "budget": {"new_fact_multiple": float(self.new_fact_multiple),
                                      "flat_evals": self.flat_evals, "flat_tolerance": float(self.flat_tolerance)}})
         return {**resolved, **self.drawn, **({"control": str(self.parent)} if self.control else {"from": self.source})}

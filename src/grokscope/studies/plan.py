@@ -22,8 +22,8 @@ from pathlib import Path
 
 from grokscope import runs
 from grokscope.studies.jobs import AnalyzeJob, CompareJob, DataJob, Job, TrainJob, TransferJob
-from grokscope.studies.spec import (PlannedRun, StudySpec, TransferSpec, comparison_data_sets, data_sets,
-                                    resolve_runs, transfer_sets)
+from grokscope.studies.spec import (PlannedRun, Resolved, StudySpec, TransferSpec, comparison_data_sets, data_sets,
+                                    resolve, transfer_sets)
 from grokscope.training.config import TrainConfig
 
 STAGES = ("data", "train", "analyze", "transfer", "compare")
@@ -32,19 +32,22 @@ COMPARISON_ANALYSES = "lens,trace"  # what a comparison run has (analysis/run_an
 
 
 # ----------------------------------------------------------------------------------------------- job builders
-def data_job(preset: str, regime: str | None, out: Path, sets: dict, name: str | None = None,
+def data_job(preset: str, regime: str | None, out: Path, sets: dict, config: dict, name: str | None = None,
              task: str = "composition") -> DataJob:
-    """A dataset: a composition regime's, or (``task="comparison"``, no regime) the comparison task's."""
-    return DataJob(preset=preset, out=Path(out), sets=dict(sets), regime=None if task == "comparison" else regime,
-                   task=task, label=name)
+    """A dataset: a composition regime's, or (``task="comparison"``, no regime) the comparison task's; ``config``:
+    its resolved config."""
+    return DataJob(preset=preset, out=Path(out), sets=dict(sets), config=config,
+                   regime=None if task == "comparison" else regime, task=task, label=name)
 
 
 def plan(spec: StudySpec, root: Path) -> list[Job]:
     """Every job of the study, in dependency order."""
     root = Path(root)
     data_root, run_root = root / "datasets", root / "runs"
-    runs = spec.runs or resolve_runs(spec)  # resolved by load_spec; a spec made by hand is resolved here
-    jobs: list[Job] = [data_job(spec.data.preset, r, data_root / r, data_sets(spec)) for r in spec.regimes]
+    resolved = spec.resolved or resolve(spec)  # by load_spec; a spec made by hand is resolved here
+    runs = resolved.runs
+    jobs: list[Job] = [data_job(spec.data.preset, r, data_root / r, data_sets(spec), resolved.data[r])
+                       for r in spec.regimes]
     pretrain: dict[tuple[str, str, int], Path] = {}
     for model in spec.models:
         for regime in spec.regimes_of(model):
@@ -57,9 +60,9 @@ def plan(spec: StudySpec, root: Path) -> list[Job]:
                 jobs.append(AnalyzeJob(run=job.out, probes=spec.analysis.probes, steps=spec.analysis.steps,
                                        info=job.record))
                 pretrain[(model.name, regime, seed)] = job.out
-    jobs += _comparison_jobs(spec, runs, data_root, run_root)
+    jobs += _comparison_jobs(spec, resolved, data_root, run_root)
     for entry in spec.transfer:
-        jobs += _transfer_jobs(spec, entry, run_root, pretrain)
+        jobs += _transfer_jobs(spec, entry, resolved.transfer[entry.model], run_root, pretrain)
     for model in spec.models:
         regimes = spec.regimes_of(model)
         # Finding 1: the natural model against the both-hop-full one (He et al. §3), and first-hop full when present.
@@ -97,16 +100,16 @@ def named_steps(steps: str) -> str:
     return ",".join(kept) or "0,last"
 
 
-def _comparison_jobs(spec: StudySpec, runs: dict, data_root: Path, run_root: Path) -> list[Job]:
+def _comparison_jobs(spec: StudySpec, resolved: Resolved, data_root: Path, run_root: Path) -> list[Job]:
     """Wang et al.'s comparison task beside composition: one dataset, and per model and seed a run on it
     (``<model>_comparison[_s<seed>]``, role ``comparison``) with its lens and causal tracing."""
     if spec.comparison is None:
         return []
     data = data_job(spec.comparison.preset, None, data_root / "comparison", comparison_data_sets(spec),
-                    task="comparison")
+                    resolved.data["comparison"], task="comparison")
     jobs: list[Job] = [data]
     for model in spec.comparison_models():
-        planned = runs[(model.name, "comparison")]
+        planned = resolved.runs[(model.name, "comparison")]
         # its vocabulary differs from composition's: it stacks only with the model's other comparison runs
         group = json.dumps([model.name, "comparison", planned.model_sets], sort_keys=True, default=str)
         for _, job in _seeded_runs(spec, model, "comparison", planned, data.out, run_root,
@@ -117,11 +120,13 @@ def _comparison_jobs(spec: StudySpec, runs: dict, data_root: Path, run_root: Pat
     return jobs
 
 
-def _transfer_jobs(spec: StudySpec, t: TransferSpec, run_root: Path, pretrain: dict) -> list[TransferJob]:
+def _transfer_jobs(spec: StudySpec, t: TransferSpec, typed_sets: dict, run_root: Path,
+                   pretrain: dict) -> list[TransferJob]:
     """The fine-tunes of one transfer entry (from the first seed's parents), and its control."""
     model = spec.model(t.model)
     seed = spec.seeds[0]
     common = dict(model=model.name, family=model.family, seed=seed, preset=t.preset, sets=transfer_sets(t),
+                  typed_sets=typed_sets,
                   new_fact_multiple=float(t.new_fact_multiple), flat_evals=t.flat_evals,
                   flat_tolerance=float(t.flat_tolerance), draw=t.draw)
     jobs = [TransferJob(regime=regime, parent=pretrain[(model.name, regime, seed)], checkpoint=ckpt,

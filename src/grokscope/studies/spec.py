@@ -19,7 +19,7 @@ from grokscope.data.config import DATA_PRESETS, REGIMES, TRANSFER_DRAWS, DataCon
 from grokscope.errors import GrokscopeError
 from grokscope.models.registry import FAMILIES, model_config
 from grokscope.training.config import TrainConfig, resolve_train_config
-from grokscope.training.runspec import RunSpec
+from grokscope.training.runspec import RunSpec, plain
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
 from grokscope.analysis import defaults
 
@@ -93,9 +93,8 @@ class StudySpec:
     # processes, the cores shared out as threads; 1 = one job at a time in the study's own process.
     workers: int = 1
     comparison: ComparisonSpec | None = None  # the comparison task's runs (none by default)
-    # Every model's run on each dataset (a regime, or "comparison"), resolved once by ``load_spec``: the plan only
-    # gives each its data, folder and seed. Not part of the file.
-    runs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Every setting the plan needs, resolved once by ``load_spec`` (``Resolved``). Not part of the file.
+    resolved: Any = field(default=None, init=False, repr=False, compare=False)
 
     def model(self, name: str) -> ModelSpec:
         return next(m for m in self.models if m.name == name)
@@ -187,7 +186,7 @@ def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
     problems = validate(spec)
     if problems:
         raise GrokscopeError(problems)
-    spec.runs = resolve_runs(spec)
+    spec.resolved = resolve(spec)
     return spec
 
 
@@ -204,13 +203,34 @@ class PlannedRun:
         return {k[len("model."):]: v for k, v in self.sets.items() if k.startswith("model.")}
 
 
-def resolve_runs(spec: StudySpec) -> dict[tuple[str, str], PlannedRun]:
-    """(model name, regime or "comparison") -> the run, resolved once."""
+@dataclass(frozen=True)
+class Resolved:
+    """Everything a study's plan needs, every setting typed: the plan only gives runs their data, folders and seeds.
+
+    - ``runs``: (model name, regime or "comparison") -> the model's run on that dataset;
+    - ``data``: regime or "comparison" -> the dataset's config (every field, JSON-plain);
+    - ``transfer``: fine-tuned model -> its fine-tunes' train overrides as typed values."""
+
+    runs: dict[tuple[str, str], PlannedRun]
+    data: dict[str, dict]
+    transfer: dict[str, dict]
+
+
+def resolve(spec: StudySpec) -> Resolved:
+    """A valid study's settings, resolved once (``load_spec``)."""
     runs = {(model.name, regime): planned_run(model, regime) for model in spec.models
             for regime in spec.regimes_of(model)}
     runs.update({(model.name, "comparison"): planned_run(comparison_model(spec, model))
                  for model in spec.comparison_models()})
-    return runs
+    data = {regime: plain(to_dict(resolve_data_config(spec.data.preset, regime, None, data_sets(spec))))
+            for regime in spec.regimes}
+    if spec.comparison is not None:
+        from grokscope.data.comparison import resolve_comparison_config
+
+        data["comparison"] = plain(to_dict(resolve_comparison_config(spec.comparison.preset,
+                                                                     comparison_data_sets(spec))))
+    transfer = {entry.model: plain(typed_train_sets(transfer_sets(entry))) for entry in spec.transfer}
+    return Resolved(runs, data, transfer)
 
 
 def planned_run(model: ModelSpec, regime: str | None = None) -> PlannedRun:
@@ -225,7 +245,7 @@ def spec_dict(spec: StudySpec) -> dict:
     return without_absent_sections(to_dict(spec))
 
 
-OPTIONAL_SECTIONS = tuple(f.name for f in fields(StudySpec) if f.default is None)  # (comparison)
+OPTIONAL_SECTIONS = tuple(f.name for f in fields(StudySpec) if f.default is None and f.init)  # (comparison)
 
 
 def without_absent_sections(raw: dict) -> dict:

@@ -10,7 +10,7 @@
 From the fields come the job's name, the folder it writes and the file that says it finished (``done``), the
 ``record`` the report reads (role, model, family, regime, seed, checkpoint, parent, path), the ``resolved``
 settings that decide whether a finished job would change, the API ``call`` that runs it, and the equivalent
-command line shown to people (``argv``, ``describe``). A job file (``<study>/jobs/<job>.json``) is ``to_dict``
+command line shown to people (``argv``, recorded in ``study.json``). A job file (``<study>/jobs/<job>.json``) is ``to_dict``
 with a ``kind`` tag, read back by ``from_dict``; a resume is a replaced field (``resumed``).
 """
 
@@ -50,10 +50,6 @@ class Job:
     stage: ClassVar[str] = ""
     resumable: ClassVar[bool] = False  # an interrupted job continues from its checkpoint (``resumed``)
     paths: ClassVar[tuple[str, ...]] = ()  # the fields that hold paths (strings in a job file)
-
-    def describe(self) -> str:
-        """The equivalent command line, for people to read."""
-        return " ".join(["grokscope", *map(str, self.argv)])
 
     def resumed(self) -> "Job":
         """The job continuing an interrupted run (only resumable jobs have one)."""

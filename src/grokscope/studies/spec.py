@@ -180,8 +180,8 @@ def transfer_as_list(raw: dict) -> dict:
 
 
 def load_spec(preset: str, overrides: list[str] | None = None) -> StudySpec:
-    """Read, override and validate a study, every problem of every entry reported at once; then resolve every run
-    it trains (``runs``)."""
+    """Read, override and validate a study, every problem of every entry reported at once; then resolve every
+    setting its plan needs (``resolved``)."""
     spec = from_dict(StudySpec, apply_study_sets(transfer_as_list(read_preset(preset)), overrides), "study")
     problems = validate(spec)
     if problems:

@@ -10,8 +10,8 @@
 From the fields come the job's name, the folder it writes and the file that says it finished (``done``), the
 ``record`` the report reads (role, model, family, regime, seed, checkpoint, parent, path), the ``resolved``
 settings that decide whether a finished job would change, the API ``call`` that runs it, and the equivalent
-command line shown to people (``argv``, recorded in ``study.json``). A job file (``<study>/jobs/<job>.json``) is ``to_dict``
-with a ``kind`` tag, read back by ``from_dict``; a resume is a replaced field (``resumed``).
+command line shown to people (``argv``, recorded in ``study.json``). A job file (``<study>/jobs/<job>.json``) is
+``to_dict`` with a ``kind`` tag, read back by ``from_dict``; a resume is a replaced field (``resumed``).
 """
 
 from __future__ import annotations

@@ -226,6 +226,9 @@ def _training_calls(path: Path) -> list[dict]:
 
     data = artifacts.read_json(path, "give a run spec (`grokscope train ... --spec-only FILE`) or a job file")
     if isinstance(data, dict) and "kind" in data:
+        if data["kind"] not in ("train", "transfer", "stack"):
+            raise GrokscopeError(f"{path}: a {data['kind']} job, not a training job; stack train, transfer or stack "
+                                 f"jobs")
         job = jobs.from_dict(data, str(path))
         members = job.members if isinstance(job, jobs.StackJob) else (job,)
         if not all(isinstance(m, (jobs.TrainJob, jobs.TransferJob)) for m in members):

@@ -315,3 +315,26 @@ def test_signsgd_under_a_grad_scaler_never_syncs_and_skips_an_overflow(monkeypat
     scaler.scale((p * torch.tensor([float("inf"), 1.0, 1.0])).sum()).backward()
     scaler.step(opt)
     assert torch.equal(p.detach(), before)  # the overflow step is skipped
+
+
+def test_the_plan_times_a_run_in_the_precision_it_will_train_in(monkeypatch):
+    """`--plan` probes each run as the trainer will run it: a bf16 recipe on a CPU without bf16 in fp32 (timed in
+    emulated bf16 it was estimated 9x too long)."""
+    from grokscope.config import from_dict
+    from grokscope.studies.estimate import Estimator
+    from grokscope.studies.plan import plan
+    from grokscope.studies.spec import load_spec
+    from grokscope.training.config import TrainConfig
+
+    jobs = plan(load_spec("smoke", ["train.precision=bf16"]), "/tmp/x")
+    train = next(j for j in jobs if j.name == "train gpt_natural")
+    probed = []
+    monkeypatch.setattr(Estimator, "_probe", lambda self, model_cfg, cfg, ds, rows: probed.append(cfg.precision)
+                        or 1.0)
+    est = Estimator(jobs, "cpu")
+    for has_bf16, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda has=has_bf16: has)
+        est.probes.clear()
+        est.cost("gpt", train.resolved["model"], from_dict(TrainConfig, train.resolved["train"], "t"),
+                 est.dataset(train.resolved["data"]))
+        assert probed[-1] == expected

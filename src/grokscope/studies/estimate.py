@@ -82,6 +82,8 @@ class Estimator:
         return self.transfer_sets[path]
 
     def cost(self, family: str, model_dict: dict, cfg: TrainConfig, ds: Dataset) -> Cost:
+        # the precision the run will train in on this device (bf16 on a CPU without it trains in fp32)
+        cfg = replace(cfg, precision=runtime.resolve_precision(cfg.precision, self.device)[0])
         model_cfg = FAMILIES[family].config_cls(**model_dict).for_dataset(ds.vocab.d_vocab, ds.vocab.seq_len) \
             .for_precision(cfg.precision)
         with torch.device("meta"):  # sizes and FLOPs without allocating the weights

@@ -537,25 +537,34 @@ def sweep(grid: list[str], preset: str = "micro", out: Path | None = None, execu
                      fresh=fresh, task=task)
 
 
-def execute(call: dict) -> int:
-    """Run one study job in this process: ``{"verb": "train", "kwargs": {"spec": ...}}`` as a study plan or a job's
-    ``spec.json`` holds it (the verbs: build_data, train, transfer, stack, analyze, compare). Returns the exit code:
-    0, 2 after a user error (printed one line each), 130 when interrupted."""
+def execute(job) -> int:
+    """Run one study job in this process: a typed job (``studies/jobs.py``), dispatched on its type (a training job,
+    or a stack of them, trains its resolved specs as they are), or an API call ``{"verb": ..., "kwargs": ...}`` (a
+    job file written before jobs were typed; the verbs: build_data, train, transfer, stack, analyze, compare).
+    Returns the exit code: 0, 2 after a user error (printed one line each), 130 when interrupted."""
     from grokscope import errors
+    from grokscope.studies import jobs
     from grokscope.training.runspec import RunSpec
 
     verbs = {"build_data": build_data, "train": train, "transfer": transfer, "analyze": analyze, "compare": compare,
              "stack": stack}
     try:
-        if not isinstance(call, dict) or call.get("verb") not in verbs or not isinstance(call.get("kwargs"), dict):
-            raise GrokscopeError(f"not a job spec: {str(call)[:80]!r}; expected {{'verb': one of "
+        if isinstance(job, jobs.Job):
+            members = job.members if isinstance(job, jobs.StackJob) else (job,)
+            if all(isinstance(m, jobs.TrainJob) for m in members):
+                specs = [m.spec for m in members]
+                train(spec=specs if isinstance(job, jobs.StackJob) else specs[0])
+                return 0
+            job = job.call  # the other stages run their verb with the job's keywords
+        if not isinstance(job, dict) or job.get("verb") not in verbs or not isinstance(job.get("kwargs"), dict):
+            raise GrokscopeError(f"not a job spec: {str(job)[:80]!r}; expected {{'verb': one of "
                                  f"{', '.join(verbs)}, 'kwargs': {{...}}}}")
-        kwargs = dict(call["kwargs"])
-        if "spec" in kwargs:  # a training job: one resolved spec, or a list of them (a stack)
+        kwargs = dict(job["kwargs"])
+        if "spec" in kwargs:  # a training call: one resolved spec, or a list of them (a stack)
             specs = kwargs["spec"]
             kwargs["spec"] = [RunSpec.from_dict(s) for s in specs] if isinstance(specs, list) \
                 else RunSpec.from_dict(specs)
-        verbs[call["verb"]](**kwargs)
+        verbs[job["verb"]](**kwargs)
     except errors.REPORTED as exc:
         return errors.report(exc)
     return 0

@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) != 1:
             raise GrokscopeError("usage: python -m grokscope.worker JOB.json (a job file from <study>/jobs/)")
         data = artifacts.read_json(Path(args[0]), "point at a job file a study or sweep wrote (<out>/jobs/*.json)")
-        call = jobs.from_dict(data, args[0]).call if isinstance(data, dict) and "kind" in data else data
+        job = jobs.from_dict(data, args[0]) if isinstance(data, dict) and "kind" in data else data
     except errors.REPORTED as exc:
         return errors.report(exc)
-    return api.execute(call)
+    return api.execute(job)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ A job is a typed value (``studies/jobs.py``; a training job holds its resolved `
 it to ``<study>/jobs/<job>.json`` (``Job.to_dict``, with its kind) before it runs (a record, and a way to re-run one
 job by hand); a worker process reads that file (``python -m grokscope.worker JOB.json``), a Ray task gets the same
 mapping and writes it to a file on its own node. Nothing is turned into a command line and parsed back. The
-in-process runner (``api.execute``, which takes the job's API call) is supplied by the caller, since this package
-sits below the API.
+in-process runner (``api.execute``, which dispatches on the job's type) is supplied by the caller, since this
+package sits below the API.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from grokscope import artifacts
 from grokscope.errors import GrokscopeError
 from grokscope.studies.jobs import Job
 
-Runner = Callable[[dict], int]
+Runner = Callable[[Job], int]
 EXECUTORS = ("local", "ray")
 
 
@@ -100,7 +100,7 @@ class LocalExecutor:
             self.log(f"[{job.stage}] {job.name}")
             path = write_spec(self.spec_dir, job)
             t0 = time.time()
-            code = self.runner(job.call) if self.runner is not None else subprocess_runner(path)
+            code = self.runner(job) if self.runner is not None else subprocess_runner(path)
             on_done(job, code, time.time() - t0)
 
     def _run_parallel(self, jobs, on_done, slots: list[tuple[str, dict]]) -> None:

@@ -2,7 +2,7 @@
 
 A spec is built once, from a family, a training preset and ``--set`` items: the preset's recipe and every override
 are applied then, and what is stored is every resolved setting as a typed value (``lr`` 1e-3 and 0.001 are the
-same float). Everything downstream (the stacked trainer, a subprocess worker reading ``spec.json``, a Ray task,
+same float). Everything downstream (the stacked trainer, a subprocess worker reading its job file, a Ray task,
 the study manifest deciding whether a finished run changed) reads the resolved values, never the command line.
 
 The model config is stored without the vocabulary size, which the dataset decides: :meth:`RunSpec.configs` sizes it

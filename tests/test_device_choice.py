@@ -338,3 +338,18 @@ def test_the_plan_times_a_run_in_the_precision_it_will_train_in(monkeypatch):
         est.cost("gpt", train.resolved["model"], from_dict(TrainConfig, train.resolved["train"], "t"),
                  est.dataset(train.resolved["data"]))
         assert probed[-1] == expected
+
+
+def test_a_run_started_in_bf16_continues_in_it_on_a_cpu_without_it(monkeypatch, tmp_path, smoke_data, capsys):
+    """A run recorded in bf16 (started where bf16 is native) resumes on a CPU without it in bf16, with a note: the
+    fallback would make its config differ and refuse the resume."""
+    from grokscope import api, artifacts
+
+    sets = ["train.eval_every=2", "train.precision=bf16", "train.threads=1"]
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    api.train(smoke_data, tmp_path / "r", "gpt", "smoke", [*sets, "train.max_steps=2"], quiet=True)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    summary = api.train(smoke_data, tmp_path / "r", "gpt", "smoke", [*sets, "train.max_steps=4"], resume=True,
+                        quiet=True)
+    assert summary["final_step"] == 4 and artifacts.read_config(tmp_path / "r")["train"]["precision"] == "bf16"
+    assert "was started in bf16" in capsys.readouterr().out

@@ -63,12 +63,16 @@ def test_an_older_sweep_continues_with_nothing_run_again(layout, tmp_path, monke
     assert ran == []
     state = json.loads((out / "sweep.json").read_text())
     assert state["root"] == str(out.resolve()) and all(o.startswith(str(out.resolve())) for o in state["outputs"])
-    raw = yaml.safe_load(Path(STUDY).read_text())
-    raw["models"][0]["set"]["max_steps"] = 30
-    (tmp_path / "longer.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(GrokscopeError, match="another preset|would change"):
-        api.sweep(grid=grid, preset=str(tmp_path / "longer.yaml"), out=out, runner=lambda call: ran.append(call) or 0,
-                  log=lambda _msg: None)
+    # A changed recipe (as an upgrade may change it) of finished points is refused where the sweep recorded its points'
+    # settings; one recorded before that (command lines only) is compared by its spec alone.
+    from grokscope.training import config as train_config
+
+    recipe = {**train_config.TRAIN_PRESETS[("gpt", "smoke")], "weight_decay": 0.3}
+    monkeypatch.setitem(train_config.TRAIN_PRESETS, ("gpt", "smoke"), recipe)
+    if "resolved" in json.loads((LAYOUTS / "sweep" / layout / "sweep.json").read_text()):
+        with pytest.raises(GrokscopeError, match="finished points would change.*weight_decay"):
+            api.sweep(grid=grid, preset=STUDY, out=out, runner=lambda call: ran.append(call) or 0,
+                      log=lambda _msg: None)
     assert ran == []
 
 
@@ -93,3 +97,21 @@ def test_an_unfinished_sweep_point_whose_settings_changed_starts_over(tmp_path, 
         assert json.loads((run / "summary.json").read_text())["final_step"] == 20
         rows = (run / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(row)["step"] for row in rows] == [0, 10, 20]  # started over: one run from step 0
+
+
+def test_an_interrupted_sweep_continues_from_another_spelling_of_its_folder(tmp_path, monkeypatch):
+    """A sweep written with a relative --out, interrupted, moved and continued by an absolute path: its points continue
+    from their checkpoints (their recorded paths differ only in spelling; read as a change, they were cleared)."""
+    monkeypatch.chdir(tmp_path)
+    grid = ["train.lr=1e-3,2e-3"]
+    api.sweep(grid=grid, preset=STUDY, out="sw", log=lambda _msg: None)
+    before = {}
+    for run in sorted((tmp_path / "sw" / "runs").iterdir()):
+        (run / "summary.json").unlink()  # as a kill after its last checkpoint leaves it
+        before[run.name] = (run / "metrics.jsonl").read_text()
+    shutil.move(tmp_path / "sw", tmp_path / "moved")
+    api.sweep(grid=grid, preset=STUDY, out=tmp_path / "moved", log=lambda _msg: None)
+    for name, metrics in before.items():
+        run = tmp_path / "moved" / "runs" / name
+        assert (run / "summary.json").exists()
+        assert (run / "metrics.jsonl").read_text().startswith(metrics)  # continued: its rows kept, not rewritten

@@ -162,8 +162,14 @@ def test_stack_cli(cli, regimes, tmp_path):
     assert code == 2 and "neither a run spec nor a job file" in err
     for name in "cd":
         assert cli("train", "--data", data, "--out", tmp_path / "c", "--spec-only", tmp_path / f"{name}.json")[0] == 0
+    # d as a job file was written before jobs were typed (an API call): still read as a training run
+    spec = json.loads((tmp_path / "d.json").read_text())
+    (tmp_path / "d.json").write_text(json.dumps({"verb": "train", "kwargs": {"spec": spec}}))
     code, _, err = cli("stack", tmp_path / "c.json", tmp_path / "d.json")
     assert code == 2 and "same --out" in err
+    (tmp_path / "odd.json").write_text(json.dumps({"kind": ["train"]}))
+    code, _, err = cli("stack", tmp_path / "odd.json")
+    assert code == 2 and "odd.json" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_compiled_vmap_stack_keeps_stopped_runs_slots_until_half_are_idle(regimes, tmp_path, monkeypatch):

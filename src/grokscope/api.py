@@ -488,7 +488,8 @@ def study(preset: str = "micro", out: Path | None = None, executor: str = "local
           sets: list[str] | None = None, fresh: bool = False, runner=None, log=print, stack: bool = True) -> Path:
     """Run a whole study and write its report; returns the report's path. Runs of one architecture are trained
     stacked in one process unless ``stack=False``. The local executor runs each job with ``runner`` (default
-    :func:`execute`, in this process)."""
+    :func:`execute`, in this process), which is given the typed job (``studies/jobs.py``; its API call is
+    ``job.call``) and returns its exit code."""
     from grokscope.studies.run import run_study
 
     out = Path(out) if out else Path("reports") / Path(preset).stem

@@ -236,6 +236,11 @@ def _training_calls(path: Path) -> list[dict]:
         return [m.call for m in members]
     if isinstance(data, dict) and {"data", "out", "family"} <= set(data):
         return [{"verb": "train", "kwargs": {"spec": data}}]  # checked as a spec by api.stack
+    if isinstance(data, dict) and isinstance(data.get("kwargs"), dict) and data.get("verb") in ("train", "transfer"):
+        return [data]  # a job file written before jobs were typed: its call, checked by api.stack
+    if isinstance(data, dict) and data.get("verb") == "stack" and isinstance(data.get("kwargs"), dict) and \
+            isinstance(data["kwargs"].get("calls"), list):
+        return data["kwargs"]["calls"]
     raise GrokscopeError(f"{path}: neither a run spec nor a job file; write a spec with `grokscope train ... "
                          f"--spec-only FILE` (or `transfer ... --spec-only FILE`)")
 

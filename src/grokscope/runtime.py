@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 
 import torch
@@ -131,8 +132,11 @@ def cpu_has_bf16() -> bool:
     oneDNN emulates it, and a bf16 autocast step is many times slower than fp32: 16x for the micro gpt and 12x for
     the micro trm on an AVX2-only EPYC (docs/calibration.md)."""
     try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            # oneDNN's own check passes any AVX-512 CPU (Skylake to Ice Lake), where bf16 is still emulated
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+    except (AttributeError, RuntimeError):  # a torch build without these checks or without oneDNN
         return False
 
 

@@ -28,7 +28,7 @@ from grokscope.errors import INTERRUPTED_MESSAGE, GrokscopeError, Interrupted
 from grokscope.models.registry import family, model_config
 from grokscope.studies.executors import Runner, make_executor
 from grokscope.studies.jobs import Job, TrainJob, stacked
-from grokscope.studies.migrations import differences, in_todays_layout, read_sweep, stale, sweep_identity
+from grokscope.studies.migrations import compared, read_sweep, stale, sweep_identity
 from grokscope.studies.plan import data_job, resumed
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
@@ -212,8 +212,7 @@ def _changed_points(recorded, jobs: list[Job]) -> list[str]:
     out = []
     for job in jobs:
         old = recorded.get(job.name)
-        if isinstance(old, dict) and job.done.exists() and (diff := differences(in_todays_layout(old, job),
-                                                                                  job.resolved)):
+        if isinstance(old, dict) and job.done.exists() and (diff := compared(old, job)):
             out.append(f"{job.name} ({'; '.join(diff[:2])})")
     return out
 

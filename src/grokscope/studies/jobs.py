@@ -420,7 +420,7 @@ KINDS: dict[str, type[Job]] = {cls.kind: cls for cls in (DataJob, TrainJob, Anal
 
 def from_dict(data: dict, where: str = "job file") -> Job:
     """A job file read back into its type: an unknown kind, an unknown or missing field is one line each."""
-    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str) or data["kind"] not in KINDS:
         kind = data.get("kind") if isinstance(data, dict) else None
         raise GrokscopeError(f"{where}: not a job file (kind {kind!r}); expected one of {', '.join(KINDS)}")
     cls = KINDS[data["kind"]]

@@ -77,6 +77,28 @@ def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = 
     return out
 
 
+_OUTPUT_FOLDERS = ("runs", "datasets", "compare")  # where a study or sweep keeps what its jobs write
+_PATH_SETTINGS = ("data", "from", "control", "a", "b")  # the resolved settings that name a job's inputs
+
+
+def portable(resolved: dict) -> dict:
+    """Resolved settings with the paths of the study's own folders from that folder on (``/x/s/runs/r@last`` ->
+    ``runs/r@last``): the same job recorded with a relative ``--out``, an absolute one, or before its folder moved is
+    the same job (compared as written, an unfinished run would be taken as changed and started over)."""
+    def short(value):
+        if not isinstance(value, str):
+            return value
+        parts = Path(value).parts
+        ends = [i for i, part in enumerate(parts[:-1]) if part in _OUTPUT_FOLDERS]
+        return "/".join(parts[ends[-1]:]) if ends else value
+    return {k: short(v) if k in _PATH_SETTINGS else v for k, v in resolved.items()}
+
+
+def compared(old: dict, job: Job) -> list[str]:
+    """How ``job``'s resolved settings differ from the recorded ``old`` ones, both in today's layout."""
+    return differences(portable(in_todays_layout(old, job)), portable(job.resolved))
+
+
 def in_todays_layout(resolved: dict, job: Job) -> dict:
     """A training job's recorded settings in today's layout (``artifacts.upgrade_settings``): moving a setting
     between sections in an upgrade is not a change of value."""
@@ -98,13 +120,12 @@ def budget_only(old, job: Job) -> bool:
     def without_budget(resolved: dict) -> dict:
         return {**resolved, "train": {k: v for k, v in (resolved.get("train") or {}).items()
                                       if k not in runs.RESUMABLE_KEYS}}
-    return without_budget(in_todays_layout(old, job)) == without_budget(job.resolved)
+    return without_budget(portable(in_todays_layout(old, job))) == without_budget(portable(job.resolved))
 
 
 def stale(old, job: Job) -> bool:
     """Whether an unfinished job must start over: its recorded settings changed beyond its budget."""
-    return isinstance(old, dict) and bool(differences(in_todays_layout(old, job), job.resolved)) and \
-        not budget_only(old, job)
+    return isinstance(old, dict) and bool(compared(old, job)) and not budget_only(old, job)
 
 
 def without_default_flags(argv: list) -> list:
@@ -123,7 +144,7 @@ def recorded_changes(entry: dict, job: Job) -> list[str]:
     """How ``job`` differs from its recorded manifest ``entry``: by resolved settings, or for a manifest written
     before settings were recorded, by command line."""
     if isinstance(entry.get("resolved"), dict):
-        return differences(in_todays_layout(entry["resolved"], job), job.resolved)
+        return compared(entry["resolved"], job)
     argv = entry.get("argv")
     return [] if argv is None or without_default_flags(argv) == job.argv else ["command line"]
 

@@ -119,6 +119,14 @@ class RunRequest:
             runs.clear_run(self.out, self.keep)
 
 
+def _recorded_precision(out: Path) -> str | None:
+    """The precision a run folder's ``config.yaml`` records (None when there is none to read)."""
+    try:
+        return (artifacts.read_config(Path(out)).get("train") or {}).get("precision")
+    except GrokscopeError:
+        return None
+
+
 def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path, resume: bool = False,
             force_config: bool = False, device: str = "auto", quiet: bool = False,
             finetune: FineTune | None = None) -> RunRequest:
@@ -126,6 +134,10 @@ def prepare(ds: Dataset, data_dir: Path, model_cfg, cfg: TrainConfig, out: Path,
     with the same settings); raise one line per problem before anything is written."""
     device = runtime.pick_device(device)
     precision, note = runtime.resolve_precision(cfg.precision, device)
+    if note and resume and _recorded_precision(out) == cfg.precision:
+        # a run started where its precision was available continues in it (slower here), not in another one
+        note, precision = (f"note: {out} was started in {cfg.precision}; it continues in it, though this device "
+                           f"would use {precision}"), cfg.precision
     if note:
         print(note)
         cfg = replace(cfg, precision=precision)

@@ -12,6 +12,8 @@ What changed, and how an older record is read:
   their command lines always carried at their default values (``without_default_flags``).
 - **A moved or copied study** records the folder it was written in; its paths are read under the folder it is in
   now (``artifacts.relocated``; manifests before ``root`` was recorded: the study folder of its jobs' outputs).
+  A job's recorded inputs (its dataset, parent, compared runs) are compared from the study's own folders on
+  (``portable``): a study or sweep written with a relative ``--out`` and continued by an absolute one is unchanged.
 - **Sweeps** record the study spec they ran: one recorded before a spec field existed (``workers``, a transfer's
   ``draw``, the ``comparison`` section) or before ``task`` is read with today's defaults (``sweep_identity``); a
   sweep recorded before its folder was (``root``) is moved by its outputs' paths (``read_sweep``).

@@ -160,6 +160,12 @@ def quiet_opt(verb):
     return typer.Option(default(verb, "quiet"), "--quiet", "-q", help="Log lines per evaluation instead of a live bar.")
 
 
+def spec_only_opt(what: str):
+    return typer.Option(None, "--spec-only", readable=False,
+                        help=f"Write the {what}'s resolved spec (JSON) to this new file and train nothing: "
+                             f"`grokscope stack` trains several in one process.")
+
+
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (grokscope data build)."),
@@ -177,9 +183,7 @@ def train_cmd(
                                       help="Allow --resume with a changed config."),
     device: str = device_opt(api.train),
     quiet: bool = quiet_opt(api.train),
-    spec_only: Optional[Path] = typer.Option(None, "--spec-only", readable=False,
-                                             help="Write the run's resolved spec (JSON) to this new file and train "
-                                                  "nothing: `grokscope stack` trains several in one process."),
+    spec_only: Optional[Path] = spec_only_opt("run"),
 ) -> None:
     """Train a model on a dataset: checkpoints, metrics.jsonl, summary.json with milestones."""
     if spec_only is not None:
@@ -288,9 +292,7 @@ def transfer_cmd(
                                   "He et al.'s new+old category at a usable n)."),
     device: str = device_opt(api.transfer),
     quiet: bool = quiet_opt(api.transfer),
-    spec_only: Optional[Path] = typer.Option(None, "--spec-only", readable=False,
-                                             help="Write the fine-tune's resolved spec (JSON) to this new file and "
-                                                  "train nothing: `grokscope stack` trains several in one process."),
+    spec_only: Optional[Path] = spec_only_opt("fine-tune"),
 ) -> None:
     """Fine-tune a checkpoint on new facts (or train the control) and measure transfer per category."""
     from grokscope.finetuning import print_transfer_summary

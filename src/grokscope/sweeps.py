@@ -32,7 +32,7 @@ from grokscope.studies.migrations import compared, read_sweep, stale, sweep_iden
 from grokscope.studies.plan import data_job, resumed
 from grokscope.studies.run import INTERRUPTED
 from grokscope.studies.spec import (comparison_data_sets, comparison_model_sets, data_sets, load_spec, model_sets,
-                                    spec_dict)
+                                    qualified_sets, spec_dict)
 from grokscope.training.config import TrainConfig, resolve_train_config
 from grokscope.training.runspec import plain
 
@@ -136,7 +136,7 @@ def sweep_jobs(preset: str, grid_items: list[str], out: Path, model_name: str | 
             data_jobs[key] = data_job(preset_name, None if comparison else "natural", data_dir, data_set,
                                       plain(to_dict(data_cfg)), name=f"data {data_dir.name}", task=task)
         data_dir = data_jobs[key].out
-        sets = {**{f"train.{k}": v for k, v in train_set.items()}, **{f"model.{k}": v for k, v in model_set.items()}}
+        sets = qualified_sets(train_set, model_set)
         run = out / "runs" / point_name(point)
         group = json.dumps([model.name, model_set], sort_keys=True, default=str)  # same model settings: stackable
         record = {"regime": None, "task": task} if comparison else {"regime": "natural"}

@@ -51,6 +51,11 @@ class Job:
     resumable: ClassVar[bool] = False  # an interrupted job continues from its checkpoint (``resumed``)
     paths: ClassVar[tuple[str, ...]] = ()  # the fields that hold paths (strings in a job file)
 
+    @property
+    def name(self) -> str:
+        """Unique within a study: the stage and the folder the job writes (data, compare and stack jobs differ)."""
+        return f"{self.stage} {self.out.name}"
+
     def resumed(self) -> "Job":
         """The job continuing an interrupted run (only resumable jobs have one)."""
         return self
@@ -145,10 +150,6 @@ class TrainJob(Job):
         return Path(self.spec.out)
 
     @property
-    def name(self) -> str:
-        return f"train {self.out.name}"
-
-    @property
     def done(self) -> Path:
         return self.out / "summary.json"
 
@@ -191,10 +192,6 @@ class AnalyzeJob(Job):
     @property
     def out(self) -> Path:
         return self.run
-
-    @property
-    def name(self) -> str:
-        return f"analyze {self.run.name}"
 
     @property
     def done(self) -> Path:
@@ -252,10 +249,6 @@ class TransferJob(Job):
     flat_tolerance: float = FineTuneBudget.flat_tolerance
     draw: str = DEFAULT_DRAW
     resume: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"transfer {self.out.name}"
 
     @property
     def done(self) -> Path:

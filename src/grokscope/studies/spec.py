@@ -17,7 +17,7 @@ from grokscope import artifacts
 from grokscope.config import apply_overrides, from_dict, repeated, route_sets, split_set_items, to_dict
 from grokscope.data.config import DATA_PRESETS, REGIMES, TRANSFER_DRAWS, DataConfig, resolve_data_config
 from grokscope.errors import GrokscopeError
-from grokscope.models.registry import FAMILIES, model_config
+from grokscope.models.registry import FAMILIES
 from grokscope.training.config import TrainConfig, resolve_train_config
 from grokscope.training.runspec import RunSpec, plain
 from grokscope.finetuning import TRANSFER_PRESETS, FineTuneBudget
@@ -234,9 +234,15 @@ def resolve(spec: StudySpec) -> Resolved:
 
 
 def planned_run(model: ModelSpec, regime: str | None = None) -> PlannedRun:
-    train_over, model_over = model_sets(model, regime)
-    sets = {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
+    """The model's run on one dataset (``regime``'s ``per_regime`` entries on top), resolved; a setting it cannot
+    take is one line per problem (``validate`` checks every entry with it)."""
+    sets = qualified_sets(*model_sets(model, regime))
     return PlannedRun(sets, RunSpec.build("", "", model.family, model.preset, sets, quiet=True))
+
+
+def qualified_sets(train_over: dict, model_over: dict) -> dict:
+    """Train and model overrides as one ``set`` mapping with their sections named (``train.K``, ``model.K``)."""
+    return {**{f"train.{k}": v for k, v in train_over.items()}, **{f"model.{k}": v for k, v in model_over.items()}}
 
 
 def spec_dict(spec: StudySpec) -> dict:
@@ -346,14 +352,14 @@ def validate(spec: StudySpec) -> list[str]:
         stray = [r for r in model.per_regime if r not in spec.regimes_of(model)]
         if stray:
             p.append(f"{where}.per_regime {stray}: not regimes this model is trained on")
-        p += _errors(lambda m=model: _check_model(m), where)
+        p += _errors(lambda m=model: planned_run(m), where)
         seeded = [r or "set" for r in [None, *model.per_regime] if "seed" in _errors_or_train(model, r)]
         if seeded:
             p.append(f"{where}: sets train.seed ({', '.join(seeded)}); give the seeds with the study's `seeds:` "
                      f"list in the study YAML, so that the manifest records the seed each run trains with")
         for regime in model.per_regime:
-            if regime not in stray and not _errors(lambda m=model: _check_model(m), where):
-                p += _errors(lambda m=model, r=regime: _check_model(m, r), f"{where}.per_regime.{regime}")
+            if regime not in stray and not _errors(lambda m=model: planned_run(m), where):
+                p += _errors(lambda m=model, r=regime: planned_run(m, r), f"{where}.per_regime.{regime}")
     p += [f"study.analysis.probes: {x}" for x in _probe_problems(spec.analysis.probes)]
     steps = [x.strip() for x in spec.analysis.steps.split(",")]
     p += [f"study.analysis.steps: {x}" for x in _step_problems(steps, allow_all=True) + _repeats(steps)]
@@ -388,18 +394,12 @@ def _comparison_problems(spec: StudySpec) -> list[str]:
         p.append(f"{where}.per_model {stray}: not models trained on the comparison task ({', '.join(chosen)}); "
                  f"remove them, or add them to {where}.models")
     for model in spec.comparison_models():
-        if model.name in c.per_model and model.family in FAMILIES and not _errors(lambda m=model: _check_model(m), ""):
+        if model.name in c.per_model and model.family in FAMILIES and not _errors(lambda m=model: planned_run(m), ""):
             merged = comparison_model(spec, model)
-            p += _errors(lambda m=merged: _check_model(m), f"{where}.per_model.{model.name}")
+            p += _errors(lambda m=merged: planned_run(m), f"{where}.per_model.{model.name}")
             if "seed" in _errors_or_train(merged, None):
                 p.append(f"{where}.per_model.{model.name}: sets train.seed; give the seeds with the study's `seeds:`")
     return p
-
-
-def _check_model(model: ModelSpec, regime: str | None = None) -> None:
-    train_over, model_over = model_sets(model, regime)
-    cfg = resolve_train_config(model.family, model.preset, train_over)
-    model_config(model.family, cfg.model_config, d_vocab=128, overrides=model_over)
 
 
 def _errors(fn, where: str) -> list[str]:
@@ -455,7 +455,7 @@ def _transfer_problems(spec: StudySpec, t: TransferSpec, where: str, data_ok: bo
     if data_ok:
         p += _errors(lambda: resolve_data_config(spec.data.preset, None, None, data_sets(spec))
                      .validate(transfer=True), "study.data (the transfer sets)")
-    if model.family in FAMILIES and not _errors(lambda: _check_model(model), ""):
+    if model.family in FAMILIES and not _errors(lambda: planned_run(model), ""):
         p += _errors(lambda: resolve_train_config(model.family, model.preset, {**model_sets(model)[0],
                                                                                **transfer_sets(t)}),
                      f"{where}.set")
